@@ -69,7 +69,7 @@ type Source interface {
 type Bytes []byte
 
 func (b Bytes) Open() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-func (b Bytes) Size() int64                   { return int64(len(b)) }
+func (b Bytes) Size() int64                  { return int64(len(b)) }
 
 // HostFile is a Source read from the build host when a writer needs it.
 type HostFile struct {
@@ -78,7 +78,7 @@ type HostFile struct {
 }
 
 func (h HostFile) Open() (io.ReadCloser, error) { return os.Open(h.Path) }
-func (h HostFile) Size() int64                   { return h.Len }
+func (h HostFile) Size() int64                  { return h.Len }
 
 // NewHostFile stats p and returns a Source for it.
 func NewHostFile(p string) (HostFile, error) {
