@@ -1,0 +1,142 @@
+// Package boards holds one definition per supported board, as data: the YAML
+// files beside this file, embedded in the binary. A board says what a
+// machine needs to boot: architecture, kernel package, firmware, kernel
+// command line, partition scheme and boot chains.
+package boards
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+//go:embed *.yaml
+var files embed.FS
+
+// Board is one board definition.
+type Board struct {
+	Name        string `yaml:"name"`
+	Description string `yaml:"description"`
+	// Arch is the Go and Debian architecture: amd64 or arm64.
+	Arch string `yaml:"arch"`
+	// KernelPackage is the Debian package whose closure provides vmlinuz
+	// and the modules (a metapackage such as linux-image-amd64).
+	KernelPackage string `yaml:"kernel_package"`
+	// Packages are board-specific packages (firmware) added to the system.
+	Packages []string `yaml:"packages"`
+	// Cmdline is the kernel command line, one parameter per item.
+	Cmdline []string `yaml:"cmdline"`
+	// PartitionScheme is "gpt" or "mbr" (the Raspberry Pi firmware needs MBR).
+	PartitionScheme string `yaml:"partition_scheme"`
+	// BootChains lists how the image boots: "uefi", "bios", "rpi".
+	BootChains []string `yaml:"boot_chains"`
+	// Formats the board can be written as ("raw", "iso"); DefaultFormats
+	// those built when the spec names none.
+	Formats        []string `yaml:"formats"`
+	DefaultFormats []string `yaml:"default_formats"`
+	// InitramfsModules are loaded by the initramfs to find the root.
+	InitramfsModules []string `yaml:"initramfs_modules"`
+	// ModuleExcludes are directories under kernel/ left out of the system.
+	ModuleExcludes []string `yaml:"module_excludes"`
+}
+
+// CmdlineString joins the command line.
+func (b *Board) CmdlineString() string { return strings.Join(b.Cmdline, " ") }
+
+// HasBootChain reports whether the board boots through chain.
+func (b *Board) HasBootChain(chain string) bool { return contains(b.BootChains, chain) }
+
+// SupportsFormat reports whether the board can be written as format.
+func (b *Board) SupportsFormat(format string) bool { return contains(b.Formats, format) }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrUnknownBoard is returned by Get for a name no definition has.
+var ErrUnknownBoard = errors.New("unknown board")
+
+// Names lists the defined boards, sorted.
+func Names() []string {
+	ents, _ := fs.ReadDir(files, ".")
+	var out []string
+	for _, e := range ents {
+		out = append(out, strings.TrimSuffix(e.Name(), path.Ext(e.Name())))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Get loads and validates the named board.
+func Get(name string) (*Board, error) {
+	data, err := files.ReadFile(name + ".yaml")
+	if err != nil {
+		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownBoard, name, strings.Join(Names(), ", "))
+	}
+	return Parse(name+".yaml", data)
+}
+
+// Parse reads one board definition strictly: unknown keys are errors.
+func Parse(file string, data []byte) (*Board, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var b Board
+	if err := dec.Decode(&b); err != nil {
+		return nil, fmt.Errorf("board %s: %w", file, err)
+	}
+	if err := b.Validate(); err != nil {
+		return nil, fmt.Errorf("board %s: %w", file, err)
+	}
+	return &b, nil
+}
+
+// Validate checks that the definition is complete and consistent.
+func (b *Board) Validate() error {
+	var errs []error
+	if b.Name == "" {
+		errs = append(errs, errors.New("name: missing"))
+	}
+	switch b.Arch {
+	case "amd64", "arm64":
+	default:
+		errs = append(errs, fmt.Errorf("arch: %q is not amd64 or arm64", b.Arch))
+	}
+	if b.KernelPackage == "" {
+		errs = append(errs, errors.New("kernel_package: missing"))
+	}
+	switch b.PartitionScheme {
+	case "gpt", "mbr":
+	default:
+		errs = append(errs, fmt.Errorf("partition_scheme: %q is not gpt or mbr", b.PartitionScheme))
+	}
+	for _, c := range b.BootChains {
+		switch c {
+		case "uefi", "bios", "rpi":
+		default:
+			errs = append(errs, fmt.Errorf("boot_chains: unknown chain %q", c))
+		}
+	}
+	for _, f := range b.Formats {
+		if f != "raw" && f != "iso" {
+			errs = append(errs, fmt.Errorf("formats: unknown format %q", f))
+		}
+	}
+	for _, f := range b.DefaultFormats {
+		if !b.SupportsFormat(f) {
+			errs = append(errs, fmt.Errorf("default_formats: %q is not in formats", f))
+		}
+	}
+	return errors.Join(errs...)
+}

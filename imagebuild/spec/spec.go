@@ -1,0 +1,211 @@
+// Package spec is the build spec: which board, which formats, which
+// packages, overlays, runtime and cloud-config go into an image.
+//
+//	board: x86_64
+//	formats: [raw, iso]
+//	cloud_config: node.yaml
+//	image: {size: 4GiB}
+//
+// Parsing is strict: unknown keys, wrong types and bad values are errors that
+// name the file, line, column and key.
+package spec
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/ballast-os/ballast/boards"
+)
+
+// Spec is a build spec. Unset fields take the defaults of FillDefaults.
+type Spec struct {
+	// Board names a definition in boards/ (default x86_64).
+	Board string `yaml:"board"`
+	// Formats to write: "raw", "iso" (default: the board's default formats).
+	Formats []string `yaml:"formats"`
+	// Name is the image base name: <output>/<name>-<board>.img (default "ballast").
+	Name string `yaml:"name"`
+	// Output is the directory images are written to (default "out").
+	Output string `yaml:"output"`
+	Debian Debian `yaml:"debian"`
+	// Packages are added to the base userland.
+	Packages []string `yaml:"packages"`
+	// ExcludePackages are dropped from the resolved closure: packages that
+	// only serve maintainer scripts, which never run in an image.
+	ExcludePackages []string `yaml:"exclude_packages"`
+	// Overlays are optional layers (overlays/): none exist yet.
+	Overlays []string `yaml:"overlays"`
+	Runtime  Runtime  `yaml:"runtime"`
+	// CloudConfig is a cloud-config file baked into the image; relative to
+	// the spec file. Empty: the embedded default (examples/).
+	CloudConfig string `yaml:"cloud_config"`
+	// UserData is the file placed on the boot partition as /user-data for a
+	// person to edit after flashing. Empty: a commented template.
+	UserData string `yaml:"user_data"`
+	Image    Image  `yaml:"image"`
+	// Lock is the lock file pinning package versions and hashes; relative
+	// to the spec file. Default: <spec name>.lock beside the spec, or
+	// <output>/ballast.lock for the built-in default.
+	Lock string `yaml:"lock"`
+
+	// Dir is the directory relative paths are resolved against (the spec
+	// file's directory); not part of the YAML.
+	Dir string `yaml:"-"`
+	// File is the spec's file name, for messages; not part of the YAML.
+	File string `yaml:"-"`
+}
+
+// Debian selects the archive.
+type Debian struct {
+	Mirror     string   `yaml:"mirror"`
+	Suite      string   `yaml:"suite"`
+	Components []string `yaml:"components"`
+}
+
+// Runtime selects the Kubernetes runtime put in the image.
+type Runtime struct {
+	// Kind: "none" (default until the runtime lands), "ballast" (built from
+	// runtime/), or "k3s" (the official release binary).
+	Kind    string `yaml:"kind"`
+	Version string `yaml:"version"`
+	SHA256  string `yaml:"sha256"`
+	File    string `yaml:"file"`
+	URL     string `yaml:"url"`
+}
+
+// Image sets sizes and compression.
+type Image struct {
+	// Size of the raw image, e.g. "4GiB"; 0 or empty: as small as the
+	// partitions allow (the data partition grows at first boot anyway).
+	Size Size `yaml:"size"`
+	// SlotSize of each system partition (default 512MiB).
+	SlotSize Size `yaml:"slot_size"`
+	// Compression of the squashfs: "zstd" (default) or "xz".
+	Compression string `yaml:"compression"`
+}
+
+// Size is a byte count written as a number or with a unit (KiB, MiB, GiB, K, M, G).
+type Size int64
+
+var sizeRE = regexp.MustCompile(`^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$`)
+
+// ParseSize reads "512MiB", "4G", "1048576".
+func ParseSize(s string) (Size, error) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a size (examples: 512MiB, 4GiB, 1048576)", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", s, err)
+	}
+	shift := map[byte]uint{'K': 10, 'M': 20, 'G': 30, 'T': 40}
+	if m[2] != "" && m[2] != "B" {
+		sh := shift[m[2][0]]
+		if n > (1<<62)>>sh {
+			return 0, fmt.Errorf("%q is too large", s)
+		}
+		n <<= sh
+	}
+	return Size(n), nil
+}
+
+func (s Size) String() string {
+	switch {
+	case s == 0:
+		return "0"
+	case s%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", s>>30)
+	case s%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", s>>20)
+	}
+	return strconv.FormatInt(int64(s), 10)
+}
+
+// Defaults.
+const (
+	DefaultBoard    = "x86_64"
+	DefaultName     = "ballast"
+	DefaultOutput   = "out"
+	DefaultMirror   = "http://deb.debian.org/debian"
+	DefaultSuite    = "trixie"
+	DefaultSlotSize = Size(512 << 20)
+)
+
+// BasePackages is the userland every image gets: a shell and the everyday
+// tools, OpenSSH, the netfilter tools the runtime drives, e2fsprogs for the
+// data partition, CA certificates.
+var BasePackages = []string{
+	"base-files", "bash", "coreutils", "util-linux", "mount", "findutils", "grep", "sed",
+	"mawk", "gzip", "tar", "less", "procps", "iproute2", "iputils-ping", "iptables",
+	"kmod", "e2fsprogs", "openssh-server", "openssh-sftp-server", "ca-certificates",
+	"netbase", "ncurses-base", "hostname", "curl",
+}
+
+// DefaultExcludePackages only serve dpkg and maintainer scripts, which never
+// run in a ballast image, or init systems ballast replaces.
+var DefaultExcludePackages = []string{
+	"debconf", "ucf", "adduser", "dpkg", "init-system-helpers", "runit-helper",
+	"perl-base", "systemd", "systemd-sysv", "libpam-runtime", "debian-archive-keyring",
+	"sensible-utils", "libdebconfclient0",
+}
+
+// FillDefaults sets every unset field to its default.
+func (s *Spec) FillDefaults() {
+	if s.Board == "" {
+		s.Board = DefaultBoard
+	}
+	if s.Name == "" {
+		s.Name = DefaultName
+	}
+	if s.Output == "" {
+		s.Output = DefaultOutput
+	}
+	if s.Debian.Mirror == "" {
+		s.Debian.Mirror = DefaultMirror
+	}
+	if s.Debian.Suite == "" {
+		s.Debian.Suite = DefaultSuite
+	}
+	if len(s.Debian.Components) == 0 {
+		s.Debian.Components = []string{"main", "non-free-firmware"}
+	}
+	if s.ExcludePackages == nil {
+		s.ExcludePackages = append([]string(nil), DefaultExcludePackages...)
+	}
+	if s.Runtime.Kind == "" {
+		s.Runtime.Kind = "none"
+	}
+	if s.Image.SlotSize == 0 {
+		s.Image.SlotSize = DefaultSlotSize
+	}
+	if s.Image.Compression == "" {
+		s.Image.Compression = "zstd"
+	}
+	if s.Lock == "" {
+		if s.File != "" {
+			s.Lock = strings.TrimSuffix(filepath.Base(s.File), filepath.Ext(s.File)) + ".lock"
+		} else {
+			s.Lock = filepath.Join(s.Output, "ballast.lock")
+		}
+	}
+	if len(s.Formats) == 0 {
+		if b, err := boards.Get(s.Board); err == nil {
+			s.Formats = append([]string(nil), b.DefaultFormats...)
+		}
+	}
+}
+
+// Path resolves p relative to the spec's directory.
+func (s *Spec) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || s.Dir == "" {
+		return p
+	}
+	return filepath.Join(s.Dir, p)
+}
+
+// Board loads the spec's board definition.
+func (s *Spec) LoadBoard() (*boards.Board, error) { return boards.Get(s.Board) }
