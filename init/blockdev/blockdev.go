@@ -1,0 +1,187 @@
+// Package blockdev finds block devices and partitions through sysfs
+// (/sys/class/block): the kernel exports a GPT partition's name as PARTNAME
+// in its uevent, so no partition table has to be parsed to find the root.
+package blockdev
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Device is a disk or a partition as sysfs shows it.
+type Device struct {
+	Name string // "vda2"
+	// Disk is the whole disk a partition belongs to ("vda"); equal to
+	// Name for a whole disk.
+	Disk     string
+	PartNum  int    // 0 for a whole disk
+	PartName string // GPT partition name (PARTNAME), "" if none
+	// Start and Sectors are in 512-byte units, as sysfs reports them.
+	Start   uint64
+	Sectors uint64
+	Major   int
+	Minor   int
+}
+
+// Path is the device node under devDir (normally /dev).
+func (d Device) Path(devDir string) string { return filepath.Join(devDir, d.Name) }
+
+// Size is the device size in bytes.
+func (d Device) Size() uint64 { return d.Sectors * 512 }
+
+// IsPartition reports whether d is a partition.
+func (d Device) IsPartition() bool { return d.PartNum > 0 }
+
+// Scan lists the block devices under sysClassBlock (normally
+// /sys/class/block), sorted by name.
+func Scan(sysClassBlock string) ([]Device, error) {
+	ents, err := os.ReadDir(sysClassBlock)
+	if err != nil {
+		return nil, fmt.Errorf("listing block devices: %w", err)
+	}
+	var out []Device
+	for _, e := range ents {
+		dir := filepath.Join(sysClassBlock, e.Name())
+		d := Device{Name: e.Name(), Disk: e.Name()}
+		if err := readUevent(filepath.Join(dir, "uevent"), &d); err != nil {
+			continue // a device that vanished while we looked
+		}
+		d.Sectors, _ = readUint(filepath.Join(dir, "size"))
+		if n, err := readUint(filepath.Join(dir, "partition")); err == nil {
+			d.PartNum = int(n)
+			d.Start, _ = readUint(filepath.Join(dir, "start"))
+			// The partition's sysfs directory sits inside its disk's.
+			if real, err := filepath.EvalSymlinks(dir); err == nil {
+				d.Disk = filepath.Base(filepath.Dir(real))
+			}
+		}
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func readUevent(path string, d *Device) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "PARTNAME":
+			d.PartName = v
+		case "DEVNAME":
+			d.Name = v
+		case "MAJOR":
+			d.Major, _ = strconv.Atoi(v)
+		case "MINOR":
+			d.Minor, _ = strconv.Atoi(v)
+		}
+	}
+	return nil
+}
+
+func readUint(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+}
+
+// ByPartName returns the partitions named name.
+func ByPartName(devs []Device, name string) []Device {
+	var out []Device
+	for _, d := range devs {
+		if d.IsPartition() && d.PartName == name {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// ErrNotFound is returned when a wait ends without the device.
+var ErrNotFound = errors.New("device not found")
+
+// Wait polls find every interval until it returns a device or timeout
+// passes. Disks appear asynchronously after their driver loads (USB in
+// particular), hence the polling.
+func Wait(ctx context.Context, timeout, interval time.Duration, find func() (Device, bool, error)) (Device, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		d, ok, err := find()
+		if err != nil {
+			return Device{}, err
+		}
+		if ok {
+			return d, nil
+		}
+		select {
+		case <-ctx.Done():
+			return Device{}, fmt.Errorf("%w after %v", ErrNotFound, timeout)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Describe summarises devices for a fatal console message:
+// "vda (10.0 GiB) vda1 [BALLAST_BOOT] vda2 [BALLAST_A] ...".
+func Describe(devs []Device) string {
+	if len(devs) == 0 {
+		return "no block devices"
+	}
+	var parts []string
+	for _, d := range devs {
+		s := d.Name
+		if d.PartName != "" {
+			s += " [" + d.PartName + "]"
+		}
+		if !d.IsPartition() {
+			s += fmt.Sprintf(" (%.1f GiB)", float64(d.Size())/(1<<30))
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ISOVolumeID reads the ISO 9660 primary volume descriptor at 32 KiB and
+// returns its volume ID; ok is false when r is not an ISO 9660 volume.
+func ISOVolumeID(r io.ReaderAt) (id string, ok bool) {
+	var pvd [2048]byte
+	if _, err := r.ReadAt(pvd[:], 16*2048); err != nil {
+		return "", false
+	}
+	if pvd[0] != 1 || string(pvd[1:6]) != "CD001" {
+		return "", false
+	}
+	return strings.TrimRight(string(pvd[40:72]), " \x00"), true
+}
+
+// HasExt4 reports whether r starts with an ext2/3/4 superblock (magic
+// 0xEF53 at byte 1024+56).
+func HasExt4(r io.ReaderAt) (bool, error) {
+	var m [2]byte
+	if _, err := r.ReadAt(m[:], 1024+56); err != nil {
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reading superblock: %w", err)
+	}
+	return m[0] == 0x53 && m[1] == 0xEF, nil
+}

@@ -1,0 +1,267 @@
+package datapart
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ballast-os/ballast/init/blockdev"
+	"github.com/ballast-os/ballast/init/mounts"
+)
+
+// Label is the data partition's GPT name and ext4 label.
+const Label = "BALLAST_DATA"
+
+// MountPoint is where the data partition is mounted.
+const MountPoint = "/persist"
+
+// Persistent is one directory kept on the data partition and bound over
+// its place in the running system.
+type Persistent struct {
+	Name   string // directory under /persist
+	Target string
+	Mode   os.FileMode
+}
+
+// PersistentDirs are the binds of docs/architecture.md, in mount order.
+var PersistentDirs = []Persistent{
+	{"var-lib-rancher", "/var/lib/rancher", 0o755},
+	{"etc-rancher", "/etc/rancher", 0o755},
+	{"var-lib-ballast", "/var/lib/ballast", 0o700},
+	{"var-log", "/var/log", 0o755},
+	{"home", "/home", 0o755},
+	{"root", "/root", 0o700},
+}
+
+// Runner runs a program and returns its combined output.
+type Runner func(ctx context.Context, name string, args ...string) ([]byte, error)
+
+// Preparer finds, grows, formats and mounts the data partition. Every
+// outside effect goes through a field so tests run without devices.
+type Preparer struct {
+	SysClassBlock string // /sys/class/block
+	DevDir        string // /dev
+	Root          string // file-system root the mount points live under ("/")
+	Mounter       mounts.Mounter
+	Run           Runner
+	Log           *slog.Logger
+	// ResizePartition tells the kernel the partition's new extent without
+	// re-reading the whole table (BLKRRPART fails while the root slot on the
+	// same disk is mounted). Defaults to the BLKPG ioctl.
+	ResizePartition func(disk *os.File, num int, startBytes, lengthBytes int64) error
+	// SectorSize returns the disk's logical sector size; defaults to the
+	// BLKSSZGET ioctl, 512 for an image file.
+	SectorSize func(disk *os.File) int
+}
+
+// Result describes the data partition after Prepare.
+type Result struct {
+	Device string // "/dev/vda4", "" for tmpfs
+	// FirstBoot is true when the file system was created in this boot.
+	FirstBoot bool
+	Grew      bool
+	TmpFS     bool
+}
+
+// Prepare finds BALLAST_DATA on rootDisk (any disk when rootDisk is "",
+// as on the live ISO), grows it, formats or grows its ext4, mounts it on
+// /persist and binds the persistent directories. Without a data partition
+// /persist is a tmpfs; that is an error unless live is set.
+func (p *Preparer) Prepare(ctx context.Context, rootDisk string, live bool) (Result, error) {
+	devs, err := blockdev.Scan(p.SysClassBlock)
+	if err != nil {
+		return Result{}, err
+	}
+	var part *blockdev.Device
+	for _, d := range blockdev.ByPartName(devs, Label) {
+		if rootDisk == "" || d.Disk == rootDisk {
+			part = &d
+			break
+		}
+	}
+	if part == nil {
+		res := Result{TmpFS: true, FirstBoot: true}
+		if err := p.mountTmpfs(); err != nil {
+			return res, err
+		}
+		if live {
+			return res, nil
+		}
+		return res, fmt.Errorf("no %s partition on disk %q (found: %s); data kept on tmpfs, lost at reboot", Label, rootDisk, blockdev.Describe(devs))
+	}
+	res := Result{Device: part.Path(p.DevDir)}
+
+	if grew, err := p.grow(*part); err != nil {
+		// Not fatal: the node runs on the partition as it is.
+		p.Log.Error("growing data partition failed", "device", res.Device, "err", err)
+	} else {
+		res.Grew = grew
+	}
+
+	f, err := os.Open(res.Device)
+	if err != nil {
+		return res, fmt.Errorf("opening data partition: %w", err)
+	}
+	hasFS, err := blockdevHasExt4(f)
+	f.Close()
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", res.Device, err)
+	}
+	if !hasFS {
+		p.Log.Info("creating file system on data partition", "device", res.Device)
+		if out, err := p.Run(ctx, "mkfs.ext4", "-q", "-F", "-L", Label, res.Device); err != nil {
+			return res, fmt.Errorf("mkfs.ext4 %s: %w: %s", res.Device, err, out)
+		}
+		res.FirstBoot = true
+	}
+	m := mounts.Mount{Source: res.Device, Target: MountPoint, FSType: "ext4", Flags: unix.MS_NOATIME}
+	if err := m.Apply(p.Mounter, p.Root); err != nil {
+		return res, err
+	}
+	if !res.FirstBoot {
+		if err := p.growFS(ctx, res.Device); err != nil {
+			p.Log.Error("growing data file system failed", "device", res.Device, "err", err)
+		}
+	}
+	return res, p.bindAll()
+}
+
+func blockdevHasExt4(f *os.File) (bool, error) { return blockdev.HasExt4(f) }
+
+func (p *Preparer) mountTmpfs() error {
+	m := mounts.Mount{Source: "tmpfs", Target: MountPoint, FSType: "tmpfs", Data: "mode=0755", Flags: unix.MS_NOSUID | unix.MS_NODEV}
+	if err := m.Apply(p.Mounter, p.Root); err != nil {
+		return err
+	}
+	return p.bindAll()
+}
+
+// bindAll creates /persist/<name> and binds it over its target.
+func (p *Preparer) bindAll() error {
+	var errs []error
+	for _, d := range PersistentDirs {
+		src := filepath.Join(MountPoint, d.Name)
+		if err := os.MkdirAll(filepath.Join(p.Root, src), d.Mode); err != nil {
+			errs = append(errs, fmt.Errorf("creating %s: %w", src, err))
+			continue
+		}
+		b := mounts.Bind(filepath.Join(p.Root, src), d.Target)
+		b.Mode = d.Mode
+		if err := b.Apply(p.Mounter, p.Root); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// grow grows the partition and tells the kernel. It reports whether the
+// partition grew.
+func (p *Preparer) grow(part blockdev.Device) (bool, error) {
+	diskPath := filepath.Join(p.DevDir, part.Disk)
+	f, err := os.OpenFile(diskPath, os.O_RDWR, 0)
+	if err != nil {
+		return false, fmt.Errorf("opening disk: %w", err)
+	}
+	defer f.Close()
+	size, err := DiskSize(f)
+	if err != nil {
+		return false, err
+	}
+	ss := 512
+	if p.SectorSize != nil {
+		ss = p.SectorSize(f)
+	} else if n, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET); err == nil && n > 0 {
+		ss = n
+	}
+	res, err := GrowGPT(f, size, ss, Label)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", diskPath, err)
+	}
+	if !res.Grew {
+		return false, nil
+	}
+	if err := f.Sync(); err != nil {
+		return false, fmt.Errorf("syncing %s: %w", diskPath, err)
+	}
+	resize := p.ResizePartition
+	if resize == nil {
+		resize = blkpgResize
+	}
+	start := int64(res.Start) * int64(ss)
+	length := int64(res.NewEnd-res.Start+1) * int64(ss)
+	if err := resize(f, res.Index, start, length); err != nil {
+		return true, fmt.Errorf("telling the kernel about the grown partition %d of %s: %w", res.Index, diskPath, err)
+	}
+	p.Log.Info("grew data partition", "disk", diskPath, "partition", res.Index, "size_mib", length>>20)
+	return true, nil
+}
+
+// growFS runs resize2fs on the mounted file system when it is smaller
+// than its partition (including after a crash between growing the
+// partition and the file system).
+func (p *Preparer) growFS(ctx context.Context, dev string) error {
+	f, err := os.Open(dev)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	partSize, err := DiskSize(f)
+	if err != nil {
+		return err
+	}
+	fsSize, err := ext4Size(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", dev, err)
+	}
+	if partSize-fsSize < 1<<20 {
+		return nil
+	}
+	p.Log.Info("growing data file system", "device", dev, "from_mib", fsSize>>20, "to_mib", partSize>>20)
+	if out, err := p.Run(ctx, "resize2fs", dev); err != nil {
+		return fmt.Errorf("resize2fs %s: %w: %s", dev, err, out)
+	}
+	return nil
+}
+
+// ext4Size reads the file system size in bytes from the superblock.
+func ext4Size(f *os.File) (int64, error) {
+	sb := make([]byte, 1024)
+	if _, err := f.ReadAt(sb, 1024); err != nil {
+		return 0, fmt.Errorf("reading superblock: %w", err)
+	}
+	if binary.LittleEndian.Uint16(sb[0x38:]) != 0xEF53 {
+		return 0, errors.New("no ext4 superblock")
+	}
+	blocks := uint64(binary.LittleEndian.Uint32(sb[0x4:]))
+	const feature64bit = 0x80
+	if binary.LittleEndian.Uint32(sb[0x60:])&feature64bit != 0 {
+		blocks |= uint64(binary.LittleEndian.Uint32(sb[0x150:])) << 32
+	}
+	logBlock := binary.LittleEndian.Uint32(sb[0x18:])
+	if logBlock > 6 {
+		return 0, fmt.Errorf("bad block size 2^(10+%d)", logBlock)
+	}
+	return int64(blocks << (10 + logBlock)), nil
+}
+
+// blkpgResize is BLKPG_RESIZE_PARTITION.
+func blkpgResize(disk *os.File, num int, start, length int64) error {
+	part := unix.BlkpgPartition{Start: start, Length: length, Pno: int32(num)}
+	arg := unix.BlkpgIoctlArg{
+		Op:      unix.BLKPG_RESIZE_PARTITION,
+		Datalen: int32(unsafe.Sizeof(part)),
+		Data:    (*byte)(unsafe.Pointer(&part)),
+	}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, disk.Fd(), unix.BLKPG, uintptr(unsafe.Pointer(&arg)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
