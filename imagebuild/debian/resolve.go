@@ -1,0 +1,325 @@
+package debian
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// universe is a set of installable packages indexed for resolution.
+type universe struct {
+	byName    map[string][]*Package // highest version first
+	providers map[string][]provided
+}
+
+type provided struct {
+	pkg     *Package
+	version string // "" for an unversioned Provides
+}
+
+func newUniverse() *universe {
+	return &universe{byName: map[string][]*Package{}, providers: map[string][]provided{}}
+}
+
+func (u *universe) add(p *Package) {
+	u.byName[p.Name] = append(u.byName[p.Name], p)
+	if p.Provides == "" {
+		return
+	}
+	rels, err := ParseRelations(p.Provides)
+	if err != nil {
+		// A malformed Provides only makes the package provide less; the
+		// resolver reports whatever then goes missing.
+		return
+	}
+	for _, alts := range rels {
+		for _, r := range alts {
+			v := ""
+			if r.Op == "=" {
+				v = r.Version
+			}
+			u.providers[r.Name] = append(u.providers[r.Name], provided{pkg: p, version: v})
+		}
+	}
+}
+
+func (u *universe) sort() {
+	for _, ps := range u.byName {
+		sort.SliceStable(ps, func(i, j int) bool { return CompareVersions(ps[i].Version, ps[j].Version) > 0 })
+	}
+}
+
+// MissingError says a dependency could not be satisfied.
+type MissingError struct {
+	// Relation is the unsatisfiable dependency, alternatives included.
+	Relation string
+	// NeededBy is "name version" of the package that needs it, or "requested".
+	NeededBy string
+	// Detail explains why, when it is more than "no such package".
+	Detail string
+	// Where is "<suite>/<arch>" or "the lock file".
+	Where string
+}
+
+func (e *MissingError) Error() string {
+	msg := fmt.Sprintf("debian: package %s (needed by %s) is not available in %s", e.Relation, e.NeededBy, e.Where)
+	if e.Detail != "" {
+		msg += ": " + e.Detail
+	}
+	return msg
+}
+
+// Resolve computes the closure of names over Depends and Pre-Depends and
+// returns it sorted by name. A name may carry a constraint, as in a Depends
+// field ("bash (>= 5.2)"). With a lock, packages it pins are used as
+// pinned; others come from the indexes, which are loaded only then. Offline,
+// a package the lock does not pin is an error unless the indexes are cached.
+func (a *Archive) Resolve(ctx context.Context, names []string, lock *Lock) ([]Package, error) {
+	var reqs []Alternatives
+	for _, n := range names {
+		rels, err := ParseRelations(n)
+		if err != nil {
+			return nil, fmt.Errorf("debian: requested package %q: %w", n, err)
+		}
+		if len(rels) != 1 {
+			return nil, fmt.Errorf("debian: requested package %q: want one package", n)
+		}
+		reqs = append(reqs, rels[0])
+	}
+	var locked *universe
+	if lock != nil {
+		if err := lock.matches(a.cfg); err != nil {
+			return nil, err
+		}
+		locked = newUniverse()
+		for i := range lock.Packages {
+			locked.add(&lock.Packages[i])
+		}
+		pkgs, err := resolve(reqs, a.cfg.Arch, locked, nil, "the lock file")
+		var miss *MissingError
+		if err == nil || !errors.As(err, &miss) {
+			return pkgs, err
+		}
+		// Something new since the lock was written: consult the indexes.
+	}
+	if err := a.LoadIndexes(ctx); err != nil {
+		if lock != nil {
+			return nil, fmt.Errorf("debian: the lock file does not pin everything needed, and the index is unavailable: %w", err)
+		}
+		return nil, err
+	}
+	return resolve(reqs, a.cfg.Arch, locked, a.index, a.cfg.Suite+"/"+a.cfg.Arch)
+}
+
+// resolver holds one resolution's state.
+type resolver struct {
+	arch     string
+	pinned   *universe // lock file; its packages win over the index
+	index    *universe
+	where    string
+	selected map[string]*Package
+	queue    []pending
+}
+
+type pending struct {
+	alts Alternatives
+	by   string
+}
+
+func resolve(reqs []Alternatives, arch string, pinned, index *universe, where string) ([]Package, error) {
+	r := &resolver{arch: arch, pinned: pinned, index: index, where: where, selected: map[string]*Package{}}
+	for _, req := range reqs {
+		r.queue = append(r.queue, pending{alts: req, by: "requested"})
+	}
+	for len(r.queue) > 0 {
+		p := r.queue[0]
+		r.queue = r.queue[1:]
+		if err := r.satisfy(p); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]Package, 0, len(r.selected))
+	for _, p := range r.selected {
+		out = append(out, *p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (r *resolver) satisfy(p pending) error {
+	var alts Alternatives
+	for _, rel := range p.alts {
+		if rel.appliesTo(r.arch) {
+			alts = append(alts, rel)
+		}
+	}
+	if len(alts) == 0 {
+		return nil // every alternative is for another architecture
+	}
+	// Already satisfied by something chosen earlier?
+	for _, rel := range alts {
+		if r.archOK(rel) && r.selectedSatisfies(rel) {
+			return nil
+		}
+	}
+	var details []string
+	for _, rel := range alts {
+		c, why := r.candidate(rel)
+		if c != nil {
+			return r.choose(c)
+		}
+		if why != "" {
+			details = append(details, why)
+		}
+	}
+	return &MissingError{Relation: p.alts.String(), NeededBy: p.by, Where: r.where, Detail: strings.Join(details, "; ")}
+}
+
+func (r *resolver) archOK(rel Relation) bool {
+	switch rel.ArchQual {
+	case "", "any", "native", r.arch:
+		return true
+	}
+	return false
+}
+
+func (r *resolver) selectedSatisfies(rel Relation) bool {
+	if p, ok := r.selected[rel.Name]; ok && rel.Satisfies(p.Version) {
+		return true
+	}
+	for _, pv := range r.providersOf(rel.Name) {
+		if _, ok := r.selected[pv.pkg.Name]; ok && r.selected[pv.pkg.Name] == pv.pkg && providesSatisfy(rel, pv) {
+			return true
+		}
+	}
+	return false
+}
+
+func providesSatisfy(rel Relation, pv provided) bool {
+	if rel.Op == "" {
+		return true
+	}
+	// A versioned dependency is met only by a versioned Provides.
+	return pv.version != "" && rel.Satisfies(pv.version)
+}
+
+// versions lists the real packages called name, the lock's pins taking
+// precedence over the index.
+func (r *resolver) versions(name string) []*Package {
+	if r.pinned != nil {
+		if ps := r.pinned.byName[name]; len(ps) > 0 {
+			return ps
+		}
+	}
+	if r.index != nil {
+		return r.index.byName[name]
+	}
+	return nil
+}
+
+func (r *resolver) providersOf(name string) []provided {
+	var out []provided
+	if r.pinned != nil {
+		out = append(out, r.pinned.providers[name]...)
+	}
+	if r.index != nil {
+		for _, pv := range r.index.providers[name] {
+			if r.pinned != nil && len(r.pinned.byName[pv.pkg.Name]) > 0 {
+				continue // the lock pins another version of this provider
+			}
+			out = append(out, pv)
+		}
+	}
+	return out
+}
+
+// candidate picks the package that best satisfies rel, or explains why none does.
+func (r *resolver) candidate(rel Relation) (*Package, string) {
+	if !r.archOK(rel) {
+		return nil, fmt.Sprintf("%s: architecture qualifier :%s does not match %s", rel.Name, rel.ArchQual, r.arch)
+	}
+	if sel, ok := r.selected[rel.Name]; ok {
+		// Only one version of a package can be installed.
+		if rel.Satisfies(sel.Version) {
+			return sel, ""
+		}
+		return nil, fmt.Sprintf("%s %s was already chosen and does not satisfy %s", sel.Name, sel.Version, rel)
+	}
+	var why string
+	if vs := r.versions(rel.Name); len(vs) > 0 {
+		for _, p := range vs {
+			if rel.Satisfies(p.Version) {
+				return p, ""
+			}
+		}
+		have := make([]string, len(vs))
+		for i, p := range vs {
+			have[i] = p.Version
+		}
+		why = fmt.Sprintf("%s has only version(s) %s", rel.Name, strings.Join(have, ", "))
+	}
+	var best *Package
+	for _, pv := range r.providersOf(rel.Name) {
+		if !providesSatisfy(rel, pv) {
+			continue
+		}
+		if sel, ok := r.selected[pv.pkg.Name]; ok && sel != pv.pkg {
+			continue
+		}
+		if best == nil || betterProvider(pv.pkg, best, r.selected) {
+			best = pv.pkg
+		}
+	}
+	if best != nil {
+		return best, ""
+	}
+	return nil, why
+}
+
+var priorityRank = map[string]int{"required": 0, "important": 1, "standard": 2, "optional": 3, "extra": 4}
+
+// betterProvider orders the providers of a virtual package: one already
+// chosen, then the higher priority (mawk, required, over gawk for "awk"),
+// then by name for determinism.
+func betterProvider(a, b *Package, selected map[string]*Package) bool {
+	_, sa := selected[a.Name]
+	_, sb := selected[b.Name]
+	if sa != sb {
+		return sa
+	}
+	ra, ok := priorityRank[a.Priority]
+	if !ok {
+		ra = 5
+	}
+	rb, ok := priorityRank[b.Priority]
+	if !ok {
+		rb = 5
+	}
+	if ra != rb {
+		return ra < rb
+	}
+	if a.Name != b.Name {
+		return a.Name < b.Name
+	}
+	return CompareVersions(a.Version, b.Version) > 0
+}
+
+func (r *resolver) choose(p *Package) error {
+	if _, ok := r.selected[p.Name]; ok {
+		return nil
+	}
+	r.selected[p.Name] = p
+	by := p.Name + " " + p.Version
+	for _, f := range []struct{ name, v string }{{"Pre-Depends", p.PreDepends}, {"Depends", p.Depends}} {
+		rels, err := ParseRelations(f.v)
+		if err != nil {
+			return fmt.Errorf("debian: package %s: %s: %w", by, f.name, err)
+		}
+		for _, alts := range rels {
+			r.queue = append(r.queue, pending{alts: alts, by: by})
+		}
+	}
+	return nil
+}
