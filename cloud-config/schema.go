@@ -144,6 +144,10 @@ type Ballast struct {
 	SSH         *SSHSettings      `yaml:"ssh,omitempty" json:"ssh,omitempty"`
 	// Runtime: "k3s" (default, when the image has one) or "none".
 	Runtime string `yaml:"runtime,omitempty" json:"runtime,omitempty"`
+	// Role is how the runtime runs: "server" or "agent". Unset: "agent"
+	// when k3s.server names a server to join, else "server" (k3OS's rule).
+	// A k3OS k3s_args list that starts with "server" or "agent" sets it.
+	Role string `yaml:"role,omitempty" json:"role,omitempty"`
 }
 
 // AgentSettings controls the control agent. Privileged calls (poweroff,

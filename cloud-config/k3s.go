@@ -1,0 +1,369 @@
+package cloudconfig
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// k3sFlags are the long flag names of `k3s server` and `k3s agent`, which
+// are the keys of /etc/rancher/k3s/config.yaml, with their kind: 'b' a
+// boolean, 'l' a list (repeatable flag), 's' a string. k3s only warns about
+// keys it does not know, so unknown keys are warnings here too.
+var k3sFlags = map[string]byte{
+	// logging and general
+	"config": 's', "debug": 'b', "v": 's', "vmodule": 's', "log": 's', "alsologtostderr": 'b',
+	"data-dir": 's', "token": 's', "token-file": 's', "server": 's', "node-name": 's',
+	"with-node-id": 'b', "node-label": 'l', "node-taint": 'l', "node-ip": 'l',
+	"node-external-ip": 'l', "node-internal-dns": 'l', "node-external-dns": 'l',
+	"resolv-conf": 's', "selinux": 'b', "lb-server-port": 's', "rootless": 'b',
+	"prefer-bundled-bin": 'b', "protect-kernel-defaults": 'b', "enable-pprof": 'b',
+	"image-credential-provider-bin-dir": 's', "image-credential-provider-config": 's',
+	"nonroot-devices": 'b', "kubelet-arg": 'l', "kube-proxy-arg": 'l',
+	"airgap-extra-registry": 'l', "vpn-auth": 's', "vpn-auth-file": 's',
+	// container runtime
+	"docker": 'b', "container-runtime-endpoint": 's', "default-runtime": 's',
+	"image-service-endpoint": 's', "disable-default-registry-endpoint": 'b',
+	"pause-image": 's', "snapshotter": 's', "private-registry": 's',
+	"system-default-registry": 's',
+	// networking
+	"bind-address": 's', "https-listen-port": 's', "supervisor-port": 's',
+	"apiserver-port": 's', "apiserver-bind-address": 's', "advertise-address": 's',
+	"advertise-port": 's', "tls-san": 'l', "tls-san-security": 'b', "cluster-cidr": 'l',
+	"service-cidr": 'l', "service-node-port-range": 's', "cluster-dns": 'l',
+	"cluster-domain": 's', "flannel-backend": 's', "flannel-ipv6-masq": 'b',
+	"flannel-external-ip": 'b', "flannel-iface": 's', "flannel-conf": 's',
+	"flannel-cni-conf-file": 's', "egress-selector-mode": 's', "servicelb-namespace": 's',
+	// kubeconfig, helm
+	"write-kubeconfig": 's', "write-kubeconfig-mode": 's', "write-kubeconfig-group": 's',
+	"helm-job-image": 's',
+	// cluster and datastore
+	"agent-token": 's', "agent-token-file": 's', "cluster-init": 'b', "cluster-reset": 'b',
+	"cluster-reset-restore-path": 's', "kube-apiserver-arg": 'l', "etcd-arg": 'l',
+	"kube-controller-manager-arg": 'l', "kube-scheduler-arg": 'l',
+	"kube-cloud-controller-manager-arg": 'l', "datastore-endpoint": 's',
+	"datastore-cafile": 's', "datastore-certfile": 's', "datastore-keyfile": 's',
+	"kine-tls": 'b', "etcd-expose-metrics": 'b', "etcd-disable-snapshots": 'b',
+	"etcd-snapshot-name": 's', "etcd-snapshot-schedule-cron": 's',
+	"etcd-snapshot-retention": 's', "etcd-snapshot-dir": 's', "etcd-snapshot-compress": 'b',
+	"etcd-s3": 'b', "etcd-s3-endpoint": 's', "etcd-s3-endpoint-ca": 's',
+	"etcd-s3-skip-ssl-verify": 'b', "etcd-s3-access-key": 's', "etcd-s3-secret-key": 's',
+	"etcd-s3-bucket": 's', "etcd-s3-region": 's', "etcd-s3-folder": 's',
+	"etcd-s3-proxy": 's', "etcd-s3-config-secret": 's', "etcd-s3-insecure": 'b',
+	"etcd-s3-timeout": 's', "default-local-storage-path": 's',
+	// components
+	"disable": 'l', "disable-scheduler": 'b', "disable-cloud-controller": 'b',
+	"disable-kube-proxy": 'b', "disable-network-policy": 'b', "disable-helm-controller": 'b',
+	"disable-apiserver": 'b', "disable-controller-manager": 'b', "disable-etcd": 'b',
+	"disable-agent": 'b', "embedded-registry": 'b', "supervisor-metrics": 'b',
+	"secrets-encryption": 'b', "secrets-encryption-provider": 's',
+}
+
+// k3sFlagAliases are the one-letter flags of k3s, which k3OS configs use.
+var k3sFlagAliases = map[string]string{
+	"t": "token", "s": "server", "d": "data-dir", "c": "config", "l": "log", "v": "v",
+}
+
+var k3sFlagNames = func() []string {
+	names := make([]string, 0, len(k3sFlags))
+	for k := range k3sFlags {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
+}()
+
+// checkK3s validates what can be known before k3s starts: key names (a
+// warning, as in k3s), value shapes, and node labels and taints, which
+// make the kubelet refuse to start.
+func checkK3s(c *checker, p string, m map[string]any) {
+	for _, key := range sortedKeys(m) {
+		kp := joinKey(p, key)
+		v := m[key]
+		kind, known := k3sFlags[key]
+		switch {
+		case strings.HasPrefix(key, "-"):
+			c.warnf(kp, "k3s config keys are written without dashes: %q; k3s ignores this one", strings.TrimLeft(key, "-"))
+		case !known:
+			c.warnf(kp, "%s; k3s ignores it", unknownKeyMessage("k3s option", key, k3sFlagNames))
+		}
+		values, ok := k3sValueStrings(v)
+		if !ok {
+			c.errorf(kp, "a k3s option's value is a string, number, boolean, or a list of those; got %s", goDescribe(v))
+			continue
+		}
+		if v == nil {
+			c.errorf(kp, "no value: give one, or remove the key")
+			continue
+		}
+		if len(values) == 0 {
+			continue // an empty list: nothing for k3s to see
+		}
+		if kind == 'b' {
+			if _, isList := v.([]any); isList {
+				c.errorf(kp, "%s is a true/false option, not a list", key)
+			} else if _, err := strconv.ParseBool(values[0]); err != nil {
+				c.errorf(kp, "%s is a true/false option; %q would stop k3s from starting", key, clip(values[0]))
+			}
+		}
+		switch key {
+		case "node-label":
+			for i, s := range values {
+				for _, label := range strings.Split(s, ",") {
+					if err := checkNodeLabel(label); err != nil {
+						c.errorf(listItemPath(kp, v, i), "%v", err)
+					}
+				}
+			}
+		case "node-taint":
+			for i, s := range values {
+				if err := checkNodeTaint(s); err != nil {
+					c.errorf(listItemPath(kp, v, i), "%v", err)
+				}
+			}
+		}
+	}
+}
+
+func listItemPath(p string, v any, i int) string {
+	if _, ok := v.([]any); ok {
+		return joinIndex(p, i)
+	}
+	return p
+}
+
+// k3sValueStrings gives the text k3s sees for each value of an option.
+func k3sValueStrings(v any) ([]string, bool) {
+	switch v := v.(type) {
+	case nil:
+		return nil, true
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, item := range v {
+			switch item.(type) {
+			case []any, map[string]any, nil:
+				return nil, false
+			}
+			out = append(out, fmt.Sprint(item))
+		}
+		return out, true
+	case map[string]any:
+		return nil, false
+	}
+	return []string{fmt.Sprint(v)}, true
+}
+
+func goDescribe(v any) string {
+	switch v := v.(type) {
+	case map[string]any:
+		return "a map"
+	case []any:
+		return "a list that holds lists, maps or nulls"
+	default:
+		return fmt.Sprintf("%T", v)
+	}
+}
+
+var (
+	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	labelName    = regexp.MustCompile(`^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$`)
+)
+
+// kubeletLabels are the kubernetes.io labels a kubelet may set on its own
+// node; beyond these, only the kubelet.kubernetes.io and node.kubernetes.io
+// namespaces (and their subdomains) are allowed. The kubelet exits at start
+// on any other kubernetes.io or k8s.io label in --node-labels.
+var kubeletLabels = map[string]bool{
+	"kubernetes.io/hostname":                   true,
+	"kubernetes.io/arch":                       true,
+	"kubernetes.io/os":                         true,
+	"beta.kubernetes.io/arch":                  true,
+	"beta.kubernetes.io/os":                    true,
+	"beta.kubernetes.io/instance-type":         true,
+	"node.kubernetes.io/instance-type":         true,
+	"failure-domain.beta.kubernetes.io/region": true,
+	"failure-domain.beta.kubernetes.io/zone":   true,
+	"topology.kubernetes.io/region":            true,
+	"topology.kubernetes.io/zone":              true,
+}
+
+func underDomain(ns, domain string) bool {
+	return ns == domain || strings.HasSuffix(ns, "."+domain)
+}
+
+// checkLabelKey checks a Kubernetes qualified name: [prefix/]name.
+func checkLabelKey(key string) error {
+	prefix, name, hasPrefix := strings.Cut(key, "/")
+	if !hasPrefix {
+		name, prefix = prefix, ""
+	}
+	if hasPrefix && (len(prefix) > 253 || !dnsSubdomain.MatchString(prefix)) {
+		return fmt.Errorf("%q: the prefix before / must be a lower-case DNS name", clip(key))
+	}
+	if len(name) > 63 || !labelName.MatchString(name) {
+		return fmt.Errorf("%q: the name must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", clip(key))
+	}
+	return nil
+}
+
+func checkLabelValue(key, value string) error {
+	if value != "" && (len(value) > 63 || !labelName.MatchString(value)) {
+		return fmt.Errorf("%q: the value %q must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", clip(key), clip(value))
+	}
+	return nil
+}
+
+// checkNodeLabel checks one "key=value" node label as the kubelet will.
+func checkNodeLabel(label string) error {
+	key, value, ok := strings.Cut(label, "=")
+	if !ok {
+		return fmt.Errorf("node label %q must be key=value", clip(label))
+	}
+	if err := checkLabelKey(key); err != nil {
+		return fmt.Errorf("node label %w", err)
+	}
+	if err := checkLabelValue(key, value); err != nil {
+		return fmt.Errorf("node label %w", err)
+	}
+	ns, _, hasNS := strings.Cut(key, "/")
+	if !hasNS || kubeletLabels[key] {
+		return nil
+	}
+	restricted := underDomain(ns, "kubernetes.io") || underDomain(ns, "k8s.io")
+	allowed := underDomain(ns, "kubelet.kubernetes.io") || underDomain(ns, "node.kubernetes.io")
+	if restricted && !allowed {
+		msg := fmt.Sprintf("node label %q: the kubelet refuses labels under kubernetes.io and k8s.io other than node.kubernetes.io/*, kubelet.kubernetes.io/* and a few well-known ones, so k3s would not start", clip(key))
+		if strings.HasPrefix(key, "node-role.kubernetes.io/") {
+			msg += "; set roles with kubectl label after the node joined, or use a label of your own (e.g. example.com/role)"
+		}
+		return fmt.Errorf("%s", msg)
+	}
+	return nil
+}
+
+// checkNodeTaint checks one "key[=value]:Effect" taint. The kubelet puts
+// no namespace limit on the taints it registers with (node-role taints are
+// common), so only the syntax, which it does check, is checked.
+func checkNodeTaint(taint string) error {
+	i := strings.LastIndex(taint, ":")
+	if i < 0 {
+		return fmt.Errorf("node taint %q must be key=value:Effect or key:Effect", clip(taint))
+	}
+	kv, effect := taint[:i], taint[i+1:]
+	switch effect {
+	case "NoSchedule", "PreferNoSchedule", "NoExecute":
+	default:
+		return fmt.Errorf("node taint %q: effect %q is not NoSchedule, PreferNoSchedule or NoExecute", clip(taint), clip(effect))
+	}
+	key, value, _ := strings.Cut(kv, "=")
+	if err := checkLabelKey(key); err != nil {
+		return fmt.Errorf("node taint %w", err)
+	}
+	if err := checkLabelValue(key, value); err != nil {
+		return fmt.Errorf("node taint %w", err)
+	}
+	return nil
+}
+
+// argProblem is a k3s_args entry that could not be understood.
+type argProblem struct {
+	index int
+	msg   string
+}
+
+// parseK3sArgs turns a k3OS k3s_args list into k3s config keys. The list
+// may start with the subcommand ("server" or "agent"); then come
+// "--flag=value", "--flag value" and "--flag" (true). Flags that k3s
+// repeats (node-label, disable...) and any flag given twice become lists.
+func parseK3sArgs(args []string) (role string, keys map[string]any, problems []argProblem) {
+	keys = map[string]any{}
+	add := func(name string, v any) {
+		old, seen := keys[name]
+		switch {
+		case k3sFlags[name] == 'l' && !seen:
+			keys[name] = []any{v}
+		case !seen:
+			keys[name] = v
+		default:
+			list, isList := old.([]any)
+			if !isList {
+				list = []any{old}
+			}
+			keys[name] = append(list, v)
+		}
+	}
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if i == 0 && (arg == "server" || arg == "agent") {
+			role = arg
+			continue
+		}
+		if !strings.HasPrefix(arg, "-") || arg == "-" || arg == "--" {
+			problems = append(problems, argProblem{i, fmt.Sprintf("unexpected argument %q: k3s_args are flags (--name=value or --name value), optionally after server or agent", clip(arg))})
+			continue
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(arg, "-"), "-"), "=")
+		if long, ok := k3sFlagAliases[name]; ok {
+			name = long
+		}
+		if name == "" {
+			problems = append(problems, argProblem{i, fmt.Sprintf("%q is not a flag", clip(arg))})
+			continue
+		}
+		kind, known := k3sFlags[name]
+		switch {
+		case kind == 'b' && hasValue:
+			b, err := strconv.ParseBool(value)
+			if err != nil {
+				problems = append(problems, argProblem{i, fmt.Sprintf("--%s takes true or false, got %q", name, clip(value))})
+				continue
+			}
+			add(name, b)
+		case kind == 'b':
+			add(name, true)
+		case hasValue:
+			add(name, value)
+		case i+1 < len(args) && !strings.HasPrefix(args[i+1], "-"):
+			add(name, args[i+1])
+			i++
+		case known:
+			problems = append(problems, argProblem{i, fmt.Sprintf("--%s needs a value", name)})
+		default:
+			// An unknown flag with nothing after it: most likely a boolean.
+			add(name, true)
+		}
+	}
+	return role, keys, problems
+}
+
+// K3sConfigYAML is the content of /etc/rancher/k3s/config.yaml: the k3s:
+// map of the effective config (k3OS settings folded in, see Effective),
+// keys sorted, so the same config always gives the same bytes.
+func (cfg *Config) K3sConfigYAML() ([]byte, error) {
+	k3s := cfg.Effective().K3s
+	root := &yaml.Node{Kind: yaml.MappingNode}
+	if len(k3s) == 0 {
+		root.Style = yaml.FlowStyle
+	}
+	for _, key := range sortedKeys(k3s) {
+		var value yaml.Node
+		if err := value.Encode(k3s[key]); err != nil {
+			return nil, fmt.Errorf("k3s.%s: %w", key, err)
+		}
+		root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, &value)
+	}
+	doc := &yaml.Node{
+		Kind:        yaml.DocumentNode,
+		HeadComment: "Written by ballast's init from the cloud-config k3s: block; changes here are lost at boot.",
+		Content:     []*yaml.Node{root},
+	}
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("k3s config: %w", err)
+	}
+	return out, nil
+}
