@@ -1,0 +1,110 @@
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ballast-os/ballast/init/agent"
+)
+
+func TestBootsConfigsRunOnceSurviveReopen(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state.db")
+	db, moved, err := Open(p)
+	if err != nil || moved != "" {
+		t.Fatalf("Open: %v %q", err, moved)
+	}
+	id := db.NodeID()
+	if len(id) != 16 {
+		t.Fatalf("node id %q", id)
+	}
+	now := time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC)
+	n, err := db.StartBoot("b1", now)
+	if err != nil || n != 1 {
+		t.Fatalf("StartBoot = %d %v", n, err)
+	}
+	st := []agent.Stage{{Name: "mounts", Phase: "system", StartMS: 300, DurationMS: 2}}
+	if err := db.UpdateBoot(1, st, "ready"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.LastGoodConfig(); !errors.Is(err, ErrNoConfig) {
+		t.Fatalf("LastGoodConfig on empty = %v", err)
+	}
+	g1, _ := db.RecordConfig("h1", []string{"baked"}, json.RawMessage(`{"hostname":"a"}`), now)
+	g1again, _ := db.RecordConfig("h1", []string{"baked"}, json.RawMessage(`{"hostname":"a"}`), now)
+	g2, _ := db.RecordConfig("h2", []string{"baked", "fw_cfg"}, json.RawMessage(`{"hostname":"b"}`), now)
+	if g1 != 1 || g1again != 1 || g2 != 2 {
+		t.Fatalf("generations %d %d %d", g1, g1again, g2)
+	}
+	if db.RunOnceDone("runcmd:i-1") {
+		t.Fatal("marker set before marking")
+	}
+	db.MarkRunOnce("runcmd:i-1", now)
+	db.Close()
+
+	// Reopen as after a reboot.
+	db, moved, err = Open(p)
+	if err != nil || moved != "" {
+		t.Fatalf("reopen: %v %q", err, moved)
+	}
+	defer db.Close()
+	if db.NodeID() != id {
+		t.Fatal("node id changed")
+	}
+	if !db.RunOnceDone("runcmd:i-1") || db.RunOnceDone("runcmd:i-2") {
+		t.Fatal("run-once markers wrong after reopen")
+	}
+	g, err := db.LastGoodConfig()
+	if err != nil || g.Hash != "h2" || string(g.Config) != `{"hostname":"b"}` || len(g.Sources) != 2 {
+		t.Fatalf("last good = %+v %v", g, err)
+	}
+	if n, _ := db.StartBoot("b2", now); n != 2 {
+		t.Fatalf("second boot number %d", n)
+	}
+	boots, _ := db.Boots()
+	if len(boots) != 2 || boots[0].Result != "ready" || boots[0].Stages[0].Name != "mounts" || boots[1].Result != "booting" {
+		t.Fatalf("boots = %+v", boots)
+	}
+}
+
+func TestCorruptDBMovedAside(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "state.db")
+	os.WriteFile(p, []byte(strings.Repeat("garbage!", 1024)), 0o600)
+	db, moved, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if !strings.HasPrefix(moved, p+".corrupt-") {
+		t.Fatalf("moved = %q", moved)
+	}
+	if b, _ := os.ReadFile(moved); !strings.HasPrefix(string(b), "garbage!") {
+		t.Fatal("corrupt file not kept")
+	}
+	if _, err := db.StartBoot("x", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTruncatedDBMovedAside(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state.db")
+	db, _, _ := Open(p)
+	db.StartBoot("x", time.Now())
+	db.Close()
+	// A torn write: keep only the first page.
+	b, _ := os.ReadFile(p)
+	os.WriteFile(p, b[:4096], 0o600)
+	db, moved, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if moved == "" {
+		t.Fatal("truncated db reused")
+	}
+}
