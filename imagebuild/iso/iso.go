@@ -511,4 +511,3 @@ func mbrPart(b []byte, status, typ byte, start, sectors uint32) {
 	binary.LittleEndian.PutUint32(b[8:], start)
 	binary.LittleEndian.PutUint32(b[12:], sectors)
 }
-
