@@ -28,10 +28,14 @@ type checker struct {
 	budget    int
 	expanding map[*yaml.Node]bool
 	exhausted bool
+	// validating is set after decoding; bad holds the key paths that
+	// failed to decode, whose (zero) values validation then skips.
+	validating bool
+	bad        map[string]bool
 }
 
 func newChecker(source string) *checker {
-	return &checker{source: source, pos: map[string]position{}, expanding: map[*yaml.Node]bool{}}
+	return &checker{source: source, pos: map[string]position{}, expanding: map[*yaml.Node]bool{}, bad: map[string]bool{}}
 }
 
 // at finds the position of path, or of its closest parent that has one.
@@ -49,11 +53,34 @@ func (c *checker) at(path string) position {
 }
 
 func (c *checker) errorf(path, format string, args ...any) {
+	if c.validating && c.hasDecodeError(path) {
+		return // the value was not decoded; checking it would only add noise
+	}
+	if !c.validating {
+		c.bad[path] = true
+	}
 	p := c.at(path)
 	c.errs = append(c.errs, &Error{Source: c.source, Line: p.line, Column: p.column, Key: path, Message: fmt.Sprintf(format, args...)})
 }
 
+// hasDecodeError says whether path or a parent of it failed to decode.
+func (c *checker) hasDecodeError(path string) bool {
+	for {
+		if c.bad[path] {
+			return true
+		}
+		parent, ok := parentPath(path)
+		if !ok {
+			return false
+		}
+		path = parent
+	}
+}
+
 func (c *checker) errorAt(n *yaml.Node, path, format string, args ...any) {
+	if !c.validating {
+		c.bad[path] = true
+	}
 	c.errs = append(c.errs, &Error{Source: c.source, Line: n.Line, Column: n.Column, Key: path, Message: fmt.Sprintf(format, args...)})
 }
 
@@ -322,11 +349,7 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string) {
 			kp := joinKey(path, key)
 			i, known := fields[key]
 			if !known {
-				what := "key"
-				if path != "" {
-					what = "key in " + path
-				}
-				c.errorAt(p.key, kp, "%s", unknownKeyMessage(what, key, names))
+				c.errorAt(p.key, kp, "%s", unknownKeyMessage("key", key, names))
 				continue
 			}
 			c.decode(p.value, v.Field(i), kp)

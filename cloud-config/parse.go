@@ -44,6 +44,7 @@ func ParseWithWarnings(name string, data []byte) (*Config, []Warning, error) {
 	c.budget = 16*len(data) + 10000
 	cfg := c.parse(data)
 	if cfg != nil {
+		c.validating = true
 		cfg.check(c)
 	}
 	if err := c.result(); err != nil {
@@ -91,8 +92,26 @@ func ValidateFiles(paths []string) (warnings []string, errs []error) {
 // Its errors have keys but no positions.
 func (cfg *Config) Validate() error {
 	c := newChecker("")
+	c.validating = true
 	cfg.check(c)
 	return c.result()
+}
+
+// yamlParserProblems are the messages of yaml.v3's parser (as opposed to
+// its scanner): for these it prints the line where the construct began,
+// counted from 0. (Scanner errors count from 1.)
+var yamlParserProblems = map[string]bool{
+	"did not find expected <stream-start>":   true,
+	"did not find expected <document start>": true,
+	"did not find expected node content":     true,
+	"did not find expected key":              true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found duplicate %TAG directive":         true,
+	"found undefined tag handle":             true,
 }
 
 // yamlLineError matches yaml.v3's syntax errors, which carry a line only.
@@ -176,7 +195,15 @@ func (c *checker) syntaxError(data []byte, err error) {
 	msg := err.Error()
 	if m := yamlLineError.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		if yamlParserProblems[m[2]] {
+			line++ // yaml.v3 reports parser errors' lines 0-based
+		}
 		c.errs = append(c.errs, &Error{Source: c.source, Line: line, Message: "YAML syntax: " + m[2]})
+		return
+	}
+	if yamlParserProblems[strings.TrimPrefix(msg, "yaml: ")] {
+		// A 0-based line 0, which yaml.v3 leaves out.
+		c.errs = append(c.errs, &Error{Source: c.source, Line: 1, Message: "YAML syntax: " + strings.TrimPrefix(msg, "yaml: ")})
 		return
 	}
 	// Reader errors (control characters...) come without a line: find the
