@@ -1,0 +1,113 @@
+package datasource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// CmdlineKey is the kernel command-line parameter naming a config URL.
+const CmdlineKey = "ballast.config_url"
+
+// ConfigURL returns the value of ballast.config_url= in a kernel command
+// line (the content of /proc/cmdline); the last one wins, as for the
+// kernel's own parameters.
+func ConfigURL(cmdline string) (string, bool) {
+	var val string
+	found := false
+	for _, f := range splitCmdline(cmdline) {
+		if v, ok := strings.CutPrefix(f, CmdlineKey+"="); ok {
+			val, found = v, true
+		}
+	}
+	return val, found && val != ""
+}
+
+// splitCmdline splits on spaces outside double quotes and drops the
+// quotes, as the kernel does.
+func splitCmdline(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQuote = !inQuote
+			have = true
+		case !inQuote && (r == ' ' || r == '\t' || r == '\n'):
+			if have {
+				out = append(out, cur.String())
+			}
+			cur.Reset()
+			have = false
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// FetchURL GETs the cloud-config at rawURL (http or https), retrying
+// connection failures every second until timeout: the network may have
+// come up a moment ago. A non-200 answer is an error, not retried.
+func FetchURL(ctx context.Context, rawURL string, timeout time.Duration) Source {
+	src := Source{Name: NameCmdlineURL, Path: rawURL}
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		src.Err = fmt.Errorf("%s=%q: want an http or https URL", CmdlineKey, rawURL)
+		return src
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{}
+	for {
+		b, retry, err := get(ctx, client, rawURL)
+		if err == nil {
+			src.Data = b
+			return src
+		}
+		if !retry || ctx.Err() != nil {
+			src.Err = fmt.Errorf("fetching %s: %w", rawURL, err)
+			return src
+		}
+		select {
+		case <-ctx.Done():
+			src.Err = fmt.Errorf("fetching %s: %w (gave up after %v)", rawURL, err, timeout)
+			return src
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func get(ctx context.Context, c *http.Client, u string) (data []byte, retry bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	req.Header.Set("User-Agent", "ballast-init")
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, true, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, false, fmt.Errorf("HTTP %s", resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxSize+1))
+	if err != nil {
+		return nil, true, err
+	}
+	if len(b) > MaxSize {
+		return nil, false, errors.New("larger than 16 MiB")
+	}
+	return b, false, nil
+}

@@ -1,0 +1,95 @@
+package datasource
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"console=ttyS0 ballast.config_url=http://10.0.2.2:8000/c.yaml quiet\n": "http://10.0.2.2:8000/c.yaml",
+		`ballast.config_url="http://h/a b" ballast.slot=A`:                     "http://h/a b",
+		"ballast.config_url=http://a ballast.config_url=http://b":              "http://b",
+		"ballast.config_url= x":        "",
+		"root=/dev/vda":                "",
+		"xballast.config_url=http://a": "",
+	} {
+		got, ok := ConfigURL(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("ConfigURL(%q) = %q %v, want %q", in, got, ok, want)
+		}
+	}
+}
+
+func TestFetchURL(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/c.yaml" {
+			w.Write([]byte("#cloud-config\nhostname: url\n"))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	s := FetchURL(context.Background(), srv.URL+"/c.yaml", 5*time.Second)
+	if s.Err != nil || string(s.Data) != "#cloud-config\nhostname: url\n" || s.Name != "cmdline-url" || s.Path != srv.URL+"/c.yaml" {
+		t.Errorf("%+v", s)
+	}
+	start := time.Now()
+	s = FetchURL(context.Background(), srv.URL+"/missing", 5*time.Second)
+	if s.Err == nil || !strings.Contains(s.Err.Error(), "404") || time.Since(start) > time.Second {
+		t.Errorf("404: %+v after %v (must fail at once)", s, time.Since(start))
+	}
+	for _, bad := range []string{"file:///etc/passwd", "ftp://x/y", "http://", "::"} {
+		if s := FetchURL(context.Background(), bad, time.Second); s.Err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestFetchURLRetriesUntilUp(t *testing.T) {
+	// Reserve a port, then serve on it only after a while, as when the
+	// network (or the host's server) comes up after the init asks.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("late\n")) })}
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return
+		}
+		srv.Serve(l)
+	}()
+	defer srv.Close()
+	s := FetchURL(context.Background(), "http://"+addr+"/", 10*time.Second)
+	if s.Err != nil || string(s.Data) != "late\n" {
+		t.Errorf("%+v", s)
+	}
+
+	// Nothing ever listens: gives up at the timeout.
+	start := time.Now()
+	s = FetchURL(context.Background(), "http://"+addr+"1/", 1500*time.Millisecond)
+	if s.Err == nil || time.Since(start) > 3*time.Second {
+		t.Errorf("%+v after %v", s, time.Since(start))
+	}
+}
+
+func FuzzConfigURL(f *testing.F) {
+	f.Add(`a ballast.config_url="http://x y" b`)
+	f.Add("ballast.config_url=")
+	f.Fuzz(func(t *testing.T, s string) {
+		u, ok := ConfigURL(s)
+		if ok && u == "" {
+			t.Error("ok with an empty URL")
+		}
+	})
+}
