@@ -1,0 +1,554 @@
+// Package inspect reads back what the builder wrote: a raw disk image
+// (imagebuild/disk) or a hybrid ISO (imagebuild/iso). It reports the
+// partition table, the boot files, the kernel version, the kernel command
+// line, the baked-in user-data and the build manifest, for `ballast inspect`.
+//
+// File systems are read with go-diskfs; the small formats around them
+// (bzImage header, loader entry, grub.cfg) with this package's own parsers.
+package inspect
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/diskfs/go-diskfs/backend"
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/fat16"
+	"github.com/diskfs/go-diskfs/filesystem/fat32"
+	"github.com/diskfs/go-diskfs/filesystem/iso9660"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/ballast-os/ballast/imagebuild/disk"
+	"github.com/ballast-os/ballast/imagebuild/iso"
+)
+
+// Report is what Inspect found. Fields are empty when the image lacks
+// the thing (e.g. no user-data).
+type Report struct {
+	Path string `json:"path"`
+	// Format is "disk" (raw GPT image) or "iso".
+	Format string `json:"format"`
+	Size   int64  `json:"size"`
+	// Scheme is the partition table: "gpt", or "mbr" for the ISO's
+	// hybrid MBR.
+	Scheme     string      `json:"scheme"`
+	Partitions []Partition `json:"partitions"`
+	// BootLabel is the label of the FAT volume listed in BootFiles
+	// (BALLAST_BOOT's, or the ISO's efi.img's).
+	BootLabel string `json:"boot_label"`
+	BootFiles []File `json:"boot_files"`
+	// ISOFiles lists the ISO 9660 tree (ISO only).
+	ISOFiles []File `json:"iso_files,omitempty"`
+	// KernelVersion comes from the bzImage header of /ballast/vmlinuz,
+	// else from build.json's "kernel".
+	KernelVersion string `json:"kernel_version"`
+	// KernelBanner is the whole version string from the bzImage header.
+	KernelBanner string `json:"kernel_banner,omitempty"`
+	// Cmdline is the kernel command line of the first boot entry:
+	// systemd-boot's loader entry, else grub.cfg.
+	Cmdline string `json:"cmdline"`
+	// GrubCmdline is the command line in grub.cfg (BIOS), when present.
+	GrubCmdline string `json:"grub_cmdline,omitempty"`
+	UserData    string `json:"user_data,omitempty"`
+	// Build is /ballast/build.json as stored.
+	Build json.RawMessage `json:"build,omitempty"`
+}
+
+// Partition is one partition table entry.
+type Partition struct {
+	Number int    `json:"number"`
+	Name   string `json:"name,omitempty"`
+	// Type is the GPT type GUID, or the MBR type as "0xef".
+	Type     string `json:"type"`
+	TypeName string `json:"type_name,omitempty"`
+	Start    int64  `json:"start"` // bytes
+	Size     int64  `json:"size"`  // bytes
+}
+
+// File is one file on a file system.
+type File struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+}
+
+// fatFS is what Inspect needs from go-diskfs's FAT readers.
+type fatFS interface {
+	ReadDir(string) ([]iofs.DirEntry, error)
+	ReadFile(string) ([]byte, error)
+	Label() string
+}
+
+// Inspect reads the image at p.
+func Inspect(p string) (*Report, error) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return nil, fmt.Errorf("inspect: %w", err)
+	}
+	b, err := file.OpenFromPath(p, true)
+	if err != nil {
+		return nil, fmt.Errorf("inspect: %w", err)
+	}
+	defer b.Close()
+	r := &Report{Path: p, Size: st.Size()}
+	magic := make([]byte, 5)
+	_, merr := b.ReadAt(magic, 16*2048+1)
+	if merr == nil && string(magic) == "CD001" {
+		err = r.readISO(b)
+	} else {
+		err = r.readDisk(b)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", p, err)
+	}
+	return r, nil
+}
+
+func (r *Report) readDisk(b backend.Storage) error {
+	r.Format = "disk"
+	table, err := gpt.Read(b, 512, 512)
+	if err != nil {
+		return fmt.Errorf("reading GPT: %w", err)
+	}
+	r.Scheme = "gpt"
+	var boot *Partition
+	for i, pt := range table.Partitions {
+		if pt.Type == gpt.Unused {
+			continue
+		}
+		r.Partitions = append(r.Partitions, Partition{
+			Number:   i + 1,
+			Name:     pt.Name,
+			Type:     strings.ToUpper(string(pt.Type)),
+			TypeName: gptTypeName(pt.Type),
+			Start:    int64(pt.Start) * 512,
+			Size:     int64(pt.Size),
+		})
+	}
+	for i := range r.Partitions {
+		if r.Partitions[i].Name == disk.BootName {
+			boot = &r.Partitions[i]
+			break
+		}
+	}
+	if boot == nil {
+		for i := range r.Partitions {
+			if r.Partitions[i].TypeName == "EFI System" {
+				boot = &r.Partitions[i]
+				break
+			}
+		}
+	}
+	if boot == nil {
+		return fmt.Errorf("no %s or EFI System partition", disk.BootName)
+	}
+	fs, err := openFAT(b, boot.Start, boot.Size)
+	if err != nil {
+		return fmt.Errorf("partition %d (%s): %w", boot.Number, boot.Name, err)
+	}
+	return r.readBootFAT(fs)
+}
+
+func (r *Report) readBootFAT(fs fatFS) error {
+	r.BootLabel = strings.TrimSpace(fs.Label())
+	files, err := walkFAT(fs, "")
+	if err != nil {
+		return err
+	}
+	r.BootFiles = files
+	has := func(p string) bool {
+		for _, f := range files {
+			if f.Path == p {
+				return true
+			}
+		}
+		return false
+	}
+	read := func(p string) []byte {
+		if !has(p) {
+			return nil
+		}
+		b, err := fs.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		return b
+	}
+	r.fromBoot(read(disk.KernelPath), read(disk.LoaderEntry), read(disk.GrubCfgPath))
+	if b := read(disk.UserDataPath); b != nil {
+		r.UserData = string(b)
+	}
+	if b := read(disk.BuildJSONPath); b != nil {
+		r.setBuild(b)
+	}
+	return nil
+}
+
+func (r *Report) fromBoot(kernel, entry, grubCfg []byte) {
+	if banner, err := KernelBanner(kernel); err == nil {
+		r.KernelBanner = banner
+		r.KernelVersion, _, _ = strings.Cut(banner, " ")
+	}
+	if entry != nil {
+		r.Cmdline = LoaderEntryOptions(entry)
+	}
+	if grubCfg != nil {
+		r.GrubCmdline = GrubLinuxArgs(grubCfg)
+		if r.Cmdline == "" {
+			r.Cmdline = r.GrubCmdline
+		}
+	}
+}
+
+func (r *Report) setBuild(b []byte) {
+	if !json.Valid(b) {
+		return
+	}
+	r.Build = json.RawMessage(b)
+	if r.KernelVersion == "" {
+		var m map[string]any
+		if json.Unmarshal(b, &m) == nil {
+			if k, ok := m["kernel"].(string); ok {
+				r.KernelVersion = k
+			}
+		}
+	}
+}
+
+func (r *Report) readISO(b backend.Storage) error {
+	r.Format = "iso"
+	fs, err := iso9660.Read(b, 0, 0, 2048)
+	if err != nil {
+		return fmt.Errorf("reading ISO 9660: %w", err)
+	}
+	files, err := walkISO(fs, "")
+	if err != nil {
+		return err
+	}
+	r.ISOFiles = files
+	mbr := make([]byte, 512)
+	if _, err := b.ReadAt(mbr, 0); err != nil {
+		return err
+	}
+	if mbr[510] == 0x55 && mbr[511] == 0xaa {
+		r.Scheme = "mbr"
+		for i := 0; i < 4; i++ {
+			e := mbr[446+16*i : 446+16*(i+1)]
+			n := binary.LittleEndian.Uint32(e[12:])
+			if n == 0 {
+				continue
+			}
+			r.Partitions = append(r.Partitions, Partition{
+				Number:   i + 1,
+				Type:     fmt.Sprintf("0x%02x", e[4]),
+				TypeName: mbrTypeName(e[4]),
+				Start:    int64(binary.LittleEndian.Uint32(e[8:])) * 512,
+				Size:     int64(n) * 512,
+			})
+		}
+	}
+	read := func(p string) []byte {
+		for _, f := range files {
+			if f.Path == p {
+				if f.Size == 0 {
+					return []byte{}
+				}
+				b, err := fs.ReadFile(p)
+				if err == nil {
+					return b
+				}
+			}
+		}
+		return nil
+	}
+	if ud := read(disk.UserDataPath); ud != nil {
+		r.UserData = string(ud)
+	}
+	if bj := read(disk.BuildJSONPath); bj != nil {
+		r.setBuild(bj)
+	}
+	grubCfg := read(iso.GrubCfgPath)
+	// efi.img holds the UEFI loader entry; find it from the catalog.
+	entries, err := iso.ReadCatalog(b)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Platform != 0xef {
+			continue
+		}
+		start := int64(e.LBA) * 2048
+		size, err := fatSize(b, start)
+		if err != nil {
+			return fmt.Errorf("EFI boot image: %w", err)
+		}
+		efs, err := openFAT(b, start, size)
+		if err != nil {
+			return fmt.Errorf("EFI boot image: %w", err)
+		}
+		if err := r.readBootFAT(efs); err != nil {
+			return fmt.Errorf("EFI boot image: %w", err)
+		}
+	}
+	if grubCfg != nil {
+		r.GrubCmdline = GrubLinuxArgs(grubCfg)
+		if r.Cmdline == "" {
+			r.Cmdline = r.GrubCmdline
+		}
+	}
+	if r.KernelVersion == "" {
+		r.fromBoot(read(disk.KernelPath), nil, nil)
+	}
+	return nil
+}
+
+// fatSize reads a FAT volume's size from its boot sector.
+func fatSize(b io.ReaderAt, start int64) (int64, error) {
+	bs := make([]byte, 512)
+	if _, err := b.ReadAt(bs, start); err != nil {
+		return 0, err
+	}
+	if bs[510] != 0x55 || bs[511] != 0xaa {
+		return 0, errors.New("no FAT boot sector")
+	}
+	n := int64(binary.LittleEndian.Uint16(bs[19:]))
+	if n == 0 {
+		n = int64(binary.LittleEndian.Uint32(bs[32:]))
+	}
+	return n * int64(binary.LittleEndian.Uint16(bs[11:])), nil
+}
+
+// openFAT opens the FAT16 or FAT32 volume at start: FAT32 has no 16-bit
+// FAT size (bytes 22..23 of the boot sector are zero).
+func openFAT(b backend.Storage, start, size int64) (fatFS, error) {
+	bs := make([]byte, 512)
+	if _, err := b.ReadAt(bs, start); err != nil {
+		return nil, err
+	}
+	if binary.LittleEndian.Uint16(bs[22:]) == 0 {
+		fs, err := fat32.Read(b, size, start, 512)
+		if err != nil {
+			return nil, fmt.Errorf("reading FAT32: %w", err)
+		}
+		return fs, nil
+	}
+	fs, err := fat16.Read(b, size, start, 512)
+	if err != nil {
+		return nil, fmt.Errorf("reading FAT16: %w", err)
+	}
+	return fs, nil
+}
+
+type dirReader interface {
+	ReadDir(string) ([]iofs.DirEntry, error)
+}
+
+func walk(fs dirReader, dir string, depth int) ([]File, error) {
+	if depth > 32 {
+		return nil, fmt.Errorf("/%s: directories nested too deep", dir)
+	}
+	name := dir
+	if name == "" {
+		name = "." // go-diskfs's readers take io/fs-style paths
+	}
+	ents, err := fs.ReadDir(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading directory /%s: %w", dir, err)
+	}
+	var out []File
+	for _, e := range ents {
+		name := e.Name()
+		if name == "." || name == ".." || name == "" {
+			continue
+		}
+		p := path.Join(dir, name)
+		if e.IsDir() {
+			sub, err := walk(fs, p, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, sub...)
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, File{Path: p, Size: info.Size()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+func walkFAT(fs fatFS, dir string) ([]File, error) { return walk(fs, dir, 0) }
+
+func walkISO(fs *iso9660.FileSystem, dir string) ([]File, error) { return walk(fs, dir, 0) }
+
+func gptTypeName(t gpt.Type) string {
+	switch strings.ToUpper(string(t)) {
+	case string(gpt.EFISystemPartition):
+		return "EFI System"
+	case string(gpt.LinuxFilesystem):
+		return "Linux filesystem"
+	}
+	return ""
+}
+
+func mbrTypeName(t byte) string {
+	switch t {
+	case 0x00:
+		return "empty (whole ISO)"
+	case 0xef:
+		return "EFI System"
+	case 0xee:
+		return "GPT protective"
+	case 0x83:
+		return "Linux"
+	}
+	return ""
+}
+
+// KernelBanner returns the version string of an x86 bzImage (the header's
+// kernel_version field: "6.12.48+deb13-amd64 (debian-kernel@...) #1 SMP ...").
+// Other images (arm64 Image) have no such field and give an error.
+func KernelBanner(b []byte) (string, error) {
+	if len(b) < 0x210 || string(b[0x202:0x206]) != "HdrS" {
+		return "", errors.New("not a bzImage (no HdrS header)")
+	}
+	if binary.LittleEndian.Uint16(b[0x206:]) < 0x0200 {
+		return "", errors.New("bzImage boot protocol too old for a version string")
+	}
+	ptr := int(binary.LittleEndian.Uint16(b[0x20e:]))
+	if ptr == 0 {
+		return "", errors.New("bzImage has no version string")
+	}
+	off := ptr + 0x200
+	if off >= len(b) {
+		return "", fmt.Errorf("bzImage version string offset %d beyond the file", off)
+	}
+	end := bytes.IndexByte(b[off:min(len(b), off+256)], 0)
+	if end <= 0 {
+		return "", errors.New("bzImage version string not terminated")
+	}
+	s := string(b[off : off+end])
+	for _, c := range s {
+		if c < 0x20 || c > 0x7e {
+			return "", errors.New("bzImage version string is not printable")
+		}
+	}
+	return s, nil
+}
+
+// LoaderEntryOptions returns the "options" of a systemd-boot loader entry
+// (several options lines are joined, as systemd-boot does).
+func LoaderEntryOptions(b []byte) string {
+	var opts []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		key, val, ok := strings.Cut(line, " ")
+		if ok && key == "options" {
+			opts = append(opts, strings.TrimSpace(val))
+		}
+	}
+	return strings.Join(opts, " ")
+}
+
+// GrubLinuxArgs returns the arguments after the kernel path on the first
+// "linux" line of a grub.cfg.
+func GrubLinuxArgs(b []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && (f[0] == "linux" || f[0] == "linux16" || f[0] == "linuxefi") {
+			return strings.Join(f[2:], " ")
+		}
+	}
+	return ""
+}
+
+// WriteText writes the report for people.
+func (r *Report) WriteText(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "image:    %s (%s, %s)\n", r.Path, r.Format, humanSize(r.Size))
+	fmt.Fprintf(bw, "kernel:   %s\n", orNone(r.KernelVersion))
+	fmt.Fprintf(bw, "cmdline:  %s\n", orNone(r.Cmdline))
+	if r.GrubCmdline != "" && r.GrubCmdline != r.Cmdline {
+		fmt.Fprintf(bw, "grub:     %s\n", r.GrubCmdline)
+	}
+	fmt.Fprintf(bw, "\npartitions (%s):\n", orNone(r.Scheme))
+	fmt.Fprintf(bw, "  %-3s %-14s %-12s %12s %10s  %s\n", "#", "name", "start", "", "size", "type")
+	for _, p := range r.Partitions {
+		tn := p.Type
+		if p.TypeName != "" {
+			tn = p.TypeName
+		}
+		fmt.Fprintf(bw, "  %-3d %-14s %-12d %12s %10s  %s\n", p.Number, orDash(p.Name), p.Start, "", humanSize(p.Size), tn)
+	}
+	fmt.Fprintf(bw, "\nboot files (FAT %s):\n", orNone(r.BootLabel))
+	for _, f := range r.BootFiles {
+		fmt.Fprintf(bw, "  %10s  /%s\n", humanSize(f.Size), f.Path)
+	}
+	if len(r.ISOFiles) > 0 {
+		fmt.Fprintf(bw, "\nISO files:\n")
+		for _, f := range r.ISOFiles {
+			fmt.Fprintf(bw, "  %10s  /%s\n", humanSize(f.Size), f.Path)
+		}
+	}
+	fmt.Fprintf(bw, "\nbuild.json:\n")
+	if len(r.Build) > 0 {
+		var out bytes.Buffer
+		if json.Indent(&out, r.Build, "  ", "  ") == nil {
+			fmt.Fprintf(bw, "  %s\n", out.String())
+		}
+	} else {
+		fmt.Fprintf(bw, "  (none)\n")
+	}
+	fmt.Fprintf(bw, "\nuser-data:\n")
+	if r.UserData == "" {
+		fmt.Fprintf(bw, "  (none)\n")
+	}
+	for _, line := range strings.SplitAfter(r.UserData, "\n") {
+		if line != "" {
+			fmt.Fprintf(bw, "  %s", strings.TrimSuffix(line, "\n")+"\n")
+		}
+	}
+	return bw.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func humanSize(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
