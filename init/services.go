@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	cloudconfig "github.com/ballast-os/ballast/cloud-config"
+	"github.com/ballast-os/ballast/init/accounts"
+	"github.com/ballast-os/ballast/init/agent"
+	"github.com/ballast-os/ballast/init/bootstep"
+	"github.com/ballast-os/ballast/init/datasource"
+	"github.com/ballast-os/ballast/init/supervise"
+)
+
+// configureNetwork is the hook for init/network (another engineer's
+// package, not landed yet): until then only loopback is brought up, then
+// the config URL datasource is fetched if the cmdline names one.
+func (s *system) configureNetwork(ctx context.Context) error {
+	if lo, err := net.InterfaceByName("lo"); err == nil && lo.Flags&net.FlagUp == 0 {
+		exec.CommandContext(ctx, "ip", "link", "set", "lo", "up").Run()
+	}
+	if u, ok := datasource.ConfigURL(strings.Join(cmdlineWords(s.cmdline), " ")); ok {
+		src := datasource.FetchURL(ctx, u, 30*time.Second)
+		s.log.Info("fetched cloud-config", "url", u, "err", src.Err)
+		// Re-merge with the URL document last, as the design orders sources.
+		env := datasource.Env{Root: s.root}
+		srcs := append(datasource.Gather(env), src)
+		s.mu.Lock()
+		s.cfgInfo.Sources = nil
+		s.mu.Unlock()
+		cfg, info := parseSources(srcs)
+		if err := s.applyConfigChoice(cfg, info); err != nil {
+			return err
+		}
+	}
+	return bootstep.Skip("init/network not integrated yet")
+}
+
+// commandArgv turns a cloud-config command into argv.
+func commandArgv(c cloudconfig.Command) []string {
+	if len(c.Argv) > 0 {
+		return c.Argv
+	}
+	return []string{"/bin/sh", "-c", c.Shell}
+}
+
+// runCommands runs each command in order, logging output; a failure is
+// logged and the next command still runs. It returns how many failed.
+func (s *system) runCommands(ctx context.Context, kind string, cmds []cloudconfig.Command) int {
+	failed := 0
+	for i, c := range cmds {
+		argv := commandArgv(c)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
+		cmd.Env = s.serviceEnv()
+		out, err := cmd.CombinedOutput()
+		cancel()
+		for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+			if l != "" {
+				s.log.Info(kind+" output", "n", i, "line", l)
+			}
+		}
+		if err != nil {
+			failed++
+			s.log.Error(kind+" failed", "n", i, "cmd", strings.Join(argv, " "), "err", err)
+		}
+	}
+	return failed
+}
+
+func (s *system) bootCmd(ctx context.Context) error {
+	cmds := s.config().BootCmd
+	if len(cmds) == 0 {
+		return bootstep.Skip("no bootcmd")
+	}
+	if n := s.runCommands(ctx, "bootcmd", cmds); n > 0 {
+		return fmt.Errorf("%d of %d bootcmd command(s) failed", n, len(cmds))
+	}
+	return nil
+}
+
+// runOnceKey names this instance for runcmd: the config's instance_id, or
+// the state database's node ID (one per data partition).
+func runOnceKey(cfg *cloudconfig.Config, nodeID string) string {
+	if cfg.InstanceID != "" {
+		return "runcmd:instance:" + cfg.InstanceID
+	}
+	return "runcmd:node:" + nodeID
+}
+
+func (s *system) runCmdOnce(ctx context.Context) error {
+	cfg := s.config()
+	if len(cfg.RunCmd) == 0 {
+		return bootstep.Skip("no runcmd")
+	}
+	s.mu.Lock()
+	db := s.db
+	s.mu.Unlock()
+	if db == nil {
+		return fmt.Errorf("runcmd: no state database, cannot tell whether it already ran")
+	}
+	key := runOnceKey(cfg, db.NodeID())
+	if db.RunOnceDone(key) {
+		return bootstep.Skip("runcmd already ran for " + key)
+	}
+	// Mark first: a command that reboots the node must not run again.
+	if err := db.MarkRunOnce(key, time.Now()); err != nil {
+		return fmt.Errorf("runcmd: marking %s: %w", key, err)
+	}
+	if n := s.runCommands(ctx, "runcmd", cfg.RunCmd); n > 0 {
+		return fmt.Errorf("%d of %d runcmd command(s) failed", n, len(cfg.RunCmd))
+	}
+	return nil
+}
+
+// serviceEnv is the environment of services and commands: PATH, the
+// proxy, and ballast.environment.
+func (s *system) serviceEnv() []string {
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=/root",
+		"KUBECONFIG=/etc/rancher/k3s/k3s.yaml",
+	}
+	cfg := s.config().Effective()
+	if p := cfg.Proxy; p != nil {
+		for k, v := range map[string]string{"HTTP_PROXY": p.HTTPProxy, "HTTPS_PROXY": p.HTTPSProxy, "NO_PROXY": p.NoProxy} {
+			if v != "" {
+				env = append(env, k+"="+v, strings.ToLower(k)+"="+v)
+			}
+		}
+	}
+	if cfg.Ballast != nil {
+		for k, v := range cfg.Ballast.Environment {
+			env = append(env, k+"="+v)
+		}
+	}
+	slices.Sort(env[3:])
+	return env
+}
+
+func (s *system) startServices(ctx context.Context) error {
+	cfg := s.config()
+	var errs []string
+	if cfg.SSHEnabled() {
+		argv, err := accounts.PrepareSSHD(s.root, cfg)
+		if err == nil {
+			err = s.sup.Start(supervise.Service{Name: "sshd", Argv: argv, Env: s.serviceEnv()})
+		}
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if err := s.startRuntime(cfg); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// k3sBinaries are where the runtime may be installed, first found wins.
+var k3sBinaries = []string{"/usr/bin/k3s", "/usr/local/bin/k3s"}
+
+// startRuntime writes k3s's config and manifests and supervises
+// `k3s server` (or `agent`) when the image has a runtime.
+func (s *system) startRuntime(cfg *cloudconfig.Config) error {
+	if cfg.RuntimeOrDefault() == "none" || s.cmdline["ballast.runtime"] == "none" {
+		return nil
+	}
+	bin := ""
+	for _, b := range k3sBinaries {
+		if _, err := os.Stat(s.path(b)); err == nil {
+			bin = b
+			break
+		}
+	}
+	if bin == "" {
+		s.log.Info("no runtime in this image", "looked", strings.Join(k3sBinaries, " "))
+		return nil
+	}
+	if err := writeRuntimeConfig(s.root, cfg); err != nil {
+		return err
+	}
+	return s.sup.Start(supervise.Service{Name: "k3s", Argv: []string{bin, cfg.RoleOrDefault()}, Env: s.serviceEnv()})
+}
+
+// writeRuntimeConfig writes /etc/rancher/k3s/config.yaml and the manifests.
+func writeRuntimeConfig(root string, cfg *cloudconfig.Config) error {
+	y, err := cfg.K3sConfigYAML()
+	if err != nil {
+		return fmt.Errorf("k3s config: %w", err)
+	}
+	dir := filepath.Join(root, "/etc/rancher/k3s")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), y, 0o600); err != nil {
+		return err
+	}
+	mdir := filepath.Join(root, "/var/lib/rancher/k3s/server/manifests")
+	if len(cfg.Manifests) > 0 {
+		if err := os.MkdirAll(mdir, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, m := range cfg.Manifests {
+		name := filepath.Base(m.Name)
+		if name != m.Name || name == "." || name == ".." {
+			return fmt.Errorf("manifest %q: a file name, not a path", m.Name)
+		}
+		if err := os.WriteFile(filepath.Join(mdir, name), []byte(m.Content), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startAgent serves the control protocol on the virtio-serial port and,
+// where it exists, vsock.
+func (s *system) startAgent(ctx context.Context) {
+	h := &handler{s: s}
+	logf := func(format string, args ...any) { s.log.Warn(fmt.Sprintf(format, args...)) }
+	go agent.ServePort(ctx, agent.PortName, h, logf)
+	go func() {
+		if err := agent.ServeVsock(ctx, agent.VsockPort, h); err != nil && ctx.Err() == nil {
+			s.log.Info("agent: no vsock", "err", err)
+		}
+	}()
+}
+
+// trimOutput keeps the end of long output.
+func trimOutput(b []byte, max int) string {
+	if len(b) > max {
+		b = append([]byte("[...]\n"), b[len(b)-max:]...)
+	}
+	return string(bytes.ToValidUTF8(b, []byte("?")))
+}

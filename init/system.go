@@ -1,0 +1,530 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	cloudconfig "github.com/ballast-os/ballast/cloud-config"
+	"github.com/ballast-os/ballast/init/accounts"
+	"github.com/ballast-os/ballast/init/agent"
+	"github.com/ballast-os/ballast/init/bootstep"
+	"github.com/ballast-os/ballast/init/console"
+	"github.com/ballast-os/ballast/init/datapart"
+	"github.com/ballast-os/ballast/init/datasource"
+	"github.com/ballast-os/ballast/init/kmod"
+	"github.com/ballast-os/ballast/init/mounts"
+	"github.com/ballast-os/ballast/init/state"
+	"github.com/ballast-os/ballast/init/supervise"
+	"github.com/ballast-os/ballast/init/timesync"
+	"github.com/ballast-os/ballast/init/writefiles"
+)
+
+// k3sModules are loaded on every node, as k3s expects them.
+var k3sModules = []string{"overlay", "nf_conntrack", "br_netfilter", "iptable_nat", "iptable_filter", "vxlan"}
+
+// baseSysctls are set before the config's own.
+var baseSysctls = map[string]string{
+	"net.ipv4.ip_forward":                 "1",
+	"net.bridge.bridge-nf-call-iptables":  "1",
+	"net.bridge.bridge-nf-call-ip6tables": "1",
+}
+
+// requiredControllers are the cgroup v2 controllers Kubernetes needs.
+var requiredControllers = []string{"cpu", "cpuset", "memory", "pids"}
+
+// system is the PID 1 stage's state. Fields written by the steps are read
+// by the agent handler under mu.
+type system struct {
+	log   *slog.Logger
+	out   io.Writer
+	ring  *console.Ring
+	root  string // "/"; tests use a temporary directory
+	mnt   mounts.Mounter
+	run   *bootstep.Runner
+	sup   *supervise.Supervisor
+	reap  *supervise.Reaper
+	start time.Time
+
+	shutdown chan shutdownRequest
+
+	mu        sync.Mutex
+	boot      agent.Boot
+	cfg       *cloudconfig.Config
+	cfgInfo   agent.Config
+	cgroups   agent.Cgroups
+	db        *state.DB
+	rootInfo  rootInfo
+	data      datapart.Result
+	bootNum   int
+	hostname  string
+	cmdline   map[string]string
+	bootIDHex string
+}
+
+func newSystem(log *slog.Logger, out io.Writer, ring *console.Ring, kernelStart time.Time) *system {
+	s := &system{
+		log: log, out: out, ring: ring, root: "/", mnt: mounts.System{},
+		start:    time.Now(),
+		shutdown: make(chan shutdownRequest, 1),
+		cfg:      &cloudconfig.Config{},
+	}
+	s.run = &bootstep.Runner{Phase: bootstep.PhaseSystem, Clock: bootstep.SystemClock{}, KernelStart: kernelStart, Log: log}
+	s.sup = &supervise.Supervisor{LogDir: "/var/log", Console: out, Log: log}
+	s.reap = &supervise.Reaper{Log: log}
+	var id [8]byte
+	rand.Read(id[:])
+	s.bootIDHex = hex.EncodeToString(id[:])
+	s.boot = agent.Boot{ID: s.bootIDHex, KernelStart: kernelStart}
+	return s
+}
+
+func (s *system) path(p string) string { return filepath.Join(s.root, p) }
+
+// steps is the PID 1 boot, in order.
+func (s *system) steps() []bootstep.Step {
+	return []bootstep.Step{
+		{Name: "mounts", Run: s.checkMounts},
+		{Name: "data-partition", Run: s.dataPartition},
+		{Name: "cgroups", Run: s.setupCgroups},
+		{Name: "state", Run: s.openState},
+		{Name: "cloud-config", Run: s.gatherConfig},
+		{Name: "modules", Run: s.loadModules},
+		{Name: "sysctls", Run: s.applySysctls},
+		{Name: "hostname", Run: s.setHostname},
+		{Name: "network", Run: s.configureNetwork},
+		{Name: "time", Run: s.syncTime},
+		{Name: "users", Run: s.applyUsers},
+		{Name: "write-files", Run: s.writeFiles},
+		{Name: "bootcmd", Run: s.bootCmd},
+		{Name: "services", Run: s.startServices},
+		{Name: "runcmd", Run: s.runCmdOnce},
+	}
+}
+
+func runSystem(ctx context.Context, s *system) {
+	os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	os.Setenv("HOME", "/root")
+	// From now on ctrl-alt-del is a SIGINT to us, not an immediate reboot.
+	unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+	// Signals first: a request that arrives while booting waits in the channel.
+	s.watchSignals(ctx)
+	go s.reap.Run(ctx)
+	s.log.Info("ballast init", "version", version, "phase", "system")
+	s.run.Record(readStages(stagesFile)...)
+	if b, err := os.ReadFile(rootFile); err == nil {
+		json.Unmarshal(b, &s.rootInfo)
+	}
+	s.cmdline = readCmdline(s.path("/proc/cmdline"))
+	// The agent starts before the boot steps so even a broken boot is reported.
+	s.startAgent(ctx)
+	go s.watchPowerButton(ctx)
+
+	err := s.run.Run(ctx, s.steps())
+	s.mu.Lock()
+	s.boot.Ready = err == nil
+	readyAfter := time.Since(s.boot.KernelStart).Milliseconds()
+	if s.boot.Ready {
+		s.boot.ReadyAfterMS = readyAfter
+	}
+	db, num := s.db, s.bootNum
+	s.mu.Unlock()
+	result := "ready"
+	if err != nil {
+		result = "failed: " + err.Error()
+		s.log.Error("boot failed", "err", err)
+	} else {
+		fmt.Fprintf(s.out, "%sready\n", console.Prefix)
+		s.log.Info("boot done", "ready_after_ms", readyAfter)
+	}
+	if db != nil {
+		if err := db.UpdateBoot(num, s.run.Stages(), result); err != nil {
+			s.log.Error("recording boot", "err", err)
+		}
+	}
+	req := <-s.shutdown
+	s.doShutdown(req)
+}
+
+func readCmdline(path string) map[string]string {
+	b, _ := os.ReadFile(path)
+	return parseCmdline(string(b))
+}
+
+// checkMounts makes sure the pseudo file systems are there (a system booted
+// without our initramfs has only what the kernel mounted).
+func (s *system) checkMounts(context.Context) error {
+	infos, err := mounts.ReadMountinfo(s.path("/proc/self/mountinfo"))
+	if err != nil {
+		// /proc itself is missing: mount the basics blind.
+		return mounts.ApplyAll(s.mnt, s.root, pseudoMounts)
+	}
+	var errs []error
+	for _, m := range pseudoMounts {
+		if _, ok := mounts.Find(infos, m.Target); !ok {
+			if err := m.Apply(s.mnt, s.root); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, m := range []mounts.Mount{
+		{Source: "devpts", Target: "/dev/pts", FSType: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "mode=0620,ptmxmode=0666,gid=5"},
+		{Source: "tmpfs", Target: "/dev/shm", FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: "mode=1777"},
+	} {
+		if _, ok := mounts.Find(infos, m.Target); !ok {
+			if err := m.Apply(s.mnt, s.root); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *system) dataPartition(ctx context.Context) error {
+	p := &datapart.Preparer{
+		SysClassBlock: s.path("/sys/class/block"), DevDir: s.path("/dev"), Root: s.root,
+		Mounter: s.mnt, Log: s.log, Run: runCombined,
+	}
+	disk := s.rootInfo.Disk
+	if s.rootInfo.Live {
+		disk = "" // any disk with a data partition
+	}
+	res, err := p.Prepare(ctx, disk, s.rootInfo.Live)
+	s.mu.Lock()
+	s.data = res
+	s.boot.FirstBoot = res.FirstBoot
+	s.mu.Unlock()
+	return err
+}
+
+// runCombined runs a program and returns its combined output.
+func runCombined(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return exec.CommandContext(ctx, name, args...).CombinedOutput()
+}
+
+func (s *system) openState(context.Context) error {
+	path := s.path("/var/lib/ballast/state.db")
+	db, moved, err := state.Open(path)
+	if moved != "" {
+		s.log.Error("state database was corrupt; moved aside", "to", moved)
+	}
+	if err != nil {
+		return err
+	}
+	n, err := db.StartBoot(s.bootIDHex, time.Now())
+	s.mu.Lock()
+	s.db, s.bootNum, s.boot.Number = db, n, n
+	s.mu.Unlock()
+	return err
+}
+
+// gatherConfig reads every datasource, parses and merges them. Any source
+// with errors makes the whole new config suspect: the last good config is
+// applied instead, and the errors are reported.
+func (s *system) gatherConfig(ctx context.Context) error {
+	env := datasource.Env{Root: s.root}
+	if s.rootInfo.Live {
+		env.LiveMedia = liveMount
+	}
+	sources := datasource.Gather(env)
+	if u, ok := datasource.ConfigURL(strings.Join(cmdlineWords(s.cmdline), " ")); ok {
+		// The network is not up yet; fetch after the network step instead.
+		s.mu.Lock()
+		s.cfgInfo.Sources = append(s.cfgInfo.Sources, agent.ConfigSource{Name: datasource.NameCmdlineURL, Path: u, Error: "fetched after the network is up"})
+		s.mu.Unlock()
+	}
+	cfg, info := parseSources(sources)
+	return s.applyConfigChoice(cfg, info)
+}
+
+// parseSources parses each source; info lists sources and errors.
+func parseSources(sources []datasource.Source) (*cloudconfig.Config, agent.Config) {
+	var info agent.Config
+	var parsed []*cloudconfig.Config
+	for _, src := range sources {
+		cs := agent.ConfigSource{Name: src.Name, Path: src.Path}
+		err := src.Err
+		var c *cloudconfig.Config
+		if err == nil {
+			c, err = cloudconfig.Parse(src.Path, src.Data)
+		}
+		if err != nil {
+			cs.Error = err.Error()
+			for _, line := range strings.Split(err.Error(), "\n") {
+				info.Errors = append(info.Errors, src.Name+": "+line)
+			}
+		} else {
+			parsed = append(parsed, c)
+		}
+		info.Sources = append(info.Sources, cs)
+	}
+	return cloudconfig.Merge(parsed...), info
+}
+
+func (s *system) applyConfigChoice(cfg *cloudconfig.Config, info agent.Config) error {
+	var names []string
+	for _, src := range info.Sources {
+		names = append(names, src.Name)
+	}
+	s.mu.Lock()
+	db := s.db
+	info.Sources = append(s.cfgInfo.Sources, info.Sources...)
+	s.mu.Unlock()
+	if len(info.Errors) > 0 {
+		for _, e := range info.Errors {
+			s.log.Error("cloud-config", "error", e)
+		}
+		info.UsedLastGood = true
+		cfg = &cloudconfig.Config{}
+		if db != nil {
+			if g, err := db.LastGoodConfig(); err == nil {
+				var last cloudconfig.Config
+				if err := json.Unmarshal(g.Config, &last); err == nil {
+					cfg = &last
+					info.Generation = g.Number
+				}
+			}
+		}
+		s.log.Warn("using the last good cloud-config", "generation", info.Generation)
+	} else if db != nil {
+		raw, _ := json.Marshal(cfg)
+		g, err := db.RecordConfig(cfg.Hash(), names, raw, time.Now())
+		if err != nil {
+			s.log.Error("recording config", "err", err)
+		}
+		info.Generation = g
+	}
+	info.Hash = cfg.Hash()
+	s.mu.Lock()
+	s.cfg, s.cfgInfo = cfg, info
+	s.mu.Unlock()
+	if len(info.Errors) > 0 {
+		return fmt.Errorf("%d cloud-config error(s); the last good config is applied", len(info.Errors))
+	}
+	return nil
+}
+
+func cmdlineWords(m map[string]string) []string {
+	var out []string
+	for k, v := range m {
+		if v == "" {
+			out = append(out, k)
+		} else {
+			out = append(out, k+"="+v)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (s *system) config() *cloudconfig.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+func (s *system) setupCgroups(context.Context) error {
+	cg, err := setupCgroups(s.mnt, s.root)
+	s.mu.Lock()
+	s.cgroups = cg
+	s.mu.Unlock()
+	if len(cg.Missing) > 0 {
+		s.log.Error("cgroup controllers missing: Kubernetes will not run",
+			"missing", strings.Join(cg.Missing, ","),
+			"fix", "add to the kernel command line: cgroup_enable=memory cgroup_memory=1 (Raspberry Pi: cmdline.txt)")
+	}
+	return err
+}
+
+// setupCgroups mounts cgroup2 at /sys/fs/cgroup, enables the required
+// controllers for children and reports which are missing.
+func setupCgroups(mnt mounts.Mounter, root string) (agent.Cgroups, error) {
+	cg := agent.Cgroups{Version: 2}
+	dir := filepath.Join(root, "/sys/fs/cgroup")
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.controllers")); err != nil {
+		m := mounts.Mount{Source: "cgroup2", Target: "/sys/fs/cgroup", FSType: "cgroup2", Flags: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, Data: "nsdelegate"}
+		if err := m.Apply(mnt, root); err != nil {
+			cg.Missing = requiredControllers
+			return cg, err
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		cg.Missing = requiredControllers
+		return cg, fmt.Errorf("cgroup v2: %w", err)
+	}
+	cg.Controllers = strings.Fields(string(b))
+	var enable []string
+	for _, c := range requiredControllers {
+		if slices.Contains(cg.Controllers, c) {
+			enable = append(enable, "+"+c)
+		} else {
+			cg.Missing = append(cg.Missing, c)
+		}
+	}
+	if len(enable) > 0 {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0o644); err != nil {
+			return cg, fmt.Errorf("enabling cgroup controllers %v: %w", enable, err)
+		}
+	}
+	if len(cg.Missing) > 0 {
+		return cg, fmt.Errorf("cgroup controllers missing: %s", strings.Join(cg.Missing, ", "))
+	}
+	return cg, nil
+}
+
+// modulesFor lists the modules to load: the k3s defaults, then the config's.
+func modulesFor(cfg *cloudconfig.Config) []string {
+	mods := slices.Clone(k3sModules)
+	eff := cfg.Effective()
+	if eff.Ballast != nil {
+		for _, m := range eff.Ballast.Modules {
+			if !slices.Contains(mods, m) {
+				mods = append(mods, m)
+			}
+		}
+	}
+	return mods
+}
+
+func (s *system) loadModules(context.Context) error {
+	var u unix.Utsname
+	unix.Uname(&u)
+	dir := s.path(filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:])))
+	l, err := kmod.NewLoader(kmod.System{}, dir, s.path("/sys/module"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range modulesFor(s.config()) {
+		if err := l.Load(m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sysctlsFor is the base sysctls overlaid with the config's.
+func sysctlsFor(cfg *cloudconfig.Config) map[string]string {
+	out := map[string]string{}
+	for k, v := range baseSysctls {
+		out[k] = v
+	}
+	if eff := cfg.Effective(); eff.Ballast != nil {
+		for k, v := range eff.Ballast.Sysctls {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// writeSysctls writes each key under procSys (/proc/sys), sorted.
+func writeSysctls(procSys string, kv map[string]string) error {
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var errs []error
+	for _, k := range keys {
+		if strings.Contains(k, "..") {
+			errs = append(errs, fmt.Errorf("sysctl %q: bad key", k))
+			continue
+		}
+		p := filepath.Join(procSys, strings.ReplaceAll(k, ".", "/"))
+		if err := os.WriteFile(p, []byte(kv[k]), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("sysctl %s=%s: %w", k, kv[k], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *system) applySysctls(context.Context) error {
+	return writeSysctls(s.path("/proc/sys"), sysctlsFor(s.config()))
+}
+
+// defaultHostname is "ballast-" and the last 6 hex digits of the first
+// non-loopback MAC, sorted by interface name.
+func defaultHostname(ifaces []net.Interface) string {
+	slices.SortFunc(ifaces, func(a, b net.Interface) int { return strings.Compare(a.Name, b.Name) })
+	for _, i := range ifaces {
+		if i.Flags&net.FlagLoopback != 0 || len(i.HardwareAddr) < 3 {
+			continue
+		}
+		m := i.HardwareAddr
+		return fmt.Sprintf("ballast-%02x%02x%02x", m[len(m)-3], m[len(m)-2], m[len(m)-1])
+	}
+	return "ballast"
+}
+
+func (s *system) setHostname(context.Context) error {
+	name := s.config().Hostname
+	if name == "" {
+		ifs, _ := net.Interfaces()
+		name = defaultHostname(ifs)
+	}
+	s.mu.Lock()
+	s.hostname = name
+	s.mu.Unlock()
+	if err := unix.Sethostname([]byte(name)); err != nil {
+		return fmt.Errorf("sethostname %q: %w", name, err)
+	}
+	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n", name)
+	errs := []error{
+		os.WriteFile(s.path("/etc/hostname"), []byte(name+"\n"), 0o644),
+		os.WriteFile(s.path("/etc/hosts"), []byte(hosts), 0o644),
+	}
+	return errors.Join(errs...)
+}
+
+func (s *system) syncTime(ctx context.Context) error {
+	cfg := s.config()
+	if !cfg.NTPEnabled() {
+		return bootstep.Skip("ntp disabled by cloud-config")
+	}
+	servers := cfg.NTPServersOrDefault()
+	off, err := timesync.Sync(ctx, servers, timesync.Options{Log: s.log})
+	if err != nil {
+		// Keep syncing in the background; certificates may be wrong until then.
+		go timesync.Run(context.Background(), servers, 15*time.Minute, timesync.Options{Log: s.log})
+		return err
+	}
+	s.log.Info("clock synchronised", "offset", off)
+	go timesync.Run(context.Background(), servers, time.Hour, timesync.Options{Log: s.log})
+	return nil
+}
+
+func (s *system) applyUsers(context.Context) error {
+	return accounts.Apply(s.root, s.config(), accounts.Options{})
+}
+
+func (s *system) writeFiles(context.Context) error {
+	cfg := s.config()
+	if len(cfg.WriteFiles) == 0 {
+		return bootstep.Skip("no write_files")
+	}
+	users, err := writefiles.NewPasswdLookup(s.root)
+	if err != nil {
+		return err
+	}
+	return writefiles.Apply(s.root, cfg.WriteFiles, users)
+}
+
+// init's runtime reports Go's architecture.
+var goarch = runtime.GOARCH
