@@ -21,6 +21,9 @@ type position struct{ line, column int }
 type checker struct {
 	source string
 	pos    map[string]position
+	// keyPos is where a map key itself is written, for messages about the
+	// key's name rather than its value.
+	keyPos map[string]position
 	errs   []*Error
 	warns  []Warning
 	// budget bounds the work of expanding aliases: "a: &a [*b, *b, ...]"
@@ -35,7 +38,7 @@ type checker struct {
 }
 
 func newChecker(source string) *checker {
-	return &checker{source: source, pos: map[string]position{}, expanding: map[*yaml.Node]bool{}, bad: map[string]bool{}}
+	return &checker{source: source, pos: map[string]position{}, keyPos: map[string]position{}, expanding: map[*yaml.Node]bool{}, bad: map[string]bool{}}
 }
 
 // at finds the position of path, or of its closest parent that has one.
@@ -86,6 +89,29 @@ func (c *checker) errorAt(n *yaml.Node, path, format string, args ...any) {
 
 func (c *checker) warnf(path, format string, args ...any) {
 	p := c.at(path)
+	c.warns = append(c.warns, Warning{Source: c.source, Line: p.line, Column: p.column, Key: path, Message: fmt.Sprintf(format, args...)})
+}
+
+// atKey is the position of the map key at path, else of its value.
+func (c *checker) atKey(path string) position {
+	if p, ok := c.keyPos[path]; ok {
+		return p
+	}
+	return c.at(path)
+}
+
+// keyErrorf reports a problem with a map key's name, at the key.
+func (c *checker) keyErrorf(path, format string, args ...any) {
+	if c.validating && c.hasDecodeError(path) {
+		return
+	}
+	p := c.atKey(path)
+	c.errs = append(c.errs, &Error{Source: c.source, Line: p.line, Column: p.column, Key: path, Message: fmt.Sprintf(format, args...)})
+}
+
+// keyWarnf warns about a map key's name, at the key.
+func (c *checker) keyWarnf(path, format string, args ...any) {
+	p := c.atKey(path)
 	c.warns = append(c.warns, Warning{Source: c.source, Line: p.line, Column: p.column, Key: path, Message: fmt.Sprintf(format, args...)})
 }
 
@@ -385,6 +411,7 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string) {
 		for _, p := range c.pairs(n, path) {
 			e := reflect.New(v.Type().Elem()).Elem()
 			kp := joinKey(path, p.key.Value)
+			c.keyPos[kp] = position{p.key.Line, p.key.Column}
 			c.decode(p.value, e, kp)
 			m.SetMapIndex(reflect.ValueOf(p.key.Value), e)
 		}
@@ -508,7 +535,9 @@ func (c *checker) generic(n *yaml.Node, path string) any {
 	case yaml.MappingNode:
 		m := map[string]any{}
 		for _, p := range c.pairs(n, path) {
-			m[p.key.Value] = c.generic(p.value, joinKey(path, p.key.Value))
+			kp := joinKey(path, p.key.Value)
+			c.keyPos[kp] = position{p.key.Line, p.key.Column}
+			m[p.key.Value] = c.generic(p.value, kp)
 		}
 		return m
 	case yaml.SequenceNode:

@@ -1,6 +1,7 @@
 package cloudconfig
 
 import (
+	"bytes"
 	"fmt"
 	"regexp"
 	"slices"
@@ -87,9 +88,9 @@ func checkK3s(c *checker, p string, m map[string]any) {
 		kind, known := k3sFlags[key]
 		switch {
 		case strings.HasPrefix(key, "-"):
-			c.warnf(kp, "k3s config keys are written without dashes: %q; k3s ignores this one", strings.TrimLeft(key, "-"))
+			c.keyWarnf(kp, "k3s config keys are written without dashes: %q; k3s ignores this one", strings.TrimLeft(key, "-"))
 		case !known:
-			c.warnf(kp, "%s; k3s ignores it", unknownKeyMessage("k3s option", key, k3sFlagNames))
+			c.keyWarnf(kp, "%s; k3s ignores it", unknownKeyMessage("k3s option", key, k3sFlagNames))
 		}
 		values, ok := k3sValueStrings(v)
 		if !ok {
@@ -280,8 +281,18 @@ type argProblem struct {
 // "--flag=value", "--flag value" and "--flag" (true). Flags that k3s
 // repeats (node-label, disable...) and any flag given twice become lists.
 func parseK3sArgs(args []string) (role string, keys map[string]any, problems []argProblem) {
+	role, keys, _, problems = parseK3sArgsAt(args)
+	return role, keys, problems
+}
+
+// parseK3sArgsAt is parseK3sArgs also saying, per key, which argument each
+// value came from (for error positions).
+func parseK3sArgsAt(args []string) (role string, keys map[string]any, at map[string][]int, problems []argProblem) {
 	keys = map[string]any{}
+	at = map[string][]int{}
+	var i int
 	add := func(name string, v any) {
+		at[name] = append(at[name], i)
 		old, seen := keys[name]
 		switch {
 		case k3sFlags[name] == 'l' && !seen:
@@ -296,7 +307,7 @@ func parseK3sArgs(args []string) (role string, keys map[string]any, problems []a
 			keys[name] = append(list, v)
 		}
 	}
-	for i := 0; i < len(args); i++ {
+	for ; i < len(args); i++ {
 		arg := args[i]
 		if i == 0 && (arg == "server" || arg == "agent") {
 			role = arg
@@ -328,8 +339,8 @@ func parseK3sArgs(args []string) (role string, keys map[string]any, problems []a
 		case hasValue:
 			add(name, value)
 		case i+1 < len(args) && !strings.HasPrefix(args[i+1], "-"):
-			add(name, args[i+1])
 			i++
+			add(name, args[i])
 		case known:
 			problems = append(problems, argProblem{i, fmt.Sprintf("--%s needs a value", name)})
 		default:
@@ -337,7 +348,38 @@ func parseK3sArgs(args []string) (role string, keys map[string]any, problems []a
 			add(name, true)
 		}
 	}
-	return role, keys, problems
+	return role, keys, at, problems
+}
+
+// checkK3sArgs validates k3OS k3s_args as checkK3s does the k3s: block,
+// pointing at the argument that is wrong.
+func checkK3sArgs(c *checker, p string, args []string) {
+	_, keys, at, problems := parseK3sArgsAt(args)
+	for _, pr := range problems {
+		c.errorf(joinIndex(p, pr.index), "%s", pr.msg)
+	}
+	for _, key := range sortedKeys(keys) {
+		if _, known := k3sFlags[key]; !known {
+			c.warnf(joinIndex(p, at[key][0]), "%s; k3s ignores it", unknownKeyMessage("k3s option", key, k3sFlagNames))
+		}
+		values, _ := k3sValueStrings(keys[key])
+		for j, v := range values {
+			var err error
+			switch key {
+			case "node-label":
+				for _, label := range strings.Split(v, ",") {
+					if err == nil {
+						err = checkNodeLabel(label)
+					}
+				}
+			case "node-taint":
+				err = checkNodeTaint(v)
+			}
+			if err != nil {
+				c.errorf(joinIndex(p, at[key][j]), "%v", err)
+			}
+		}
+	}
 }
 
 // K3sConfigYAML is the content of /etc/rancher/k3s/config.yaml: the k3s:
@@ -361,9 +403,14 @@ func (cfg *Config) K3sConfigYAML() ([]byte, error) {
 		HeadComment: "Written by ballast's init from the cloud-config k3s: block; changes here are lost at boot.",
 		Content:     []*yaml.Node{root},
 	}
-	out, err := yaml.Marshal(doc)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
 		return nil, fmt.Errorf("k3s config: %w", err)
 	}
-	return out, nil
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("k3s config: %w", err)
+	}
+	return buf.Bytes(), nil
 }

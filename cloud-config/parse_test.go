@@ -249,8 +249,8 @@ func TestParseErrors(t *testing.T) {
 				"  ssh: {port: 70000}\n",
 			want: []string{
 				`user-data:3:27: ballast.modules[1]: "bad module" is not a kernel module name`,
-				`user-data:6:25: ballast.sysctls["../../etc/shadow"]: "../../etc/shadow" is not a sysctl name (e.g. net.ipv4.ip_forward)`,
-				`user-data:7:25: ballast.environment.1BAD: "1BAD" is not an environment variable name`,
+				`user-data:6:5: ballast.sysctls["../../etc/shadow"]: "../../etc/shadow" is not a sysctl name (e.g. net.ipv4.ip_forward)`,
+				`user-data:7:17: ballast.environment.1BAD: "1BAD" is not an environment variable name`,
 				`user-data:8:12: ballast.runtime: "docker" is not a runtime (k3s or none)`,
 				`user-data:9:9: ballast.role: "master" is not a role (server or agent)`,
 				`user-data:10:15: ballast.ssh.port: 70000 is not a TCP port (1 to 65535)`,
@@ -402,9 +402,9 @@ func TestWarnings(t *testing.T) {
 		got = append(got, w.String())
 	}
 	want := []string{
-		`user-data:3:15: k3s.node-lable: unknown k3s option "node-lable" (did you mean "node-label"?); k3s ignores it`,
-		`user-data:4:14: k3s.--disable: k3s config keys are written without dashes: "disable"; k3s ignores this one`,
-		`user-data:5:26: k3s.write_kubeconfig_mode: unknown k3s option "write_kubeconfig_mode" (did you mean "write-kubeconfig-mode"?); k3s ignores it`,
+		`user-data:3:3: k3s.node-lable: unknown k3s option "node-lable" (did you mean "node-label"?); k3s ignores it`,
+		`user-data:4:3: k3s.--disable: k3s config keys are written without dashes: "disable"; k3s ignores this one`,
+		`user-data:5:3: k3s.write_kubeconfig_mode: unknown k3s option "write_kubeconfig_mode" (did you mean "write-kubeconfig-mode"?); k3s ignores it`,
 		`user-data:8:13: k3os.password: ballast does not set passwords from k3os.password; add a user with a passwd hash, or use ssh_authorized_keys`,
 		`user-data:9:17: k3os.data_sources: ignored: ballast reads its own datasources (boot partition user-data, CIDATA, fw_cfg, ballast.config_url=)`,
 	}

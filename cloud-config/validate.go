@@ -389,7 +389,7 @@ func checkModules(c *checker, p string, mods []string) {
 func checkSysctls(c *checker, p string, sysctls map[string]string) {
 	for _, k := range sortedKeys(sysctls) {
 		if !sysctlKey.MatchString(k) || strings.Contains(k, "..") {
-			c.errorf(joinKey(p, k), "%q is not a sysctl name (e.g. net.ipv4.ip_forward)", clip(k))
+			c.keyErrorf(joinKey(p, k), "%q is not a sysctl name (e.g. net.ipv4.ip_forward)", clip(k))
 		}
 	}
 }
@@ -397,7 +397,7 @@ func checkSysctls(c *checker, p string, sysctls map[string]string) {
 func checkEnvironment(c *checker, p string, env map[string]string) {
 	for _, k := range sortedKeys(env) {
 		if !envName.MatchString(k) {
-			c.errorf(joinKey(p, k), "%q is not an environment variable name", clip(k))
+			c.keyErrorf(joinKey(p, k), "%q is not an environment variable name", clip(k))
 		}
 	}
 }
@@ -432,10 +432,7 @@ func (k *K3OS) check(c *checker, p string) {
 			c.errorf(joinIndex(p+".taints", i), "%v", err)
 		}
 	}
-	_, _, problems := parseK3sArgs(k.K3sArgs)
-	for _, pr := range problems {
-		c.errorf(joinIndex(p+".k3s_args", pr.index), "%s", pr.msg)
-	}
+	checkK3sArgs(c, p+".k3s_args", k.K3sArgs)
 	if k.ServerURL != "" {
 		if u, err := url.Parse(k.ServerURL); err != nil || u.Scheme != "https" || u.Host == "" {
 			c.errorf(p+".server_url", "%q is not a server URL (https://host:6443)", clip(k.ServerURL))
