@@ -43,7 +43,14 @@ func (h *handler) Status() agent.Status {
 		st.Hostname, _ = os.Hostname()
 	}
 	st.Services = s.sup.Status()
-	st.Network = interfaces()
+	s.mu.Lock()
+	ns := s.net
+	s.mu.Unlock()
+	if ns != nil {
+		st.Network = ns.Ifaces()
+	} else {
+		st.Network = interfaces()
+	}
 	st.Memory = memory(s.path("/proc/meminfo"), s.path("/proc/self/status"))
 	st.Disks = diskUsage(s.path("/proc/self/mountinfo"), "/", "/persist", "/run/ballast/boot", liveMount)
 	return st

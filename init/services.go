@@ -3,8 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,16 +17,23 @@ import (
 	"github.com/ballast-os/ballast/init/agent"
 	"github.com/ballast-os/ballast/init/bootstep"
 	"github.com/ballast-os/ballast/init/datasource"
+	"github.com/ballast-os/ballast/init/network"
 	"github.com/ballast-os/ballast/init/supervise"
 )
 
-// configureNetwork is the hook for init/network (another engineer's
-// package, not landed yet): until then only loopback is brought up, then
-// the config URL datasource is fetched if the cmdline names one.
+// configureNetwork brings up the interfaces (DHCP on every wired one by
+// default; static ones as configured), then fetches the config URL
+// datasource if the cmdline names one, since it needs the network.
 func (s *system) configureNetwork(ctx context.Context) error {
-	if lo, err := net.InterfaceByName("lo"); err == nil && lo.Flags&net.FlagUp == 0 {
-		exec.CommandContext(ctx, "ip", "link", "set", "lo", "up").Run()
-	}
+	cfg := s.config()
+	st, netErr := network.Configure(ctx, cfg.Network, network.Options{
+		Root:     s.root,
+		Hostname: s.hostname,
+		Log:      s.log,
+	})
+	s.mu.Lock()
+	s.net = st
+	s.mu.Unlock()
 	if u, ok := datasource.ConfigURL(strings.Join(cmdlineWords(s.cmdline), " ")); ok {
 		src := datasource.FetchURL(ctx, u, 30*time.Second)
 		s.log.Info("fetched cloud-config", "url", u, "err", src.Err)
@@ -38,10 +45,10 @@ func (s *system) configureNetwork(ctx context.Context) error {
 		s.mu.Unlock()
 		cfg, info := parseSources(srcs)
 		if err := s.applyConfigChoice(cfg, info); err != nil {
-			return err
+			return errors.Join(netErr, err)
 		}
 	}
-	return bootstep.Skip("init/network not integrated yet")
+	return netErr
 }
 
 // commandArgv turns a cloud-config command into argv.

@@ -30,6 +30,7 @@ import (
 	"github.com/ballast-os/ballast/init/datasource"
 	"github.com/ballast-os/ballast/init/kmod"
 	"github.com/ballast-os/ballast/init/mounts"
+	"github.com/ballast-os/ballast/init/network"
 	"github.com/ballast-os/ballast/init/state"
 	"github.com/ballast-os/ballast/init/supervise"
 	"github.com/ballast-os/ballast/init/timesync"
@@ -74,6 +75,7 @@ type system struct {
 	data      datapart.Result
 	bootNum   int
 	hostname  string
+	net       *network.State // nil until the network step ran
 	cmdline   map[string]string
 	bootIDHex string
 }
@@ -499,6 +501,14 @@ func (s *system) syncTime(ctx context.Context) error {
 		return bootstep.Skip("ntp disabled by cloud-config")
 	}
 	servers := cfg.NTPServersOrDefault()
+	if cfg.NTP == nil || len(cfg.NTP.Servers) == 0 {
+		// Servers the DHCP lease offers come before the public pool.
+		s.mu.Lock()
+		if s.net != nil {
+			servers = append(s.net.NTPServers(), servers...)
+		}
+		s.mu.Unlock()
+	}
 	off, err := timesync.Sync(ctx, servers, timesync.Options{Log: s.log})
 	if err != nil {
 		// Keep syncing in the background; certificates may be wrong until then.
