@@ -1,0 +1,274 @@
+// Package qemutest boots ballast images in QEMU and drives them through
+// the serial console and the init's control agent: the harness behind the
+// end-to-end tests and `ballast run`.
+package qemutest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/ballast-os/ballast/init/agent"
+)
+
+// Arch is the guest's architecture, named as Go names it.
+type Arch string
+
+// Architectures.
+const (
+	AMD64 Arch = "amd64"
+	ARM64 Arch = "arm64"
+)
+
+// Firmware is what the machine boots with.
+type Firmware string
+
+// Firmwares.
+const (
+	BIOS Firmware = "bios" // SeaBIOS; amd64 only
+	UEFI Firmware = "uefi" // OVMF on amd64, AAVMF on arm64
+)
+
+// Firmware files from Debian's ovmf and qemu-efi-aarch64 packages.
+const (
+	ovmfCode  = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars  = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	aavmfCode = "/usr/share/AAVMF/AAVMF_CODE.fd"
+	aavmfVars = "/usr/share/AAVMF/AAVMF_VARS.fd"
+)
+
+// UserDataName is the fw_cfg entry that carries the cloud-config.
+const UserDataName = "opt/ballast/user-data"
+
+// Options describe a machine. The zero value of each field picks the
+// default named in its comment.
+type Options struct {
+	Arch     Arch     // "" = AMD64
+	Firmware Firmware // "" = BIOS on amd64, UEFI on arm64
+
+	// Disk is a disk image to boot. Unless Writable, the machine runs on
+	// a qcow2 overlay in its own directory, so the image is never
+	// changed and a reboot (Machine.Reboot) keeps what the guest wrote.
+	Disk       string
+	DiskFormat string // "" = "raw"
+	// DiskSize is the size of the overlay in bytes, which the guest sees
+	// as the disk's size; 0 = the image's size. Larger lets the init
+	// grow its data partition.
+	DiskSize int64
+	Writable bool // boot Disk itself, changes and all
+
+	ISO string // a (hybrid) ISO, attached as a CD-ROM and booted first
+
+	// Kernel, Initrd and Append boot a kernel directly (no firmware
+	// boot loader): for the harness's own tests.
+	Kernel, Initrd, Append string
+
+	Memory int // MiB; 0 = 1024
+	CPUs   int // 0 = 2
+
+	// UserData is passed as a cloud-config through fw_cfg
+	// (UserDataName); nil passes none.
+	UserData []byte
+
+	// Forwards maps guest TCP ports to host ports on 127.0.0.1 (user-mode
+	// networking); a host port of 0 picks a free one (Machine.HostPort).
+	Forwards map[int]int
+
+	// Accel is "kvm", "tcg", or "" to choose: $BALLAST_QEMU_ACCEL, else
+	// KVM when a probe boots with it in time (see SelectAccel), else TCG.
+	Accel string
+
+	// ConsoleLog is a file that gets the serial console, appended across
+	// reboots; "" = console.log in the machine's directory.
+	ConsoleLog string
+
+	// FatalPatterns are console lines, beyond DefaultFatalPatterns, that
+	// end every wait at once.
+	FatalPatterns []string
+
+	// FirmwareCode and FirmwareVars override the UEFI firmware files.
+	FirmwareCode, FirmwareVars string
+
+	// QEMU overrides the qemu-system binary ("" = qemu-system-x86_64 or
+	// qemu-system-aarch64 on PATH).
+	QEMU string
+
+	ExtraArgs []string
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Arch == "" {
+		o.Arch = AMD64
+	}
+	if o.Arch != AMD64 && o.Arch != ARM64 {
+		return o, fmt.Errorf("qemutest: Options.Arch %q: want %q or %q", o.Arch, AMD64, ARM64)
+	}
+	if o.Firmware == "" {
+		o.Firmware = BIOS
+		if o.Arch == ARM64 {
+			o.Firmware = UEFI
+		}
+	}
+	if o.Firmware != BIOS && o.Firmware != UEFI {
+		return o, fmt.Errorf("qemutest: Options.Firmware %q: want %q or %q", o.Firmware, BIOS, UEFI)
+	}
+	if o.Arch == ARM64 && o.Firmware == BIOS {
+		return o, fmt.Errorf("qemutest: arm64 has no BIOS firmware: use UEFI")
+	}
+	if o.Disk == "" && o.ISO == "" && o.Kernel == "" {
+		return o, fmt.Errorf("qemutest: Options has nothing to boot: set Disk, ISO or Kernel")
+	}
+	if o.DiskFormat == "" {
+		o.DiskFormat = "raw"
+	}
+	if o.Memory == 0 {
+		o.Memory = 1024
+	}
+	if o.CPUs == 0 {
+		o.CPUs = 2
+	}
+	if o.Accel != "" && o.Accel != "kvm" && o.Accel != "tcg" {
+		return o, fmt.Errorf("qemutest: Options.Accel %q: want \"kvm\", \"tcg\" or \"\"", o.Accel)
+	}
+	if o.FirmwareCode == "" {
+		o.FirmwareCode, o.FirmwareVars = ovmfCode, ovmfVars
+		if o.Arch == ARM64 {
+			o.FirmwareCode, o.FirmwareVars = aavmfCode, aavmfVars
+		}
+	}
+	if o.QEMU == "" {
+		o.QEMU = "qemu-system-x86_64"
+		if o.Arch == ARM64 {
+			o.QEMU = "qemu-system-aarch64"
+		}
+	}
+	return o, nil
+}
+
+// layout is where one machine's files are, and what was chosen for it.
+type layout struct {
+	Accel     string
+	Dir       string      // the machine's own directory
+	DiskPath  string      // the overlay, or Disk when Writable
+	DiskFmt   string      // its format
+	VarsPath  string      // the machine's copy of the UEFI variables
+	UserData  string      // the cloud-config file, "" when none
+	AgentSock string      // the virtio-serial port's socket
+	QMPSock   string      // QEMU's QMP socket
+	HostPorts map[int]int // guest port -> host port, all chosen
+	VsockCID  uint32      // 0 = no vsock device
+	// Interactive puts the console and QEMU's monitor on stdio and lets
+	// the guest reboot in place.
+	Interactive bool
+}
+
+// args builds QEMU's command line (without the binary).
+func args(o Options, l layout) []string {
+	a := []string{"-name", "ballast", "-nodefaults"}
+	cpu := "max"
+	if l.Accel == "kvm" {
+		cpu = "host"
+	}
+	switch o.Arch {
+	case AMD64:
+		a = append(a, "-machine", "q35,accel="+l.Accel)
+	case ARM64:
+		a = append(a, "-machine", "virt,accel="+l.Accel)
+		if l.Accel == "tcg" {
+			// The Raspberry Pi 4's core; much faster to emulate than
+			// "max" with pointer authentication.
+			cpu = "cortex-a72"
+		}
+	}
+	a = append(a, "-cpu", cpu,
+		"-m", strconv.Itoa(o.Memory),
+		"-smp", strconv.Itoa(o.CPUs),
+		// -nographic (not just -display none) makes SeaBIOS print to
+		// the serial port, so "no bootable disk" shows on the console.
+		"-nographic",
+	)
+	if l.Interactive {
+		a = append(a, "-serial", "mon:stdio")
+	} else {
+		a = append(a, "-no-reboot", "-monitor", "none",
+			"-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
+			"-qmp", "unix:"+l.QMPSock+",server=on,wait=off")
+	}
+	if o.Firmware == UEFI {
+		a = append(a,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+o.FirmwareCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+l.VarsPath)
+	}
+	if o.Kernel != "" {
+		a = append(a, "-kernel", o.Kernel)
+		if o.Initrd != "" {
+			a = append(a, "-initrd", o.Initrd)
+		}
+		if o.Append != "" {
+			a = append(a, "-append", o.Append)
+		}
+	}
+	if l.DiskPath != "" {
+		a = append(a,
+			"-drive", "file="+l.DiskPath+",format="+l.DiskFmt+",if=none,id=disk0,cache=unsafe",
+			"-device", "virtio-blk-pci,drive=disk0,bootindex=1")
+	}
+	if o.ISO != "" {
+		a = append(a, "-drive", "file="+o.ISO+",format=raw,media=cdrom,readonly=on,if=none,id=cd0")
+		if o.Arch == AMD64 {
+			// The AHCI CD-ROM a PC has.
+			a = append(a, "-device", "ide-cd,drive=cd0,bootindex=0")
+		} else {
+			a = append(a, "-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-cd,drive=cd0,bus=scsi0.0,bootindex=0")
+		}
+	}
+
+	netdev := "user,id=net0"
+	guests := make([]int, 0, len(l.HostPorts))
+	for g := range l.HostPorts {
+		guests = append(guests, g)
+	}
+	sort.Ints(guests)
+	for _, g := range guests {
+		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", l.HostPorts[g], g)
+	}
+	// romfile= drops iPXE: a machine that cannot boot its disk should
+	// say so, not try the network for a minute.
+	a = append(a, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile=")
+
+	a = append(a, "-device", "virtio-rng-pci")
+	a = append(a,
+		"-device", "virtio-serial-pci,id=vser0",
+		"-chardev", "socket,id=agent,path="+l.AgentSock+",server=on,wait=off",
+		"-device", "virtserialport,bus=vser0.0,chardev=agent,name="+agent.PortName)
+	if l.VsockCID != 0 {
+		a = append(a, "-device", fmt.Sprintf("vhost-vsock-pci,guest-cid=%d", l.VsockCID))
+	}
+	if l.UserData != "" {
+		a = append(a, "-fw_cfg", "name="+UserDataName+",file="+l.UserData)
+	}
+	return append(a, o.ExtraArgs...)
+}
+
+// absPath makes p absolute, so that a qcow2 overlay's backing file and
+// QEMU's arguments do not depend on the working directory.
+func absPath(what, p string) (string, error) {
+	if p == "" {
+		return "", nil
+	}
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("qemutest: %s %s: %w", what, p, err)
+	}
+	if _, err := os.Stat(a); err != nil {
+		return "", fmt.Errorf("qemutest: %s: %w", what, err)
+	}
+	if strings.Contains(a, ",") {
+		// QEMU's option syntax would split the path.
+		return "", fmt.Errorf("qemutest: %s %s: QEMU cannot take a path with a comma", what, a)
+	}
+	return a, nil
+}
