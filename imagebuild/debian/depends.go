@@ -66,8 +66,18 @@ func parseRelation(term string) (Relation, error) {
 	var r Relation
 	s := strings.TrimSpace(term)
 	// Build profiles "<!nocheck>" never matter for binary packages.
-	if i := strings.IndexByte(s, '<'); i >= 0 && !strings.Contains(s[:i], "(") {
-		s = strings.TrimSpace(s[:i])
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		case '<':
+			if depth == 0 {
+				s = strings.TrimSpace(s[:i])
+			}
+		}
 	}
 	if i := strings.IndexByte(s, '['); i >= 0 {
 		j := strings.IndexByte(s[i:], ']')
