@@ -318,6 +318,22 @@ func yamlFields(t reflect.Type) (map[string]int, []string) {
 	return fields, names
 }
 
+// cloudInitHints answer the cloud-init keys people bring from other
+// systems, which ballast does not have, with what to do instead.
+var cloudInitHints = map[string]string{
+	"packages":         "a node has no package manager; add packages to the build spec",
+	"package_update":   "a node has no package manager; the image is rebuilt instead",
+	"package_upgrade":  "a node has no package manager; the image is rebuilt instead",
+	"ssh_pwauth":       "use ballast.ssh.password_authentication",
+	"chpasswd":         "give users a passwd hash (users[].passwd)",
+	"growpart":         "the init grows the data partition by itself",
+	"resize_rootfs":    "the root is a read-only image; the data partition grows by itself",
+	"mounts":           "the init mounts the data partition; use bootcmd for other mounts",
+	"fqdn":             "use hostname",
+	"ntp_servers":      "use ntp.servers (or k3os.ntp_servers)",
+	"manage_etc_hosts": "the init writes /etc/hosts from hostname",
+}
+
 var (
 	commandType = reflect.TypeOf(Command{})
 	anyMapType  = reflect.TypeOf(map[string]any{})
@@ -375,6 +391,10 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string) {
 			kp := joinKey(path, key)
 			i, known := fields[key]
 			if !known {
+				if hint, ok := cloudInitHints[key]; ok && path == "" {
+					c.errorAt(p.key, kp, "cloud-init's %s is not supported by ballast: %s", key, hint)
+					continue
+				}
 				c.errorAt(p.key, kp, "%s", unknownKeyMessage("key", key, names))
 				continue
 			}

@@ -64,6 +64,14 @@ func TestParseErrors(t *testing.T) {
 			want: []string{`user-data:2:1: flavour: unknown key "flavour"`},
 		},
 		{
+			name: "cloud-init key ballast does not have",
+			doc:  "packages: [htop]\nssh_pwauth: true\n",
+			want: []string{
+				`user-data:2:1: packages: cloud-init's packages is not supported by ballast: a node has no package manager; add packages to the build spec`,
+				`user-data:3:1: ssh_pwauth: cloud-init's ssh_pwauth is not supported by ballast: use ballast.ssh.password_authentication`,
+			},
+		},
+		{
 			name: "nested unknown key",
 			doc:  "ballast:\n  ssh:\n    prot: 2222\n",
 			want: []string{`user-data:4:5: ballast.ssh.prot: unknown key "prot" (did you mean "port"?)`},
