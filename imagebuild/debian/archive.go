@@ -212,7 +212,7 @@ func (a *Archive) LoadIndexes(ctx context.Context) error {
 			return fmt.Errorf("debian: offline and no cached index for %s (%w); run once without --offline", irURL, err)
 		}
 	} else {
-		data, err = a.get(ctx, irURL, 64<<20)
+		data, err = a.get(ctx, irURL, "dists/"+a.cfg.Suite+"/InRelease", 64<<20)
 		if err != nil {
 			return err
 		}
@@ -227,6 +227,12 @@ func (a *Archive) LoadIndexes(ctx context.Context) error {
 	}
 	if err := rel.CheckValid(now, irURL); err != nil {
 		return err
+	}
+	// A validly signed Release of another suite (an old one, say) must
+	// not stand in for the one asked for.
+	if rel.Codename != a.cfg.Suite && rel.Suite != a.cfg.Suite {
+		return fmt.Errorf("debian: %s: %w: it is for suite %q (codename %q), not %q",
+			irURL, ErrSignature, rel.Suite, rel.Codename, a.cfg.Suite)
 	}
 	if !a.cfg.Offline {
 		if err := writeFileAtomic(irCache, data); err != nil {
@@ -307,7 +313,7 @@ func (a *Archive) fetchIndex(ctx context.Context, rel *Release, rpath string, wa
 	}
 	var firstErr error
 	for _, u := range urls {
-		data, err := a.get(ctx, u, want.Size+1)
+		data, err := a.get(ctx, u, rpath, want.Size+1)
 		if err == nil {
 			if err = checkHash(data, want); err == nil {
 				return data, nil
@@ -336,9 +342,9 @@ func checkHash(data []byte, want FileHash) error {
 }
 
 // get fetches a small file into memory, refusing more than limit bytes.
-func (a *Archive) get(ctx context.Context, u string, limit int64) ([]byte, error) {
+func (a *Archive) get(ctx context.Context, u, label string, limit int64) ([]byte, error) {
 	var buf bytes.Buffer
-	err := a.download(ctx, u, path.Base(u), -1, func() (io.Writer, error) {
+	err := a.download(ctx, u, label, -1, func() (io.Writer, error) {
 		buf.Reset()
 		return &limitedWriter{w: &buf, n: limit, url: u}, nil
 	})

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -388,5 +389,32 @@ func TestMergedUsrRefusesToLoseFiles(t *testing.T) {
 	u := &Unpacked{Package: Package{Name: "p"}, Entries: []ManifestEntry{{Path: "opt/x", Kind: filetree.Symlink, Target: "y"}}}
 	if err := AddToTree(tree, u, nil); err == nil || tree.Get("opt/x/file") == nil {
 		t.Fatalf("err = %v; a populated directory was replaced by a symlink", err)
+	}
+}
+
+func TestReleaseForAnotherSuiteRejected(t *testing.T) {
+	fa := newFakeArchive(t, testDebs())
+	fa.suite = "bookworm" // signed, but says Codename: bookworm
+	fa.sign()
+	err := openFake(t, fa, t.TempDir(), nil).LoadIndexes(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `codename "bookworm"`) {
+		t.Fatalf("err = %v, want a suite mismatch", err)
+	}
+}
+
+func TestProgressLines(t *testing.T) {
+	fa := newFakeArchive(t, testDebs())
+	var out bytes.Buffer
+	a := openFake(t, fa, t.TempDir(), func(c *Config) { c.Progress = &out })
+	pkgs, err := a.Resolve(context.Background(), []string{"mawk"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Install(context.Background(), filetree.New(time.Unix(0, 0)), pkgs, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("debian: fetching mawk 1.3.4 (%s)\n", humanBytes(pkgs[0].Size))
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "dists/trixie/InRelease") {
+		t.Fatalf("progress output:\n%s\nwant a line %q", out.String(), want)
 	}
 }

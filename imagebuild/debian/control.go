@@ -49,10 +49,18 @@ const maxLine = 16 << 20
 // order. source names the input in errors ("http://.../Packages.xz").
 // Lines starting with '#' are comments; a paragraph ends at a blank line.
 func ParseStanzas(r io.Reader, source string, fn func(*Stanza) error) error {
+	return parseStanzas(r, source, nil, fn)
+}
+
+// parseStanzas is ParseStanzas that keeps only the fields for which keep
+// returns true (all when keep is nil): a Packages index is mostly
+// descriptions that the resolver never reads.
+func parseStanzas(r io.Reader, source string, keep func(name []byte) bool, fn func(*Stanza) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	var cur *Stanza
 	var cont []string // continuation lines of the last field
+	skipping := false // the current field is not kept
 	flushField := func() {
 		if cur != nil && len(cont) > 0 {
 			last := &cur.Fields[len(cur.Fields)-1]
@@ -83,8 +91,11 @@ func ParseStanzas(r io.Reader, source string, fn func(*Stanza) error) error {
 			continue
 		}
 		if b[0] == ' ' || b[0] == '\t' {
-			if cur == nil || len(cur.Fields) == 0 {
+			if cur == nil {
 				return fmt.Errorf("%s:%d: continuation line outside a field", source, line)
+			}
+			if skipping {
+				continue
 			}
 			v := strings.TrimSpace(string(b))
 			if v == "." {
@@ -97,15 +108,17 @@ func ParseStanzas(r io.Reader, source string, fn func(*Stanza) error) error {
 		if colon <= 0 {
 			return fmt.Errorf("%s:%d: expected \"Field: value\", got %q", source, line, truncate(string(b), 60))
 		}
-		name := string(b[:colon])
-		if strings.ContainsAny(name, " \t") {
-			return fmt.Errorf("%s:%d: field name %q contains white space", source, line, truncate(name, 60))
+		if bytes.ContainsAny(b[:colon], " \t") {
+			return fmt.Errorf("%s:%d: field name %q contains white space", source, line, truncate(string(b[:colon]), 60))
 		}
 		flushField()
 		if cur == nil {
 			cur = &Stanza{Line: line}
 		}
-		cur.Fields = append(cur.Fields, Field{Name: name, Value: strings.TrimSpace(string(b[colon+1:]))})
+		if skipping = keep != nil && !keep(b[:colon]); skipping {
+			continue
+		}
+		cur.Fields = append(cur.Fields, Field{Name: string(b[:colon]), Value: strings.TrimSpace(string(b[colon+1:]))})
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {

@@ -35,7 +35,7 @@ func (p *Package) String() string { return p.Name + " " + p.Version + " (" + p.A
 // ParsePackages reads a Packages index. source names the input in errors.
 func ParsePackages(r io.Reader, source string) ([]Package, error) {
 	var out []Package
-	err := ParseStanzas(r, source, func(s *Stanza) error {
+	err := parseStanzas(r, source, packageField, func(s *Stanza) error {
 		p, err := packageFromStanza(s)
 		if err != nil {
 			return fmt.Errorf("%s:%d: %w", source, s.Line, err)
@@ -44,6 +44,21 @@ func ParsePackages(r io.Reader, source string) ([]Package, error) {
 		return nil
 	})
 	return out, err
+}
+
+// packageField says which Packages fields packageFromStanza reads.
+func packageField(name []byte) bool {
+	switch len(name) {
+	case 4, 6, 7, 8, 9, 10, 11, 12:
+	default:
+		return false
+	}
+	switch strings.ToLower(string(name)) {
+	case "package", "version", "architecture", "filename", "size", "sha256",
+		"depends", "pre-depends", "provides", "multi-arch", "essential", "priority":
+		return true
+	}
+	return false
 }
 
 func packageFromStanza(s *Stanza) (Package, error) {

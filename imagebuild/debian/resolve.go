@@ -71,12 +71,35 @@ func (e *MissingError) Error() string {
 	return msg
 }
 
+// ResolveOption changes how Resolve works.
+type ResolveOption func(*resolveOptions)
+
+type resolveOptions struct {
+	ignore map[string]bool
+}
+
+// Ignoring names packages (real or virtual) that are never installed: a
+// dependency on one of them counts as met. ballast builds its own
+// initramfs, so it ignores "initramfs-tools" and "linux-initramfs-tool",
+// which would otherwise pull udev and systemd in with the kernel.
+func Ignoring(names ...string) ResolveOption {
+	return func(o *resolveOptions) {
+		for _, n := range names {
+			o.ignore[n] = true
+		}
+	}
+}
+
 // Resolve computes the closure of names over Depends and Pre-Depends and
 // returns it sorted by name. A name may carry a constraint, as in a Depends
 // field ("bash (>= 5.2)"). With a lock, packages it pins are used as
 // pinned; others come from the indexes, which are loaded only then. Offline,
 // a package the lock does not pin is an error unless the indexes are cached.
-func (a *Archive) Resolve(ctx context.Context, names []string, lock *Lock) ([]Package, error) {
+func (a *Archive) Resolve(ctx context.Context, names []string, lock *Lock, opts ...ResolveOption) ([]Package, error) {
+	o := resolveOptions{ignore: map[string]bool{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var reqs []Alternatives
 	for _, n := range names {
 		rels, err := ParseRelations(n)
@@ -97,7 +120,7 @@ func (a *Archive) Resolve(ctx context.Context, names []string, lock *Lock) ([]Pa
 		for i := range lock.Packages {
 			locked.add(&lock.Packages[i])
 		}
-		pkgs, err := resolve(reqs, a.cfg.Arch, locked, nil, "the lock file")
+		pkgs, err := resolve(reqs, a.cfg.Arch, locked, nil, "the lock file", o.ignore)
 		var miss *MissingError
 		if err == nil || !errors.As(err, &miss) {
 			return pkgs, err
@@ -110,7 +133,7 @@ func (a *Archive) Resolve(ctx context.Context, names []string, lock *Lock) ([]Pa
 		}
 		return nil, err
 	}
-	return resolve(reqs, a.cfg.Arch, locked, a.index, a.cfg.Suite+"/"+a.cfg.Arch)
+	return resolve(reqs, a.cfg.Arch, locked, a.index, a.cfg.Suite+"/"+a.cfg.Arch, o.ignore)
 }
 
 // resolver holds one resolution's state.
@@ -119,6 +142,7 @@ type resolver struct {
 	pinned   *universe // lock file; its packages win over the index
 	index    *universe
 	where    string
+	ignore   map[string]bool
 	selected map[string]*Package
 	queue    []pending
 }
@@ -128,8 +152,8 @@ type pending struct {
 	by   string
 }
 
-func resolve(reqs []Alternatives, arch string, pinned, index *universe, where string) ([]Package, error) {
-	r := &resolver{arch: arch, pinned: pinned, index: index, where: where, selected: map[string]*Package{}}
+func resolve(reqs []Alternatives, arch string, pinned, index *universe, where string, ignore map[string]bool) ([]Package, error) {
+	r := &resolver{arch: arch, pinned: pinned, index: index, where: where, ignore: ignore, selected: map[string]*Package{}}
 	for _, req := range reqs {
 		r.queue = append(r.queue, pending{alts: req, by: "requested"})
 	}
@@ -158,9 +182,9 @@ func (r *resolver) satisfy(p pending) error {
 	if len(alts) == 0 {
 		return nil // every alternative is for another architecture
 	}
-	// Already satisfied by something chosen earlier?
+	// Already satisfied by something chosen earlier, or ignored?
 	for _, rel := range alts {
-		if r.archOK(rel) && r.selectedSatisfies(rel) {
+		if r.ignore[rel.Name] || r.archOK(rel) && r.selectedSatisfies(rel) {
 			return nil
 		}
 	}

@@ -59,7 +59,15 @@ func TestResolver(t *testing.T) {
 		request []string
 		want    string // resolved "name=version ..." sorted by name
 		wantErr string // substring of the error
+		ignore  []string
 	}{
+		{
+			name:    "ignored packages count as installed",
+			pkgs:    []*Package{pkg("kernel=1", "Depends: initramfs-tools | linux-initramfs-tool, kmod"), pkg("initramfs-tools=1", "Provides: linux-initramfs-tool", "Depends: udev"), pkg("udev=1"), pkg("kmod=1")},
+			request: []string{"kernel"},
+			ignore:  []string{"initramfs-tools"},
+			want:    "kernel=1 kmod=1",
+		},
 		{
 			name:    "closure over Depends and Pre-Depends",
 			pkgs:    []*Package{pkg("a=1", "Depends: b", "Pre-Depends: c"), pkg("b=1", "Depends: d"), pkg("c=1"), pkg("d=1"), pkg("unused=1")},
@@ -187,7 +195,11 @@ func TestResolver(t *testing.T) {
 				}
 				reqs = append(reqs, rels[0])
 			}
-			got, err := resolve(reqs, "amd64", nil, u, "trixie/amd64")
+			ignore := map[string]bool{}
+			for _, n := range tt.ignore {
+				ignore[n] = true
+			}
+			got, err := resolve(reqs, "amd64", nil, u, "trixie/amd64", ignore)
 			if tt.wantErr != "" {
 				var miss *MissingError
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.As(err, &miss) {
@@ -216,7 +228,7 @@ func TestResolverIsDeterministic(t *testing.T) {
 	u.sort()
 	first := ""
 	for i := 0; i < 20; i++ {
-		got, err := resolve([]Alternatives{{{Name: "a"}}}, "amd64", nil, u, "test")
+		got, err := resolve([]Alternatives{{{Name: "a"}}}, "amd64", nil, u, "test", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
