@@ -62,6 +62,10 @@ type State struct {
 	cfgNS  []netip.Addr
 	search []string
 
+	// resolvMu serialises resolv.conf writes so a stale one never
+	// replaces a newer one.
+	resolvMu sync.Mutex
+
 	mu       sync.Mutex
 	plans    []Plan
 	leases   map[string]LeaseConfig
@@ -114,6 +118,9 @@ func Configure(ctx context.Context, cfg *cloudconfig.Network, opts Options) (*St
 		errs = append(errs, err)
 	}
 	s.plans = plans
+	if err := s.writeResolvConf(); err != nil {
+		errs = append(errs, err)
+	}
 	first := make(chan struct{}, 1)
 	dhcp := 0
 	for _, p := range plans {
@@ -125,9 +132,6 @@ func Configure(ctx context.Context, cfg *cloudconfig.Network, opts Options) (*St
 			dhcp++
 			go s.runDHCP(ctx, p, first)
 		}
-	}
-	if err := s.writeResolvConf(); err != nil {
-		errs = append(errs, err)
 	}
 	if dhcp > 0 {
 		t := time.NewTimer(opts.DHCPWait)
@@ -254,6 +258,8 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 // writeResolvConf writes /etc/resolv.conf from the config and the current
 // leases, atomically.
 func (s *State) writeResolvConf() error {
+	s.resolvMu.Lock()
+	defer s.resolvMu.Unlock()
 	s.mu.Lock()
 	var leases []LeaseConfig
 	for _, p := range s.plans {
