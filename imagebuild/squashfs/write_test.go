@@ -63,7 +63,7 @@ func testTree(t testing.TB, hostDir string) *filetree.Tree {
 	r := rand.New(rand.NewPCG(1, 2))
 	tr := filetree.New(testTime)
 	must(t, tr.AddDir("etc", 0o755))
-	must(t, tr.AddDir("tmp", 0o1777))
+	must(t, tr.AddDir("tmp", 0o777|fs.ModeSticky))
 	must(t, tr.Add(filetree.Entry{Path: "var/empty", Kind: filetree.Dir, Mode: 0o700, UID: 100, GID: 101}))
 	must(t, tr.AddFile("etc/hostname", 0o644, []byte("ballast\n")))
 	must(t, tr.AddFile("etc/empty", 0o600, nil))
