@@ -20,11 +20,10 @@ import (
 
 // Paths of the OpenSSH server.
 const (
-	HostKeyDir     = "/var/lib/ballast/ssh"
-	SSHDConfig     = "/etc/ssh/sshd_config"
-	SSHDBinary     = "/usr/sbin/sshd"
-	SFTPServer     = "/usr/lib/openssh/sftp-server"
-	DefaultSSHPort = 22
+	HostKeyDir = "/var/lib/ballast/ssh"
+	SSHDConfig = "/etc/ssh/sshd_config"
+	SSHDBinary = "/usr/sbin/sshd"
+	SFTPServer = "/usr/lib/openssh/sftp-server"
 )
 
 // hostKeyTypes are generated at first boot. RSA is left out on purpose:
@@ -119,16 +118,8 @@ func ensureHostKeys(root string) ([]string, error) {
 
 // RenderSSHDConfig returns sshd_config for cfg and the given host keys.
 func RenderSSHDConfig(cfg *cloudconfig.Config, hostKeys []string) string {
-	port := DefaultSSHPort
-	password := false
-	if cfg != nil && cfg.Ballast != nil && cfg.Ballast.SSH != nil {
-		if cfg.Ballast.SSH.Port != 0 {
-			port = cfg.Ballast.SSH.Port
-		}
-		if p := cfg.Ballast.SSH.PasswordAuthentication; p != nil {
-			password = *p
-		}
-	}
+	port := cfg.SSHPort()
+	password := cfg.SSHPasswordAuth()
 	yesno := map[bool]string{true: "yes", false: "no"}
 	var b strings.Builder
 	b.WriteString("# Written by ballast at boot from the cloud-config; edits are lost.\n")

@@ -20,6 +20,7 @@ var testLinks = []Link{
 	{Name: "enp0s1", MAC: "52:54:00:12:34:56", Wired: true},
 	{Name: "enp0s2", MAC: "52:54:00:ab:cd:ef", Wired: true},
 	{Name: "eth9", MAC: "52:54:00:00:00:09", Wired: true},
+	{Name: "eth10", MAC: "52:54:00:00:00:10", Wired: true},
 	{Name: "docker0", MAC: "02:42:00:00:00:01"},
 	{Name: "wlan0", MAC: "b8:27:eb:00:00:01"},
 }
@@ -33,7 +34,7 @@ func TestPlanDefault(t *testing.T) {
 	for _, p := range plans {
 		got = append(got, p.Name+"="+p.Method)
 	}
-	if want := []string{"enp0s1=dhcp", "enp0s2=dhcp", "eth9=dhcp"}; !reflect.DeepEqual(got, want) {
+	if want := []string{"enp0s1=dhcp", "enp0s2=dhcp", "eth9=dhcp", "eth10=dhcp"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("plans %v, want %v (virtual and wireless links left out)", got, want)
 	}
 }
@@ -44,7 +45,8 @@ func TestPlanConfigured(t *testing.T) {
 		Interfaces: []cloudconfig.Interface{
 			{Name: "enp0s1", Addresses: []string{"192.168.1.10/24", "fd00::10/64"}, Gateway: "192.168.1.1", MTU: 9000},
 			{MAC: "52:54:00:AB:CD:EF", DHCP: ptr(true), MTU: 1400},
-			{Name: "docker0"},
+			{Name: "docker0", DHCP: ptr(false)},
+			{Name: "eth9"},
 		},
 	}
 	plans, err := PlanLinks(cfg, testLinks)
@@ -57,8 +59,10 @@ func TestPlanConfigured(t *testing.T) {
 			Gateway:   netip.MustParseAddr("192.168.1.1")},
 		{Name: "enp0s2", MAC: "52:54:00:ab:cd:ef", Method: "dhcp", MTU: 1400},
 		{Name: "docker0", MAC: "02:42:00:00:00:01", Method: "none"},
+		// Listed without addresses or a dhcp key: DHCP.
+		{Name: "eth9", MAC: "52:54:00:00:00:09", Method: "dhcp"},
 		// network.dhcp false: unlisted wired links are only brought up.
-		{Name: "eth9", MAC: "52:54:00:00:00:09", Method: "none"},
+		{Name: "eth10", MAC: "52:54:00:00:00:10", Method: "none"},
 	}
 	if !reflect.DeepEqual(plans, want) {
 		t.Errorf("plans\n%+v\nwant\n%+v", plans, want)
@@ -68,7 +72,7 @@ func TestPlanConfigured(t *testing.T) {
 func TestPlanErrors(t *testing.T) {
 	cfg := &cloudconfig.Network{Interfaces: []cloudconfig.Interface{
 		{Name: "nope0"},
-		{Name: "enp0s1", Addresses: []string{"192.168.1.10"}, Gateway: "gw"},
+		{Name: "enp0s1", DHCP: ptr(false), Addresses: []string{"192.168.1.10"}, Gateway: "gw"},
 		{MAC: "52:54:00:12:34:56"},
 	}}
 	plans, err := PlanLinks(cfg, testLinks)
@@ -81,7 +85,7 @@ func TestPlanErrors(t *testing.T) {
 		}
 	}
 	// The rest still gets configured.
-	if len(plans) != 3 || plans[0].Name != "enp0s1" || plans[0].Method != "none" {
+	if len(plans) != 4 || plans[0].Name != "enp0s1" || plans[0].Method != "none" {
 		t.Errorf("plans %+v", plans)
 	}
 }

@@ -41,8 +41,9 @@ type Plan struct {
 }
 
 // PlanLinks decides each link's configuration. Listed interfaces (by name
-// or MAC) get what the config says: DHCP when dhcp is true, static when
-// addresses are given, otherwise only brought up. Unlisted wired links get
+// or MAC) get what the config says: DHCP when Interface.DHCPOrDefault (its
+// dhcp key, else no static addresses), static with addresses, otherwise
+// (dhcp: false, no addresses) only brought up. Unlisted wired links get
 // DHCP unless network.dhcp is false. Unlisted virtual links are left out.
 // A listed interface that matches no link, and malformed addresses, are
 // errors; the rest of the plan is still returned.
@@ -94,7 +95,7 @@ func PlanLinks(cfg *cloudconfig.Network, links []Link) ([]Plan, error) {
 			}
 		}
 		switch {
-		case ic.DHCP != nil && *ic.DHCP:
+		case ic.DHCPOrDefault():
 			p.Method = MethodDHCP
 		case len(p.Addresses) > 0:
 			p.Method = MethodStatic

@@ -23,11 +23,6 @@ const DefaultTimeout = 5 * time.Second
 // for the next.
 const perServer = 2 * time.Second
 
-// DefaultServers are used when the cloud-config names none.
-func DefaultServers() []string {
-	return []string{"0.debian.pool.ntp.org", "1.debian.pool.ntp.org", "2.debian.pool.ntp.org"}
-}
-
 // ErrNoServers is returned by Sync when the server list is empty.
 var ErrNoServers = errors.New("timesync: no NTP servers")
 

@@ -123,7 +123,7 @@ func TestApplyCollectsErrors(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"relative/path", "/etc/bad-b64", "/etc/bad-owner", "/etc/bad-group", "/etc/bad-mode", "rot13", `no user "mallory"`, `no group "nogroup"`} {
+	for _, want := range []string{"relative/path", "/etc/bad-b64", "/etc/bad-owner", "/etc/bad-group", "/etc/bad-mode", "rot13", "permissions", `no user "mallory"`, `no group "nogroup"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -151,22 +151,6 @@ func TestPathStaysUnderRoot(t *testing.T) {
 	}
 }
 
-func TestParseMode(t *testing.T) {
-	for in, want := range map[string]os.FileMode{
-		"": 0o644, "0600": 0o600, "644": 0o644, "0o755": 0o755, "4755": 0o755 | os.ModeSetuid, "1777": 0o777 | os.ModeSticky,
-	} {
-		got, err := ParseMode(in)
-		if err != nil || got != want {
-			t.Errorf("ParseMode(%q) = %v, %v; want %v", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"0888", "abc", "17777", "-1"} {
-		if _, err := ParseMode(in); err == nil {
-			t.Errorf("ParseMode(%q) accepted", in)
-		}
-	}
-}
-
 func TestLookup(t *testing.T) {
 	l, err := NewPasswdLookup(testRoot(t))
 	if err != nil {
@@ -189,15 +173,6 @@ func TestNewPasswdLookupBadFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "passwd:2") {
 		t.Errorf("error %v, want one naming passwd:2", err)
 	}
-}
-
-func FuzzDecode(f *testing.F) {
-	f.Add("aGVsbG8K", "b64")
-	f.Add("H4sIAAAAAAAA/8pIzcnJBwQAAP//IDA6NgYAAAA=", "gz+b64")
-	f.Add("plain", "")
-	f.Fuzz(func(t *testing.T, content, enc string) {
-		Decode(cloudconfig.File{Content: content, Encoding: enc})
-	})
 }
 
 func FuzzLookup(f *testing.F) {
