@@ -1,0 +1,220 @@
+// Package token reads and writes k3s join tokens:
+//
+//	K10<sha256 hex of the server CA bundle>::<user>:<password>
+//
+// A bare password (anything not starting with K10) is also accepted; it
+// skips the CA check on join.
+package token
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+const prefix = "K10"
+
+// Token is a parsed join token.
+type Token struct {
+	CAHash   string // hex sha256 of the server CA bundle; empty for a bare password
+	Username string // "server" or "node" in full tokens; empty for a bare password
+	Password string
+}
+
+// ErrFormat is returned for a K10 token that does not have the right shape.
+var ErrFormat = errors.New("invalid token format: want K10<sha256 hex>::<user>:<password> or a bare password")
+
+// ErrCAHash is returned when the server's CA bundle does not match the token.
+var ErrCAHash = errors.New("the server's CA certificates do not match the token's hash")
+
+var hexHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Parse reads a token as k3s does.
+func Parse(s string) (Token, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Token{}, errors.New("token is empty")
+	}
+	if !strings.HasPrefix(s, prefix) {
+		return Token{Password: s}, nil
+	}
+	hash, creds, ok := strings.Cut(strings.TrimPrefix(s, prefix), "::")
+	if !ok || !hexHash.MatchString(hash) {
+		return Token{}, ErrFormat
+	}
+	user, pass, ok := strings.Cut(creds, ":")
+	if !ok || user == "" || pass == "" {
+		return Token{}, ErrFormat
+	}
+	return Token{CAHash: hash, Username: user, Password: pass}, nil
+}
+
+// String formats a full token, or the bare password when there is no hash.
+func (t Token) String() string {
+	if t.CAHash == "" {
+		return t.Password
+	}
+	return prefix + t.CAHash + "::" + t.Username + ":" + t.Password
+}
+
+// CAHash is the hex sha256 of the CA bundle as served by /cacerts.
+func CAHash(caBundle []byte) string {
+	sum := sha256.Sum256(caBundle)
+	return hex.EncodeToString(sum[:])
+}
+
+// VerifyCA checks a CA bundle fetched from /cacerts against the token.
+// Bare passwords carry no hash and verify any bundle.
+func (t Token) VerifyCA(caBundle []byte) error {
+	if t.CAHash == "" {
+		return nil
+	}
+	if got := CAHash(caBundle); got != t.CAHash {
+		return fmt.Errorf("%w: token has %s, server sent %s", ErrCAHash, t.CAHash, got)
+	}
+	return nil
+}
+
+// RandomPassword returns 16 random bytes in hex, as k3s generates.
+func RandomPassword() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// Files are the server's token files.
+type Files struct {
+	Token      string // server/token
+	NodeToken  string // server/node-token (a symlink to token)
+	AgentToken string // server/agent-token
+	Passwd     string // server/cred/passwd
+}
+
+// ServerTokens is what EnsureServer wrote.
+type ServerTokens struct {
+	Server Token // user "server": joins servers and agents
+	Agent  Token // user "node": joins agents only
+}
+
+// EnsureServer writes the server's token files. The password comes from
+// --token (full or bare), then from an existing token file, then is
+// generated; the agent password from --agent-token, an existing file, or
+// the server password. A --token whose hash does not match caBundle is an
+// error, as when a server is restored with the wrong CA.
+func EnsureServer(f Files, caBundle []byte, serverToken, agentToken string) (ServerTokens, error) {
+	hash := CAHash(caBundle)
+	pw, err := password(serverToken, f.Token, hash)
+	if err != nil {
+		return ServerTokens{}, fmt.Errorf("token: --token: %w", err)
+	}
+	if pw == "" {
+		if pw, err = RandomPassword(); err != nil {
+			return ServerTokens{}, err
+		}
+	}
+	apw, err := password(agentToken, f.AgentToken, hash)
+	if err != nil {
+		return ServerTokens{}, fmt.Errorf("token: --agent-token: %w", err)
+	}
+	agentFromServer := apw == ""
+	if agentFromServer {
+		apw = pw
+	}
+	out := ServerTokens{
+		Server: Token{CAHash: hash, Username: "server", Password: pw},
+		Agent:  Token{CAHash: hash, Username: "node", Password: apw},
+	}
+	if err := writeFile(f.Token, out.Server.String()+"\n"); err != nil {
+		return out, err
+	}
+	if f.NodeToken != "" {
+		if err := os.Remove(f.NodeToken); err != nil && !os.IsNotExist(err) {
+			return out, fmt.Errorf("token: %w", err)
+		}
+		if err := os.Symlink(filepath.Base(f.Token), f.NodeToken); err != nil {
+			return out, fmt.Errorf("token: %w", err)
+		}
+	}
+	if !agentFromServer && f.AgentToken != "" {
+		if err := writeFile(f.AgentToken, out.Agent.String()+"\n"); err != nil {
+			return out, err
+		}
+	}
+	if f.Passwd != "" {
+		passwd := fmt.Sprintf("%s,server,server,k3s:server\n%s,node,node,k3s:agent\n", pw, apw)
+		if err := writeFile(f.Passwd, passwd); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// password picks the password from a flag value or an existing file.
+func password(flag, file, hash string) (string, error) {
+	if flag != "" {
+		t, err := Parse(flag)
+		if err != nil {
+			return "", err
+		}
+		if t.CAHash != "" && t.CAHash != hash {
+			return "", fmt.Errorf("%w: token has %s, local CA is %s", ErrCAHash, t.CAHash, hash)
+		}
+		return t.Password, nil
+	}
+	if file == "" {
+		return "", nil
+	}
+	data, err := os.ReadFile(file)
+	if os.IsNotExist(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w", err)
+	}
+	t, err := Parse(string(data))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", file, err)
+	}
+	return t.Password, nil
+}
+
+func writeFile(path, data string) error {
+	if err := os.WriteFile(path+".tmp", []byte(data), 0o600); err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	return nil
+}
+
+// GenerateBootstrap makes a kubeadm-style bootstrap token
+// ([a-z0-9]{6}.[a-z0-9]{16}), as `k3s token generate` prints.
+func GenerateBootstrap() (string, error) {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 22)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("token: %w", err)
+	}
+	out := make([]byte, 0, 23)
+	for i, c := range b {
+		if i == 6 {
+			out = append(out, '.')
+		}
+		out = append(out, alphabet[int(c)%len(alphabet)])
+	}
+	return string(out), nil
+}
+
+var bootstrapRE = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
+
+// IsBootstrap reports whether s has the bootstrap token shape.
+func IsBootstrap(s string) bool { return bootstrapRE.MatchString(s) }

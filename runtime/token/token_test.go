@@ -1,0 +1,118 @@
+package token
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseRoundTrip(t *testing.T) {
+	ca := []byte("-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n")
+	h := CAHash(ca)
+	if len(h) != 64 {
+		t.Fatalf("hash %q", h)
+	}
+	s := "K10" + h + "::server:s3cret"
+	tok, err := Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.CAHash != h || tok.Username != "server" || tok.Password != "s3cret" || tok.String() != s {
+		t.Errorf("parsed %+v", tok)
+	}
+	if err := tok.VerifyCA(ca); err != nil {
+		t.Error(err)
+	}
+	if err := tok.VerifyCA([]byte("other")); !errors.Is(err, ErrCAHash) {
+		t.Errorf("VerifyCA(other) = %v", err)
+	}
+	bare, err := Parse("  mypassword\n")
+	if err != nil || bare.Password != "mypassword" || bare.CAHash != "" || bare.String() != "mypassword" {
+		t.Errorf("bare = %+v, %v", bare, err)
+	}
+	if err := bare.VerifyCA([]byte("anything")); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{"K10abc::server:x", "K10" + h + "::server", "K10" + h + ":server:x", "K10" + strings.ToUpper(h) + "::a:b", ""} {
+		if _, err := Parse(bad); err == nil {
+			t.Errorf("Parse(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestEnsureServer(t *testing.T) {
+	dir := t.TempDir()
+	f := Files{Token: filepath.Join(dir, "token"), NodeToken: filepath.Join(dir, "node-token"), AgentToken: filepath.Join(dir, "agent-token"), Passwd: filepath.Join(dir, "passwd")}
+	ca := []byte("ca bundle")
+	got, err := EnsureServer(f, ca, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Server.Password) != 32 || got.Agent.Password != got.Server.Password || got.Agent.Username != "node" {
+		t.Errorf("tokens %+v", got)
+	}
+	data, _ := os.ReadFile(f.NodeToken) // follows the symlink
+	if strings.TrimSpace(string(data)) != got.Server.String() {
+		t.Errorf("node-token = %q", data)
+	}
+	if fi, _ := os.Stat(f.Token); fi.Mode().Perm() != 0o600 {
+		t.Errorf("token mode %v", fi.Mode())
+	}
+	if _, err := os.Stat(f.AgentToken); !os.IsNotExist(err) {
+		t.Error("agent-token written without --agent-token")
+	}
+	// A restart keeps the password.
+	again, err := EnsureServer(f, ca, "", "")
+	if err != nil || again.Server != got.Server {
+		t.Errorf("restart changed token: %+v %v", again, err)
+	}
+	// --token and --agent-token as bare passwords.
+	withFlags, err := EnsureServer(f, ca, "pw1", "pw2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withFlags.Server.Password != "pw1" || withFlags.Agent.Password != "pw2" {
+		t.Errorf("%+v", withFlags)
+	}
+	at, _ := os.ReadFile(f.AgentToken)
+	if strings.TrimSpace(string(at)) != "K10"+CAHash(ca)+"::node:pw2" {
+		t.Errorf("agent-token = %q", at)
+	}
+	pw, _ := os.ReadFile(f.Passwd)
+	if string(pw) != "pw1,server,server,k3s:server\npw2,node,node,k3s:agent\n" {
+		t.Errorf("passwd = %q", pw)
+	}
+	// A full token for another CA is refused.
+	if _, err := EnsureServer(f, ca, "K10"+CAHash([]byte("x"))+"::server:pw", ""); !errors.Is(err, ErrCAHash) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestBootstrap(t *testing.T) {
+	a, err := GenerateBootstrap()
+	if err != nil || !IsBootstrap(a) {
+		t.Fatalf("%q %v", a, err)
+	}
+	b, _ := GenerateBootstrap()
+	if a == b {
+		t.Error("two bootstrap tokens are equal")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("K10" + strings.Repeat("a", 64) + "::server:pw")
+	f.Add("bare")
+	f.Add("K10::")
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := Parse(s)
+		if err != nil {
+			return
+		}
+		again, err := Parse(tok.String())
+		if err != nil || again != tok {
+			t.Fatalf("round trip %q -> %+v -> %+v (%v)", s, tok, again, err)
+		}
+	})
+}
