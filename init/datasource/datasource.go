@@ -223,9 +223,12 @@ func bootPartition(env Env, devs []probed, scanErr error) (Source, bool) {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return Source{Name: NameBootPartition, Path: shown, Err: err}, true
 	}
-	// EBUSY: already mounted there (a second Gather in the same boot).
-	if err := env.mount(dev.path, target, "vfat", roFlags, ""); err != nil && !errors.Is(err, unix.EBUSY) {
-		return Source{Name: NameBootPartition, Path: shown, Err: fmt.Errorf("mounting %s (%s) on %s: %w", dev.path, BootPartName, BootMount, err)}, true
+	// A second Gather in the same boot finds it mounted already; mounting
+	// again would stack a second mount on the first.
+	if !isMountpoint(target) {
+		if err := env.mount(dev.path, target, "vfat", roFlags, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return Source{Name: NameBootPartition, Path: shown, Err: fmt.Errorf("mounting %s (%s) on %s: %w", dev.path, BootPartName, BootMount, err)}, true
+		}
 	}
 	s, ok := readFileSource(NameBootPartition, filepath.Join(target, UserDataFile), shown)
 	return s, ok
@@ -269,4 +272,14 @@ func noCloud(env Env, devs []probed, scanErr error) (Source, bool) {
 		return Source{Name: NameNoCloud, Path: shown, Err: err}, true
 	}
 	return Source{Name: NameNoCloud, Path: shown, Data: b}, true
+}
+
+// isMountpoint reports whether dir is on another file system than its
+// parent.
+func isMountpoint(dir string) bool {
+	var st, parent unix.Stat_t
+	if unix.Stat(dir, &st) != nil || unix.Stat(filepath.Dir(dir), &parent) != nil {
+		return false
+	}
+	return st.Dev != parent.Dev
 }

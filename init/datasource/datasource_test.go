@@ -238,3 +238,13 @@ func TestGatherErrors(t *testing.T) {
 		t.Errorf("without sysfs: %+v", got)
 	}
 }
+
+func TestIsMountpoint(t *testing.T) {
+	if isMountpoint(t.TempDir()) {
+		t.Error("a fresh temporary directory is a mount point")
+	}
+	// /proc is a mount point wherever these tests run.
+	if !isMountpoint("/proc") {
+		t.Error("/proc is not a mount point")
+	}
+}
