@@ -272,11 +272,11 @@ func (m *Machine) fail(op string, r *run, cause error) error {
 // QEMU exits or ctx ends, checking again at every console line and every
 // poll.
 func (m *Machine) wait(ctx context.Context, op string, poll time.Duration, check func(ctx context.Context, r *run) (bool, error)) error {
-	r := m.current()
-	if r == nil {
-		return m.fail(op, nil, errors.New("machine not started"))
-	}
 	for {
+		r := m.current()
+		if r == nil {
+			return m.fail(op, nil, errors.New("machine not started"))
+		}
 		_, settled, settleIn := r.console.fatalReport()
 		if settled {
 			return m.fail(op, r, ErrConsoleFatal)
@@ -296,8 +296,22 @@ func (m *Machine) wait(ctx context.Context, op string, poll time.Duration, check
 			return m.fail(op, r, ctx.Err())
 		}
 		if strings.Contains(r.stderr.String(), "KVM internal error") {
-			// The VM is stopped and will never get further.
-			return m.fail(op, r, fmt.Errorf("KVM failed to run the guest: set %s=tcg", AccelEnv))
+			// The VM is stopped and will never get further. When the
+			// probe chose KVM, it was wrong: boot again with TCG, and
+			// remember that for this process.
+			if m.lay.Accel != "kvm" || m.accelWhy == "Options.Accel" || m.accelWhy == "$"+AccelEnv {
+				return m.fail(op, r, fmt.Errorf("KVM failed to run the guest: set %s=tcg", AccelEnv))
+			}
+			why := "KVM internal error while booting; the probe had said: " + m.accelWhy
+			probes.Lock()
+			probes.m[string(m.opts.Arch)] = probeResult{"tcg", why}
+			probes.Unlock()
+			m.Kill()
+			m.lay.Accel, m.accelWhy = "tcg", why
+			if err := m.start(); err != nil {
+				return m.fail(op, r, err)
+			}
+			continue
 		}
 		// QEMU's stderr does not signal: look at least every second.
 		next := time.Second
@@ -322,8 +336,12 @@ func (m *Machine) wait(ctx context.Context, op string, poll time.Duration, check
 // returns it.
 func (m *Machine) WaitConsole(ctx context.Context, re *regexp.Regexp) (string, error) {
 	var found string
+	var last *run
 	from := 0
 	err := m.wait(ctx, "WaitConsole "+re.String(), 0, func(_ context.Context, r *run) (bool, error) {
+		if r != last {
+			last, from = r, 0
+		}
 		lines, next, _, _ := r.console.snapshot(from)
 		from = next
 		for _, l := range lines {
