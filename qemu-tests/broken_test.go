@@ -20,6 +20,9 @@ const brokenDeadline = 3 * time.Minute
 
 func expectBootFailure(t *testing.T, opts Options, wantLines ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("boots QEMU: not in -short (make unit)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), brokenDeadline)
 	defer cancel()
 	opts.Memory = 512
@@ -71,6 +74,9 @@ func TestBrokenDiskUEFI(t *testing.T) {
 // TestBrokenRootLabel: a real Debian kernel told to boot from a root
 // label no disk has panics; the panic is the failure, with its reason.
 func TestBrokenRootLabel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU: not in -short (make unit)")
+	}
 	kernel := testKernel(t)
 	expectBootFailure(t, Options{
 		Kernel: kernel,

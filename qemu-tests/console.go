@@ -22,7 +22,7 @@ var DefaultFatalPatterns = []string{
 	`Boot failed: not a bootable disk`,
 	`No bootable device`,
 	`No bootable option or device was found`,
-	`UEFI Interactive Shell v`, // OVMF fell through to its shell
+	`UEFI Interactive Shell v`,          // OVMF fell through to its shell
 	`you need to load the kernel first`, // GRUB, after a failed "linux"
 }
 

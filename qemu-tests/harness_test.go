@@ -144,6 +144,9 @@ func TestSelectAccel(t *testing.T) {
 // within ProbeTimeout (nested KVM here hangs or stops the guest) and
 // the answer is cached.
 func TestProbeKVM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU: not in -short (make unit)")
+	}
 	if _, err := os.Stat("/dev/kvm"); err != nil {
 		t.Skip("no /dev/kvm: SelectAccel answers tcg without probing (checked by TestSelectAccel)")
 	}

@@ -1,0 +1,341 @@
+package qemutest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ballast-os/ballast/init/agent"
+	"golang.org/x/crypto/ssh"
+)
+
+// End-to-end scenarios: the images `make image` builds, booted in QEMU
+// with a cloud-config passed through fw_cfg, checked through the agent,
+// the console and SSH.
+
+// Environment variables naming the images under test.
+const (
+	ImageRawEnv = "BALLAST_TEST_IMAGE_RAW"
+	ImageISOEnv = "BALLAST_TEST_IMAGE_ISO"
+)
+
+// bootDeadline bounds one boot to ready under TCG on a busy machine.
+const bootDeadline = 10 * time.Minute
+
+// testImage finds an image: $env, else out/<name> at the repository
+// root. A missing image fails the test and says how to build one.
+func testImage(t testing.TB, env, name string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots QEMU: not in -short (make unit)")
+	}
+	if p := os.Getenv(env); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("$%s: %v", env, err)
+		}
+		return p
+	}
+	p, _ := filepath.Abs(filepath.Join("..", "out", name))
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("no image to test: %s is missing and $%s is not set.\n"+
+			"Build it with `make image` (go run ./cmd/ballast build) at the repository root, "+
+			"or point $%s at an image.", p, env, env)
+	}
+	return p
+}
+
+// scenario is one boot configuration and what it should bring.
+type scenario struct {
+	hostname string
+	key      ssh.Signer
+	pubkey   string
+	userData []byte
+}
+
+func newScenario(t testing.TB, hostname string) scenario {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " qemutest"
+	ud := fmt.Sprintf(`#cloud-config
+hostname: %s
+ssh_authorized_keys:
+  - %s
+ballast:
+  agent:
+    privileged: true
+write_files:
+  - path: /etc/qemutest/hello.conf
+    content: |
+      written by cloud-config
+    permissions: "0640"
+    owner: root:daemon
+  - path: /root/qemutest-script
+    content: "echo hi\n"
+    permissions: "0755"
+runcmd:
+  - echo ran >> /var/lib/ballast/qemutest-runcmd
+`, hostname, authorized)
+	return scenario{hostname: hostname, key: signer, pubkey: authorized, userData: []byte(ud)}
+}
+
+func startMachine(t *testing.T, opts Options) *Machine {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	accel, why := m.Accel()
+	t.Logf("QEMU with %s (%s); console log %s", accel, why, m.ConsoleLog())
+	return m
+}
+
+func waitReady(t *testing.T, m *Machine) *agent.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
+	defer cancel()
+	st, err := m.WaitReady(ctx)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	logTimings(t, st)
+	return st
+}
+
+// logTimings records the boot's stage timings in the test log.
+func logTimings(t testing.TB, st *agent.Status) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "boot %d (%s): ready %d ms after kernel start", st.Boot.Number, st.Boot.ID, st.Boot.ReadyAfterMS)
+	for _, s := range st.Boot.Stages {
+		fmt.Fprintf(&b, "\n  %-10s %-16s start %6d ms  took %6d ms", s.Phase, s.Name, s.StartMS, s.DurationMS)
+		if s.Error != "" {
+			b.WriteString("  error: " + s.Error)
+		}
+		if s.Skipped {
+			b.WriteString("  (skipped)")
+		}
+	}
+	t.Log(b.String())
+}
+
+func nodeExec(t *testing.T, m *Machine, argv ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := m.Exec(ctx, argv...)
+	if err != nil {
+		t.Fatalf("exec %q: %v", argv, err)
+	}
+	if res.ExitCode != 0 {
+		t.Fatalf("exec %q: exit %d\nstdout: %s\nstderr: %s", argv, res.ExitCode, res.Stdout, res.Stderr)
+	}
+	return res.Stdout
+}
+
+// checkBoot asserts what every boot with the scenario's config brings.
+func checkBoot(t *testing.T, m *Machine, sc scenario, st *agent.Status) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, n := range []string{"find-root", "mount-root", "handoff", "cloud-config", "hostname", "network", "users", "write-files", "services", "runcmd"} {
+		want[n] = true
+	}
+	for _, s := range st.Boot.Stages {
+		if s.Error != "" {
+			t.Errorf("stage %s failed: %s", s.Name, s.Error)
+		}
+		if s.DurationMS < 0 || s.StartMS < 0 {
+			t.Errorf("stage %s has a negative timing: start %d, took %d", s.Name, s.StartMS, s.DurationMS)
+		}
+		delete(want, s.Name)
+	}
+	for n := range want {
+		t.Errorf("stage %s missing from the status", n)
+	}
+	if st.Boot.ReadyAfterMS <= 0 {
+		t.Errorf("ReadyAfterMS = %d, want the time to ready", st.Boot.ReadyAfterMS)
+	}
+	if len(st.Config.Errors) > 0 {
+		t.Errorf("config errors: %q", st.Config.Errors)
+	}
+	if st.Hostname != sc.hostname {
+		t.Errorf("status hostname %q, want %q", st.Hostname, sc.hostname)
+	}
+	if got := strings.TrimSpace(nodeExec(t, m, "hostname")); got != sc.hostname {
+		t.Errorf("hostname on the node: %q, want %q", got, sc.hostname)
+	}
+	// DHCP from QEMU's user-mode network: 10.0.2.15.
+	var dhcp bool
+	for _, ifc := range st.Network {
+		for _, a := range ifc.Addresses {
+			if strings.HasPrefix(a, "10.0.2.") && ifc.Method == "dhcp" {
+				dhcp = true
+			}
+		}
+	}
+	if !dhcp {
+		t.Errorf("no DHCP address from 10.0.2.0/24 in %+v", st.Network)
+	}
+	if got := nodeExec(t, m, "stat", "-c", "%a %U:%G", "/etc/qemutest/hello.conf"); strings.TrimSpace(got) != "640 root:daemon" {
+		t.Errorf("hello.conf mode and owner: %q, want 640 root:daemon", got)
+	}
+	if got := nodeExec(t, m, "cat", "/etc/qemutest/hello.conf"); got != "written by cloud-config\n" {
+		t.Errorf("hello.conf: %q", got)
+	}
+	if got := nodeExec(t, m, "stat", "-c", "%a", "/root/qemutest-script"); strings.TrimSpace(got) != "755" {
+		t.Errorf("qemutest-script mode %q, want 755", got)
+	}
+	// The configured key logs in over SSH and runs a command.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out string
+	var err error
+	for ctx.Err() == nil { // sshd may start a moment after ready
+		if out, err = m.SSH(ctx, sc.key, "hostname && id -u"); err == nil {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if err != nil {
+		t.Errorf("SSH with the configured key: %v", err)
+	} else if out != sc.hostname+"\n0\n" {
+		t.Errorf("SSH command output %q, want hostname and uid 0", out)
+	}
+}
+
+func runcmdLines(t *testing.T, m *Machine) int {
+	t.Helper()
+	return strings.Count(nodeExec(t, m, "cat", "/var/lib/ballast/qemutest-runcmd"), "ran\n")
+}
+
+// persistSize is the size of the file system on /persist, in bytes.
+func persistSize(t *testing.T, m *Machine) int64 {
+	t.Helper()
+	var size int64
+	fmt.Sscan(strings.TrimSpace(nodeExec(t, m, "df", "-B1", "--output=size", "/persist")[len("1B-blocks"):]), &size)
+	if size == 0 {
+		t.Fatalf("could not read the size of /persist")
+	}
+	return size
+}
+
+func testRawDisk(t *testing.T, fw Firmware) {
+	img := testImage(t, ImageRawEnv, "ballast-x86_64.img")
+	sc := newScenario(t, "e2e-"+string(fw))
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const grow = 2 << 30
+	m := startMachine(t, Options{
+		Disk: img, Firmware: fw, DiskSize: fi.Size() + grow,
+		UserData: sc.userData, Forwards: map[int]int{22: 0},
+	})
+
+	// First boot.
+	st := waitReady(t, m)
+	checkBoot(t, m, sc, st)
+	if !st.Boot.FirstBoot || st.Boot.Number != 1 {
+		t.Errorf("first boot: FirstBoot %v, Number %d; want true, 1", st.Boot.FirstBoot, st.Boot.Number)
+	}
+	size := persistSize(t, m)
+	if size < grow*8/10 {
+		t.Errorf("/persist is %d bytes on a disk grown by %d: the data partition was not grown", size, int64(grow))
+	}
+	if n := runcmdLines(t, m); n != 1 {
+		t.Errorf("runcmd ran %d times on the first boot, want 1", n)
+	}
+	nodeExec(t, m, "sh", "-c", "echo kept > /var/lib/ballast/qemutest-marker && sync")
+
+	// Second boot on the same disk.
+	ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
+	defer cancel()
+	if err := m.Reboot(ctx); err != nil {
+		t.Fatalf("Reboot: %v", err)
+	}
+	st = waitReady(t, m)
+	checkBoot(t, m, sc, st)
+	if st.Boot.FirstBoot || st.Boot.Number != 2 {
+		t.Errorf("second boot: FirstBoot %v, Number %d; want false, 2", st.Boot.FirstBoot, st.Boot.Number)
+	}
+	if n := runcmdLines(t, m); n != 1 {
+		t.Errorf("runcmd ran %d times over two boots, want exactly 1", n)
+	}
+	if got := nodeExec(t, m, "cat", "/var/lib/ballast/qemutest-marker"); got != "kept\n" {
+		t.Errorf("data written before the reboot: %q, want \"kept\\n\"", got)
+	}
+	if s2 := persistSize(t, m); s2 != size {
+		t.Errorf("/persist changed size across the reboot: %d -> %d", size, s2)
+	}
+
+	// Clean poweroff.
+	if err := m.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+func TestE2ERawBIOS(t *testing.T) { testRawDisk(t, BIOS) }
+func TestE2ERawUEFI(t *testing.T) { testRawDisk(t, UEFI) }
+
+// TestE2EISO boots the hybrid ISO live, with no disk.
+func TestE2EISO(t *testing.T) {
+	iso := testImage(t, ImageISOEnv, "ballast-x86_64.iso")
+	sc := newScenario(t, "e2e-live")
+	m := startMachine(t, Options{ISO: iso, UserData: sc.userData, Forwards: map[int]int{22: 0}})
+	st := waitReady(t, m)
+	checkBoot(t, m, sc, st)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := m.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// TestE2EBadConfig passes a cloud-config with a misspelt key and a bad
+// value: the node still boots, reports both errors through the agent,
+// and still powers off (through the ACPI button, as the agent is not
+// privileged without a good config).
+func TestE2EBadConfig(t *testing.T) {
+	img := testImage(t, ImageRawEnv, "ballast-x86_64.img")
+	bad := []byte("#cloud-config\nhostname: bad-config\nhostnme: typo\nwrite_files:\n  - path: /etc/x\n    permissions: \"999\"\n")
+	m := startMachine(t, Options{Disk: img, UserData: bad})
+	ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
+	defer cancel()
+	st, err := m.WaitReady(ctx)
+	if err != nil {
+		t.Fatalf("a bad config must not stop the boot: %v", err)
+	}
+	logTimings(t, st)
+	errs := strings.Join(st.Config.Errors, "\n")
+	for _, want := range []string{"hostnme", "fw_cfg"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("config errors %q do not name %q", st.Config.Errors, want)
+		}
+	}
+	if _, err := m.WaitConsole(ctx, regexp.MustCompile(`hostnme`)); err != nil {
+		t.Errorf("the console does not report the bad key: %v", err)
+	}
+	if err := m.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
