@@ -1,0 +1,291 @@
+// Package supervisor runs one process per upstream component. kube-apiserver,
+// kube-scheduler and the kubelet each install a process-global signal
+// handler (k8s.io/apiserver pkg/server/signal.go panics on the second), so
+// they cannot share a process as k3s's patched fork lets them; the runtime
+// re-executes its own binary with a component name instead
+// (`k3s kube-apiserver --flags...`).
+//
+// Components start in order, each after the previous one reports ready;
+// a component that exits is restarted with exponential back-off; on stop
+// they are signalled in reverse order.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Component is one supervised process.
+type Component struct {
+	Name string
+	// Path is the program; empty means this binary (os.Executable).
+	Path string
+	Args []string
+	// Env is added to the supervisor's environment.
+	Env []string
+	// LogFile receives stdout and stderr (appended); empty discards them.
+	LogFile string
+	// Ready reports readiness (e.g. HTTPReady on /readyz); nil means ready
+	// once started.
+	Ready func(ctx context.Context) error
+	// StopTimeout is how long to wait after SIGTERM before SIGKILL (10 s).
+	StopTimeout time.Duration
+}
+
+// Status of a component.
+type Status struct {
+	Name     string
+	PID      int // 0 when not running
+	Ready    bool
+	Restarts int
+	LastExit string // last exit status or start error
+}
+
+// Supervisor runs components.
+type Supervisor struct {
+	Components []Component
+	// BackoffInitial and BackoffMax bound the restart delay (1 s, 30 s). The
+	// delay doubles per crash and resets once a process ran BackoffMax.
+	BackoffInitial, BackoffMax time.Duration
+	// ReadyInterval is how often Ready is polled (1 s).
+	ReadyInterval time.Duration
+	Logger        *slog.Logger
+
+	mu      sync.Mutex
+	runners []*runner
+}
+
+type runner struct {
+	c    Component
+	s    *Supervisor
+	stop chan struct{}
+	done chan struct{}
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	status Status
+	ready  chan struct{} // closed when first ready
+	once   sync.Once
+}
+
+func (s *Supervisor) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return s.Logger
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Run starts the components in order and supervises them until ctx ends,
+// then stops them in reverse order. It returns ctx's error, or an error if
+// a component never became ready before ctx ended.
+func (s *Supervisor) Run(ctx context.Context) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	var startErr error
+	for _, c := range s.Components {
+		if c.Path == "" {
+			c.Path = self
+		}
+		r := &runner{c: c, s: s, stop: make(chan struct{}), done: make(chan struct{}), ready: make(chan struct{})}
+		r.status.Name = c.Name
+		s.mu.Lock()
+		s.runners = append(s.runners, r)
+		s.mu.Unlock()
+		go r.loop()
+		select {
+		case <-r.ready:
+			s.log().Info("component ready", "component", c.Name)
+			continue
+		case <-ctx.Done():
+			startErr = fmt.Errorf("supervisor: %s not ready: %w", c.Name, ctx.Err())
+		}
+		break
+	}
+	<-ctx.Done()
+	s.mu.Lock()
+	rs := append([]*runner(nil), s.runners...)
+	s.mu.Unlock()
+	for i := len(rs) - 1; i >= 0; i-- {
+		close(rs[i].stop)
+		<-rs[i].done
+		s.log().Info("component stopped", "component", rs[i].c.Name)
+	}
+	if startErr != nil {
+		return startErr
+	}
+	return ctx.Err()
+}
+
+// Status returns every started component's status, in start order.
+func (s *Supervisor) Status() []Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Status, 0, len(s.runners))
+	for _, r := range s.runners {
+		r.mu.Lock()
+		out = append(out, r.status)
+		r.mu.Unlock()
+	}
+	return out
+}
+
+func (r *runner) setReady(ok bool) {
+	r.mu.Lock()
+	r.status.Ready = ok
+	r.mu.Unlock()
+	if ok {
+		r.once.Do(func() { close(r.ready) })
+	}
+}
+
+func (r *runner) loop() {
+	defer close(r.done)
+	log := r.s.log().With("component", r.c.Name)
+	backoff := orDefault(r.s.BackoffInitial, time.Second)
+	maxBackoff := orDefault(r.s.BackoffMax, 30*time.Second)
+	for {
+		started := time.Now()
+		err := r.runOnce(log)
+		r.setReady(false)
+		r.mu.Lock()
+		r.status.PID = 0
+		if err != nil {
+			r.status.LastExit = err.Error()
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.stop:
+			return
+		default:
+		}
+		if time.Since(started) >= maxBackoff {
+			backoff = orDefault(r.s.BackoffInitial, time.Second)
+		}
+		log.Warn("component exited; restarting", "err", err, "in", backoff)
+		select {
+		case <-r.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxBackoff)
+		r.mu.Lock()
+		r.status.Restarts++
+		r.mu.Unlock()
+	}
+}
+
+// runOnce starts the process and waits for it to exit or for stop.
+func (r *runner) runOnce(log *slog.Logger) error {
+	cmd := exec.Command(r.c.Path, r.c.Args...)
+	cmd.Env = append(os.Environ(), r.c.Env...)
+	// A component must not outlive the supervisor (e.g. when it is killed).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if r.c.LogFile != "" {
+		f, err := os.OpenFile(r.c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return fmt.Errorf("log file: %w", err)
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	r.mu.Lock()
+	r.cmd = cmd
+	r.status.PID = cmd.Process.Pid
+	r.mu.Unlock()
+	log.Info("component started", "pid", cmd.Process.Pid)
+
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	pollCtx, cancelPoll := context.WithCancel(context.Background())
+	defer cancelPoll()
+	go r.pollReady(pollCtx)
+
+	select {
+	case err := <-exited:
+		return exitError(err)
+	case <-r.stop:
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			return exitError(err)
+		case <-time.After(orDefault(r.c.StopTimeout, 10*time.Second)):
+			log.Warn("component did not stop; killing")
+			_ = cmd.Process.Kill()
+			return exitError(<-exited)
+		}
+	}
+}
+
+func exitError(err error) error {
+	if err == nil {
+		return errors.New("exited with status 0")
+	}
+	return err
+}
+
+func (r *runner) pollReady(ctx context.Context) {
+	if r.c.Ready == nil {
+		r.setReady(true)
+		return
+	}
+	interval := orDefault(r.s.ReadyInterval, time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, interval*5)
+		err := r.c.Ready(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		r.setReady(err == nil)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// HTTPReady returns a readiness check that GETs url (e.g.
+// https://127.0.0.1:6444/readyz) and wants a 200.
+func HTTPReady(url string, client *http.Client) func(ctx context.Context) error {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}

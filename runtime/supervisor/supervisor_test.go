@@ -1,0 +1,168 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary play fake components when re-executed.
+func TestMain(m *testing.M) {
+	switch os.Getenv("FAKE_COMPONENT") {
+	case "":
+		os.Exit(m.Run())
+	case "serve":
+		// Ready once it wrote its marker; on SIGTERM record the stop order.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		fmt.Println("hello from", os.Getenv("NAME"))
+		os.WriteFile(os.Getenv("MARKER"), []byte("up"), 0o644)
+		<-sig
+		f, _ := os.OpenFile(os.Getenv("STOPLOG"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		fmt.Fprintln(f, os.Getenv("NAME"))
+		f.Close()
+		os.Exit(0)
+	case "crash":
+		f, _ := os.OpenFile(os.Getenv("STARTLOG"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		fmt.Fprintln(f, "start")
+		f.Close()
+		os.Exit(3)
+	case "stubborn":
+		signal.Ignore(syscall.SIGTERM)
+		os.WriteFile(os.Getenv("MARKER"), []byte("up"), 0o644)
+		time.Sleep(time.Hour)
+	}
+	os.Exit(99)
+}
+
+func fileReady(path string) func(context.Context) error {
+	return func(context.Context) error { _, err := os.Stat(path); return err }
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestOrderedStartAndStop(t *testing.T) {
+	dir := t.TempDir()
+	stoplog := filepath.Join(dir, "stop.log")
+	var comps []Component
+	for _, n := range []string{"datastore", "apiserver", "scheduler"} {
+		marker := filepath.Join(dir, n+".up")
+		comps = append(comps, Component{
+			Name:    n,
+			Env:     []string{"FAKE_COMPONENT=serve", "NAME=" + n, "MARKER=" + marker, "STOPLOG=" + stoplog},
+			LogFile: filepath.Join(dir, n+".log"),
+			Ready:   fileReady(marker),
+		})
+	}
+	s := &Supervisor{Components: comps, ReadyInterval: 10 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "all ready", func() bool {
+		st := s.Status()
+		return len(st) == 3 && st[0].Ready && st[1].Ready && st[2].Ready
+	})
+	for _, st := range s.Status() {
+		if st.PID == 0 {
+			t.Errorf("%s has no pid", st.Name)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run = %v", err)
+	}
+	got, _ := os.ReadFile(stoplog)
+	if string(got) != "scheduler\napiserver\ndatastore\n" {
+		t.Errorf("stop order %q, want reverse start order", got)
+	}
+	out, _ := os.ReadFile(filepath.Join(dir, "apiserver.log"))
+	if !strings.Contains(string(out), "hello from apiserver") {
+		t.Errorf("log file %q", out)
+	}
+}
+
+func TestRestartWithBackoff(t *testing.T) {
+	dir := t.TempDir()
+	startlog := filepath.Join(dir, "starts")
+	s := &Supervisor{
+		Components:     []Component{{Name: "crashy", Env: []string{"FAKE_COMPONENT=crash", "STARTLOG=" + startlog}}},
+		BackoffInitial: 20 * time.Millisecond,
+		BackoffMax:     80 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	begin := time.Now()
+	waitFor(t, "4 starts", func() bool {
+		data, _ := os.ReadFile(startlog)
+		return strings.Count(string(data), "start") >= 4
+	})
+	// Delays 20+40+80 ms at least between the first and fourth start.
+	if el := time.Since(begin); el < 140*time.Millisecond {
+		t.Errorf("4 starts in %v: back-off not applied", el)
+	}
+	cancel()
+	<-done
+	st := s.Status()[0]
+	if st.Restarts < 3 || !strings.Contains(st.LastExit, "exit status 3") {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestKillAfterStopTimeout(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "up")
+	s := &Supervisor{Components: []Component{{Name: "stubborn", Env: []string{"FAKE_COMPONENT=stubborn", "MARKER=" + marker}, Ready: fileReady(marker), StopTimeout: 100 * time.Millisecond}}, ReadyInterval: 10 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "ready", func() bool { st := s.Status(); return len(st) == 1 && st[0].Ready })
+	pid := s.Status()[0].PID
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stop did not kill the stubborn component")
+	}
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("pid %d still alive", pid)
+	}
+}
+
+func TestHTTPReady(t *testing.T) {
+	ok := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" || !ok {
+			http.Error(w, "no", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	check := HTTPReady(srv.URL+"/readyz", srv.Client())
+	if err := check(context.Background()); err != nil {
+		t.Error(err)
+	}
+	ok = false
+	if err := check(context.Background()); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("err = %v", err)
+	}
+}
