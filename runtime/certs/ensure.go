@@ -257,8 +257,11 @@ func Rotate(o Options, services []string) (backup string, removed []string, err 
 	if err := copyTree(o.tls(), backup); err != nil {
 		return "", nil, fmt.Errorf("certs: backing up: %w", err)
 	}
-	// The leaves' paths do not depend on the CAs' contents.
+	// The leaves' paths do not depend on the CAs' contents or the SANs.
 	dummy := &ca{}
+	if !o.ServiceCIDR.IsValid() {
+		o.ServiceCIDR = netip.MustParsePrefix("10.43.0.0/16")
+	}
 	o.Agent = o.NodeName != ""
 	ls, err := o.leaves(&cas{dummy, dummy, dummy, dummy, dummy})
 	if err != nil {

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runApp(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	a := &app{args: args, stdout: &out, stderr: &errb, lookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
+	return a.run(context.Background()), out.String(), errb.String()
+}
+
+func TestVersion(t *testing.T) {
+	for _, flag := range []string{"--version", "-v"} {
+		code, out, _ := runApp(t, nil, "/usr/local/bin/k3s", flag)
+		if code != 0 || !strings.Contains(out, "ballast's k3s-compatible runtime") || !strings.Contains(out, "kubernetes") || !strings.Contains(out, "containerd") {
+			t.Errorf("%s: %d %q", flag, code, out)
+		}
+	}
+}
+
+func TestDispatchNotBuilt(t *testing.T) {
+	for _, args := range [][]string{{"/bin/kubectl", "get", "nodes"}, {"crictl", "ps"}, {"ctr"}, {"k3s", "kubectl", "get", "pods"}, {"k3s", "check-config"}, {"k3s", "etcd-snapshot", "save"}, {"k3s", "kube-apiserver", "--secure-port=6444"}, {"k3s", "token", "list"}} {
+		code, _, errOut := runApp(t, nil, args...)
+		if code != 1 || !strings.Contains(errOut, "not built into this runtime yet") {
+			t.Errorf("%v: %d %q", args, code, errOut)
+		}
+	}
+	if code, _, _ := runApp(t, nil, "k3s", "frobnicate"); code != 2 {
+		t.Errorf("unknown command exit %d, want 2", code)
+	}
+}
+
+func TestTokenGenerate(t *testing.T) {
+	code, out, _ := runApp(t, nil, "k3s", "token", "generate")
+	if code != 0 || len(strings.TrimSpace(out)) != 23 {
+		t.Errorf("%d %q", code, out)
+	}
+}
+
+func TestServerPreparesThenStops(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte("write-kubeconfig-mode: \"0644\"\nnode-name: testnode\nnode-ip: 10.0.2.15\nbogus-key: 1\n"), 0o644)
+	dataDir := filepath.Join(dir, "k3s")
+	kubeconfig := filepath.Join(dir, "k3s.yaml")
+	code, _, errOut := runApp(t, map[string]string{"K3S_TOKEN": "secret"}, "k3s", "server", "--config", cfg, "--data-dir", dataDir, "--write-kubeconfig", kubeconfig, "--private-registry", filepath.Join(dir, "none.yaml"))
+	if code != 1 || !strings.Contains(errOut, "not built into this runtime yet") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(errOut, `"bogus-key": unknown key`) {
+		t.Errorf("no warning for the unknown key: %s", errOut)
+	}
+	if !strings.Contains(errOut, "would run: kube-apiserver ") || !strings.Contains(errOut, "--hostname-override=testnode") {
+		t.Errorf("component args not shown: %s", errOut)
+	}
+	fi, err := os.Stat(kubeconfig)
+	if err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("kubeconfig: %v %v", fi, err)
+	}
+	tok, _ := os.ReadFile(filepath.Join(dataDir, "server", "node-token"))
+	if !strings.HasPrefix(string(tok), "K10") || !strings.HasSuffix(strings.TrimSpace(string(tok)), "::server:secret") {
+		t.Errorf("node-token %q", tok)
+	}
+	for _, f := range []string{"server/tls/serving-kube-apiserver.crt", "agent/client-kubelet.crt", "agent/etc/containerd/config.toml", "agent/etc/kubelet.conf.d/00-ballast-defaults.conf", "server/cred/admin.kubeconfig"} {
+		if _, err := os.Stat(filepath.Join(dataDir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	// certificate rotate then works on that data dir.
+	code, out, errOut := runApp(t, map[string]string{"K3S_DATA_DIR": dataDir}, "k3s", "certificate", "rotate", "--service", "admin,kubelet")
+	if code != 0 || !strings.Contains(out, "client-admin.crt") || !strings.Contains(out, "client-kubelet.crt") {
+		t.Errorf("rotate: %d %q %q", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "server", "tls", "client-admin.crt")); !os.IsNotExist(err) {
+		t.Error("client-admin.crt still there after rotate")
+	}
+}
+
+func TestServerRefusesRestrictedLabel(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte("node-label: [node-role.kubernetes.io/worker=true]\n"), 0o644)
+	code, _, errOut := runApp(t, nil, "k3s", "server", "--config", cfg, "--data-dir", filepath.Join(dir, "d"))
+	if code != 1 || !strings.Contains(errOut, "node-role.kubernetes.io/worker") {
+		t.Errorf("%d %s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "d")); !os.IsNotExist(err) {
+		t.Error("data dir created despite invalid config")
+	}
+}

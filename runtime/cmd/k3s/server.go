@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ballast-os/ballast/runtime/certs"
+	"github.com/ballast-os/ballast/runtime/componentargs"
+	"github.com/ballast-os/ballast/runtime/config"
+	"github.com/ballast-os/ballast/runtime/containerdcfg"
+	"github.com/ballast-os/ballast/runtime/datadir"
+	"github.com/ballast-os/ballast/runtime/token"
+)
+
+// server prepares everything k3s server prepares before it starts the
+// components (data dir, PKI, tokens, kubeconfigs, containerd and kubelet
+// configs), prints the component command lines, then stops: the upstream
+// components are not linked yet.
+func (a *app) server(ctx context.Context, args []string) error {
+	l, err := config.Load(config.Options{Command: "server", Args: args, LookupEnv: a.lookupEnv})
+	if err != nil {
+		return err
+	}
+	a.warn(l)
+	s, err := l.ServerConfig()
+	if err != nil {
+		return err
+	}
+	nodeName := s.NodeName
+	if nodeName == "" {
+		if nodeName, err = os.Hostname(); err != nil {
+			return fmt.Errorf("node name: %w", err)
+		}
+		nodeName = strings.ToLower(nodeName)
+	}
+	nodeIPs := s.NodeIPs
+	if len(nodeIPs) == 0 {
+		nodeIPs = []netip.Addr{defaultNodeIP()}
+	}
+	lay := datadir.Layout{Root: s.DataDir}
+	if err := lay.Create(true, !s.DisableAgent); err != nil {
+		return err
+	}
+	rep, err := certs.Ensure(certs.Options{
+		DataDir: s.DataDir, NodeName: nodeName, NodeIPs: nodeIPs, SANs: s.TLSSANs,
+		ServiceCIDR: s.ServiceCIDRs[0], ClusterDomain: s.ClusterDomain,
+		APIServerPort: s.APIServerPortOrDefault(), Agent: !s.DisableAgent,
+	})
+	if err != nil {
+		return err
+	}
+	for path, why := range rep.Issued {
+		fmt.Fprintf(a.stderr, "issued %s (%s)\n", path, why)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintln(a.stderr, "warning:", w)
+	}
+	ca, err := os.ReadFile(filepath.Join(lay.TLS(), "server-ca.crt"))
+	if err != nil {
+		return err
+	}
+	tok := s.Token
+	if tok == "" && s.TokenFile != "" {
+		data, err := os.ReadFile(s.TokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		tok = strings.TrimSpace(string(data))
+	}
+	if _, err := token.EnsureServer(token.Files{
+		Token: lay.TokenFile(), NodeToken: lay.NodeTokenFile(), AgentToken: lay.AgentTokenFile(),
+		Passwd: filepath.Join(lay.Cred(), "passwd"),
+	}, ca, tok, s.AgentToken); err != nil {
+		return err
+	}
+	if err := certs.WriteAdminKubeconfig(s.DataDir, s.WriteKubeconfig, s.HTTPSListenPort, s.WriteKubeconfigMode); err != nil {
+		return err
+	}
+	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: "/etc/resolv.conf"}
+	if !s.DisableAgent {
+		if err := a.writeAgentConfigs(s, lay, n); err != nil {
+			return err
+		}
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"kube-apiserver", n.APIServer()}, {"kube-controller-manager", n.ControllerManager()},
+		{"kube-scheduler", n.Scheduler()}, {"containerd", n.Containerd()},
+		{"kubelet", n.Kubelet()}, {"kube-proxy", n.KubeProxy()},
+	} {
+		if c.args != nil {
+			fmt.Fprintf(a.stderr, "would run: %s %s\n", c.name, strings.Join(c.args, " "))
+		}
+	}
+	return notBuilt(fmt.Sprintf("k3s server: prepared %s and %s, but the components (kube-apiserver, kubelet, containerd...)", s.DataDir, s.WriteKubeconfig))
+}
+
+func (a *app) writeAgentConfigs(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node) error {
+	kc, err := n.KubeletConfig()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(lay.KubeletConfigDir(), componentargs.KubeletConfigFileName), kc, 0o600); err != nil {
+		return err
+	}
+	cc := &containerdcfg.Config{
+		Root: lay.ContainerdRoot(), State: componentargs.ContainerdState, Address: componentargs.ContainerdSocket,
+		Snapshotter: s.Snapshotter, SandboxImage: s.PauseImage, CNIBinDir: "/usr/lib/ballast/cni",
+		CNIConfDir: lay.CNIConf(), CertsDir: lay.ContainerdCertsD(), SELinux: s.SELinux,
+		DefaultRuntime: s.DefaultRuntime, Runtimes: containerdcfg.FindNVIDIARuntimes(os.Getenv("PATH"), os.Stat),
+	}
+	if data, err := os.ReadFile(s.PrivateRegistry); err == nil {
+		if cc.Registry, err = containerdcfg.ParseRegistries(s.PrivateRegistry, data); err != nil {
+			return err
+		}
+		for rel, body := range containerdcfg.HostsFiles(cc.Registry) {
+			p := filepath.Join(lay.ContainerdCertsD(), rel)
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				return err
+			}
+			if err := os.WriteFile(p, body, 0o600); err != nil {
+				return err
+			}
+		}
+	} else if !os.IsNotExist(err) {
+		return err
+	}
+	out, _, err := containerdcfg.Render(cc, lay.ContainerdEtc())
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(lay.ContainerdConfig(), out, 0o600)
+}
+
+// defaultNodeIP is the first global unicast IPv4 address, as the kubelet
+// would pick; 127.0.0.1 on a machine with none.
+func defaultNodeIP() netip.Addr {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is4() && ip.IsGlobalUnicast() {
+				return ip.Unmap()
+			}
+		}
+	}
+	return netip.MustParseAddr("127.0.0.1")
+}
