@@ -12,9 +12,16 @@
 // Torito image's diskboot sector, whose blocklist is patched (like
 // grub2_boot_info) to load the rest; partition 1 (active, type 0x00) covers
 // the whole ISO and partition 2 (type 0xEF) covers efi.img, so firmware
-// booting the image as a USB disk finds an EFI System partition. Verified
-// by tests: xorriso reads back both catalog entries and the MBR partitions;
-// see the package tests for what else is checked.
+// booting the image as a USB disk finds an EFI System partition. The end
+// is padded by 300 KiB as xorriso does.
+//
+// Verified: the tests have xorriso recognise both catalog entries, the
+// "grub2-mbr" and "grub2-boot-info" patches and efi.img as MBR partition 2,
+// and mtools read efi.img through that partition. A manual smoke boot (Debian
+// trixie 6.12 kernel, GRUB 2.12 modules with the host's grub-mkimage 2.06,
+// systemd-boot 257) reached the initramfs in QEMU as a CD and as a disk,
+// under SeaBIOS and OVMF. The EFI entry's sector count is 16-bit; efi.img
+// over 32 MiB gets 0, which has not been booted yet.
 //
 // go-diskfs stamps the volume descriptor with the wall clock and the files
 // with their staging copies' times; Write sets the staging times to ModTime
@@ -49,6 +56,7 @@ const (
 	catalogPath  = "boot/boot.cat"
 	efiLabel     = "BALLASTEFI"
 	blockSize    = 2048
+	padding      = 300 << 10
 )
 
 // Layout is what Write puts on the ISO.
@@ -394,7 +402,13 @@ func postProcess(p string, l Layout, grub *disk.GrubImage) error {
 	if err != nil {
 		return err
 	}
-	size := st.Size()
+	// Pad the end as xorriso does (300 KiB): BIOS and GRUB read the CD in
+	// aligned multi-block chunks, and a file at the very end of the medium
+	// (here grub.cfg) otherwise reads back as garbage.
+	size := (st.Size()+blockSize-1)/blockSize*blockSize + padding
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
 
 	// Primary volume descriptor dates: creation, modification,
 	// expiration (unset) and effective.

@@ -176,6 +176,10 @@ func TestXorrisoReadsBootRecords(t *testing.T) {
 
 func TestHybridPatches(t *testing.T) {
 	p, _ := writeTest(t)
+	// Padded like xorriso: a file in the last block must not end the medium.
+	if st, _ := os.Stat(p); st.Size()%2048 != 0 || st.Size() < 300<<10 {
+		t.Errorf("ISO size %d: not padded to whole blocks", st.Size())
+	}
 	f, _ := os.Open(p)
 	defer f.Close()
 	entries, err := ReadCatalog(f)
