@@ -33,3 +33,26 @@ func FuzzParseModulesDep(f *testing.F) {
 		}
 	})
 }
+
+// FuzzModuleDepends feeds module files, which come from a downloaded
+// kernel package, to the ELF/.modinfo reader: errors are fine, panics and
+// malformed names are not.
+func FuzzModuleDepends(f *testing.F) {
+	f.Add(minimalELF("license=GPL\x00depends=jbd2,mbcache\x00name=ext4\x00"))
+	f.Add(minimalELF("depends=\x00"))
+	f.Add(minimalELF("depends=a-b,,c_d, e\x00depends=a_b"))
+	f.Add([]byte("\x7fELF"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		deps, err := moduleDepends(b)
+		if err != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, d := range deps {
+			if d == "" || strings.Contains(d, "-") || strings.Contains(d, ",") || seen[d] {
+				t.Errorf("bad dependency list %q", deps)
+			}
+			seen[d] = true
+		}
+	})
+}

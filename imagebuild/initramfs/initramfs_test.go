@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"io/fs"
@@ -32,10 +33,54 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// fakeModule is the plain contents of a fake module: an ELF magic and
-// enough text to make compression worth it.
+// fakeModule is the plain contents of a fake module: a minimal ELF file
+// whose .modinfo names the module and its dependencies, as modpost writes
+// it, plus some padding text worth compressing.
 func fakeModule(name string) []byte {
-	return []byte("\x7fELF fake kernel module " + name + "\n" + strings.Repeat(name+" ", 200))
+	var deps []string
+	for _, m := range testModules {
+		if ModuleName(m.file) == name {
+			for _, d := range strings.Fields(m.deps) {
+				deps = append(deps, ModuleName(d))
+			}
+		}
+	}
+	modinfo := "license=GPL\x00depends=" + strings.Join(deps, ",") + "\x00name=" + name +
+		"\x00vermagic=" + testKver + " SMP mod_unload\x00" + strings.Repeat(name+" ", 200)
+	return minimalELF(modinfo)
+}
+
+// minimalELF builds a 64-bit little-endian relocatable ELF file with one
+// .modinfo section.
+func minimalELF(modinfo string) []byte {
+	shstrtab := "\x00.modinfo\x00.shstrtab\x00"
+	modOff := uint64(64)
+	strOff := modOff + uint64(len(modinfo))
+	shOff := (strOff + uint64(len(shstrtab)) + 7) &^ 7
+	var b bytes.Buffer
+	le := binary.LittleEndian
+	b.Write([]byte{0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	binary.Write(&b, le, struct {
+		Type, Machine                              uint16
+		Version                                    uint32
+		Entry, Phoff, Shoff                        uint64
+		Flags                                      uint32
+		Ehsize, Phentsize, Phnum, Shentsize, Shnum uint16
+		Shstrndx                                   uint16
+	}{1, 62, 1, 0, 0, shOff, 0, 64, 0, 0, 64, 3, 2})
+	b.WriteString(modinfo)
+	b.WriteString(shstrtab)
+	b.Write(make([]byte, int(shOff)-b.Len()))
+	type sh struct {
+		Name, Type             uint32
+		Flags, Addr, Off, Size uint64
+		Link, Info             uint32
+		Addralign, Entsize     uint64
+	}
+	binary.Write(&b, le, sh{})
+	binary.Write(&b, le, sh{Name: 1, Type: 1, Flags: 2, Off: modOff, Size: uint64(len(modinfo)), Addralign: 1})
+	binary.Write(&b, le, sh{Name: 10, Type: 3, Off: strOff, Size: uint64(len(shstrtab)), Addralign: 1})
+	return b.Bytes()
 }
 
 func compressAs(t testing.TB, file string, plain []byte) []byte {
@@ -80,7 +125,9 @@ var testModules = []struct{ file, deps string }{
 	{"kernel/drivers/unused/unused.ko.xz", ""},
 }
 
-func kernelTree(t testing.TB) *filetree.Tree {
+// kernelTree is a fake kernel package; withDep adds the modules.dep that
+// depmod would write at install time (Debian's packages have none).
+func kernelTree(t testing.TB, withDep bool) *filetree.Tree {
 	tr := filetree.New(testTime)
 	dir := "usr/lib/modules/" + testKver + "/"
 	var dep strings.Builder
@@ -88,14 +135,16 @@ func kernelTree(t testing.TB) *filetree.Tree {
 		must(t, tr.AddFile(dir+m.file, 0o644, compressAs(t, m.file, fakeModule(ModuleName(m.file)))))
 		fmt.Fprintf(&dep, "%s: %s\n", m.file, m.deps)
 	}
-	must(t, tr.AddFile(dir+"modules.dep", 0o644, []byte(dep.String())))
+	if withDep {
+		must(t, tr.AddFile(dir+"modules.dep", 0o644, []byte(dep.String())))
+	}
 	must(t, tr.AddFile(dir+"modules.builtin", 0o644, []byte("kernel/fs/squashfs/squashfs.ko\nkernel/drivers/ata/ahci.ko\n")))
 	must(t, tr.AddFile("boot/vmlinuz-"+testKver, 0o644, []byte("kernel image")))
 	return tr
 }
 
 func TestKernelVersionAndImage(t *testing.T) {
-	tr := kernelTree(t)
+	tr := kernelTree(t, true)
 	kver, err := KernelVersion(tr)
 	must(t, err)
 	if kver != testKver {
@@ -119,7 +168,14 @@ func TestKernelVersionAndImage(t *testing.T) {
 }
 
 func TestSelectModules(t *testing.T) {
-	tr := kernelTree(t)
+	for _, withDep := range []bool{true, false} {
+		t.Run(fmt.Sprintf("modules.dep=%v", withDep), func(t *testing.T) {
+			testSelectModules(t, kernelTree(t, withDep))
+		})
+	}
+}
+
+func testSelectModules(t *testing.T, tr *filetree.Tree) {
 	mods, err := SelectModules(tr, testKver, []string{"virtio-pci", "virtio_blk", "ext4", "squashfs", "ahci", "nls-iso8859-1", "virtio_pci"})
 	must(t, err)
 	var names []string
@@ -178,7 +234,7 @@ func TestSelectModulesBrokenTree(t *testing.T) {
 	}
 }
 
-func testSpec(t testing.TB) Spec {
+func testSpec(t testing.TB, withDep bool) Spec {
 	extra := filetree.New(testTime)
 	must(t, extra.AddFile("usr/share/extra.txt", 0o644, []byte("extra\n")))
 	must(t, extra.AddSymlink("bin", "usr/bin"))
@@ -186,7 +242,7 @@ func testSpec(t testing.TB) Spec {
 	return Spec{
 		ModTime:     testTime,
 		Init:        filetree.Bytes("\x7fELF the ballast init"),
-		Kernel:      kernelTree(t),
+		Kernel:      kernelTree(t, withDep),
 		Modules:     []string{"virtio_blk", "virtio_pci", "ext4", "squashfs"},
 		BakedConfig: []byte("#cloud-config\nhostname: test\n"),
 		BuildInfo:   []byte(`{"board":"x86_64"}`),
@@ -228,11 +284,17 @@ func readBack(t *testing.T, b []byte) map[string]record {
 }
 
 func TestWrite(t *testing.T) {
-	spec := testSpec(t)
+	for _, withDep := range []bool{true, false} {
+		t.Run(fmt.Sprintf("modules.dep=%v", withDep), func(t *testing.T) { testWrite(t, withDep) })
+	}
+}
+
+func testWrite(t *testing.T, withDep bool) {
+	spec := testSpec(t, withDep)
 	var a, b bytes.Buffer
 	mods, err := Write(context.Background(), &a, spec)
 	must(t, err)
-	_, err = Write(context.Background(), &b, testSpec(t))
+	_, err = Write(context.Background(), &b, testSpec(t, withDep))
 	must(t, err)
 	if sa, sb := sha256.Sum256(a.Bytes()), sha256.Sum256(b.Bytes()); sa != sb {
 		t.Fatalf("two builds differ: %x vs %x", sa, sb)
@@ -319,14 +381,14 @@ func TestWriteMinimal(t *testing.T) {
 func TestWriteFileAtomic(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "initrd.img")
-	_, err := WriteFile(context.Background(), p, testSpec(t))
+	_, err := WriteFile(context.Background(), p, testSpec(t, false))
 	must(t, err)
 	st, err := os.Stat(p)
 	must(t, err)
 	if st.Mode().Perm() != 0o644 || st.Size() == 0 {
 		t.Errorf("initrd.img: mode %v size %d", st.Mode(), st.Size())
 	}
-	bad := testSpec(t)
+	bad := testSpec(t, false)
 	bad.Modules = append(bad.Modules, "no_such_module")
 	if _, err := WriteFile(context.Background(), filepath.Join(dir, "bad.img"), bad); err == nil {
 		t.Fatal("want an error for a missing module")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"debug/elf"
 	"fmt"
 	"io"
 	"path"
@@ -89,9 +90,11 @@ type Module struct {
 	// Path is the file as modules.dep names it, relative to the module
 	// directory, possibly compressed ("kernel/fs/nls/nls_iso8859-1.ko.xz").
 	Path string
-	// Deps are the modules this one needs, as modules.dep lists them (it
-	// lists the whole closure, not only direct dependencies).
+	// Deps are the modules this one needs: the whole closure when read
+	// from modules.dep, the direct ones when read from .modinfo.
 	Deps []string
+
+	plain []byte // decompressed contents, when already read
 }
 
 // PlainPath is Path without its compression suffix: where the module lies,
@@ -121,13 +124,26 @@ func ModuleName(s string) string {
 // dependencies first, each once. Names may use '-' or '_'. Modules built
 // into the kernel (modules.builtin) are left out silently; names found
 // nowhere are an error that lists them all.
+//
+// Dependencies come from modules.dep when the tree has one. A kernel
+// package as Debian ships it has none (depmod writes it at install time),
+// so then the module files are indexed by name and each selected module's
+// "depends=" in its .modinfo section is read instead, which is what
+// modpost recorded at kernel build time. Soft dependencies are not
+// followed: list them by name.
 func SelectModules(kernelTree *filetree.Tree, kver string, names []string) ([]Module, error) {
 	dir, err := ModulesDir(kernelTree, kver)
 	if err != nil {
 		return nil, err
 	}
-	deps, err := readModulesDep(kernelTree, dir+"/modules.dep")
-	if err != nil {
+	var idx moduleIndex
+	src := dir + " (.modinfo depends)" // named in errors
+	if kernelTree.Get(dir+"/modules.dep") != nil {
+		src = dir + "/modules.dep"
+		if idx, err = readModulesDep(kernelTree, dir+"/modules.dep"); err != nil {
+			return nil, err
+		}
+	} else if idx, err = scanModules(kernelTree, dir); err != nil {
 		return nil, err
 	}
 	builtin := map[string]bool{}
@@ -152,15 +168,21 @@ func SelectModules(kernelTree *filetree.Tree, kver string, names []string) ([]Mo
 	visit = func(name, from string) error {
 		switch state[name] {
 		case 1:
-			return fmt.Errorf("initramfs: %s/modules.dep: dependency cycle through %s", dir, name)
+			return fmt.Errorf("initramfs: %s: dependency cycle through %s", src, name)
 		case 2:
 			return nil
 		}
-		m, ok := deps[name]
+		m, ok, err := idx.lookup(name)
+		if err != nil {
+			return err
+		}
 		if !ok {
-			// modules.dep only names existing files, so a dependency
-			// that is missing means a broken module tree.
-			return fmt.Errorf("initramfs: %s/modules.dep: %s needs %s, which has no entry", dir, from, name)
+			if builtin[name] {
+				// modinfo names built-in modules too.
+				state[name] = 2
+				return nil
+			}
+			return fmt.Errorf("initramfs: %s: %s needs %s, which is neither a module file nor built in", src, from, name)
 		}
 		state[name] = 1
 		// depmod lists dependencies in reverse load order; walking them
@@ -176,7 +198,7 @@ func SelectModules(kernelTree *filetree.Tree, kver string, names []string) ([]Mo
 	}
 	for _, n := range names {
 		name := ModuleName(n)
-		if _, ok := deps[name]; !ok {
+		if !idx.has(name) {
 			if !builtin[name] && !slices.Contains(missing, n) {
 				missing = append(missing, n)
 			}
@@ -187,19 +209,130 @@ func SelectModules(kernelTree *filetree.Tree, kver string, names []string) ([]Mo
 		}
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("initramfs: kernel %s has no module %s (not in modules.dep nor modules.builtin)", kver, strings.Join(missing, ", "))
+		return nil, fmt.Errorf("initramfs: kernel %s has no module %s (neither a module file nor in modules.builtin)", kver, strings.Join(missing, ", "))
 	}
 	for _, m := range out {
 		if e := kernelTree.Get(dir + "/" + m.Path); e == nil || (e.Kind != filetree.File && e.Kind != filetree.Hardlink) {
-			return nil, fmt.Errorf("initramfs: %s/modules.dep names %s, which is not a file in the tree", dir, m.Path)
+			return nil, fmt.Errorf("initramfs: %s names %s, which is not a file in the tree", src, m.Path)
 		}
 	}
 	return out, nil
 }
 
+// moduleIndex finds modules by name with their dependencies.
+type moduleIndex interface {
+	has(name string) bool
+	lookup(name string) (Module, bool, error)
+}
+
+// depIndex is modules.dep, parsed.
+type depIndex map[string]Module
+
+func (d depIndex) has(name string) bool { _, ok := d[name]; return ok }
+func (d depIndex) lookup(name string) (Module, bool, error) {
+	m, ok := d[name]
+	return m, ok, nil
+}
+
+// fileIndex knows the module files by name and reads dependencies from
+// each module's .modinfo when asked.
+type fileIndex struct {
+	tree  *filetree.Tree
+	dir   string
+	paths map[string]string // name -> path relative to dir
+	read  map[string]Module
+}
+
+func scanModules(t *filetree.Tree, dir string) (*fileIndex, error) {
+	idx := &fileIndex{tree: t, dir: dir, paths: map[string]string{}, read: map[string]Module{}}
+	prefix := dir + "/"
+	for _, e := range t.Entries() {
+		rel, ok := strings.CutPrefix(e.Path, prefix)
+		if !ok || (e.Kind != filetree.File && e.Kind != filetree.Hardlink) || checkModulePath(rel) != nil {
+			continue
+		}
+		name := ModuleName(rel)
+		if old, dup := idx.paths[name]; dup {
+			// depmod's rule: updates/ overrides the kernel's own.
+			switch {
+			case strings.HasPrefix(rel, "updates/") && !strings.HasPrefix(old, "updates/"):
+			case strings.HasPrefix(old, "updates/") && !strings.HasPrefix(rel, "updates/"):
+				continue
+			default:
+				return nil, fmt.Errorf("initramfs: %s: module %s found twice: %s and %s", dir, name, old, rel)
+			}
+		}
+		idx.paths[name] = rel
+	}
+	return idx, nil
+}
+
+func (f *fileIndex) has(name string) bool { _, ok := f.paths[name]; return ok }
+
+func (f *fileIndex) lookup(name string) (Module, bool, error) {
+	if m, ok := f.read[name]; ok {
+		return m, true, nil
+	}
+	rel, ok := f.paths[name]
+	if !ok {
+		return Module{}, false, nil
+	}
+	p := f.dir + "/" + rel
+	raw, err := readEntry(f.tree, f.tree.Get(p))
+	if err != nil {
+		return Module{}, false, fmt.Errorf("initramfs: %w", err)
+	}
+	plain, err := decompressModule(p, raw)
+	if err != nil {
+		return Module{}, false, fmt.Errorf("initramfs: %w", err)
+	}
+	deps, err := moduleDepends(plain)
+	if err != nil {
+		return Module{}, false, fmt.Errorf("initramfs: %s: %w", p, err)
+	}
+	m := Module{Name: name, Path: rel, Deps: deps, plain: plain}
+	f.read[name] = m
+	return m, true, nil
+}
+
+// moduleDepends reads the "depends=" entry of a module's .modinfo section.
+func moduleDepends(plain []byte) ([]string, error) {
+	f, err := elf.NewFile(bytes.NewReader(plain))
+	if err != nil {
+		return nil, fmt.Errorf("not an ELF module: %w", err)
+	}
+	sec := f.Section(".modinfo")
+	if sec == nil {
+		return nil, fmt.Errorf("no .modinfo section")
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return nil, fmt.Errorf(".modinfo: %w", err)
+	}
+	return parseModinfoDepends(data), nil
+}
+
+// parseModinfoDepends picks the modules named by "depends=a,b" out of a
+// .modinfo section: NUL-separated key=value strings.
+func parseModinfoDepends(data []byte) []string {
+	var deps []string
+	for kv := range bytes.SplitSeq(data, []byte{0}) {
+		v, ok := bytes.CutPrefix(kv, []byte("depends="))
+		if !ok {
+			continue
+		}
+		for d := range strings.SplitSeq(string(v), ",") {
+			if d = strings.TrimSpace(d); d != "" && !slices.Contains(deps, ModuleName(d)) {
+				deps = append(deps, ModuleName(d))
+			}
+		}
+	}
+	return deps
+}
+
 // readModulesDep parses depmod's modules.dep: one line per module,
 // "path: dep-path dep-path...".
-func readModulesDep(t *filetree.Tree, p string) (map[string]Module, error) {
+func readModulesDep(t *filetree.Tree, p string) (depIndex, error) {
 	e := t.Get(p)
 	if e == nil {
 		return nil, fmt.Errorf("initramfs: %s not in the kernel tree", p)
@@ -211,8 +344,8 @@ func readModulesDep(t *filetree.Tree, p string) (map[string]Module, error) {
 	return parseModulesDep(p, b)
 }
 
-func parseModulesDep(name string, b []byte) (map[string]Module, error) {
-	mods := map[string]Module{}
+func parseModulesDep(name string, b []byte) (depIndex, error) {
+	mods := depIndex{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for n := 1; sc.Scan(); n++ {

@@ -129,13 +129,15 @@ func Build(spec Spec) (*filetree.Tree, []Module, error) {
 		}
 		dir, _ := ModulesDir(spec.Kernel, kver)
 		for _, m := range mods {
-			raw, err := readEntry(spec.Kernel, spec.Kernel.Get(dir+"/"+m.Path))
-			if err != nil {
-				return nil, nil, fmt.Errorf("initramfs: %w", err)
-			}
-			plain, err := decompressModule(dir+"/"+m.Path, raw)
-			if err != nil {
-				return nil, nil, fmt.Errorf("initramfs: %w", err)
+			plain := m.plain
+			if plain == nil {
+				raw, err := readEntry(spec.Kernel, spec.Kernel.Get(dir+"/"+m.Path))
+				if err != nil {
+					return nil, nil, fmt.Errorf("initramfs: %w", err)
+				}
+				if plain, err = decompressModule(dir+"/"+m.Path, raw); err != nil {
+					return nil, nil, fmt.Errorf("initramfs: %w", err)
+				}
 			}
 			p := path.Join("lib/modules", kver, m.PlainPath())
 			if err := add(filetree.Entry{Path: p, Kind: filetree.File, Mode: 0o644, Data: filetree.Bytes(plain)}); err != nil {
