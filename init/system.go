@@ -103,6 +103,7 @@ func (s *system) path(p string) string { return filepath.Join(s.root, p) }
 func (s *system) steps() []bootstep.Step {
 	return []bootstep.Step{
 		{Name: "mounts", Run: s.checkMounts},
+		{Name: "devices", Run: s.coldplug},
 		{Name: "data-partition", Run: s.dataPartition},
 		{Name: "cgroups", Run: s.setupCgroups},
 		{Name: "state", Run: s.openState},

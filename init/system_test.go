@@ -201,7 +201,7 @@ func TestSystemStepTableOrder(t *testing.T) {
 	for _, st := range testSystem(t).steps() {
 		names = append(names, st.Name)
 	}
-	want := "mounts,data-partition,cgroups,state,cloud-config,modules,sysctls,hostname,network,time,users,write-files,bootcmd,services,runcmd"
+	want := "mounts,devices,data-partition,cgroups,state,cloud-config,modules,sysctls,hostname,network,time,users,write-files,bootcmd,services,runcmd"
 	if strings.Join(names, ",") != want {
 		t.Fatalf("steps = %s", strings.Join(names, ","))
 	}

@@ -149,7 +149,7 @@ var BasePackages = []string{
 // run in a ballast image, or init systems ballast replaces.
 var DefaultExcludePackages = []string{
 	"debconf", "ucf", "adduser", "dpkg", "init-system-helpers", "runit-helper",
-	"perl-base", "systemd", "systemd-sysv", "libpam-runtime", "debian-archive-keyring",
+	"perl-base", "systemd", "systemd-sysv", "libsystemd-shared", "libpam-runtime", "debian-archive-keyring",
 	"sensible-utils", "libdebconfclient0",
 }
 

@@ -1,0 +1,44 @@
+# ballast — the two commands the README starts with:
+#   make image   builds out/ballast-x86_64.img and .iso from the embedded default
+#   make test    runs every test, QEMU boots included
+# Both install what a fresh Debian machine lacks first.
+
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+export GOTOOLCHAIN ?= auto
+# Tests that boot QEMU share two cores here: keep package-level parallelism low.
+TESTFLAGS ?= -p 2 -timeout 60m
+
+.PHONY: image test unit e2e deps-build deps-test ballast bench fuzz clean
+
+image: deps-build
+	$(GO) run ./cmd/ballast build
+
+ballast:
+	$(GO) build -o out/ballast ./cmd/ballast
+
+deps-build:
+	scripts/install-deps build
+
+deps-test:
+	scripts/install-deps test
+
+test: deps-test
+	$(GO) vet ./...
+	$(GO) test $(TESTFLAGS) ./...
+
+# Only the fast tests: no Debian downloads, no QEMU.
+unit:
+	$(GO) test -short ./...
+
+bench: deps-test
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+
+fuzz:
+	@for p in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz); do \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 30s $$p || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf out

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/ballast-os/ballast/imagebuild"
+	"github.com/ballast-os/ballast/imagebuild/spec"
+)
+
+type buildFlags struct {
+	specFile, board, formats, config, output string
+	offline                                  bool
+}
+
+func (f *buildFlags) register(fs interface {
+	StringVar(*string, string, string, string)
+	BoolVar(*bool, string, bool, string)
+}) {
+	fs.StringVar(&f.specFile, "f", "", "build spec `file` (default: the embedded default)")
+	fs.StringVar(&f.board, "board", "", "board, overriding the spec (x86_64, ...)")
+	fs.StringVar(&f.formats, "format", "", "comma-separated formats, overriding the spec (raw, iso)")
+	fs.StringVar(&f.config, "config", "", "cloud-config `file` to bake in, overriding the spec")
+	fs.StringVar(&f.output, "o", "", "output `directory`, overriding the spec")
+	fs.BoolVar(&f.offline, "offline", false, "build from the cache and lock file only")
+}
+
+// loadSpec reads the spec (or the default) and applies the overrides.
+func (f *buildFlags) loadSpec() (*spec.Spec, error) {
+	var s *spec.Spec
+	if f.specFile != "" {
+		var err error
+		if s, err = spec.Load(f.specFile); err != nil {
+			return nil, err
+		}
+	} else {
+		s = spec.Default()
+	}
+	changed := false
+	if f.board != "" {
+		s.Board, changed = f.board, true
+		if f.formats == "" {
+			s.Formats = nil // the new board's defaults
+		}
+	}
+	if f.formats != "" {
+		s.Formats, changed = strings.Split(f.formats, ","), true
+	}
+	if f.config != "" {
+		s.CloudConfig, changed = f.config, true
+		if f.specFile != "" {
+			// Relative to where the user is, not to the spec.
+			if abs, err := filepath.Abs(f.config); err == nil {
+				s.CloudConfig = abs
+			}
+		}
+	}
+	if f.output != "" {
+		oldDefault := s.Lock == spec.Default().Lock
+		s.Output, changed = f.output, true
+		if oldDefault && f.specFile == "" {
+			s.Lock = "" // follow the new output directory
+		}
+	}
+	if changed {
+		s.FillDefaults()
+		if _, err := s.LoadBoard(); err != nil {
+			return nil, fmt.Errorf("--board: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func runBuild(ctx context.Context, env Env, args []string) error {
+	var f buildFlags
+	fs := newFlags(env, "build", "[-f spec.yaml] [--board B] [--format raw,iso] [--config FILE] [-o DIR] [--offline]")
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: build takes no arguments (use -f for a spec file)", errUsage)
+	}
+	s, err := f.loadSpec()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, err := imagebuild.Build(ctx, imagebuild.Options{
+		Spec:     s,
+		Offline:  f.offline,
+		Log:      env.Stderr,
+		Progress: progressWriter(env),
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "built %s in %s (kernel %s, %d packages, system %d MB)\n",
+		res.Board, time.Since(start).Round(100*time.Millisecond), res.Kernel, res.Packages, res.SquashfsSize>>20)
+	for _, img := range res.Images {
+		fmt.Fprintf(env.Stdout, "  %-4s %s  %d MB  sha256:%s\n", img.Format, img.Path, img.Size>>20, img.SHA256)
+	}
+	return nil
+}
+
+func runLock(ctx context.Context, env Env, args []string) error {
+	var f buildFlags
+	fs := newFlags(env, "lock", "[-f spec.yaml] [--board B]")
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	s, err := f.loadSpec()
+	if err != nil {
+		return err
+	}
+	res, err := imagebuild.Build(ctx, imagebuild.Options{Spec: s, UpdateLock: true, LockOnly: true, Log: env.Stderr, Progress: progressWriter(env)})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "locked %d packages in %s\n", res.Packages, res.LockPath)
+	return nil
+}
+
+// progressWriter is stderr when it is a terminal (the Debian client then
+// draws bars), else nil: the step log says enough.
+func progressWriter(env Env) io.Writer {
+	if f, ok := env.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return f
+	}
+	return nil
+}

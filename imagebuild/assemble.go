@@ -1,0 +1,259 @@
+package imagebuild
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	cloudconfig "github.com/ballast-os/ballast/cloud-config"
+	"github.com/ballast-os/ballast/examples"
+	"github.com/ballast-os/ballast/imagebuild/debian"
+	"github.com/ballast-os/ballast/imagebuild/disk"
+	"github.com/ballast-os/ballast/imagebuild/filetree"
+	"github.com/ballast-os/ballast/imagebuild/initramfs"
+	"github.com/ballast-os/ballast/imagebuild/iso"
+	"github.com/ballast-os/ballast/imagebuild/squashfs"
+)
+
+// Manifest is build.json: what an image holds, for `ballast inspect` and
+// for the init. It carries no wall-clock time, so it is reproducible.
+type Manifest struct {
+	Ballast         string          `json:"ballast"`
+	Board           string          `json:"board"`
+	Arch            string          `json:"arch"`
+	Kernel          string          `json:"kernel"`
+	Cmdline         string          `json:"cmdline"`
+	SourceDateEpoch int64           `json:"source_date_epoch"`
+	Debian          ManifestArchive `json:"debian"`
+	Packages        []string        `json:"packages"` // "name version", system and kernel
+	InitSHA256      string          `json:"init_sha256"`
+}
+
+// ManifestArchive names the archive the packages came from.
+type ManifestArchive struct {
+	Mirror string `json:"mirror"`
+	Suite  string `json:"suite"`
+}
+
+// Paths in the system image.
+const (
+	InitPath      = "usr/lib/ballast/init"
+	SystemJSON    = "usr/lib/ballast/build.json"
+	osReleasePath = "usr/lib/os-release"
+)
+
+func (b *builder) manifest(k *kernelFiles, pk *packages) ([]byte, error) {
+	m := Manifest{
+		Ballast:         Version(),
+		Board:           b.board.Name,
+		Arch:            b.board.Arch,
+		Kernel:          k.version,
+		Cmdline:         b.board.CmdlineString(),
+		SourceDateEpoch: b.epoch.Unix(),
+		Debian:          ManifestArchive{Mirror: b.spec.Debian.Mirror, Suite: b.spec.Debian.Suite},
+	}
+	for _, set := range [][]debian.Package{pk.system, pk.kernel} {
+		for _, p := range set {
+			m.Packages = append(m.Packages, p.Name+" "+p.Version)
+		}
+	}
+	return json.MarshalIndent(m, "", "  ")
+}
+
+func (b *builder) buildInit(ctx context.Context) (string, error) {
+	src := b.opts.SourceDir
+	if src == "" {
+		var err error
+		if src, err = FindSource(); err != nil {
+			return "", err
+		}
+	}
+	return BuildInit(ctx, src, b.board.Arch, Version(), filepath.Join(b.cache, "init"))
+}
+
+// mountPoints exist in the read-only system image so the init can mount
+// over them (docs/architecture.md, "Running system").
+var mountPoints = []string{
+	"proc", "sys", "dev", "run", "tmp", "var", "persist", "home", "root",
+	"etc/rancher", "var/lib/rancher", "var/lib/ballast", "var/log", "usr/local/bin",
+}
+
+func (b *builder) addSystemFiles(t *filetree.Tree, initPath string, manifest []byte) error {
+	if err := applyAlternatives(t); err != nil {
+		return err
+	}
+	if err := buildCABundle(t); err != nil {
+		return err
+	}
+	for _, d := range mountPoints {
+		mode := os.FileMode(0o755)
+		switch d {
+		case "tmp":
+			mode = 0o1777
+		case "root":
+			mode = 0o700
+		}
+		if e := t.Get(d); e == nil || e.Kind != filetree.Dir {
+			if err := t.AddDir(d, mode); err != nil {
+				return err
+			}
+		}
+	}
+	src, err := filetree.NewHostFile(initPath)
+	if err != nil {
+		return err
+	}
+	if err := t.Add(filetree.Entry{Path: InitPath, Kind: filetree.File, Mode: 0o755, Data: src}); err != nil {
+		return err
+	}
+	if err := t.AddSymlink("usr/sbin/init", "/"+InitPath); err != nil {
+		return err
+	}
+	if err := t.AddFile(SystemJSON, 0o644, manifest); err != nil {
+		return err
+	}
+	osRelease := fmt.Sprintf(`PRETTY_NAME="ballast (Debian %[1]s)"
+NAME="ballast"
+ID=ballast
+ID_LIKE=debian
+VERSION_ID=%[2]q
+VERSION_CODENAME=%[1]s
+HOME_URL="https://github.com/ballast-os/ballast"
+`, b.spec.Debian.Suite, Version())
+	return t.AddFile(osReleasePath, 0o644, []byte(osRelease))
+}
+
+func (b *builder) compression() squashfs.Compression {
+	if b.spec.Image.Compression == "xz" {
+		return squashfs.XZ
+	}
+	return squashfs.Zstd
+}
+
+// writeSquashfs writes the system image into the cache under its digest, so
+// an unchanged system (a rebuild after a cloud-config edit) costs nothing.
+func (b *builder) writeSquashfs(ctx context.Context, t *filetree.Tree) error {
+	opts := squashfs.Options{Compression: b.compression()}
+	digest, err := squashfs.Digest(t, opts)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(b.cache, "squashfs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	p := filepath.Join(dir, digest+".squashfs")
+	b.res.SquashfsPath = p
+	if st, err := os.Stat(p); err == nil {
+		b.res.SquashfsSize, b.res.SquashfsCache = st.Size(), true
+		fmt.Fprintf(b.log, "    system unchanged: reusing %s (%d MB)\n", p, st.Size()>>20)
+		return nil
+	}
+	n, err := squashfs.WriteFile(ctx, t, p, opts)
+	if err != nil {
+		return err
+	}
+	b.res.SquashfsSize = n
+	fmt.Fprintf(b.log, "    %d files, %d MB uncompressed -> %d MB squashfs\n", t.Len(), t.TotalSize()>>20, n>>20)
+	return nil
+}
+
+// bootTree holds what both the disk's boot partition and the ISO carry.
+func (b *builder) bootTree(k *kernelFiles, initrd, manifest, userData []byte) (*filetree.Tree, error) {
+	t := filetree.New(b.epoch)
+	vm := *k.vmlinuz
+	vm.Path, vm.Mode = disk.KernelPath, 0o644
+	for _, err := range []error{
+		t.Add(vm),
+		t.AddFile(disk.InitrdPath, 0o644, initrd),
+		t.AddFile(disk.BuildJSONPath, 0o644, manifest),
+		t.AddFile(disk.UserDataPath, 0o644, userData),
+	} {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// seed derives GUIDs and serials from everything that goes into an image.
+func (b *builder) seed(boot *filetree.Tree) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%s|%s|", b.board.Name, b.res.SquashfsPath, b.board.CmdlineString())
+	for _, e := range boot.Entries() {
+		fmt.Fprintf(h, "%s %d|", e.Path, e.Size())
+	}
+	if e := boot.Get(disk.InitrdPath); e != nil {
+		if data, ok := e.Data.(filetree.Bytes); ok {
+			h.Write(data)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (b *builder) writeRaw(ctx context.Context, out string, bt *filetree.Tree, bf *bootFiles) error {
+	return disk.Write(ctx, out, disk.Layout{
+		Boot:           bt,
+		SystemA:        b.res.SquashfsPath,
+		SlotSize:       int64(b.spec.Image.SlotSize),
+		ImageSize:      int64(b.spec.Image.Size),
+		Arch:           b.board.Arch,
+		Cmdline:        b.board.CmdlineString(),
+		SystemdBootEFI: bf.systemdBoot,
+		GrubModulesDir: bf.grubModules,
+		ModTime:        b.epoch,
+		Seed:           b.seed(bt),
+	})
+}
+
+func (b *builder) writeISO(ctx context.Context, out string, bt *filetree.Tree, bf *bootFiles) error {
+	return iso.Write(ctx, out, iso.Layout{
+		Files:          bt,
+		System:         b.res.SquashfsPath,
+		Arch:           b.board.Arch,
+		Cmdline:        b.board.CmdlineString(),
+		SystemdBootEFI: bf.systemdBoot,
+		GrubModulesDir: bf.grubModules,
+		ModTime:        b.epoch,
+		Seed:           b.seed(bt),
+	})
+}
+
+func defaultCloudConfig() []byte { return examples.DefaultCloudConfig }
+
+// validateCloudConfig refuses to bake a config the init would reject:
+// better a build error naming the line than a node on its last good config.
+func validateCloudConfig(name string, data []byte) error {
+	_, err := cloudconfig.Validate(name, data)
+	return err
+}
+
+// writeInitramfs builds the initramfs in memory: the init, the modules
+// that find the root, the baked cloud-config and the manifest.
+func (b *builder) writeInitramfs(ctx context.Context, k *kernelFiles, initPath string, baked, manifest []byte) ([]byte, error) {
+	src, err := filetree.NewHostFile(initPath)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	mods, err := initramfs.Write(ctx, &buf, initramfs.Spec{
+		ModTime:       b.epoch,
+		Init:          src,
+		Kernel:        k.tree,
+		KernelVersion: k.version,
+		Modules:       b.board.InitramfsModules,
+		BakedConfig:   baked,
+		BuildInfo:     manifest,
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.res.InitrdSize = int64(buf.Len())
+	fmt.Fprintf(b.log, "    %d modules, %d KB\n", len(mods), buf.Len()>>10)
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,287 @@
+package imagebuild
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/ballast-os/ballast/imagebuild/debian"
+	"github.com/ballast-os/ballast/imagebuild/filetree"
+	"github.com/ballast-os/ballast/imagebuild/spec"
+)
+
+// packages is the resolved package set of a build, split by where each
+// part goes.
+type packages struct {
+	archive *debian.Archive
+	lock    *debian.Lock // as read; nil when absent or ignored
+	// system goes into the squashfs; kernel gives vmlinuz and modules;
+	// boot are the boot loaders' packages (only their files are used).
+	system, kernel, boot []debian.Package
+	// all is the union, recorded in the lock.
+	all []debian.Package
+}
+
+const (
+	systemdBootPackage = "systemd-boot-efi"
+	grubBIOSPackage    = "grub-pc-bin"
+)
+
+func (b *builder) lockPath() string { return b.spec.Path(b.spec.Lock) }
+
+func (b *builder) resolve(ctx context.Context) (*packages, error) {
+	a, err := debian.Open(ctx, debian.Config{
+		Mirror:     b.spec.Debian.Mirror,
+		Suite:      b.spec.Debian.Suite,
+		Components: b.spec.Debian.Components,
+		Arch:       b.board.Arch,
+		CacheDir:   b.cache,
+		Offline:    b.opts.Offline,
+		Progress:   b.opts.Progress,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pk := &packages{archive: a}
+	if !b.opts.UpdateLock {
+		l, err := debian.ReadLock(b.lockPath())
+		switch {
+		case err == nil:
+			pk.lock = l
+			fmt.Fprintf(b.log, "    using lock %s (%d packages)\n", b.lockPath(), len(l.Packages))
+		case errors.Is(err, fs.ErrNotExist):
+			if b.opts.Offline {
+				return nil, fmt.Errorf("--offline needs a lock file, and %s does not exist: build once online first", b.lockPath())
+			}
+		default:
+			return nil, err
+		}
+	}
+
+	systemNames := append(append(append([]string(nil), spec.BasePackages...), b.board.Packages...), b.spec.Packages...)
+	sys, err := a.Resolve(ctx, systemNames, pk.lock)
+	if err != nil {
+		return nil, err
+	}
+	excluded := map[string]bool{}
+	for _, n := range b.spec.ExcludePackages {
+		excluded[n] = true
+	}
+	for _, n := range systemNames {
+		if excluded[n] {
+			return nil, fmt.Errorf("package %s is both requested and excluded (exclude_packages)", n)
+		}
+	}
+	for _, p := range sys {
+		if !excluded[p.Name] {
+			pk.system = append(pk.system, p)
+		}
+	}
+
+	// The kernel metapackage's closure drags in initramfs-tools and the
+	// like, which ballast replaces: keep only the linux-image packages.
+	kern, err := a.Resolve(ctx, []string{b.board.KernelPackage}, pk.lock, debian.Ignoring("initramfs-tools", "linux-initramfs-tool"))
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range kern {
+		if strings.HasPrefix(p.Name, "linux-image-") {
+			pk.kernel = append(pk.kernel, p)
+		}
+	}
+
+	var bootNames []string
+	if b.board.HasBootChain("uefi") {
+		bootNames = append(bootNames, systemdBootPackage)
+	}
+	if b.board.HasBootChain("bios") {
+		bootNames = append(bootNames, grubBIOSPackage)
+	}
+	if len(bootNames) > 0 {
+		bl, err := a.Resolve(ctx, bootNames, pk.lock)
+		if err != nil {
+			return nil, err
+		}
+		// Only the named packages' files are used: their dependencies are
+		// host tools and maintainer-script helpers.
+		for _, p := range bl {
+			for _, n := range bootNames {
+				if p.Name == n {
+					pk.boot = append(pk.boot, p)
+				}
+			}
+		}
+	}
+
+	seen := map[string]bool{}
+	for _, set := range [][]debian.Package{sys, kern, pk.boot} {
+		for _, p := range set {
+			if !seen[p.Name] {
+				seen[p.Name] = true
+				pk.all = append(pk.all, p)
+			}
+		}
+	}
+	sort.Slice(pk.all, func(i, j int) bool { return pk.all[i].Name < pk.all[j].Name })
+	b.res.Packages = len(pk.system) + len(pk.kernel)
+	fmt.Fprintf(b.log, "    %d system packages, kernel %s\n", len(pk.system), packageNames(pk.kernel))
+	return pk, nil
+}
+
+func packageNames(ps []debian.Package) string {
+	var n []string
+	for _, p := range ps {
+		n = append(n, p.Name+" "+p.Version)
+	}
+	return strings.Join(n, ", ")
+}
+
+// systemExcludes are paths dropped from every package: documentation and
+// translations nobody reads on an appliance, and what only dpkg uses.
+var systemExcludes = []string{
+	"usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
+	"usr/share/lintian", "usr/share/bug", "usr/share/doc-base", "usr/share/bash-completion",
+	"usr/share/zsh", "usr/share/fish", "var/lib/dpkg", "etc/init.d", "etc/rc0.d", "etc/rc1.d",
+	"etc/rc2.d", "etc/rc3.d", "etc/rc4.d", "etc/rc5.d", "etc/rc6.d", "etc/rcS.d",
+	"usr/lib/systemd", "etc/systemd", "etc/cron.daily", "etc/cron.weekly", "etc/logrotate.d",
+}
+
+func underAny(p string, prefixes []string) bool {
+	for _, pre := range prefixes {
+		if p == pre || strings.HasPrefix(p, pre+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *builder) installSystem(ctx context.Context, pk *packages, t *filetree.Tree) error {
+	if err := debian.MergedUsr(t, b.board.Arch); err != nil {
+		return err
+	}
+	return pk.archive.Install(ctx, t, pk.system, debian.InstallOptions{
+		Exclude: func(p string) bool { return underAny(p, systemExcludes) },
+	})
+}
+
+// kernelFiles is the kernel image and its full module tree.
+type kernelFiles struct {
+	version string
+	vmlinuz *filetree.Entry
+	tree    *filetree.Tree // the kernel packages alone, for module selection
+}
+
+// installKernel unpacks the kernel packages into their own tree, and copies
+// the modules the board keeps into the system tree.
+func (b *builder) installKernel(ctx context.Context, pk *packages, system *filetree.Tree) (*kernelFiles, error) {
+	kt := filetree.New(b.epoch)
+	if err := debian.MergedUsr(kt, b.board.Arch); err != nil {
+		return nil, err
+	}
+	if err := pk.archive.Install(ctx, kt, pk.kernel, debian.InstallOptions{}); err != nil {
+		return nil, err
+	}
+	var versions []string
+	for _, e := range kt.Children("usr/lib/modules") {
+		if e.Kind == filetree.Dir {
+			versions = append(versions, path.Base(e.Path))
+		}
+	}
+	if len(versions) != 1 {
+		return nil, fmt.Errorf("kernel packages %s hold %d module trees (%v), want exactly one", packageNames(pk.kernel), len(versions), versions)
+	}
+	kf := &kernelFiles{version: versions[0], tree: kt}
+	kf.vmlinuz = kt.Get("boot/vmlinuz-" + kf.version)
+	if kf.vmlinuz == nil || kf.vmlinuz.Kind != filetree.File {
+		return nil, fmt.Errorf("kernel packages %s have no boot/vmlinuz-%s", packageNames(pk.kernel), kf.version)
+	}
+	modRoot := "usr/lib/modules/" + kf.version
+	var excludes []string
+	for _, x := range b.board.ModuleExcludes {
+		excludes = append(excludes, modRoot+"/kernel/"+x)
+	}
+	kept := 0
+	for _, e := range kt.Entries() {
+		if !strings.HasPrefix(e.Path, modRoot+"/") && e.Path != modRoot {
+			continue
+		}
+		if underAny(e.Path, excludes) {
+			continue
+		}
+		if err := system.Add(*e); err != nil {
+			return nil, err
+		}
+		if e.Kind == filetree.File {
+			kept++
+		}
+	}
+	b.res.Kernel = kf.version
+	fmt.Fprintf(b.log, "    kernel %s, %d module files kept in the system image\n", kf.version, kept)
+	return kf, nil
+}
+
+// bootFiles are the boot loaders' files taken from their packages.
+type bootFiles struct {
+	systemdBoot []byte
+	grubModules string // host directory of GRUB's i386-pc modules
+}
+
+func (b *builder) installBootLoaders(ctx context.Context, pk *packages) (*bootFiles, error) {
+	bf := &bootFiles{}
+	for _, p := range pk.boot {
+		u, err := pk.archive.Unpack(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		switch p.Name {
+		case systemdBootPackage:
+			name := map[string]string{"amd64": "systemd-bootx64.efi", "arm64": "systemd-bootaa64.efi"}[b.board.Arch]
+			data, err := os.ReadFile(u.HostPath("usr/lib/systemd/boot/efi/" + name))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", p.Name, err)
+			}
+			bf.systemdBoot = data
+		case grubBIOSPackage:
+			dir := u.HostPath("usr/lib/grub/i386-pc")
+			if _, err := os.Stat(dir + "/boot.img"); err != nil {
+				return nil, fmt.Errorf("%s: no i386-pc boot.img: %w", p.Name, err)
+			}
+			bf.grubModules = dir
+		}
+	}
+	if b.board.HasBootChain("uefi") && bf.systemdBoot == nil {
+		return nil, fmt.Errorf("board %s boots with UEFI but %s was not resolved", b.board.Name, systemdBootPackage)
+	}
+	return bf, nil
+}
+
+func (b *builder) writeLock(pk *packages) error {
+	l := debian.NewLock(pk.archive.Config(), pk.all)
+	data, err := l.Marshal()
+	if err != nil {
+		return err
+	}
+	if old, err := os.ReadFile(b.lockPath()); err == nil && bytes.Equal(old, data) {
+		b.res.LockPath = b.lockPath()
+		return nil
+	}
+	if b.opts.Offline {
+		return fmt.Errorf("--offline: the lock %s would change; build online to update it", b.lockPath())
+	}
+	if err := os.MkdirAll(filepath.Dir(b.lockPath()), 0o755); err != nil {
+		return err
+	}
+	if err := l.Write(b.lockPath()); err != nil {
+		return err
+	}
+	b.res.LockPath = b.lockPath()
+	fmt.Fprintf(b.log, "    wrote %s (%d packages)\n", b.lockPath(), len(pk.all))
+	return nil
+}
