@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/ballast-os/ballast/init/bootstep"
 	"github.com/ballast-os/ballast/init/kmod"
 )
 
@@ -17,16 +18,19 @@ var baseModules = []string{"evdev", "button"}
 // would: every modalias in sysfs goes to modprobe, which matches it
 // against modules.alias. Without it no network card driver loads.
 func (s *system) coldplug(ctx context.Context) error {
+	if out, err := exec.CommandContext(ctx, "modprobe", append([]string{"-a", "-b", "--"}, baseModules...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("modprobe %s: %w: %s", strings.Join(baseModules, " "), err, strings.TrimSpace(string(out)))
+	}
 	aliases, err := kmod.Modaliases(s.path("/sys/devices"))
 	if err != nil {
 		return fmt.Errorf("scanning devices: %w", err)
 	}
-	args := append([]string{"-a", "-q", "-b", "--"}, baseModules...)
-	args = append(args, aliases...)
-	out, err := exec.CommandContext(ctx, "modprobe", args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "modprobe", append([]string{"-a", "-q", "-b", "--"}, aliases...)...).CombinedOutput()
 	s.log.Info("device drivers loaded", "devices", len(aliases))
 	if err != nil {
-		return fmt.Errorf("modprobe: %w: %s", err, strings.TrimSpace(string(out)))
+		// Like udev, tolerate drivers that refuse the machine (ENODEV from
+		// a CPU-specific driver is the usual case): the rest loaded.
+		return bootstep.Warn(fmt.Errorf("some drivers did not load (%v): %s", err, strings.TrimSpace(string(out))))
 	}
 	return nil
 }

@@ -514,7 +514,8 @@ func (s *system) syncTime(ctx context.Context) error {
 	if err != nil {
 		// Keep syncing in the background; certificates may be wrong until then.
 		go timesync.Run(context.Background(), servers, 15*time.Minute, timesync.Options{Log: s.log})
-		return err
+		// An air-gapped node has no NTP server: worth a warning, not a failed boot.
+		return bootstep.Warn(err)
 	}
 	s.log.Info("clock synchronised", "offset", off)
 	go timesync.Run(context.Background(), servers, time.Hour, timesync.Options{Log: s.log})

@@ -55,6 +55,7 @@ func testImage(t testing.TB, env, name string) string {
 type scenario struct {
 	hostname string
 	key      ssh.Signer
+	priv     ed25519.PrivateKey
 	pubkey   string
 	userData []byte
 }
@@ -93,7 +94,7 @@ write_files:
 runcmd:
   - echo ran >> /var/lib/ballast/qemutest-runcmd
 `, hostname, authorized)
-	return scenario{hostname: hostname, key: signer, pubkey: authorized, userData: []byte(ud)}
+	return scenario{hostname: hostname, key: signer, priv: priv, pubkey: authorized, userData: []byte(ud)}
 }
 
 func startMachine(t *testing.T, opts Options) *Machine {
@@ -221,6 +222,9 @@ func checkBoot(t *testing.T, m *Machine, sc scenario, st *agent.Status) {
 	} else if out != sc.hostname+"\n0\n" {
 		t.Errorf("SSH command output %q, want hostname and uid 0", out)
 	}
+	if t.Failed() {
+		t.Logf("sshd log:\n%s", nodeExec(t, m, "tail", "-n", "30", "/var/log/sshd.log"))
+	}
 }
 
 func runcmdLines(t *testing.T, m *Machine) int {
@@ -231,10 +235,15 @@ func runcmdLines(t *testing.T, m *Machine) int {
 // persistSize is the size of the file system on /persist, in bytes.
 func persistSize(t *testing.T, m *Machine) int64 {
 	t.Helper()
+	// df right-aligns its "1B-blocks" header: the size is the last field.
+	out := nodeExec(t, m, "df", "-B1", "--output=size", "/persist")
+	f := strings.Fields(out)
 	var size int64
-	fmt.Sscan(strings.TrimSpace(nodeExec(t, m, "df", "-B1", "--output=size", "/persist")[len("1B-blocks"):]), &size)
+	if len(f) > 0 {
+		fmt.Sscan(f[len(f)-1], &size)
+	}
 	if size == 0 {
-		t.Fatalf("could not read the size of /persist")
+		t.Fatalf("could not read the size of /persist from df: %q", out)
 	}
 	return size
 }

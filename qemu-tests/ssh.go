@@ -46,10 +46,12 @@ func (m *Machine) SSH(ctx context.Context, key ssh.Signer, cmd string) (string, 
 		return "", m.fail("SSH", m.current(), err)
 	}
 	defer sess.Close()
-	var out bytes.Buffer
-	sess.Stdout, sess.Stderr = &out, &out
+	// Separate buffers: the session copies stdout and stderr on two
+	// goroutines, and a bytes.Buffer is not safe for concurrent writes.
+	var stdout, stderr bytes.Buffer
+	sess.Stdout, sess.Stderr = &stdout, &stderr
 	if err := sess.Run(cmd); err != nil {
-		return out.String(), m.fail("SSH "+cmd, m.current(), fmt.Errorf("%w; output: %s", err, out.String()))
+		return stdout.String() + stderr.String(), m.fail("SSH "+cmd, m.current(), fmt.Errorf("%w; output: %s%s", err, stdout.String(), stderr.String()))
 	}
-	return out.String(), nil
+	return stdout.String() + stderr.String(), nil
 }

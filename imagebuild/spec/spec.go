@@ -139,7 +139,7 @@ const (
 // tools, OpenSSH, the netfilter tools the runtime drives, e2fsprogs for the
 // data partition, CA certificates.
 var BasePackages = []string{
-	"base-files", "bash", "coreutils", "util-linux", "mount", "findutils", "grep", "sed",
+	"base-files", "bash", "dash", "coreutils", "util-linux", "mount", "findutils", "grep", "sed",
 	"mawk", "gzip", "tar", "less", "procps", "iproute2", "iputils-ping", "iptables",
 	"kmod", "e2fsprogs", "openssh-server", "openssh-sftp-server", "ca-certificates",
 	"netbase", "ncurses-base", "hostname", "curl",

@@ -99,6 +99,7 @@ func Build(root string, cfg *cloudconfig.Config) (*DB, error) {
 			{Name: "shadow", GID: ShadowGID}, {Name: "nogroup", GID: NogroupID},
 		},
 	}
+	db.addBasePasswd(root)
 	if cfg == nil {
 		return db, nil
 	}

@@ -1,6 +1,7 @@
 package accounts
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -191,4 +192,29 @@ func FuzzCheckName(f *testing.F) {
 			t.Errorf("checkName accepted %q", s)
 		}
 	})
+}
+
+func TestBasePasswdEntriesAdded(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "usr/share/base-passwd"), 0o755)
+	os.WriteFile(filepath.Join(root, passwdMaster), []byte("root:*:0:0:root:/root:/bin/sh\ndaemon:*:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nbroken:line\n"), 0o644)
+	os.WriteFile(filepath.Join(root, groupMaster), []byte("root:*:0:\ndaemon:*:1:\nnogroup:*:65534:\nsudo:*:27:\n"), 0o644)
+	db, err := Build(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var users, groups []string
+	for _, a := range db.Accounts {
+		users = append(users, fmt.Sprintf("%s:%d", a.Name, a.UID))
+	}
+	for _, g := range db.Groups {
+		groups = append(groups, fmt.Sprintf("%s:%d", g.Name, g.GID))
+	}
+	u, g := strings.Join(users, ","), strings.Join(groups, ",")
+	if !strings.Contains(u, "daemon:1") || strings.Count(u, "root:") != 1 || strings.Contains(u, "broken") {
+		t.Errorf("accounts %s", u)
+	}
+	if !strings.Contains(g, "daemon:1") || !strings.Contains(g, "sudo:27") || strings.Count(g, "nogroup:") != 1 {
+		t.Errorf("groups %s", g)
+	}
 }

@@ -101,6 +101,7 @@ type Stage struct {
 	StartMS    int64  `json:"start_ms"`
 	DurationMS int64  `json:"duration_ms"`
 	Error      string `json:"error,omitempty"`
+	Warning    string `json:"warning,omitempty"`
 	Skipped    bool   `json:"skipped,omitempty"`
 }
 

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,15 @@ var ErrSkip = errors.New("skipped")
 
 // Skip returns an error that marks the step skipped with a reason.
 func Skip(reason string) error { return fmt.Errorf("%w: %s", ErrSkip, reason) }
+
+// ErrWarn, returned (possibly wrapped) by a step, records the step as done
+// with a warning: something a person should know that does not make the
+// boot worse (no NTP server reachable on an air-gapped node, a driver that
+// found no device).
+var ErrWarn = errors.New("warning")
+
+// Warn returns an error that marks the step done with a warning.
+func Warn(err error) error { return fmt.Errorf("%w: %w", ErrWarn, err) }
 
 // Step is one named piece of the boot.
 type Step struct {
@@ -100,6 +110,10 @@ func (r *Runner) RunOne(ctx context.Context, s Step) error {
 	case errors.Is(err, ErrSkip):
 		st.Skipped = true
 		r.Log.Info("step skipped", "step", s.Name, "why", err.Error())
+		err = nil
+	case errors.Is(err, ErrWarn):
+		st.Warning = strings.TrimPrefix(err.Error(), ErrWarn.Error()+": ")
+		r.Log.Warn("step done with a warning", "step", s.Name, "took", took, "warning", st.Warning)
 		err = nil
 	default:
 		st.Error = err.Error()

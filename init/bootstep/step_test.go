@@ -101,3 +101,17 @@ func BenchmarkStepFramework(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/20, "ns/step")
 }
+
+func TestWarnRecordsDoneWithWarning(t *testing.T) {
+	r := &Runner{Phase: PhaseSystem, Clock: SystemClock{}, KernelStart: time.Now(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	err := r.RunOne(context.Background(), Step{Name: "time", Run: func(context.Context) error {
+		return Warn(errors.New("no NTP server answered"))
+	}})
+	if err != nil {
+		t.Fatalf("a warning is not a failure: %v", err)
+	}
+	st := r.Stages()
+	if len(st) != 1 || st[0].Error != "" || st[0].Skipped || st[0].Warning != "no NTP server answered" {
+		t.Fatalf("stage %+v", st)
+	}
+}
