@@ -22,15 +22,17 @@ deps-build:
 deps-test:
 	scripts/install-deps test
 
-test: deps-test
+# The QEMU scenarios boot out/ballast-x86_64.{img,iso}: build them first.
+test: deps-test image
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
+	cd runtime && $(GO) vet ./... && $(GO) test $(TESTFLAGS) ./...
 
 # Only the fast tests: no Debian downloads, no QEMU.
 unit:
 	$(GO) test -short ./...
 
-bench: deps-test
+bench: deps-test image
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
 
 fuzz:

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -152,14 +153,19 @@ func (b *builder) writeSquashfs(ctx context.Context, t *filetree.Tree) error {
 	if st, err := os.Stat(p); err == nil {
 		b.res.SquashfsSize, b.res.SquashfsCache = st.Size(), true
 		fmt.Fprintf(b.log, "    system unchanged: reusing %s (%d MB)\n", p, st.Size()>>20)
-		return nil
+	} else {
+		n, err := squashfs.WriteFile(ctx, t, p, opts)
+		if err != nil {
+			return err
+		}
+		b.res.SquashfsSize = n
+		fmt.Fprintf(b.log, "    %d files, %d MB uncompressed -> %d MB squashfs\n", t.Len(), t.TotalSize()>>20, n>>20)
 	}
-	n, err := squashfs.WriteFile(ctx, t, p, opts)
+	sum, err := squashfsSHA256(p)
 	if err != nil {
 		return err
 	}
-	b.res.SquashfsSize = n
-	fmt.Fprintf(b.log, "    %d files, %d MB uncompressed -> %d MB squashfs\n", t.Len(), t.TotalSize()>>20, n>>20)
+	b.res.SquashfsSHA256 = sum
 	return nil
 }
 
@@ -181,22 +187,58 @@ func (b *builder) bootTree(k *kernelFiles, initrd, manifest, userData []byte) (*
 	return t, nil
 }
 
-// seed derives GUIDs and serials from everything that goes into an image.
-func (b *builder) seed(boot *filetree.Tree) string {
+// seed derives GUIDs and serials from the content of everything that
+// goes into an image, never from paths or times, so the same inputs give
+// the same bytes on any machine.
+func (b *builder) seed(boot *filetree.Tree) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s|%s|%s|", b.board.Name, b.res.SquashfsPath, b.board.CmdlineString())
+	fmt.Fprintf(h, "%s|%s|%s|", b.board.Name, b.board.CmdlineString(), b.res.SquashfsSHA256)
 	for _, e := range boot.Entries() {
-		fmt.Fprintf(h, "%s %d|", e.Path, e.Size())
-	}
-	if e := boot.Get(disk.InitrdPath); e != nil {
-		if data, ok := e.Data.(filetree.Bytes); ok {
-			h.Write(data)
+		fmt.Fprintf(h, "%s %d %o|", e.Path, e.Kind, e.Mode)
+		if e.Kind != filetree.File {
+			continue
+		}
+		rc, err := e.Data.Open()
+		if err != nil {
+			return "", err
+		}
+		_, err = io.Copy(h, rc)
+		rc.Close()
+		if err != nil {
+			return "", fmt.Errorf("hashing %s: %w", e.Path, err)
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// squashfsSHA256 returns the content hash of the squashfs, kept beside it
+// in the cache so a warm build does not read 80 MB again.
+func squashfsSHA256(p string) (string, error) {
+	side := p + ".sha256"
+	if b, err := os.ReadFile(side); err == nil && len(b) == 64 {
+		return string(b), nil
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if err := os.WriteFile(side+".tmp", []byte(sum), 0o644); err == nil {
+		os.Rename(side+".tmp", side)
+	}
+	return sum, nil
 }
 
 func (b *builder) writeRaw(ctx context.Context, out string, bt *filetree.Tree, bf *bootFiles) error {
+	seed, err := b.seed(bt)
+	if err != nil {
+		return err
+	}
 	return disk.Write(ctx, out, disk.Layout{
 		Boot:           bt,
 		SystemA:        b.res.SquashfsPath,
@@ -207,11 +249,15 @@ func (b *builder) writeRaw(ctx context.Context, out string, bt *filetree.Tree, b
 		SystemdBootEFI: bf.systemdBoot,
 		GrubModulesDir: bf.grubModules,
 		ModTime:        b.epoch,
-		Seed:           b.seed(bt),
+		Seed:           seed,
 	})
 }
 
 func (b *builder) writeISO(ctx context.Context, out string, bt *filetree.Tree, bf *bootFiles) error {
+	seed, err := b.seed(bt)
+	if err != nil {
+		return err
+	}
 	return iso.Write(ctx, out, iso.Layout{
 		Files:          bt,
 		System:         b.res.SquashfsPath,
@@ -220,7 +266,7 @@ func (b *builder) writeISO(ctx context.Context, out string, bt *filetree.Tree, b
 		SystemdBootEFI: bf.systemdBoot,
 		GrubModulesDir: bf.grubModules,
 		ModTime:        b.epoch,
-		Seed:           b.seed(bt),
+		Seed:           seed,
 	})
 }
 

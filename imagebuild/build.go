@@ -60,16 +60,17 @@ type Image struct {
 
 // Result describes a finished build.
 type Result struct {
-	Board         string
-	Images        []Image
-	Kernel        string
-	SquashfsPath  string
-	SquashfsSize  int64
-	SquashfsCache bool // reused from the cache
-	InitrdSize    int64
-	Packages      int
-	LockPath      string
-	Steps         []Step
+	Board          string
+	Images         []Image
+	Kernel         string
+	SquashfsPath   string
+	SquashfsSize   int64
+	SquashfsSHA256 string
+	SquashfsCache  bool // reused from the cache
+	InitrdSize     int64
+	Packages       int
+	LockPath       string
+	Steps          []Step
 }
 
 // Step is one timed stage of the build.

@@ -89,6 +89,11 @@ func BuildInit(ctx context.Context, srcDir, goarch, version, dir string) (string
 	}
 	sum := sha256.Sum256(data)
 	final := filepath.Join(dir, "init-"+goarch+"-"+hex.EncodeToString(sum[:8]))
+	if old, err := os.ReadFile(final); err == nil && bytes.Equal(old, data) {
+		// Keep the existing file and its mtime: the squashfs cache key
+		// identifies host files by path, size and mtime.
+		return final, nil
+	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return "", err
 	}

@@ -48,7 +48,8 @@ type Spec struct {
 	Image    Image  `yaml:"image"`
 	// Lock is the lock file pinning package versions and hashes; relative
 	// to the spec file. Default: <spec name>.lock beside the spec, or
-	// <output>/ballast.lock for the built-in default.
+	// <output>/ballast.lock for the built-in default (<output>/ballast-<board>.lock
+	// for another board).
 	Lock string `yaml:"lock"`
 
 	// Dir is the directory relative paths are resolved against (the spec
@@ -190,6 +191,10 @@ func (s *Spec) FillDefaults() {
 			s.Lock = strings.TrimSuffix(filepath.Base(s.File), filepath.Ext(s.File)) + ".lock"
 		} else {
 			s.Lock = filepath.Join(s.Output, "ballast.lock")
+			if s.Board != DefaultBoard {
+				// One lock per board: a lock pins one architecture's packages.
+				s.Lock = filepath.Join(s.Output, "ballast-"+s.Board+".lock")
+			}
 		}
 	}
 	if len(s.Formats) == 0 {
