@@ -45,6 +45,28 @@ type Board struct {
 	InitramfsModules []string `yaml:"initramfs_modules"`
 	// ModuleExcludes are directories under kernel/ left out of the system.
 	ModuleExcludes []string `yaml:"module_excludes"`
+	// Firmware is what the board's boot ROM loads before the kernel
+	// (Raspberry Pi: raspi-firmware's start*.elf); nil for UEFI boards.
+	Firmware *Firmware `yaml:"firmware"`
+	// DeviceTrees are glob patterns, relative to the kernel package's
+	// usr/lib/linux-image-<version>/, of the DTBs copied to the root of the
+	// boot partition, where the Raspberry Pi firmware looks for them by name.
+	DeviceTrees []string `yaml:"device_trees"`
+	// ConfigTxt is the Raspberry Pi firmware's config.txt, without the
+	// kernel= and initramfs lines, which the builder appends.
+	ConfigTxt string `yaml:"config_txt"`
+}
+
+// Firmware names the files of a firmware package that go onto the boot
+// partition.
+type Firmware struct {
+	// Package is the Debian package (raspi-firmware, non-free-firmware).
+	Package string `yaml:"package"`
+	// Dir is the directory in the package the files are taken from.
+	Dir string `yaml:"dir"`
+	// Files are glob patterns relative to Dir; each file keeps its path
+	// relative to Dir on the boot partition. Every pattern must match.
+	Files []string `yaml:"files"`
 }
 
 // CmdlineString joins the command line.
@@ -136,6 +158,47 @@ func (b *Board) Validate() error {
 	for _, f := range b.DefaultFormats {
 		if !b.SupportsFormat(f) {
 			errs = append(errs, fmt.Errorf("default_formats: %q is not in formats", f))
+		}
+	}
+	if b.HasBootChain("rpi") {
+		if b.PartitionScheme != "mbr" {
+			errs = append(errs, errors.New("boot_chains: rpi needs partition_scheme: mbr (the firmware reads MBR only)"))
+		}
+		if b.Arch != "arm64" {
+			errs = append(errs, fmt.Errorf("boot_chains: rpi needs arch arm64, not %q", b.Arch))
+		}
+		if len(b.DeviceTrees) == 0 {
+			errs = append(errs, errors.New("device_trees: missing (the rpi chain boots with the firmware's device tree)"))
+		}
+		if b.ConfigTxt == "" {
+			errs = append(errs, errors.New("config_txt: missing"))
+		}
+		for _, l := range strings.Split(b.ConfigTxt, "\n") {
+			k, _, _ := strings.Cut(strings.TrimSpace(l), "=")
+			if f := strings.Fields(k); len(f) > 0 && (f[0] == "kernel" || f[0] == "initramfs" || f[0] == "cmdline") {
+				errs = append(errs, fmt.Errorf("config_txt: %q is set by the builder, leave it out", f[0]))
+			}
+		}
+	}
+	if b.PartitionScheme == "mbr" && !b.HasBootChain("rpi") {
+		errs = append(errs, errors.New("partition_scheme: mbr is only written for the rpi boot chain"))
+	}
+	if b.Arch == "arm64" && b.HasBootChain("bios") {
+		errs = append(errs, errors.New("boot_chains: bios is x86 only"))
+	}
+	if f := b.Firmware; f != nil {
+		if f.Package == "" || f.Dir == "" {
+			errs = append(errs, errors.New("firmware: package and dir are required"))
+		}
+		for _, p := range f.Files {
+			if _, err := path.Match(p, ""); err != nil || strings.HasPrefix(p, "/") || strings.Contains(p, "..") {
+				errs = append(errs, fmt.Errorf("firmware: files: bad pattern %q", p))
+			}
+		}
+	}
+	for _, p := range b.DeviceTrees {
+		if _, err := path.Match(p, ""); err != nil || strings.HasPrefix(p, "/") || strings.Contains(p, "..") {
+			errs = append(errs, fmt.Errorf("device_trees: bad pattern %q", p))
 		}
 	}
 	return errors.Join(errs...)

@@ -234,10 +234,13 @@ func squashfsSHA256(p string) (string, error) {
 	return sum, nil
 }
 
-func (b *builder) writeRaw(ctx context.Context, out string, bt *filetree.Tree, bf *bootFiles) error {
+func (b *builder) writeRaw(ctx context.Context, out string, bt *filetree.Tree, bf *bootFiles, k *kernelFiles) error {
 	seed, err := b.seed(bt)
 	if err != nil {
 		return err
+	}
+	if b.board.HasBootChain("rpi") {
+		return b.writeRPi(ctx, out, bt, bf, k, seed)
 	}
 	return disk.Write(ctx, out, disk.Layout{
 		Boot:           bt,
@@ -302,4 +305,31 @@ func (b *builder) writeInitramfs(ctx context.Context, k *kernelFiles, initPath s
 	b.res.InitrdSize = int64(buf.Len())
 	fmt.Fprintf(b.log, "    %d modules, %d KB\n", len(mods), buf.Len()>>10)
 	return buf.Bytes(), nil
+}
+
+// writeRPi writes the Raspberry Pi SD card image: MBR, the firmware's FAT
+// partition first, then the slots and the data partition. The disk
+// signature comes from the seed of everything else, and cmdline.txt names
+// it for the init.
+func (b *builder) writeRPi(ctx context.Context, out string, bt *filetree.Tree, bf *bootFiles, k *kernelFiles, seed string) error {
+	sig := disk.Serial(seed, "mbr")
+	if sig == 0 {
+		sig = 1 // zero means "no signature" to every tool
+	}
+	fw := bf.firmware
+	if fw == nil {
+		fw = filetree.New(b.epoch)
+	}
+	if err := addRPiBootFiles(b.board, bt, fw, k.tree, k.version, sig); err != nil {
+		return err
+	}
+	return disk.WriteMBR(ctx, out, disk.MBRLayout{
+		Boot:      bt,
+		SystemA:   b.res.SquashfsPath,
+		SlotSize:  int64(b.spec.Image.SlotSize),
+		ImageSize: int64(b.spec.Image.Size),
+		Signature: sig,
+		ModTime:   b.epoch,
+		Seed:      seed,
+	})
 }

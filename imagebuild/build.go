@@ -206,7 +206,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 			}
 			switch format {
 			case "raw":
-				return b.writeRaw(ctx, out, bt, boot)
+				return b.writeRaw(ctx, out, bt, boot, kernel)
 			case "iso":
 				return b.writeISO(ctx, out, bt, boot)
 			}

@@ -104,6 +104,9 @@ func (b *builder) resolve(ctx context.Context) (*packages, error) {
 	if b.board.HasBootChain("bios") {
 		bootNames = append(bootNames, grubBIOSPackage)
 	}
+	if b.board.Firmware != nil {
+		bootNames = append(bootNames, b.board.Firmware.Package)
+	}
 	if len(bootNames) > 0 {
 		bl, err := a.Resolve(ctx, bootNames, pk.lock)
 		if err != nil {
@@ -231,11 +234,29 @@ func (b *builder) installKernel(ctx context.Context, pk *packages, system *filet
 type bootFiles struct {
 	systemdBoot []byte
 	grubModules string // host directory of GRUB's i386-pc modules
+	// firmware holds the board's firmware package's files under
+	// Firmware.Dir, at paths relative to it (Raspberry Pi: start.elf...).
+	firmware *filetree.Tree
 }
 
 func (b *builder) installBootLoaders(ctx context.Context, pk *packages) (*bootFiles, error) {
 	bf := &bootFiles{}
 	for _, p := range pk.boot {
+		if fw := b.board.Firmware; fw != nil && p.Name == fw.Package {
+			t := filetree.New(b.epoch)
+			if err := pk.archive.Install(ctx, t, []debian.Package{p}, debian.InstallOptions{}); err != nil {
+				return nil, err
+			}
+			bf.firmware = filetree.New(b.epoch)
+			if _, err := copyMatches(bf.firmware, t, fw.Dir, "*", ""); err != nil {
+				return nil, err
+			}
+			// Subdirectories (overlays/) one level down.
+			if _, err := copyMatches(bf.firmware, t, fw.Dir, "*/*", ""); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		u, err := pk.archive.Unpack(ctx, p)
 		if err != nil {
 			return nil, err
@@ -255,6 +276,9 @@ func (b *builder) installBootLoaders(ctx context.Context, pk *packages) (*bootFi
 			}
 			bf.grubModules = dir
 		}
+	}
+	if b.board.Firmware != nil && bf.firmware == nil {
+		return nil, fmt.Errorf("board %s needs firmware package %s, which was not resolved", b.board.Name, b.board.Firmware.Package)
 	}
 	if b.board.HasBootChain("uefi") && bf.systemdBoot == nil {
 		return nil, fmt.Errorf("board %s boots with UEFI but %s was not resolved", b.board.Name, systemdBootPackage)

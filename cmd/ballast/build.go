@@ -44,8 +44,12 @@ func (f *buildFlags) loadSpec() (*spec.Spec, error) {
 		s = spec.Default()
 	}
 	changed := false
+	defaultLock := f.specFile == "" && s.Lock == spec.Default().Lock
 	if f.board != "" {
 		s.Board, changed = f.board, true
+		if defaultLock {
+			s.Lock = "" // the new board's own lock
+		}
 		if f.formats == "" {
 			s.Formats = nil // the new board's defaults
 		}
