@@ -19,6 +19,7 @@ import (
 	"github.com/ballast-os/ballast/init/agent"
 	"github.com/ballast-os/ballast/init/blockdev"
 	"github.com/ballast-os/ballast/init/bootstep"
+	"github.com/ballast-os/ballast/init/cmdline"
 	"github.com/ballast-os/ballast/init/console"
 	"github.com/ballast-os/ballast/init/kmod"
 	"github.com/ballast-os/ballast/init/mounts"
@@ -117,8 +118,8 @@ func (s *initramfs) loadModules(context.Context) error {
 }
 
 func (s *initramfs) findRoot(ctx context.Context) error {
-	cmdline, _ := os.ReadFile("/proc/cmdline")
-	args := parseCmdline(string(cmdline))
+	raw, _ := os.ReadFile("/proc/cmdline")
+	args := cmdline.Parse(string(raw))
 	s.root.Live = args["ballast.live"] == "1"
 	slot := strings.ToUpper(args["ballast.slot"])
 	if slot == "" && !s.root.Live {
@@ -132,6 +133,20 @@ func (s *initramfs) findRoot(ctx context.Context) error {
 	if s.root.Live {
 		want = "ISO 9660 volume " + liveLabel
 	}
+	// MBR disks (the Raspberry Pi's) have no partition names: the command
+	// line names the disk by its MBR signature and the slot is a number.
+	var (
+		mbrSig  uint32
+		mbrPart int
+	)
+	if v, ok := args["ballast.disk"]; ok && !s.root.Live {
+		sig, err := blockdev.ParseDiskSignature(v)
+		if err != nil {
+			return fmt.Errorf("ballast.disk=%s: %w", v, err)
+		}
+		mbrSig, mbrPart = sig, mbrSlotPartition[slot]
+		want = fmt.Sprintf("partition %d (slot %s) of the disk with MBR signature %08x", mbrPart, slot, sig)
+	}
 	s.log.Info("looking for the root", "want", want)
 	d, err := blockdev.Wait(ctx, rootWait, 50*time.Millisecond, func() (blockdev.Device, bool, error) {
 		devs, err := blockdev.Scan("/sys/class/block")
@@ -141,6 +156,14 @@ func (s *initramfs) findRoot(ctx context.Context) error {
 		s.found = blockdev.Describe(devs)
 		if s.root.Live {
 			return findISO(devs, "/dev")
+		}
+		if mbrSig != 0 {
+			if disk, ok := blockdev.DiskBySignature(devs, "/dev", mbrSig); ok {
+				if p, ok := blockdev.Partition(devs, disk.Name, mbrPart); ok {
+					return p, true, nil
+				}
+			}
+			return blockdev.Device{}, false, nil
 		}
 		if ps := blockdev.ByPartName(devs, "BALLAST_"+slot); len(ps) > 0 {
 			return ps[0], true, nil
@@ -154,6 +177,10 @@ func (s *initramfs) findRoot(ctx context.Context) error {
 	s.log.Info("found root", "device", s.root.Device)
 	return nil
 }
+
+// mbrSlotPartition numbers the slots on an MBR disk (docs/architecture.md,
+// "Raspberry Pi SD card").
+var mbrSlotPartition = map[string]int{"A": 2, "B": 3}
 
 // findISO returns the device holding the live ISO: a CD drive or a whole
 // disk (a USB stick written with the hybrid image).
@@ -235,36 +262,4 @@ func readStages(path string) []agent.Stage {
 		json.Unmarshal(b, &st)
 	}
 	return st
-}
-
-// parseCmdline splits the kernel command line into key=value pairs (a
-// bare word maps to ""); quoted values keep their spaces.
-func parseCmdline(s string) map[string]string {
-	out := map[string]string{}
-	var words []string
-	var cur strings.Builder
-	inQuote, have := false, false
-	for _, r := range s {
-		switch {
-		case r == '"':
-			inQuote, have = !inQuote, true
-		case (r == ' ' || r == '\n' || r == '\t') && !inQuote:
-			if have {
-				words = append(words, cur.String())
-				cur.Reset()
-				have = false
-			}
-		default:
-			cur.WriteRune(r)
-			have = true
-		}
-	}
-	if have {
-		words = append(words, cur.String())
-	}
-	for _, w := range words {
-		k, v, _ := strings.Cut(w, "=")
-		out[k] = v
-	}
-	return out
 }

@@ -34,7 +34,7 @@ func (s *system) configureNetwork(ctx context.Context) error {
 	s.mu.Lock()
 	s.net = st
 	s.mu.Unlock()
-	if u, ok := datasource.ConfigURL(strings.Join(cmdlineWords(s.cmdline), " ")); ok {
+	if u, ok := datasource.ConfigURL(s.cmdline); ok {
 		src := datasource.FetchURL(ctx, u, 30*time.Second)
 		s.log.Info("fetched cloud-config", "url", u, "err", src.Err)
 		// Re-merge with the URL document last, as the design orders sources.

@@ -25,6 +25,7 @@ import (
 	"github.com/ballast-os/ballast/init/accounts"
 	"github.com/ballast-os/ballast/init/agent"
 	"github.com/ballast-os/ballast/init/bootstep"
+	"github.com/ballast-os/ballast/init/cmdline"
 	"github.com/ballast-os/ballast/init/console"
 	"github.com/ballast-os/ballast/init/datapart"
 	"github.com/ballast-os/ballast/init/datasource"
@@ -167,7 +168,7 @@ func runSystem(ctx context.Context, s *system) {
 
 func readCmdline(path string) map[string]string {
 	b, _ := os.ReadFile(path)
-	return parseCmdline(string(b))
+	return cmdline.Parse(string(b))
 }
 
 // checkMounts makes sure the pseudo file systems are there (a system booted
@@ -246,7 +247,7 @@ func (s *system) gatherConfig(ctx context.Context) error {
 		env.LiveMedia = liveMount
 	}
 	sources := datasource.Gather(env)
-	if u, ok := datasource.ConfigURL(strings.Join(cmdlineWords(s.cmdline), " ")); ok {
+	if u, ok := datasource.ConfigURL(s.cmdline); ok {
 		// The network is not up yet; fetch after the network step instead.
 		s.mu.Lock()
 		s.cfgInfo.Sources = append(s.cfgInfo.Sources, agent.ConfigSource{Name: datasource.NameCmdlineURL, Path: u, Error: "fetched after the network is up"})
@@ -321,19 +322,6 @@ func (s *system) applyConfigChoice(cfg *cloudconfig.Config, info agent.Config) e
 		return fmt.Errorf("%d cloud-config error(s); the last good config is applied", len(info.Errors))
 	}
 	return nil
-}
-
-func cmdlineWords(m map[string]string) []string {
-	var out []string
-	for k, v := range m {
-		if v == "" {
-			out = append(out, k)
-		} else {
-			out = append(out, k+"="+v)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 func (s *system) config() *cloudconfig.Config {

@@ -14,6 +14,7 @@ import (
 
 	cloudconfig "github.com/ballast-os/ballast/cloud-config"
 	"github.com/ballast-os/ballast/init/bootstep"
+	"github.com/ballast-os/ballast/init/cmdline"
 	"github.com/ballast-os/ballast/init/console"
 	"github.com/ballast-os/ballast/init/datasource"
 	"github.com/ballast-os/ballast/init/state"
@@ -35,7 +36,7 @@ func testSystem(t *testing.T) *system {
 }
 
 func TestParseCmdline(t *testing.T) {
-	got := parseCmdline(`BOOT_IMAGE=/ballast/vmlinuz console=ttyS0,115200 ballast.slot=A quiet ballast.config_url="http://h/a b"` + "\n")
+	got := cmdline.Parse(`BOOT_IMAGE=/ballast/vmlinuz console=ttyS0,115200 ballast.slot=A quiet ballast.config_url="http://h/a b"` + "\n")
 	want := map[string]string{"BOOT_IMAGE": "/ballast/vmlinuz", "console": "ttyS0,115200", "ballast.slot": "A", "quiet": "", "ballast.config_url": "http://h/a b"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v", got)
@@ -44,7 +45,7 @@ func TestParseCmdline(t *testing.T) {
 
 func FuzzParseCmdline(f *testing.F) {
 	f.Add(`a=b "c d"=e ballast.live=1`)
-	f.Fuzz(func(t *testing.T, s string) { parseCmdline(s) })
+	f.Fuzz(func(t *testing.T, s string) { cmdline.Parse(s) })
 }
 
 func TestSetupCgroupsReportsMissingControllers(t *testing.T) {

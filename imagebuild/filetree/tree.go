@@ -352,3 +352,27 @@ func (t *Tree) Merge(other *Tree) error {
 	}
 	return nil
 }
+
+// ErrBadHardlink is returned by LinkTarget for a dangling, looping or
+// non-file hard link.
+var ErrBadHardlink = errors.New("bad hard link")
+
+// LinkTarget follows a Hardlink entry (and links to links) to the regular
+// file it names.
+func (t *Tree) LinkTarget(e *Entry) (*Entry, error) {
+	cur := e
+	for range 40 {
+		next := t.Get(cur.Target)
+		switch {
+		case next == nil:
+			return nil, fmt.Errorf("%w: %s: target %q does not exist", ErrBadHardlink, e.Path, cur.Target)
+		case next.Kind == File:
+			return next, nil
+		case next.Kind == Hardlink:
+			cur = next
+		default:
+			return nil, fmt.Errorf("%w: %s: target %q is a %v, not a file", ErrBadHardlink, e.Path, next.Path, next.Kind)
+		}
+	}
+	return nil, fmt.Errorf("%w: %s: chain too long", ErrBadHardlink, e.Path)
+}

@@ -243,7 +243,7 @@ func WriteCPIO(ctx context.Context, w io.Writer, t *filetree.Tree) error {
 		src := e
 		if e.Kind == filetree.Hardlink {
 			var err error
-			if src, err = hardlinkTarget(t, e); err != nil {
+			if src, err = t.LinkTarget(e); err != nil {
 				return err
 			}
 		}
@@ -313,25 +313,6 @@ func cpioPerm(m fs.FileMode) uint64 {
 		p |= 0o1000
 	}
 	return p
-}
-
-func hardlinkTarget(t *filetree.Tree, e *filetree.Entry) (*filetree.Entry, error) {
-	cur := e
-	for range 40 {
-		next := t.Get(cur.Target)
-		if next == nil {
-			return nil, fmt.Errorf("initramfs: %s: hard link target %q does not exist", e.Path, cur.Target)
-		}
-		switch next.Kind {
-		case filetree.File:
-			return next, nil
-		case filetree.Hardlink:
-			cur = next
-		default:
-			return nil, fmt.Errorf("initramfs: %s: hard link target %q is a %v", e.Path, next.Path, next.Kind)
-		}
-	}
-	return nil, fmt.Errorf("initramfs: %s: hard link chain too long", e.Path)
 }
 
 // openAt gives the cpio writer a ReaderAt for a source; the writer closes

@@ -369,7 +369,7 @@ func buildInodes(t *filetree.Tree) (root *inode, files []*inode, err error) {
 		parent.children = append(parent.children, dirent{name: e.Name(), ino: in})
 	}
 	for _, e := range links {
-		target, err := linkTarget(t, e)
+		target, err := t.LinkTarget(e)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -399,26 +399,6 @@ func parentOf(byPath map[string]*inode, p string) (*inode, error) {
 		return nil, fmt.Errorf("%s: parent %q is not a directory", p, dir)
 	}
 	return parent, nil
-}
-
-// linkTarget follows a hard link (and links to links) to a regular file.
-func linkTarget(t *filetree.Tree, e *filetree.Entry) (*filetree.Entry, error) {
-	cur := e
-	for range 40 {
-		next := t.Get(cur.Target)
-		if next == nil {
-			return nil, fmt.Errorf("%s: hard link target %q does not exist", e.Path, cur.Target)
-		}
-		switch next.Kind {
-		case filetree.File:
-			return next, nil
-		case filetree.Hardlink:
-			cur = next
-		default:
-			return nil, fmt.Errorf("%s: hard link target %q is a %v, not a file", e.Path, next.Path, next.Kind)
-		}
-	}
-	return nil, fmt.Errorf("%s: hard link chain too long", e.Path)
 }
 
 func checkOwner(e *filetree.Entry) error {

@@ -185,3 +185,66 @@ func HasExt4(r io.ReaderAt) (bool, error) {
 	}
 	return m[0] == 0x53 && m[1] == 0xEF, nil
 }
+
+// MBRSignature reads the disk signature of a DOS partition table (bytes
+// 440..443 of the first sector); ok is false without the 0x55AA marker or
+// when the table is a GPT's protective MBR.
+func MBRSignature(r io.ReaderAt) (sig uint32, ok bool) {
+	var mbr [512]byte
+	if _, err := r.ReadAt(mbr[:], 0); err != nil {
+		return 0, false
+	}
+	if mbr[510] != 0x55 || mbr[511] != 0xaa {
+		return 0, false
+	}
+	for i := 0; i < 4; i++ {
+		if mbr[446+16*i+4] == 0xee {
+			return 0, false
+		}
+	}
+	return uint32(mbr[440]) | uint32(mbr[441])<<8 | uint32(mbr[442])<<16 | uint32(mbr[443])<<24, true
+}
+
+// ParseDiskSignature parses the ballast.disk= value: 8 hex digits, the MBR
+// disk signature as `fdisk -l` prints it ("Disk identifier: 0x1234abcd").
+func ParseDiskSignature(s string) (uint32, error) {
+	s = strings.TrimPrefix(strings.ToLower(s), "0x")
+	if len(s) != 8 {
+		return 0, fmt.Errorf("disk signature %q: want 8 hex digits", s)
+	}
+	n, err := strconv.ParseUint(s, 16, 32)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("disk signature %q: want 8 hex digits, not zero", s)
+	}
+	return uint32(n), nil
+}
+
+// DiskBySignature returns the whole disk whose MBR signature is sig,
+// opening each disk under devDir.
+func DiskBySignature(devs []Device, devDir string, sig uint32) (Device, bool) {
+	for _, d := range devs {
+		if d.IsPartition() || d.Sectors == 0 || strings.HasPrefix(d.Name, "loop") || strings.HasPrefix(d.Name, "ram") {
+			continue
+		}
+		f, err := os.Open(d.Path(devDir))
+		if err != nil {
+			continue
+		}
+		got, ok := MBRSignature(f)
+		f.Close()
+		if ok && got == sig {
+			return d, true
+		}
+	}
+	return Device{}, false
+}
+
+// Partition returns partition num of disk.
+func Partition(devs []Device, disk string, num int) (Device, bool) {
+	for _, d := range devs {
+		if d.IsPartition() && d.Disk == disk && d.PartNum == num {
+			return d, true
+		}
+	}
+	return Device{}, false
+}

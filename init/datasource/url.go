@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -17,43 +16,9 @@ const CmdlineKey = "ballast.config_url"
 // ConfigURL returns the value of ballast.config_url= in a kernel command
 // line (the content of /proc/cmdline); the last one wins, as for the
 // kernel's own parameters.
-func ConfigURL(cmdline string) (string, bool) {
-	var val string
-	found := false
-	for _, f := range splitCmdline(cmdline) {
-		if v, ok := strings.CutPrefix(f, CmdlineKey+"="); ok {
-			val, found = v, true
-		}
-	}
-	return val, found && val != ""
-}
-
-// splitCmdline splits on spaces outside double quotes and drops the
-// quotes, as the kernel does.
-func splitCmdline(s string) []string {
-	var out []string
-	var cur strings.Builder
-	inQuote, have := false, false
-	for _, r := range s {
-		switch {
-		case r == '"':
-			inQuote = !inQuote
-			have = true
-		case !inQuote && (r == ' ' || r == '\t' || r == '\n'):
-			if have {
-				out = append(out, cur.String())
-			}
-			cur.Reset()
-			have = false
-		default:
-			cur.WriteRune(r)
-			have = true
-		}
-	}
-	if have {
-		out = append(out, cur.String())
-	}
-	return out
+func ConfigURL(args map[string]string) (string, bool) {
+	v := args[CmdlineKey]
+	return v, v != ""
 }
 
 // FetchURL GETs the cloud-config at rawURL (http or https), retrying

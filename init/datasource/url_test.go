@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ballast-os/ballast/init/cmdline"
 )
 
 func TestConfigURL(t *testing.T) {
@@ -19,7 +21,7 @@ func TestConfigURL(t *testing.T) {
 		"root=/dev/vda":                "",
 		"xballast.config_url=http://a": "",
 	} {
-		got, ok := ConfigURL(in)
+		got, ok := ConfigURL(cmdline.Parse(in))
 		if got != want || ok != (want != "") {
 			t.Errorf("ConfigURL(%q) = %q %v, want %q", in, got, ok, want)
 		}
@@ -87,7 +89,7 @@ func FuzzConfigURL(f *testing.F) {
 	f.Add(`a ballast.config_url="http://x y" b`)
 	f.Add("ballast.config_url=")
 	f.Fuzz(func(t *testing.T, s string) {
-		u, ok := ConfigURL(s)
+		u, ok := ConfigURL(cmdline.Parse(s))
 		if ok && u == "" {
 			t.Error("ok with an empty URL")
 		}
