@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/ballast-os/ballast/boards"
+	"github.com/ballast-os/ballast/internal/didyoumean"
 )
 
 // Error is one problem in a spec, with its position.
@@ -143,7 +144,7 @@ func decodeStrict(file string, n *yaml.Node, v reflect.Value, key string, errs *
 			idx, ok := fields[kn.Value]
 			if !ok {
 				msg := fmt.Sprintf("unknown key %q", kn.Value)
-				if s := suggest(kn.Value, names); s != "" {
+				if s := didyoumean.Suggest(kn.Value, names); s != "" {
 					msg += fmt.Sprintf(" (did you mean %q?)", s)
 				} else {
 					sort.Strings(names)
@@ -299,38 +300,6 @@ func lookup(doc *yaml.Node, key string) *yaml.Node {
 		}
 	}
 	return n
-}
-
-// suggest returns the known name closest to k, if close enough.
-func suggest(k string, known []string) string {
-	best, bestD := "", 3
-	for _, c := range known {
-		if d := distance(k, c); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
-
-// distance is the Levenshtein distance between a and b.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // IsSpecError reports whether err came from spec parsing or validation.
