@@ -249,15 +249,19 @@ func persistSize(t *testing.T, m *Machine) int64 {
 }
 
 func testRawDisk(t *testing.T, fw Firmware) {
-	img := testImage(t, ImageRawEnv, "ballast-x86_64.img")
-	sc := newScenario(t, "e2e-"+string(fw))
+	testRawDiskImage(t, AMD64, fw, testImage(t, ImageRawEnv, "ballast-x86_64.img"))
+}
+
+// testRawDiskImage boots img twice on a disk grown by 2 GiB, then powers off.
+func testRawDiskImage(t *testing.T, arch Arch, fw Firmware, img string) {
+	sc := newScenario(t, "e2e-"+string(arch)+"-"+string(fw))
 	fi, err := os.Stat(img)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const grow = 2 << 30
 	m := startMachine(t, Options{
-		Disk: img, Firmware: fw, DiskSize: fi.Size() + grow,
+		Arch: arch, Disk: img, Firmware: fw, DiskSize: fi.Size() + grow,
 		UserData: sc.userData, Forwards: map[int]int{22: 0},
 	})
 
