@@ -86,6 +86,14 @@ func (p *Preparer) Prepare(ctx context.Context, rootDisk string, live bool) (Res
 			break
 		}
 	}
+	// An MBR disk (Raspberry Pi) has no partition names: the data
+	// partition is number 4 of the root's disk.
+	mbr := false
+	if part == nil && rootDisk != "" && p.isMBR(rootDisk) {
+		if d, ok := blockdev.Partition(devs, rootDisk, MBRPartition); ok {
+			part, mbr = &d, true
+		}
+	}
 	if part == nil {
 		res := Result{TmpFS: true, FirstBoot: true}
 		if err := p.mountTmpfs(); err != nil {
@@ -98,7 +106,7 @@ func (p *Preparer) Prepare(ctx context.Context, rootDisk string, live bool) (Res
 	}
 	res := Result{Device: part.Path(p.DevDir)}
 
-	if grew, err := p.grow(*part); err != nil {
+	if grew, err := p.grow(*part, mbr); err != nil {
 		// Not fatal: the node runs on the partition as it is.
 		p.Log.Error("growing data partition failed", "device", res.Device, "err", err)
 	} else {
@@ -133,6 +141,21 @@ func (p *Preparer) Prepare(ctx context.Context, rootDisk string, live bool) (Res
 	return res, p.bindAll()
 }
 
+// MBRPartition is the data partition's number on an MBR disk
+// (docs/architecture.md, "Raspberry Pi SD card").
+const MBRPartition = 4
+
+// isMBR reports whether disk carries a DOS partition table, not a GPT.
+func (p *Preparer) isMBR(disk string) bool {
+	f, err := os.Open(filepath.Join(p.DevDir, disk))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	_, ok := blockdev.MBRSignature(f)
+	return ok
+}
+
 func blockdevHasExt4(f *os.File) (bool, error) { return blockdev.HasExt4(f) }
 
 func (p *Preparer) mountTmpfs() error {
@@ -163,7 +186,7 @@ func (p *Preparer) bindAll() error {
 
 // grow grows the partition and tells the kernel. It reports whether the
 // partition grew.
-func (p *Preparer) grow(part blockdev.Device) (bool, error) {
+func (p *Preparer) grow(part blockdev.Device, mbr bool) (bool, error) {
 	diskPath := filepath.Join(p.DevDir, part.Disk)
 	f, err := os.OpenFile(diskPath, os.O_RDWR, 0)
 	if err != nil {
@@ -180,7 +203,12 @@ func (p *Preparer) grow(part blockdev.Device) (bool, error) {
 	} else if n, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET); err == nil && n > 0 {
 		ss = n
 	}
-	res, err := GrowGPT(f, size, ss, Label)
+	var res GrowResult
+	if mbr {
+		res, err = GrowMBR(f, size, ss, part.PartNum)
+	} else {
+		res, err = GrowGPT(f, size, ss, Label)
+	}
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", diskPath, err)
 	}
