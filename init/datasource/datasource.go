@@ -34,7 +34,10 @@ const (
 	NoCloudMount     = "/run/ballast/cidata"
 	FwCfgPath        = "/sys/firmware/qemu_fw_cfg/by_name/opt/ballast/user-data/raw"
 	BootPartName     = "BALLAST_BOOT"
-	UserDataFile     = "user-data"
+	// BootFATLabel finds the boot partition on an MBR disk (Raspberry
+	// Pi), which has no partition names.
+	BootFATLabel = "BALLASTBOOT"
+	UserDataFile = "user-data"
 )
 
 // NoCloudLabels are the volume labels of a NoCloud seed, as cloud-init
@@ -210,7 +213,8 @@ func bootPartition(env Env, devs []probed, scanErr error) (Source, bool) {
 	}
 	var dev *probed
 	for i := range devs {
-		if devs[i].IsPartition() && devs[i].PartName == BootPartName {
+		d := devs[i]
+		if d.IsPartition() && (d.PartName == BootPartName || d.PartName == "" && d.fstype == "vfat" && d.label == BootFATLabel) {
 			dev = &devs[i]
 			break
 		}
