@@ -335,6 +335,14 @@ func (s *system) setupCgroups(context.Context) error {
 	s.mu.Lock()
 	s.cgroups = cg
 	s.mu.Unlock()
+	var enabled []string
+	for _, c := range requiredControllers {
+		if !slices.Contains(cg.Missing, c) {
+			enabled = append(enabled, c)
+		}
+	}
+	// One plain line on the console for whoever checks a Pi's cmdline.txt.
+	s.log.Info("cgroup controllers: "+strings.Join(enabled, " "), "available", strings.Join(cg.Controllers, ","))
 	if len(cg.Missing) > 0 {
 		s.log.Error("cgroup controllers missing: Kubernetes will not run",
 			"missing", strings.Join(cg.Missing, ","),
