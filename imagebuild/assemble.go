@@ -48,7 +48,7 @@ const (
 	osReleasePath = "usr/lib/os-release"
 )
 
-func (b *builder) manifest(k *kernelFiles, pk *packages) ([]byte, error) {
+func (b *builder) manifest(k *kernelFiles, pk *packages, initPath string) ([]byte, error) {
 	m := Manifest{
 		Ballast:         Version(),
 		Board:           b.board.Name,
@@ -57,6 +57,14 @@ func (b *builder) manifest(k *kernelFiles, pk *packages) ([]byte, error) {
 		Cmdline:         b.board.CmdlineString(),
 		SourceDateEpoch: b.epoch.Unix(),
 		Debian:          ManifestArchive{Mirror: b.spec.Debian.Mirror, Suite: b.spec.Debian.Suite},
+	}
+	if initPath != "" {
+		data, err := os.ReadFile(initPath)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(data)
+		m.InitSHA256 = hex.EncodeToString(sum[:])
 	}
 	for _, set := range [][]debian.Package{pk.system, pk.kernel} {
 		for _, p := range set {

@@ -177,7 +177,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 		{"unpack boot loaders", func() (err error) { boot, err = b.installBootLoaders(ctx, pk); return }},
 		{"build init", func() (err error) { initPath, err = b.buildInit(ctx); return }},
 		{"assemble system tree", func() (err error) {
-			manifest, err = b.manifest(kernel, pk)
+			manifest, err = b.manifest(kernel, pk, initPath)
 			if err != nil {
 				return err
 			}

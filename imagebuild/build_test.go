@@ -115,12 +115,12 @@ func TestManifestIsReproducible(t *testing.T) {
 	b := &builder{spec: spec.Default(), epoch: DefaultEpoch, res: &Result{}}
 	b.board, _ = b.spec.LoadBoard()
 	k := &kernelFiles{version: "6.12.0-test-amd64"}
-	m1, err := b.manifest(k, &packages{})
+	m1, err := b.manifest(k, &packages{}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Millisecond)
-	m2, _ := b.manifest(k, &packages{})
+	m2, _ := b.manifest(k, &packages{}, "")
 	if !bytes.Equal(m1, m2) {
 		t.Fatal("manifest depends on the clock")
 	}

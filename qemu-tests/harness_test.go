@@ -41,7 +41,7 @@ func TestArgs(t *testing.T) {
 		checks []check
 	}{
 		{"amd64 bios tcg", Options{Disk: "/img", UserData: []byte("#cloud-config\n")}, "tcg", []check{
-			{[]string{"-machine", "q35,accel=tcg"}, true},
+			{[]string{"-machine", "q35", "-accel", "tcg,thread=single"}, true},
 			{[]string{"-cpu", "max"}, true},
 			{[]string{"-no-reboot"}, true},
 			{[]string{"-nographic"}, true},
@@ -64,7 +64,7 @@ func TestArgs(t *testing.T) {
 			{[]string{"-device", "ide-cd,drive=cd0,bootindex=0"}, true},
 		}},
 		{"arm64 uefi tcg", Options{Arch: ARM64, Disk: "/img"}, "tcg", []check{
-			{[]string{"-machine", "virt,accel=tcg"}, true},
+			{[]string{"-machine", "virt", "-accel", "tcg,thread=single"}, true},
 			{[]string{"-cpu", "cortex-a72"}, true},
 			{[]string{"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + aavmfCode}, true},
 		}},

@@ -172,11 +172,17 @@ func args(o Options, l layout) []string {
 	if l.Accel == "kvm" {
 		cpu = "host"
 	}
+	machine := "q35"
+	if o.Arch == ARM64 {
+		machine = "virt"
+	}
+	if l.Accel == "tcg" {
+		a = append(a, "-machine", machine, "-accel", "tcg,thread="+TCGThread())
+	} else {
+		a = append(a, "-machine", machine+",accel="+l.Accel)
+	}
 	switch o.Arch {
-	case AMD64:
-		a = append(a, "-machine", "q35,accel="+l.Accel)
 	case ARM64:
-		a = append(a, "-machine", "virt,accel="+l.Accel)
 		if l.Accel == "tcg" {
 			// The Raspberry Pi 4's core; much faster to emulate than
 			// "max" with pointer authentication.
@@ -271,4 +277,20 @@ func absPath(what, p string) (string, error) {
 		return "", fmt.Errorf("qemutest: %s %s: QEMU cannot take a path with a comma", what, a)
 	}
 	return a, nil
+}
+
+// TCGThreadEnv chooses QEMU's TCG threading: "single" (the default) or
+// "multi".
+const TCGThreadEnv = "BALLAST_QEMU_TCG_THREAD"
+
+// TCGThread is the TCG threading mode. Single-threaded TCG is the default:
+// with one host thread per vCPU, Debian's 6.12 kernel has been seen to
+// oops while patching its own text (an int3 left by text_poke_bp hit on
+// another vCPU, in sched_clock_cpu) on a loaded host, and on a two-core
+// host the threads gain little anyway.
+func TCGThread() string {
+	if v := os.Getenv(TCGThreadEnv); v == "multi" {
+		return v
+	}
+	return "single"
 }

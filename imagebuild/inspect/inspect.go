@@ -60,6 +60,8 @@ type Report struct {
 	// GrubCmdline is the command line in grub.cfg (BIOS), when present.
 	GrubCmdline string `json:"grub_cmdline,omitempty"`
 	UserData    string `json:"user_data,omitempty"`
+	// Baked is the cloud-config baked into the initramfs.
+	Baked string `json:"baked_config,omitempty"`
 	// Build is /ballast/build.json as stored.
 	Build json.RawMessage `json:"build,omitempty"`
 }
@@ -187,6 +189,7 @@ func (r *Report) readBootFAT(fs fatFS) error {
 	if b := read(disk.UserDataPath); b != nil {
 		r.UserData = string(b)
 	}
+	r.setBaked(read(disk.InitrdPath))
 	if b := read(disk.BuildJSONPath); b != nil {
 		r.setBuild(b)
 	}
@@ -273,6 +276,7 @@ func (r *Report) readISO(b backend.Storage) error {
 	if ud := read(disk.UserDataPath); ud != nil {
 		r.UserData = string(ud)
 	}
+	r.setBaked(read(disk.InitrdPath))
 	if bj := read(disk.BuildJSONPath); bj != nil {
 		r.setBuild(bj)
 	}
@@ -513,16 +517,35 @@ func (r *Report) WriteText(w io.Writer) error {
 	} else {
 		fmt.Fprintf(bw, "  (none)\n")
 	}
-	fmt.Fprintf(bw, "\nuser-data:\n")
-	if r.UserData == "" {
-		fmt.Fprintf(bw, "  (none)\n")
+	writeBlock(bw, "baked cloud-config (initramfs)", r.Baked)
+	writeBlock(bw, "user-data (boot partition, editable)", r.UserData)
+	return bw.Flush()
+}
+
+func writeBlock(w io.Writer, title, text string) {
+	fmt.Fprintf(w, "\n%s:\n", title)
+	if text == "" {
+		fmt.Fprintf(w, "  (none)\n")
 	}
-	for _, line := range strings.SplitAfter(r.UserData, "\n") {
+	for _, line := range strings.SplitAfter(text, "\n") {
 		if line != "" {
-			fmt.Fprintf(bw, "  %s", strings.TrimSuffix(line, "\n")+"\n")
+			fmt.Fprintf(w, "  %s", strings.TrimSuffix(line, "\n")+"\n")
 		}
 	}
-	return bw.Flush()
+}
+
+// setBaked records the initramfs's baked cloud-config; an unreadable
+// initramfs says so in its place.
+func (r *Report) setBaked(initrd []byte) {
+	if initrd == nil {
+		return
+	}
+	b, err := BakedConfig(initrd)
+	if err != nil {
+		r.Baked = "(unreadable: " + err.Error() + ")"
+		return
+	}
+	r.Baked = string(b)
 }
 
 func orNone(s string) string {
