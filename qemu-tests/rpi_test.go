@@ -236,4 +236,3 @@ func tail(b []byte, n int) string {
 	}
 	return string(b)
 }
-
