@@ -59,7 +59,16 @@ type Report struct {
 	Cmdline string `json:"cmdline"`
 	// GrubCmdline is the command line in grub.cfg (BIOS), when present.
 	GrubCmdline string `json:"grub_cmdline,omitempty"`
-	UserData    string `json:"user_data,omitempty"`
+	// DiskSignature is the MBR disk signature ("b018e464"), MBR only.
+	DiskSignature string `json:"disk_signature,omitempty"`
+	// Firmware lists the Raspberry Pi firmware files on the boot
+	// partition (bootcode.bin, start*.elf, fixup*.dat).
+	Firmware []string `json:"firmware,omitempty"`
+	// DeviceTrees lists the device trees (.dtb) on the boot partition.
+	DeviceTrees []string `json:"device_trees,omitempty"`
+	// ConfigTxt is the Raspberry Pi firmware's config.txt, when present.
+	ConfigTxt string `json:"config_txt,omitempty"`
+	UserData  string `json:"user_data,omitempty"`
 	// Baked is the cloud-config baked into the initramfs.
 	Baked string `json:"baked_config,omitempty"`
 	// Build is /ballast/build.json as stored.
@@ -117,6 +126,13 @@ func Inspect(p string) (*Report, error) {
 
 func (r *Report) readDisk(b backend.Storage) error {
 	r.Format = "disk"
+	mbr := make([]byte, 512)
+	if _, err := b.ReadAt(mbr, 0); err != nil {
+		return fmt.Errorf("reading the first sector: %w", err)
+	}
+	if isDOSMBR(mbr) {
+		return r.readMBRDisk(b, mbr)
+	}
 	table, err := gpt.Read(b, 512, 512)
 	if err != nil {
 		return fmt.Errorf("reading GPT: %w", err)
@@ -186,6 +202,23 @@ func (r *Report) readBootFAT(fs fatFS) error {
 		return b
 	}
 	r.fromBoot(read(disk.KernelPath), read(disk.LoaderEntry), read(disk.GrubCfgPath))
+	for _, f := range files {
+		if strings.Contains(f.Path, "/") {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(f.Path, ".dtb"):
+			r.DeviceTrees = append(r.DeviceTrees, f.Path)
+		case f.Path == "bootcode.bin" || strings.HasSuffix(f.Path, ".elf") || strings.HasSuffix(f.Path, ".dat"):
+			r.Firmware = append(r.Firmware, f.Path)
+		}
+	}
+	if b := read(ConfigTxtPath); b != nil {
+		r.ConfigTxt = string(b)
+	}
+	if b := read(CmdlineTxtPath); b != nil && r.Cmdline == "" {
+		r.Cmdline = strings.TrimSpace(string(b))
+	}
 	if b := read(disk.UserDataPath); b != nil {
 		r.UserData = string(b)
 	}
@@ -225,6 +258,83 @@ func (r *Report) setBuild(b []byte) {
 			}
 		}
 	}
+}
+
+// Raspberry Pi firmware files (imagebuild.ConfigTxtPath, CmdlineTxtPath).
+const (
+	ConfigTxtPath  = "config.txt"
+	CmdlineTxtPath = "cmdline.txt"
+)
+
+// isDOSMBR reports whether sector 0 is a DOS partition table rather than
+// a GPT's protective MBR (or an ISO's hybrid one, which readDisk never sees).
+func isDOSMBR(mbr []byte) bool {
+	if mbr[510] != 0x55 || mbr[511] != 0xaa {
+		return false
+	}
+	used := false
+	for i := 0; i < 4; i++ {
+		e := mbr[446+16*i:]
+		if e[4] == 0xee {
+			return false
+		}
+		if e[4] != 0 && binary.LittleEndian.Uint32(e[12:]) != 0 {
+			used = true
+		}
+	}
+	return used
+}
+
+// mbrNames are the roles of the four partitions of ballast's MBR layout
+// (docs/architecture.md, "Raspberry Pi SD card").
+var mbrNames = [4]string{disk.BootName, disk.SlotAName, disk.SlotBName, disk.DataName}
+
+// readMBRDisk reads a Raspberry Pi SD card image: the MBR, then the first
+// FAT partition (the one the Pi firmware boots from).
+func (r *Report) readMBRDisk(b backend.Storage, mbr []byte) error {
+	r.Scheme = "mbr"
+	r.DiskSignature = fmt.Sprintf("%08x", binary.LittleEndian.Uint32(mbr[440:]))
+	var boot *Partition
+	for i := 0; i < 4; i++ {
+		e := mbr[446+16*i:]
+		n := binary.LittleEndian.Uint32(e[12:])
+		if e[4] == 0 || n == 0 {
+			continue
+		}
+		r.Partitions = append(r.Partitions, Partition{
+			Number:   i + 1,
+			Type:     fmt.Sprintf("0x%02x", e[4]),
+			TypeName: mbrTypeName(e[4]),
+			Start:    int64(binary.LittleEndian.Uint32(e[8:])) * 512,
+			Size:     int64(n) * 512,
+		})
+	}
+	for i := range r.Partitions {
+		switch r.Partitions[i].Type {
+		case "0x0c", "0x0b", "0x0e", "0x06":
+			if boot == nil {
+				boot = &r.Partitions[i]
+			}
+		}
+	}
+	if boot == nil {
+		return errors.New("MBR has no FAT partition")
+	}
+	fs, err := openFAT(b, boot.Start, boot.Size)
+	if err != nil {
+		return fmt.Errorf("partition %d: %w", boot.Number, err)
+	}
+	if err := r.readBootFAT(fs); err != nil {
+		return err
+	}
+	// The init finds the partitions by number on the disk whose signature
+	// cmdline.txt names: when it names this disk, name them by role.
+	if strings.Contains(" "+r.Cmdline+" ", " ballast.disk="+r.DiskSignature+" ") && len(r.Partitions) == 4 {
+		for i := range r.Partitions {
+			r.Partitions[i].Name = mbrNames[r.Partitions[i].Number-1]
+		}
+	}
+	return nil
 }
 
 func (r *Report) readISO(b backend.Storage) error {
@@ -417,6 +527,12 @@ func mbrTypeName(t byte) string {
 		return "GPT protective"
 	case 0x83:
 		return "Linux"
+	case 0x0c:
+		return "FAT32 (LBA)"
+	case 0x0b:
+		return "FAT32"
+	case 0x0e, 0x06:
+		return "FAT16"
 	}
 	return ""
 }
@@ -489,6 +605,15 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.GrubCmdline != "" && r.GrubCmdline != r.Cmdline {
 		fmt.Fprintf(bw, "grub:     %s\n", r.GrubCmdline)
 	}
+	if r.DiskSignature != "" {
+		fmt.Fprintf(bw, "disk id:  %s (MBR signature)\n", r.DiskSignature)
+	}
+	if len(r.Firmware) > 0 {
+		fmt.Fprintf(bw, "firmware: %s\n", strings.Join(r.Firmware, " "))
+	}
+	if len(r.DeviceTrees) > 0 {
+		fmt.Fprintf(bw, "dtbs:     %s\n", strings.Join(r.DeviceTrees, " "))
+	}
 	fmt.Fprintf(bw, "\npartitions (%s):\n", orNone(r.Scheme))
 	fmt.Fprintf(bw, "  %-3s %-14s %-12s %12s %10s  %s\n", "#", "name", "start", "", "size", "type")
 	for _, p := range r.Partitions {
@@ -506,6 +631,12 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(bw, "\nISO files:\n")
 		for _, f := range r.ISOFiles {
 			fmt.Fprintf(bw, "  %10s  /%s\n", humanSize(f.Size), f.Path)
+		}
+	}
+	if r.ConfigTxt != "" {
+		fmt.Fprintf(bw, "\nconfig.txt:\n")
+		for _, line := range strings.Split(strings.TrimRight(r.ConfigTxt, "\n"), "\n") {
+			fmt.Fprintf(bw, "  %s\n", line)
 		}
 	}
 	fmt.Fprintf(bw, "\nbuild.json:\n")
