@@ -5,6 +5,7 @@
 //	ballast inspect IMAGE
 //	ballast validate FILE...
 //	ballast run IMAGE [--config FILE]
+//	ballast flash [--yes] IMAGE DEVICE
 //	ballast lock [-f spec.yaml]
 //
 // Every command is a function over a context and its arguments, so tests run
@@ -43,6 +44,7 @@ func commands() []command {
 		{"inspect", "show what an image holds: partitions, boot files, kernel, cmdline, config", runInspect},
 		{"validate", "check cloud-config files; print every error", runValidate},
 		{"run", "boot an image in QEMU with the console on this terminal", runRun},
+		{"flash", "write an image to an SD card or USB stick and verify it", runFlash},
 		{"lock", "resolve packages afresh and rewrite the lock file", runLock},
 		{"version", "print the version", func(_ context.Context, env Env, _ []string) error {
 			fmt.Fprintf(env.Stdout, "ballast %s\n", version)

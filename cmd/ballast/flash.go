@@ -1,0 +1,390 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+)
+
+// flasher writes an image to a device. The paths into /proc and /sys are
+// fields so tests point them at fakes.
+type flasher struct {
+	env       Env
+	mountInfo string // /proc/self/mountinfo
+	swaps     string // /proc/swaps
+	sysDev    string // /sys/dev/block
+	yes       bool
+	// terminal draws a redrawn progress line instead of quiet lines.
+	terminal bool
+}
+
+func runFlash(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "flash", "[--yes] IMAGE DEVICE")
+	yes := fs.Bool("yes", false, "do not ask before overwriting DEVICE")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return fmt.Errorf("%w: name an image and a device (ballast flash out/ballast-rpi4.img /dev/sdX)", errUsage)
+	}
+	f := &flasher{env: env, mountInfo: "/proc/self/mountinfo", swaps: "/proc/swaps", sysDev: "/sys/dev/block", yes: *yes}
+	if fd, ok := env.Stderr.(interface{ Fd() uintptr }); ok {
+		f.terminal = term.IsTerminal(int(fd.Fd()))
+	}
+	return f.flash(ctx, fs.Arg(0), fs.Arg(1))
+}
+
+// ErrDeviceInUse is returned for a target that is mounted, used as swap,
+// held by device-mapper or RAID, or the disk the host runs from.
+var ErrDeviceInUse = errors.New("device in use")
+
+func (f *flasher) flash(ctx context.Context, image, device string) error {
+	img, err := os.Open(image)
+	if err != nil {
+		return fmt.Errorf("flash: %w", err)
+	}
+	defer img.Close()
+	ist, err := img.Stat()
+	if err != nil {
+		return fmt.Errorf("flash: %w", err)
+	}
+	if !ist.Mode().IsRegular() {
+		return fmt.Errorf("flash: %s is not an image file", image)
+	}
+	size := ist.Size()
+
+	dst, err := os.Stat(device)
+	if err != nil {
+		return fmt.Errorf("flash: %w", err)
+	}
+	block := dst.Mode()&os.ModeDevice != 0 && dst.Mode()&os.ModeCharDevice == 0
+	what := device
+	if block {
+		if err := f.checkUnused(device, dst); err != nil {
+			return err
+		}
+		devSize, err := blockSize(device)
+		if err != nil {
+			return fmt.Errorf("flash: %w", err)
+		}
+		if devSize < size {
+			return fmt.Errorf("flash: %s holds %d bytes, the image needs %d", device, devSize, size)
+		}
+		what = fmt.Sprintf("%s (%s%s)", device, humanBytes(devSize), f.model(dst))
+	} else if !dst.Mode().IsRegular() {
+		return fmt.Errorf("flash: %s is neither a block device nor a file", device)
+	} else if os.SameFile(ist, dst) {
+		return fmt.Errorf("flash: %s and %s are the same file", image, device)
+	}
+
+	if !f.yes {
+		fmt.Fprintf(f.env.Stderr, "This erases everything on %s and writes %s (%s).\nType yes to continue: ", what, image, humanBytes(size))
+		answer, _ := bufio.NewReader(f.env.Stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(answer)); a != "yes" && a != "y" {
+			return fmt.Errorf("flash: not confirmed; %s left as it was", device)
+		}
+	}
+
+	out, err := os.OpenFile(device, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("flash: %w", err)
+	}
+	sum, err := f.copy(ctx, out, img, size)
+	if err == nil {
+		// The card must hold the bytes before anyone pulls it.
+		if err = out.Sync(); err != nil {
+			err = fmt.Errorf("flash: syncing %s: %w", device, err)
+		}
+	}
+	if cerr := out.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("flash: %w", cerr)
+	}
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(f.env.Stderr, "verifying %s\n", device)
+	got, err := readBackSHA256(ctx, device, size)
+	if err != nil {
+		return fmt.Errorf("flash: reading back %s: %w", device, err)
+	}
+	if got != sum {
+		return fmt.Errorf("flash: %s reads back with SHA-256 %s, the image has %s: the device is faulty or was changed while writing", device, got, sum)
+	}
+	if block {
+		rereadPartitions(device)
+	}
+	fmt.Fprintf(f.env.Stdout, "wrote %s to %s and read it back: sha256 %s\n", image, device, sum)
+	return nil
+}
+
+// copy writes every byte of the image, zeros included: the init formats
+// the data partition only when it finds no file system there, so stale
+// data from the card's last life must not survive.
+func (f *flasher) copy(ctx context.Context, w io.Writer, r io.Reader, size int64) (string, error) {
+	h := sha256.New()
+	buf := make([]byte, 4<<20)
+	var done int64
+	start := time.Now()
+	lastPct := -1
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return "", fmt.Errorf("flash: writing at byte %d: %w", done, err)
+			}
+			h.Write(buf[:n])
+			done += int64(n)
+			pct := int(done * 100 / max(size, 1))
+			switch {
+			case f.terminal:
+				rate := float64(done) / max(time.Since(start).Seconds(), 0.001)
+				fmt.Fprintf(f.env.Stderr, "\rwriting %s / %s  %3d%%  %s/s ", humanBytes(done), humanBytes(size), pct, humanBytes(int64(rate)))
+			case pct/10 != lastPct/10:
+				fmt.Fprintf(f.env.Stderr, "writing: %d%% (%s of %s)\n", pct, humanBytes(done), humanBytes(size))
+			}
+			lastPct = pct
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return "", fmt.Errorf("flash: reading image: %w", rerr)
+		}
+	}
+	if f.terminal {
+		fmt.Fprintln(f.env.Stderr)
+	}
+	if done != size {
+		return "", fmt.Errorf("flash: the image changed size while writing (%d of %d bytes)", done, size)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// readBackSHA256 hashes the first size bytes of device, after asking the
+// kernel to drop its cached pages so the bytes come from the medium.
+func readBackSHA256(ctx context.Context, device string, size int64) (string, error) {
+	d, err := os.Open(device)
+	if err != nil {
+		return "", err
+	}
+	defer d.Close()
+	unix.Fadvise(int(d.Fd()), 0, 0, unix.FADV_DONTNEED)
+	if st, err := d.Stat(); err == nil && st.Mode()&os.ModeDevice != 0 {
+		unix.IoctlSetInt(int(d.Fd()), unix.BLKFLSBUF, 0)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(&ctxReader{ctx, d}, size)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// checkUnused refuses a device that is, or has a partition that is,
+// mounted, used as swap or held by device-mapper/RAID, naming the disk the
+// host runs from when it is that one.
+func (f *flasher) checkUnused(device string, st os.FileInfo) error {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("flash: %s: no device number", device)
+	}
+	major, minor := unix.Major(uint64(sys.Rdev)), unix.Minor(uint64(sys.Rdev))
+	devs, holders, err := f.deviceAndPartitions(major, minor)
+	if err != nil {
+		return fmt.Errorf("flash: %s: %w", device, err)
+	}
+	if len(holders) > 0 {
+		return fmt.Errorf("flash: %w: %s is held by %s (device-mapper, LVM or RAID): stop that first", ErrDeviceInUse, device, strings.Join(holders, ", "))
+	}
+	mounts, err := parseMountInfo(f.mountInfo)
+	if err != nil {
+		return fmt.Errorf("flash: %w", err)
+	}
+	for _, m := range mounts {
+		name, ok := devs[m.dev]
+		if !ok {
+			continue
+		}
+		if m.mountPoint == "/" {
+			return fmt.Errorf("flash: %w: %s is the disk this computer runs from (%s is mounted on /)", ErrDeviceInUse, device, name)
+		}
+		return fmt.Errorf("flash: %w: %s is mounted on %s: unmount it first", ErrDeviceInUse, name, m.mountPoint)
+	}
+	if b, err := os.ReadFile(f.swaps); err == nil {
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) == 0 {
+				continue
+			}
+			for _, name := range devs {
+				if fields[0] == "/dev/"+name {
+					return fmt.Errorf("flash: %w: %s is in use as swap: swapoff it first", ErrDeviceInUse, fields[0])
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// deviceAndPartitions maps "major:minor" to the kernel name of the device
+// and each of its partitions, and lists what holds any of them.
+func (f *flasher) deviceAndPartitions(major, minor uint32) (map[string]string, []string, error) {
+	id := fmt.Sprintf("%d:%d", major, minor)
+	dir, err := filepath.EvalSymlinks(filepath.Join(f.sysDev, id))
+	if err != nil {
+		return nil, nil, fmt.Errorf("no %s/%s: %w", f.sysDev, id, err)
+	}
+	devs := map[string]string{id: filepath.Base(dir)}
+	var holders []string
+	addHolders := func(d string) {
+		ents, _ := os.ReadDir(filepath.Join(d, "holders"))
+		for _, e := range ents {
+			holders = append(holders, e.Name())
+		}
+	}
+	addHolders(dir)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range ents {
+		sub := filepath.Join(dir, e.Name())
+		if _, err := os.Stat(filepath.Join(sub, "partition")); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(sub, "dev"))
+		if err != nil {
+			continue
+		}
+		devs[strings.TrimSpace(string(b))] = e.Name()
+		addHolders(sub)
+	}
+	return devs, holders, nil
+}
+
+type mountEntry struct {
+	dev        string // "major:minor" of the mounted file system
+	mountPoint string
+	source     string
+}
+
+// parseMountInfo reads /proc/self/mountinfo (proc(5)): field 3 is the
+// file system's device, field 5 the mount point, and after " - " come the
+// type and the source.
+func parseMountInfo(path string) ([]mountEntry, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []mountEntry
+	for i, line := range strings.Split(string(b), "\n") {
+		if line == "" {
+			continue
+		}
+		pre, post, ok := strings.Cut(line, " - ")
+		f := strings.Fields(pre)
+		if !ok || len(f) < 5 {
+			return nil, fmt.Errorf("%s:%d: not a mountinfo line: %q", path, i+1, line)
+		}
+		e := mountEntry{dev: f[2], mountPoint: unescapeMount(f[4])}
+		if pf := strings.Fields(post); len(pf) >= 2 {
+			e.source = unescapeMount(pf[1])
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b bytes.Buffer
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func (f *flasher) model(st os.FileInfo) string {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	id := fmt.Sprintf("%d:%d", unix.Major(uint64(sys.Rdev)), unix.Minor(uint64(sys.Rdev)))
+	b, err := os.ReadFile(filepath.Join(f.sysDev, id, "device/model"))
+	if err != nil {
+		return ""
+	}
+	return ", " + strings.TrimSpace(string(b))
+}
+
+func blockSize(device string) (int64, error) {
+	d, err := os.Open(device)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	return d.Seek(0, io.SeekEnd)
+}
+
+// rereadPartitions asks the kernel to read the new partition table, so
+// the card's partitions appear without replugging. Best effort.
+func rereadPartitions(device string) {
+	d, err := os.Open(device)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	unix.IoctlSetInt(int(d.Fd()), unix.BLKRRPART, 0)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
