@@ -8,7 +8,7 @@ export GOTOOLCHAIN ?= auto
 # Tests that boot QEMU share two cores here: keep package-level parallelism low.
 TESTFLAGS ?= -p 2 -timeout 60m
 
-.PHONY: image test unit e2e deps-build deps-test ballast bench fuzz clean
+.PHONY: image images-arm64 test unit e2e deps-build deps-test ballast bench fuzz clean
 
 image: deps-build
 	$(GO) run ./cmd/ballast build
@@ -22,8 +22,13 @@ deps-build:
 deps-test:
 	scripts/install-deps test
 
-# The QEMU scenarios boot out/ballast-x86_64.{img,iso}: build them first.
-test: deps-test image
+# The arm64 images the QEMU scenarios boot (TestE2EARM64UEFI, TestRPi3Boot).
+images-arm64: deps-build
+	$(GO) run ./cmd/ballast build --board arm64-efi
+	$(GO) run ./cmd/ballast build --board rpi3
+
+# The QEMU scenarios boot out/ballast-x86_64.{img,iso} and the arm64 images: build them first.
+test: deps-test image images-arm64
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
 	cd runtime && $(GO) vet ./... && $(GO) test $(TESTFLAGS) ./...
