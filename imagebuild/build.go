@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ballast-os/ballast/boards"
@@ -54,8 +55,10 @@ var DefaultEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 type Image struct {
 	Format string `json:"format"`
 	Path   string `json:"path"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+	// Size is the file's length; Allocated the bytes it takes on disk
+	// (a raw image is sparse: its empty slots and data partition are holes).
+	Size      int64 `json:"size"`
+	Allocated int64 `json:"allocated"`
 }
 
 // Result describes a finished build.
@@ -235,17 +238,30 @@ func extension(format string) string {
 }
 
 func describe(format, path string) (Image, error) {
-	f, err := os.Open(path)
+	st, err := os.Stat(path)
 	if err != nil {
 		return Image{}, err
 	}
+	img := Image{Format: format, Path: path, Size: st.Size()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		img.Allocated = sys.Blocks * 512
+	}
+	return img, nil
+}
+
+// SHA256 hashes the image file. Build does not: a raw image is a
+// gigabyte of mostly holes, and hashing it would double a warm rebuild.
+func (img Image) SHA256() (string, error) {
+	f, err := os.Open(img.Path)
+	if err != nil {
+		return "", err
+	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return Image{}, fmt.Errorf("hashing %s: %w", path, err)
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hashing %s: %w", img.Path, err)
 	}
-	return Image{Format: format, Path: path, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // cloudConfigs returns the config baked into the initramfs and the

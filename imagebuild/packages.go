@@ -98,6 +98,7 @@ func (b *builder) resolve(ctx context.Context) (*packages, error) {
 	}
 
 	var bootNames []string
+	var bootClosure []debian.Package
 	if b.board.HasBootChain("uefi") {
 		bootNames = append(bootNames, systemdBootPackage)
 	}
@@ -112,6 +113,7 @@ func (b *builder) resolve(ctx context.Context) (*packages, error) {
 		if err != nil {
 			return nil, err
 		}
+		bootClosure = bl
 		// Only the named packages' files are used: their dependencies are
 		// host tools and maintainer-script helpers.
 		for _, p := range bl {
@@ -124,7 +126,9 @@ func (b *builder) resolve(ctx context.Context) (*packages, error) {
 	}
 
 	seen := map[string]bool{}
-	for _, set := range [][]debian.Package{sys, kern, pk.boot} {
+	// The lock records every closure whole, so that a locked build
+	// resolves without the index.
+	for _, set := range [][]debian.Package{sys, kern, bootClosure} {
 		for _, p := range set {
 			if !seen[p.Name] {
 				seen[p.Name] = true

@@ -109,7 +109,7 @@ func runBuild(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stdout, "built %s in %s (kernel %s, %d packages, system %d MB)\n",
 		res.Board, time.Since(start).Round(100*time.Millisecond), res.Kernel, res.Packages, res.SquashfsSize>>20)
 	for _, img := range res.Images {
-		fmt.Fprintf(env.Stdout, "  %-4s %s  %d MB  sha256:%s\n", img.Format, img.Path, img.Size>>20, img.SHA256)
+		fmt.Fprintf(env.Stdout, "  %-4s %s  %d MB (%d MB on disk)\n", img.Format, img.Path, img.Size>>20, img.Allocated>>20)
 	}
 	return nil
 }
