@@ -21,9 +21,19 @@ func (s *system) coldplug(ctx context.Context) error {
 	if out, err := exec.CommandContext(ctx, "modprobe", append([]string{"-a", "-b", "--"}, baseModules...)...).CombinedOutput(); err != nil {
 		return fmt.Errorf("modprobe %s: %w: %s", strings.Join(baseModules, " "), err, strings.TrimSpace(string(out)))
 	}
-	aliases, err := kmod.Modaliases(s.path("/sys/devices"))
+	all, err := kmod.Modaliases(s.path("/sys/devices"))
 	if err != nil {
 		return fmt.Errorf("scanning devices: %w", err)
+	}
+	// The CPU's feature list matches every accelerated crypto module and
+	// kvm. The crypto API loads the ones it needs on first use; loading
+	// them all at boot costs memory and, under emulation, seconds of
+	// self-tests. So coldplug leaves the cpu: alias out.
+	var aliases []string
+	for _, a := range all {
+		if !strings.HasPrefix(a, "cpu:") {
+			aliases = append(aliases, a)
+		}
 	}
 	out, err := exec.CommandContext(ctx, "modprobe", append([]string{"-a", "-q", "-b", "--"}, aliases...)...).CombinedOutput()
 	s.log.Info("device drivers loaded", "devices", len(aliases))

@@ -90,6 +90,11 @@ func memory(meminfo, status string) agent.Memory {
 	if m.Total > m.Available {
 		m.Used = m.Total - m.Available
 	}
+	m.Free = read(meminfo, "MemFree")
+	m.Cache = read(meminfo, "Buffers") + read(meminfo, "Cached") + read(meminfo, "SReclaimable")
+	if m.Total > m.Free+m.Cache {
+		m.UsedNoCache = m.Total - m.Free - m.Cache
+	}
 	m.InitRSS = read(status, "VmRSS")
 	return m
 }

@@ -219,3 +219,16 @@ func TestFindInputDevice(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func TestMemoryFromProc(t *testing.T) {
+	dir := t.TempDir()
+	mi := filepath.Join(dir, "meminfo")
+	st := filepath.Join(dir, "status")
+	os.WriteFile(mi, []byte("MemTotal:        1000000 kB\nMemFree:          800000 kB\nMemAvailable:     850000 kB\nBuffers:            1000 kB\nCached:            20000 kB\nSReclaimable:       4000 kB\n"), 0o644)
+	os.WriteFile(st, []byte("Name:\tinit\nVmRSS:\t   18000 kB\n"), 0o644)
+	m := memory(mi, st)
+	const k = 1024
+	if m.Total != 1000000*k || m.Used != 150000*k || m.Free != 800000*k || m.Cache != 25000*k || m.UsedNoCache != 175000*k || m.InitRSS != 18000*k {
+		t.Fatalf("memory = %+v", m)
+	}
+}

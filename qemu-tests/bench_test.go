@@ -44,6 +44,8 @@ func BenchmarkBoot(b *testing.B) {
 		b.ReportMetric(float64(st.Boot.ReadyAfterMS-initMS-dhcpMS), "ms-init-own")
 		b.ReportMetric(float64(st.Memory.InitRSS)/(1<<20), "MiB-init-rss")
 		b.ReportMetric(float64(st.Memory.Used)/(1<<20), "MiB-guest-used")
+		b.ReportMetric(float64(st.Memory.UsedNoCache)/(1<<20), "MiB-guest-used-no-cache")
+		b.ReportMetric(float64(st.Memory.Total)/(1<<20), "MiB-guest-total")
 		sctx, scancel := context.WithTimeout(ctx, 2*time.Minute)
 		if err := m.Shutdown(sctx); err != nil {
 			b.Error(err)

@@ -150,8 +150,15 @@ type Service struct {
 type Memory struct {
 	Total     uint64 `json:"total"`
 	Available uint64 `json:"available"`
-	Used      uint64 `json:"used"` // Total - Available
-	InitRSS   uint64 `json:"init_rss"`
+	// Used is Total - Available, as procps 4's free(1) reports "used": it
+	// includes the kernel's watermark reserves, which grow with memory.
+	Used uint64 `json:"used"`
+	// Free and Cache (buffers, page cache, reclaimable slab) give the
+	// older view: UsedNoCache = Total - Free - Cache.
+	Free        uint64 `json:"free"`
+	Cache       uint64 `json:"cache"`
+	UsedNoCache uint64 `json:"used_no_cache"`
+	InitRSS     uint64 `json:"init_rss"`
 }
 
 // Mount is a mounted file system of interest (root, data, boot).
