@@ -376,3 +376,19 @@ func (t *Tree) LinkTarget(e *Entry) (*Entry, error) {
 	}
 	return nil, fmt.Errorf("%w: %s: chain too long", ErrBadHardlink, e.Path)
 }
+
+// UnixPerm is the entry's 12 Unix permission bits (setuid, setgid and
+// sticky included), as archive and file-system formats store them.
+func (e *Entry) UnixPerm() uint32 {
+	p := uint32(e.Mode.Perm())
+	if e.Mode&fs.ModeSetuid != 0 {
+		p |= 0o4000
+	}
+	if e.Mode&fs.ModeSetgid != 0 {
+		p |= 0o2000
+	}
+	if e.Mode&fs.ModeSticky != 0 {
+		p |= 0o1000
+	}
+	return p
+}

@@ -249,7 +249,7 @@ func WriteCPIO(ctx context.Context, w io.Writer, t *filetree.Tree) error {
 		}
 		rec := cpio.Record{Info: cpio.Info{
 			Ino:   ino,
-			Mode:  cpioPerm(src.Mode),
+			Mode:  uint64(src.UnixPerm()),
 			UID:   uint64(src.UID),
 			GID:   uint64(src.GID),
 			NLink: 1,
@@ -299,20 +299,6 @@ func parentDir(p string) string {
 		return ""
 	}
 	return d
-}
-
-func cpioPerm(m fs.FileMode) uint64 {
-	p := uint64(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		p |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		p |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		p |= 0o1000
-	}
-	return p
 }
 
 // openAt gives the cpio writer a ReaderAt for a source; the writer closes

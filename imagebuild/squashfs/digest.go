@@ -39,7 +39,7 @@ func Digest(t *filetree.Tree, opts Options) (string, error) {
 	for _, e := range t.Entries() {
 		d.str(e.Path)
 		d.u64(uint64(e.Kind))
-		d.u64(uint64(permissions(e.Mode)))
+		d.u64(uint64(e.UnixPerm()))
 		d.u64(uint64(e.UID))
 		d.u64(uint64(e.GID))
 		d.str(e.Target)

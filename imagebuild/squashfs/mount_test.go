@@ -63,8 +63,8 @@ func compareMounted(t *testing.T, tr *filetree.Tree, mnt string) {
 		if st.Mode&unix.S_IFMT != kinds[e.Kind] {
 			t.Errorf("%s: type %o, want %o", e.Path, st.Mode&unix.S_IFMT, kinds[e.Kind])
 		}
-		if e.Kind != filetree.Symlink && st.Mode&0o7777 != uint32(permissions(want.Mode)) {
-			t.Errorf("%s: mode %o, want %o", e.Path, st.Mode&0o7777, permissions(want.Mode))
+		if e.Kind != filetree.Symlink && st.Mode&0o7777 != want.UnixPerm() {
+			t.Errorf("%s: mode %o, want %o", e.Path, st.Mode&0o7777, want.UnixPerm())
 		}
 		if st.Uid != uint32(want.UID) || st.Gid != uint32(want.GID) {
 			t.Errorf("%s: owner %d:%d, want %d:%d", e.Path, st.Uid, st.Gid, want.UID, want.GID)

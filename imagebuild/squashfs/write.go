@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"math"
 	"math/bits"
 	"os"
@@ -547,21 +546,6 @@ func basicType(k filetree.Kind) uint16 {
 	}
 }
 
-// permissions converts Go's mode bits to the 12 Unix bits squashfs keeps.
-func permissions(m fs.FileMode) uint16 {
-	p := uint16(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		p |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		p |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		p |= 0o1000
-	}
-	return p
-}
-
 // writeInode writes in's inode; dirStart and listing are its listing's
 // position and length for a directory.
 func (tw *tableWriter) writeInode(in *inode, dirStart uint64, listing int) error {
@@ -616,7 +600,7 @@ func (tw *tableWriter) writeInode(in *inode, dirStart uint64, listing int) error
 	}
 	in.ref = tw.inodes.ref()
 	in.done = true
-	hdr := le(make([]byte, 0, 16+len(body))).u16(typ).u16(permissions(e.Mode)).u16(uid).u16(gid).
+	hdr := le(make([]byte, 0, 16+len(body))).u16(typ).u16(uint16(e.UnixPerm())).u16(uid).u16(gid).
 		u32(tw.mtime).u32(in.number)
 	tw.inodes.write(append(hdr, body...))
 	return nil

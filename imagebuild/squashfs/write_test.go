@@ -589,7 +589,7 @@ func TestDeviceNodes(t *testing.T) {
 		if e.Kind == filetree.BlockDevice {
 			wantType = unix.S_IFBLK
 		}
-		if st.Mode&unix.S_IFMT != wantType || st.Mode&0o7777 != uint32(permissions(e.Mode)) {
+		if st.Mode&unix.S_IFMT != wantType || st.Mode&0o7777 != e.UnixPerm() {
 			t.Errorf("%s: mode %o", e.Path, st.Mode)
 		}
 	}
