@@ -352,3 +352,23 @@ func TestE2EBadConfig(t *testing.T) {
 		t.Errorf("Shutdown: %v", err)
 	}
 }
+
+// TestE2EISOAsUSBStick boots the hybrid ISO as a disk, the way it boots
+// after `dd` to a USB stick: through the MBR's GRUB code under SeaBIOS,
+// and through the EFI System partition entry under OVMF.
+func TestE2EISOAsUSBStick(t *testing.T) {
+	iso := testImage(t, ImageISOEnv, "ballast-x86_64.iso")
+	for _, fw := range []Firmware{BIOS, UEFI} {
+		t.Run(string(fw), func(t *testing.T) {
+			sc := newScenario(t, "e2e-usb-"+string(fw))
+			m := startMachine(t, Options{Disk: iso, Firmware: fw, UserData: sc.userData, Forwards: map[int]int{22: 0}})
+			st := waitReady(t, m)
+			checkBoot(t, m, sc, st)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			if err := m.Shutdown(ctx); err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+		})
+	}
+}
