@@ -21,6 +21,8 @@ func (s *system) coldplug(ctx context.Context) error {
 	if out, err := exec.CommandContext(ctx, "modprobe", append([]string{"-a", "-b", "--"}, baseModules...)...).CombinedOutput(); err != nil {
 		return fmt.Errorf("modprobe %s: %w: %s", strings.Join(baseModules, " "), err, strings.TrimSpace(string(out)))
 	}
+	// Only now does the power button have an input device to watch.
+	go s.watchPowerButton(ctx)
 	all, err := kmod.Modaliases(s.path("/sys/devices"))
 	if err != nil {
 		return fmt.Errorf("scanning devices: %w", err)

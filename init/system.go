@@ -138,7 +138,6 @@ func runSystem(ctx context.Context, s *system) {
 	s.cmdline = readCmdline(s.path("/proc/cmdline"))
 	// The agent starts before the boot steps so even a broken boot is reported.
 	s.startAgent(ctx)
-	go s.watchPowerButton(ctx)
 
 	err := s.run.Run(ctx, s.steps())
 	s.mu.Lock()

@@ -372,3 +372,22 @@ func TestE2EISOAsUSBStick(t *testing.T) {
 		})
 	}
 }
+
+// TestE2EPowerButton presses the ACPI power button (QMP system_powerdown)
+// and expects the init to stop its services and power the machine off.
+func TestE2EPowerButton(t *testing.T) {
+	img := testImage(t, ImageRawEnv, "ballast-x86_64.img")
+	m := startMachine(t, Options{Disk: img, UserData: []byte("#cloud-config\nhostname: e2e-button\n")})
+	waitReady(t, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := m.PowerButton(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.WaitConsole(ctx, regexp.MustCompile(`reboot: Power down`)); err != nil {
+		t.Fatalf("no clean power-off after the power button: %v", err)
+	}
+	if err := m.Wait(ctx); err != nil {
+		t.Fatalf("QEMU did not exit after the power-off: %v", err)
+	}
+}
