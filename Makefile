@@ -1,7 +1,7 @@
-# ballast — the two commands the README starts with:
+# ballast — the README's two commands run these targets through scripts/run,
+# which first installs what a fresh Debian machine lacks (make included):
 #   make image   builds out/ballast-x86_64.img and .iso from the embedded default
 #   make test    runs every test, QEMU boots included
-# Both install what a fresh Debian machine lacks first.
 
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 export GOTOOLCHAIN ?= auto
