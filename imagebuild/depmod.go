@@ -59,7 +59,7 @@ func (b *builder) addModuleIndexes(ctx context.Context, pk *packages, k *kernelF
 	// The indexes must describe exactly the modules the image keeps, or
 	// modprobe would match a device to a module that is not there.
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n", img.SHA256, strings.Join(b.board.ModuleExcludes, "\n"))
+	fmt.Fprintf(h, "%s\n%s\n", img.SHA256, b.moduleFilter().key())
 	out := filepath.Join(b.cache, "depmod", hex.EncodeToString(h.Sum(nil)))
 	if _, err := os.Stat(filepath.Join(out, "modules.dep")); err != nil {
 		if err := b.runDepmod(ctx, pk, img, k.version, out); err != nil {
@@ -114,11 +114,16 @@ func (b *builder) runDepmod(ctx context.Context, pk *packages, img *debian.Packa
 	defer os.RemoveAll(scratch)
 	base := filepath.Join(scratch, "base")
 	dst := filepath.Join(base, "lib", "modules", kver)
-	var excludes []string
-	for _, x := range b.board.ModuleExcludes {
-		excludes = append(excludes, filepath.Join(src, "kernel", x))
+	mf := b.moduleFilter()
+	kernelDir := filepath.Join(src, "kernel")
+	skip := func(p string) bool {
+		rel, err := filepath.Rel(kernelDir, p)
+		if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+			return false
+		}
+		return mf.excluded(filepath.ToSlash(rel))
 	}
-	if err := linkTree(src, dst, func(p string) bool { return underAny(p, excludes) }); err != nil {
+	if err := linkTree(src, dst, skip); err != nil {
 		return err
 	}
 	cmd := exec.CommandContext(ctx, tool, "-b", base, kver)

@@ -210,16 +210,13 @@ func (b *builder) installKernel(ctx context.Context, pk *packages, system *filet
 		return nil, fmt.Errorf("kernel packages %s have no boot/vmlinuz-%s", packageNames(pk.kernel), kf.version)
 	}
 	modRoot := "usr/lib/modules/" + kf.version
-	var excludes []string
-	for _, x := range b.board.ModuleExcludes {
-		excludes = append(excludes, modRoot+"/kernel/"+x)
-	}
+	mf := b.moduleFilter()
 	kept := 0
 	for _, e := range kt.Entries() {
 		if !strings.HasPrefix(e.Path, modRoot+"/") && e.Path != modRoot {
 			continue
 		}
-		if underAny(e.Path, excludes) {
+		if rel, ok := strings.CutPrefix(e.Path, modRoot+"/kernel/"); ok && mf.excluded(rel) {
 			continue
 		}
 		if err := system.Add(*e); err != nil {
@@ -232,6 +229,41 @@ func (b *builder) installKernel(ctx context.Context, pk *packages, system *filet
 	b.res.Kernel = kf.version
 	fmt.Fprintf(b.log, "    kernel %s, %d module files kept in the system image\n", kf.version, kept)
 	return kf, nil
+}
+
+// moduleFilter says which module directories stay out of the system
+// image: the board's module_excludes, less the spec's kernel.keep_modules.
+type moduleFilter struct {
+	excludes, keeps []string // relative to the module tree's kernel/
+}
+
+func (b *builder) moduleFilter() moduleFilter {
+	return moduleFilter{excludes: b.board.ModuleExcludes, keeps: b.spec.Kernel.KeepModules}
+}
+
+// excluded reports whether rel, a path under kernel/, is left out. A kept
+// directory keeps everything below it and the directories above it (but
+// not their other children).
+func (f moduleFilter) excluded(rel string) bool {
+	if !underAny(rel, f.excludes) || underAny(rel, f.keeps) {
+		return false
+	}
+	for _, k := range f.keeps {
+		if strings.HasPrefix(k, rel+"/") {
+			return false
+		}
+	}
+	return true
+}
+
+// key identifies the filter in cache keys; without keeps it is the
+// excludes alone, as before keep_modules existed, so caches stay valid.
+func (f moduleFilter) key() string {
+	k := strings.Join(f.excludes, "\n")
+	if len(f.keeps) > 0 {
+		k += "\nkeep:\n" + strings.Join(f.keeps, "\n")
+	}
+	return k
 }
 
 // bootFiles are the boot loaders' files taken from their packages.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -248,10 +249,23 @@ func (s *Spec) validate(root *yaml.Node) ErrorList {
 			add(key, "%q is not a Debian package name", p)
 		}
 	}
+	for i, m := range s.Kernel.KeepModules {
+		if !validModuleDir(m) {
+			add(fmt.Sprintf("kernel.keep_modules[%d]", i), "%q is not a module directory under kernel/ (e.g. drivers/net/wireless/virtual)", m)
+		}
+	}
 	if s.Name != "" && strings.ContainsAny(s.Name, "/\\ ") {
 		add("name", "%q must not contain slashes or spaces", s.Name)
 	}
 	return errs
+}
+
+// validModuleDir accepts a relative, clean slash path such as net/mac80211.
+func validModuleDir(p string) bool {
+	if p == "" || p != path.Clean(p) || strings.HasPrefix(p, "/") || p == "." || p == ".." || strings.HasPrefix(p, "../") {
+		return false
+	}
+	return !strings.ContainsAny(p, "\\ \t\n")
 }
 
 func validPackageName(p string) bool {

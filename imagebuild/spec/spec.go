@@ -39,6 +39,7 @@ type Spec struct {
 	// Overlays are optional layers (overlays/): none exist yet.
 	Overlays []string `yaml:"overlays"`
 	Runtime  Runtime  `yaml:"runtime"`
+	Kernel   Kernel   `yaml:"kernel"`
 	// CloudConfig is a cloud-config file baked into the image; relative to
 	// the spec file. Empty: the embedded default (examples/).
 	CloudConfig string `yaml:"cloud_config"`
@@ -75,6 +76,14 @@ type Runtime struct {
 	SHA256  string `yaml:"sha256"`
 	File    string `yaml:"file"`
 	URL     string `yaml:"url"`
+}
+
+// Kernel adjusts which kernel modules the system image carries.
+type Kernel struct {
+	// KeepModules are directories under the modules' kernel/ (for example
+	// drivers/net/wireless/virtual) kept even though the board's
+	// module_excludes leave them, or a directory above them, out.
+	KeepModules []string `yaml:"keep_modules"`
 }
 
 // Image sets sizes and compression.

@@ -29,6 +29,16 @@ image:
 	}
 }
 
+func TestParseKeepModules(t *testing.T) {
+	s, err := Parse("s.yaml", []byte("kernel:\n  keep_modules: [drivers/net/wireless/virtual, net/mac80211]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(s.Kernel.KeepModules, ","); got != "drivers/net/wireless/virtual,net/mac80211" {
+		t.Fatalf("keep_modules = %q", got)
+	}
+}
+
 func TestDefaultSpec(t *testing.T) {
 	s := Default()
 	if s.Board != "x86_64" || strings.Join(s.Formats, ",") != "raw,iso" || s.Lock != "out/ballast.lock" {
@@ -49,6 +59,8 @@ func TestParseErrorsNamePositionAndKey(t *testing.T) {
 		{"bad format", "formats: [raw, floppy]\n", []string{"s.yaml:1:16: formats[1]: unknown format \"floppy\""}},
 		{"overlay", "overlays: [nvidia]\n", []string{"s.yaml:1:12: overlays[0]: overlay \"nvidia\" is not available yet"}},
 		{"bad package", "packages: [ok-pkg, \"Bad Name\"]\n", []string{"s.yaml:1:20: packages[1]: \"Bad Name\" is not a Debian package name"}},
+		{"bad keep_modules", "kernel:\n  keep_modules: [net/wireless, /abs, ../up]\n", []string{"s.yaml:2:32: kernel.keep_modules[1]: \"/abs\" is not a module directory", "kernel.keep_modules[2]"}},
+		{"kernel unknown key", "kernel:\n  keep: [x]\n", []string{"s.yaml:2:3: kernel.keep: unknown key"}},
 		{"duplicate", "board: x86_64\nboard: x86_64\n", []string{"s.yaml:2:1: board: key given twice"}},
 		{"syntax", "board: [\n", []string{"s.yaml: "}},
 	}
