@@ -188,6 +188,20 @@ func TestParseErrors(t *testing.T) {
 			want: networkWant,
 		},
 		{
+			name: "wifi",
+			doc: "network:\n" +
+				"  wifi:\n" +
+				"    ssid: home\n" +
+				"    psk: short\n" +
+				"    interface: \"wlan 0\"\n" +
+				"    country: de\n",
+			want: []string{
+				`user-data:5:10: network.wifi.psk: a WPA2 passphrase is 8 to 63 characters (or 64 hex digits)`,
+				`user-data:6:16: network.wifi.interface: "wlan 0" is not an interface name (at most 15 characters, no '/', ':' or spaces)`,
+				`user-data:7:14: network.wifi.country: "de" is not an ISO 3166 country code (two capital letters, e.g. DE)`,
+			},
+		},
+		{
 			name: "manifests",
 			doc: "manifests:\n" +
 				"  - name: apps/web.yaml\n    content: x\n" +
@@ -441,7 +455,7 @@ func TestParseValid(t *testing.T) {
 		"runcmd:\n  - [touch, /tmp/x]\n" +
 		"ntp: {servers: [time.cloudflare.com, 192.168.1.1]}\n" +
 		"network:\n  dhcp: false\n  interfaces:\n    - name: eth0\n      addresses: [10.0.0.2/24, \"fd00::2/64\"]\n      gateway: 10.0.0.1\n      mtu: 1500\n    - mac: 52:54:00:12:34:56\n      dhcp: yes\n" +
-		"  nameservers: [10.0.0.1]\n  search: [lan.example.com]\n  wifi: {ssid: home, psk: \"correct horse\", country: DE}\n" +
+		"  nameservers: [10.0.0.1]\n  search: [lan.example.com]\n  wifi: {ssid: home, psk: \"correct horse\", country: DE, interface: wlan0}\n" +
 		"proxy: {http_proxy: \"http://proxy:3128\", no_proxy: \"10.0.0.0/8\"}\n" +
 		"manifests:\n  - name: web.yaml\n    content: \"apiVersion: v1\\nkind: Namespace\\n\"\n" +
 		"k3s:\n  write-kubeconfig-mode: 0644\n  node-label: [example.com/site=lab, node.kubernetes.io/instance-type=pi]\n  node-taint: node-role.kubernetes.io/control-plane:NoSchedule\n  disable: [traefik]\n  cluster-init: true\n  https-listen-port: 6443\n" +
@@ -467,6 +481,9 @@ func TestParseValid(t *testing.T) {
 	}
 	if cfg.BootCmd[0].Shell != "echo boot" || strings.Join(cfg.RunCmd[0].Argv, " ") != "touch /tmp/x" {
 		t.Errorf("commands: %+v %+v", cfg.BootCmd, cfg.RunCmd)
+	}
+	if w := cfg.Network.WiFi; w == nil || w.SSID != "home" || w.PSK != "correct horse" || w.Country != "DE" || w.Interface != "wlan0" {
+		t.Errorf("wifi: %+v", cfg.Network.WiFi)
 	}
 	if cfg.DHCPOrDefault() || cfg.Network.Interfaces[0].DHCPOrDefault() || !cfg.Network.Interfaces[1].DHCPOrDefault() {
 		t.Errorf("dhcp: %+v", cfg.Network)

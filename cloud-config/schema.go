@@ -98,11 +98,16 @@ type Interface struct {
 	MTU       int      `yaml:"mtu,omitempty" json:"mtu,omitempty"`
 }
 
-// WiFi joins one WPA2 network (Raspberry Pi).
+// WiFi joins one WPA2 network (Raspberry Pi). An empty PSK joins an open
+// network. The interface's addresses come from network.interfaces when it
+// is listed there, else DHCP.
 type WiFi struct {
 	SSID    string `yaml:"ssid" json:"ssid"`
 	PSK     string `yaml:"psk,omitempty" json:"psk,omitempty"`
 	Country string `yaml:"country,omitempty" json:"country,omitempty"`
+	// Interface names the wireless interface; unset: the first one
+	// (by name) that appears.
+	Interface string `yaml:"interface,omitempty" json:"interface,omitempty"`
 }
 
 // Proxy is the HTTP proxy environment for the runtime and containerd.

@@ -353,6 +353,9 @@ func (n *Network) check(c *checker, p string) {
 		if w.PSK != "" && !(len(w.PSK) >= 8 && len(w.PSK) <= 63 || hexKey.MatchString(w.PSK)) {
 			c.errorf(p+".wifi.psk", "a WPA2 passphrase is 8 to 63 characters (or 64 hex digits)")
 		}
+		if w.Interface != "" && (len(w.Interface) > 15 || strings.ContainsAny(w.Interface, "/ \t:")) {
+			c.errorf(p+".wifi.interface", "%q is not an interface name (at most 15 characters, no '/', ':' or spaces)", clip(w.Interface))
+		}
 		if w.Country != "" && !wifiCountry.MatchString(w.Country) {
 			c.errorf(p+".wifi.country", "%q is not an ISO 3166 country code (two capital letters, e.g. DE)", clip(w.Country))
 		}
