@@ -22,7 +22,8 @@ import (
 )
 
 // configureNetwork brings up the interfaces (DHCP on every wired one by
-// default; static ones as configured), then fetches the config URL
+// default; static ones as configured; Wi-Fi joined in the background),
+// then fetches the config URL
 // datasource if the cmdline names one, since it needs the network.
 func (s *system) configureNetwork(ctx context.Context) error {
 	cfg := s.config()
@@ -30,6 +31,10 @@ func (s *system) configureNetwork(ctx context.Context) error {
 		Root:     s.root,
 		Hostname: s.hostname,
 		Log:      s.log,
+		// wpa_supplicant for network.wifi, supervised like sshd.
+		StartService: func(name string, argv []string) error {
+			return s.sup.Start(supervise.Service{Name: name, Argv: argv, Env: s.serviceEnv()})
+		},
 	})
 	s.mu.Lock()
 	s.net = st

@@ -34,11 +34,6 @@ const (
 // within Options.DHCPWait. DHCP carries on in the background.
 var ErrNoLease = errors.New("no DHCP lease yet")
 
-// ErrWiFiUnsupported is returned when the config asks for Wi-Fi.
-// TODO(rpi): join cfg.WiFi with a WPA supplicant once the Raspberry Pi
-// boards land.
-var ErrWiFiUnsupported = errors.New("network.wifi: wifi not supported yet")
-
 // Options are Configure's settings and seams.
 type Options struct {
 	// Root is the file-system root /etc/resolv.conf is written under;
@@ -53,6 +48,12 @@ type Options struct {
 	Hostname string
 	// Log receives progress and background DHCP events; default discards.
 	Log *slog.Logger
+	// WiFiWait bounds the wait for Wi-Fi (association and address) when
+	// network.wifi is set; default DefaultWiFiWait.
+	WiFiWait time.Duration
+	// StartService supervises a long-running program (wpa_supplicant for
+	// network.wifi); it returns once the program is started.
+	StartService func(name string, argv []string) error
 }
 
 // State is the configured network. Its methods are safe for concurrent use.
@@ -70,6 +71,7 @@ type State struct {
 	plans    []Plan
 	leases   map[string]LeaseConfig
 	leaseErr map[string]error
+	wifiErr  error
 }
 
 // Configure brings lo up, applies static configuration, starts DHCP on the
@@ -87,6 +89,9 @@ func Configure(ctx context.Context, cfg *cloudconfig.Network, opts Options) (*St
 	if opts.DHCPWait <= 0 {
 		opts.DHCPWait = DefaultDHCPWait
 	}
+	if opts.WiFiWait <= 0 {
+		opts.WiFiWait = DefaultWiFiWait
+	}
 	s := &State{opts: opts, log: opts.Log, leases: map[string]LeaseConfig{}, leaseErr: map[string]error{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -102,8 +107,14 @@ func Configure(ctx context.Context, cfg *cloudconfig.Network, opts Options) (*St
 			s.cfgNS = append(s.cfgNS, a)
 		}
 		s.search = cfg.Search
-		if cfg.WiFi != nil {
-			errs = append(errs, ErrWiFiUnsupported)
+	}
+	wifiConf := ""
+	if cfg != nil && cfg.WiFi != nil {
+		c, err := RenderSupplicantConf(*cfg.WiFi)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			wifiConf = c
 		}
 	}
 	if err := upLoopback(); err != nil {
@@ -133,13 +144,31 @@ func Configure(ctx context.Context, cfg *cloudconfig.Network, opts Options) (*St
 			go s.runDHCP(ctx, p, first)
 		}
 	}
-	if dhcp > 0 {
-		t := time.NewTimer(opts.DHCPWait)
+	wait := opts.DHCPWait
+	if wifiConf != "" {
+		// The first wait is the interface's: it may still be loading
+		// its firmware.
+		s.wifiErr = fmt.Errorf("no wireless interface yet: %w", ErrWiFiNotReady)
+		go s.runWiFi(ctx, cfg, wifiConf, first)
+		wait = max(wait, opts.WiFiWait)
+	}
+	if dhcp > 0 || wifiConf != "" {
+		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {
 		case <-first:
+			// Something is online. A Wi-Fi that failed outright is still
+			// worth reporting; one that is only slow is not.
+			if err := s.WiFiError(); err != nil && !errors.Is(err, ErrWiFiNotReady) {
+				errs = append(errs, err)
+			}
 		case <-t.C:
-			errs = append(errs, fmt.Errorf("network: %w after %v on %d interface(s)%s", ErrNoLease, opts.DHCPWait, dhcp, s.leaseErrors()))
+			if dhcp > 0 {
+				errs = append(errs, fmt.Errorf("network: %w after %v on %d interface(s)%s", ErrNoLease, wait, dhcp, s.leaseErrors()))
+			}
+			if err := s.WiFiError(); err != nil {
+				errs = append(errs, fmt.Errorf("network.wifi: after %v: %w", wait, err))
+			}
 		case <-ctx.Done():
 			errs = append(errs, ctx.Err())
 		}
@@ -175,9 +204,10 @@ func (s *State) listLinks() ([]Link, error) {
 		_, wErr := os.Stat(filepath.Join(dir, "wireless"))
 		_, pErr := os.Stat(filepath.Join(dir, "phy80211"))
 		links = append(links, Link{
-			Name:  a.Name,
-			MAC:   a.HardwareAddr.String(),
-			Wired: devErr == nil && wErr != nil && pErr != nil,
+			Name:     a.Name,
+			MAC:      a.HardwareAddr.String(),
+			Wired:    devErr == nil && wErr != nil && pErr != nil,
+			Wireless: wErr == nil || pErr == nil,
 		})
 	}
 	slices.SortFunc(links, func(a, b Link) int { return strings.Compare(a.Name, b.Name) })

@@ -1,7 +1,8 @@
 // Package network brings up the node's interfaces from the cloud-config's
 // network: block: loopback, static addresses, DHCPv4 on every wired
 // interface not configured otherwise (kept renewed in the background),
-// /etc/resolv.conf, and the host name.
+// Wi-Fi (network.wifi, through wpa_supplicant), /etc/resolv.conf, and the
+// host name.
 package network
 
 import (
@@ -28,6 +29,9 @@ type Link struct {
 	// Wired is true for a physical, non-wireless interface: one with a
 	// device behind it (/sys/class/net/X/device) and no wireless directory.
 	Wired bool
+	// Wireless is true for an 802.11 interface (/sys/class/net/X/wireless
+	// or phy80211).
+	Wireless bool
 }
 
 // Plan is what to do with one interface.
@@ -38,6 +42,9 @@ type Plan struct {
 	Addresses []netip.Prefix // static
 	Gateway   netip.Addr     // static; invalid when none
 	MTU       int            // 0: leave as is (or take the DHCP lease's)
+	// WiFi: the interface joins network.wifi first; it is configured
+	// once associated.
+	WiFi bool
 }
 
 // PlanLinks decides each link's configuration. Listed interfaces (by name
@@ -47,6 +54,10 @@ type Plan struct {
 // DHCP unless network.dhcp is false. Unlisted virtual links are left out.
 // A listed interface that matches no link, and malformed addresses, are
 // errors; the rest of the plan is still returned.
+//
+// With network.wifi, the Wi-Fi interface is left out: it is planned when it
+// appears and joins (planWiFi). Its network.interfaces entry (the one named
+// as network.wifi.interface, else any wireless link) may match no link yet.
 func PlanLinks(cfg *cloudconfig.Network, links []Link) ([]Plan, error) {
 	var errs []error
 	var plans []Plan
@@ -60,6 +71,9 @@ func PlanLinks(cfg *cloudconfig.Network, links []Link) ([]Plan, error) {
 		ifaces = cfg.Interfaces
 	}
 	for i, ic := range ifaces {
+		if isWiFiEntry(cfg, ic) {
+			continue
+		}
 		var match *Link
 		for j := range links {
 			l := &links[j]
@@ -70,6 +84,9 @@ func PlanLinks(cfg *cloudconfig.Network, links []Link) ([]Plan, error) {
 		}
 		if match == nil {
 			errs = append(errs, fmt.Errorf("network.interfaces[%d] (%s): no such interface", i, ifaceDesc(ic)))
+			continue
+		}
+		if cfg.WiFi != nil && cfg.WiFi.Interface == "" && match.Wireless {
 			continue
 		}
 		if listed[match.Name] {
