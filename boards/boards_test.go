@@ -2,6 +2,7 @@ package boards
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -51,5 +52,36 @@ func TestParseRejectsUnknownKeysAndBadValues(t *testing.T) {
 	_, err = Parse("b.yaml", []byte("name: x\narch: sparc\nkernel_package: k\npartition_scheme: zfs\n"))
 	if err == nil || !strings.Contains(err.Error(), "sparc") || !strings.Contains(err.Error(), "zfs") {
 		t.Fatalf("bad values: err = %v", err)
+	}
+}
+
+// TestPiBoardsCarryWiFi: network.wifi needs wpa_supplicant, the BCM43xx
+// firmware and the brcmfmac/cfg80211/mac80211 modules on every Pi; the
+// x86_64 image stays without them.
+func TestPiBoardsCarryWiFi(t *testing.T) {
+	for _, n := range []string{"rpi3", "rpi4", "rpi5"} {
+		b, err := Get(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{"firmware-brcm80211", "wpasupplicant"} {
+			if !slices.Contains(b.Packages, p) {
+				t.Errorf("%s: packages lack %s", n, p)
+			}
+		}
+		for _, dir := range []string{"drivers/net/wireless/broadcom/brcm80211/brcmfmac", "net/wireless", "net/mac80211"} {
+			for _, x := range b.ModuleExcludes {
+				if dir == x || strings.HasPrefix(dir, x+"/") {
+					t.Errorf("%s: module_excludes %s drops %s, which Wi-Fi needs", n, x, dir)
+				}
+			}
+		}
+	}
+	x, err := Get("x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(x.Packages, "wpasupplicant") {
+		t.Error("x86_64 carries wpasupplicant: the default image must not grow")
 	}
 }
