@@ -18,6 +18,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
+
+	"github.com/dustin/go-humanize"
 )
 
 // flasher writes an image to a device. The paths into /proc and /sys are
@@ -85,7 +87,7 @@ func (f *flasher) flash(ctx context.Context, image, device string) error {
 		if devSize < size {
 			return fmt.Errorf("flash: %s holds %d bytes, the image needs %d", device, devSize, size)
 		}
-		what = fmt.Sprintf("%s (%s%s)", device, humanBytes(devSize), f.model(dst))
+		what = fmt.Sprintf("%s (%s%s)", device, humanize.IBytes(uint64(devSize)), f.model(dst))
 	} else if !dst.Mode().IsRegular() {
 		return fmt.Errorf("flash: %s is neither a block device nor a file", device)
 	} else if os.SameFile(ist, dst) {
@@ -93,7 +95,7 @@ func (f *flasher) flash(ctx context.Context, image, device string) error {
 	}
 
 	if !f.yes {
-		fmt.Fprintf(f.env.Stderr, "This erases everything on %s and writes %s (%s).\nType yes to continue: ", what, image, humanBytes(size))
+		fmt.Fprintf(f.env.Stderr, "This erases everything on %s and writes %s (%s).\nType yes to continue: ", what, image, humanize.IBytes(uint64(size)))
 		answer, _ := bufio.NewReader(f.env.Stdin).ReadString('\n')
 		if a := strings.ToLower(strings.TrimSpace(answer)); a != "yes" && a != "y" {
 			return fmt.Errorf("flash: not confirmed; %s left as it was", device)
@@ -157,9 +159,9 @@ func (f *flasher) copy(ctx context.Context, w io.Writer, r io.Reader, size int64
 			switch {
 			case f.terminal:
 				rate := float64(done) / max(time.Since(start).Seconds(), 0.001)
-				fmt.Fprintf(f.env.Stderr, "\rwriting %s / %s  %3d%%  %s/s ", humanBytes(done), humanBytes(size), pct, humanBytes(int64(rate)))
+				fmt.Fprintf(f.env.Stderr, "\rwriting %s / %s  %3d%%  %s/s ", humanize.IBytes(uint64(done)), humanize.IBytes(uint64(size)), pct, humanize.IBytes(uint64(rate)))
 			case pct/10 != lastPct/10:
-				fmt.Fprintf(f.env.Stderr, "writing: %d%% (%s of %s)\n", pct, humanBytes(done), humanBytes(size))
+				fmt.Fprintf(f.env.Stderr, "writing: %d%% (%s of %s)\n", pct, humanize.IBytes(uint64(done)), humanize.IBytes(uint64(size)))
 			}
 			lastPct = pct
 		}
@@ -375,16 +377,4 @@ func rereadPartitions(device string) {
 	}
 	defer d.Close()
 	unix.IoctlSetInt(int(d.Fd()), unix.BLKRRPART, 0)
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

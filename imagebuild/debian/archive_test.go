@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/ballast-os/ballast/imagebuild/filetree"
+
+	"github.com/dustin/go-humanize"
 )
 
 func testDebs() []*fakeDeb {
@@ -413,7 +415,7 @@ func TestProgressLines(t *testing.T) {
 	if err := a.Install(context.Background(), filetree.New(time.Unix(0, 0)), pkgs, InstallOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("debian: fetching mawk 1.3.4 (%s)\n", humanBytes(pkgs[0].Size))
+	want := fmt.Sprintf("debian: fetching mawk 1.3.4 (%s)\n", humanize.IBytes(uint64(pkgs[0].Size)))
 	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "dists/trixie/InRelease") {
 		t.Fatalf("progress output:\n%s\nwant a line %q", out.String(), want)
 	}

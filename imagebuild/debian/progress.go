@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+
+	"github.com/dustin/go-humanize"
 )
 
 // progress reports downloads: on a terminal a single redrawn line with
@@ -46,7 +48,7 @@ func (p *progress) start(label string, size int64) func() {
 	}
 	if !p.tty {
 		if size > 0 {
-			fmt.Fprintf(p.w, "debian: fetching %s (%s)\n", label, humanBytes(size))
+			fmt.Fprintf(p.w, "debian: fetching %s (%s)\n", label, humanize.IBytes(uint64(size)))
 		} else {
 			fmt.Fprintf(p.w, "debian: fetching %s\n", label)
 		}
@@ -100,7 +102,7 @@ func (p *progress) drawLocked(force bool) {
 	if len(label) > 40 {
 		label = label[:37] + "..."
 	}
-	fmt.Fprintf(p.w, "\r\x1b[K[%s] %s / %s  %s", bar, humanBytes(p.done), humanBytes(p.total), label)
+	fmt.Fprintf(p.w, "\r\x1b[K[%s] %s / %s  %s", bar, humanize.IBytes(uint64(p.done)), humanize.IBytes(uint64(p.total)), label)
 }
 
 type countingReader struct {
@@ -112,16 +114,4 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.p.add(int64(n))
 	return n, err
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -23,7 +23,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -240,19 +239,11 @@ func Write(ctx context.Context, path string, l Layout) (err error) {
 		}
 	}
 
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := createImageFile(path, size)
 	if err != nil {
-		return fmt.Errorf("disk: %w", err)
+		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("disk: sizing %s: %w", f.Name(), err)
-	}
+	defer f.finish(&err)
 	seed := l.seed()
 	table := &gpt.Table{
 		LogicalSectorSize:  sectorSize,
@@ -303,21 +294,9 @@ func Write(ctx context.Context, path string, l Layout) (err error) {
 	// zeros, which is what "first MiB zeroed" asks for, without writing.
 
 	if grubImg != nil {
-		if err := installGrub(f, grubImg); err != nil {
+		if err := installGrub(f.File, grubImg); err != nil {
 			return fmt.Errorf("disk: %w", err)
 		}
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("disk: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("disk: %w", err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return fmt.Errorf("disk: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("disk: %w", err)
 	}
 	return nil
 }

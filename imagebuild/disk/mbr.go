@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/ballast-os/ballast/imagebuild/filetree"
@@ -138,19 +137,11 @@ func WriteMBR(ctx context.Context, path string, l MBRLayout) (err error) {
 	if err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := createImageFile(path, size)
 	if err != nil {
-		return fmt.Errorf("disk: %w", err)
+		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("disk: sizing %s: %w", f.Name(), err)
-	}
+	defer f.finish(&err)
 	if _, err := f.WriteAt(MBRBytes(l.Signature, parts), 0); err != nil {
 		return fmt.Errorf("disk: writing MBR: %w", err)
 	}
@@ -166,18 +157,6 @@ func WriteMBR(ctx context.Context, path string, l MBRLayout) (err error) {
 		return fmt.Errorf("disk: %w", err)
 	}
 	if err := copyFile(ctx, f, int64(parts[MBRSlotA-1].Start)*sectorSize, l.SystemA); err != nil {
-		return fmt.Errorf("disk: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("disk: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("disk: %w", err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return fmt.Errorf("disk: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
 		return fmt.Errorf("disk: %w", err)
 	}
 	return nil
