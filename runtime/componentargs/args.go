@@ -169,9 +169,8 @@ func (n *Node) APIServer() []string {
 		"api-audiences":                      "https://kubernetes.default.svc." + s.ClusterDomain + "," + Program,
 		"service-cluster-ip-range":           joinPrefixes(s.ServiceCIDRs),
 		"service-node-port-range":            s.ServiceNodePortRange,
-		"advertise-port":                     strconv.Itoa(n.advertisePort()),
 		"secure-port":                        strconv.Itoa(s.APIServerPortOrDefault()),
-		"bind-address":                       "127.0.0.1",
+		"bind-address":                       n.apiserverBindAddress(),
 		"tls-cert-file":                      n.tls("serving-kube-apiserver.crt"),
 		"tls-private-key-file":               n.tls("serving-kube-apiserver.key"),
 		"kubelet-certificate-authority":      n.tls("server-ca.crt"),
@@ -210,12 +209,38 @@ func (n *Node) APIServer() []string {
 	return Merge(m, s.KubeAPIServerArgs)
 }
 
-func (n *Node) advertisePort() int {
-	if n.Server.AdvertisePort != 0 {
-		return n.Server.AdvertisePort
+// apiserverBindAddress: loopback behind a supervisor listener (k3s), or
+// bind-address (all interfaces by default) when the apiserver serves the
+// public https-listen-port itself.
+func (n *Node) apiserverBindAddress() string {
+	s := n.Server
+	if s.APIServerPortOrDefault() != s.HTTPSListenPort {
+		return "127.0.0.1"
 	}
-	return n.Server.HTTPSListenPort
+	if s.BindAddress != "" {
+		return s.BindAddress
+	}
+	return "0.0.0.0"
 }
+
+// Kine returns the flags of `k3s kine`, the default datastore: the etcd API
+// on the unix socket the apiserver's --etcd-servers names, over sqlite in
+// server/db/state.db (or datastore-endpoint when it is not an etcd URL).
+// Nil when the apiserver talks to etcd directly.
+func (n *Node) Kine() []string {
+	s := n.Server
+	if s.ClusterInit || s.ServerURL != "" || strings.HasPrefix(s.DatastoreEndpoint, "http://") || strings.HasPrefix(s.DatastoreEndpoint, "https://") {
+		return nil
+	}
+	ep := s.DatastoreEndpoint
+	if ep == "" {
+		ep = "sqlite://" + filepath.Join(n.layout().DB(), "state.db") + "?" + KineSQLiteParams
+	}
+	return []string{"--listen-address=unix://" + n.layout().KineSocket(), "--endpoint=" + ep}
+}
+
+// KineSQLiteParams are the sqlite DSN parameters kine uses by default.
+const KineSQLiteParams = "_journal_mode=WAL&_busy_timeout=30000&_synchronous=NORMAL&_txlock=immediate&_stmt_cache_size=20&cache=shared"
 
 // ControllerManager returns kube-controller-manager's flags.
 func (n *Node) ControllerManager() []string {
@@ -248,7 +273,9 @@ func (n *Node) ControllerManager() []string {
 	}
 	if !s.DisableCloudController {
 		m["configure-cloud-routes"] = "false"
-		m["controllers"] += ",-service,-route,-cloud-node-lifecycle"
+		// k3s also appends ",-service,-route,-cloud-node-lifecycle";
+		// Kubernetes 1.37's controller-manager no longer has those
+		// controllers and refuses their names.
 	}
 	n.verbosity(m)
 	return Merge(m, s.KubeControllerManagerArgs)

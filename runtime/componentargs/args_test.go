@@ -57,6 +57,7 @@ func TestDefaultSingleNodeGolden(t *testing.T) {
 	golden(t, "kubelet", lines(n.Kubelet()))
 	golden(t, "kube-proxy", lines(n.KubeProxy()))
 	golden(t, "containerd", lines(n.Containerd()))
+	golden(t, "kine", lines(n.Kine()))
 	kc, err := n.KubeletConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +100,47 @@ func TestDisableAgent(t *testing.T) {
 	kc, _ := n.KubeletConfig()
 	if !strings.Contains(string(kc), "unix:///run/containerd/containerd.sock") {
 		t.Errorf("kubelet config %s", kc)
+	}
+}
+
+func TestAPIServerPortAndBind(t *testing.T) {
+	flagOf := func(args []string, name string) string {
+		for _, a := range args {
+			if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	for _, tc := range []struct {
+		args       []string
+		port, bind string
+	}{
+		{nil, "6443", "0.0.0.0"},
+		{[]string{"--https-listen-port", "7443"}, "7443", "0.0.0.0"},
+		{[]string{"--bind-address", "10.0.2.15"}, "6443", "10.0.2.15"},
+		{[]string{"--apiserver-port", "6444"}, "6444", "127.0.0.1"},
+	} {
+		a := node(t, tc.args...).APIServer()
+		if got := flagOf(a, "secure-port"); got != tc.port {
+			t.Errorf("%v: secure-port %s, want %s", tc.args, got, tc.port)
+		}
+		if got := flagOf(a, "bind-address"); got != tc.bind {
+			t.Errorf("%v: bind-address %s, want %s", tc.args, got, tc.bind)
+		}
+	}
+}
+
+func TestKineOnlyForItsDatastores(t *testing.T) {
+	if k := node(t, "--cluster-init").Kine(); k != nil {
+		t.Errorf("cluster-init runs kine: %v", k)
+	}
+	if k := node(t, "--datastore-endpoint", "https://etcd:2379").Kine(); k != nil {
+		t.Errorf("external etcd runs kine: %v", k)
+	}
+	k := node(t, "--datastore-endpoint", "postgres://u:p@db/k3s").Kine()
+	if len(k) != 2 || k[1] != "--endpoint=postgres://u:p@db/k3s" {
+		t.Errorf("external SQL endpoint not passed to kine: %v", k)
 	}
 }
 

@@ -51,7 +51,7 @@ type ServerConfig struct {
 	ClusterDomain        string
 	ServiceNodePortRange string
 	HTTPSListenPort      int
-	APIServerPort        int // 0: https-listen-port + 1 (6444)
+	APIServerPort        int // 0: https-listen-port (see APIServerPortOrDefault)
 	AdvertiseAddress     string
 	AdvertisePort        int
 	BindAddress          string
@@ -106,13 +106,16 @@ func (s *ServerConfig) Disabled(name string) bool {
 	return false
 }
 
-// APIServerPortOrDefault is the port kube-apiserver listens on behind the
-// supervisor: https-listen-port + 1 unless set.
+// APIServerPortOrDefault is the port kube-apiserver listens on. k3s puts
+// it on https-listen-port + 1 (6444) behind its supervisor listener on
+// 6443; this runtime has no supervisor listener yet, so unless
+// apiserver-port is set the apiserver serves https-listen-port (6443)
+// itself, on bind-address, and every kubeconfig points there.
 func (s *ServerConfig) APIServerPortOrDefault() int {
 	if s.APIServerPort != 0 {
 		return s.APIServerPort
 	}
-	return s.HTTPSListenPort + 1
+	return s.HTTPSListenPort
 }
 
 // FieldError is a typed validation or conversion error naming the flag.

@@ -1,4 +1,4 @@
-package main
+package k3s
 
 import (
 	"context"
@@ -87,19 +87,50 @@ func (a *app) server(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	for _, c := range []struct {
-		name string
-		args []string
-	}{
-		{"kube-apiserver", n.APIServer()}, {"kube-controller-manager", n.ControllerManager()},
-		{"kube-scheduler", n.Scheduler()}, {"containerd", n.Containerd()},
-		{"kubelet", n.Kubelet()}, {"kube-proxy", n.KubeProxy()},
-	} {
-		if c.args != nil {
-			fmt.Fprintf(a.stderr, "would run: %s %s\n", c.name, strings.Join(c.args, " "))
+	if err := writeEgressSelectorConfig(s, lay); err != nil {
+		return err
+	}
+	if !s.DisableAgent {
+		for _, c := range []struct {
+			name string
+			args []string
+		}{{"containerd", n.Containerd()}, {"kubelet", n.Kubelet()}, {"kube-proxy", n.KubeProxy()}} {
+			if c.args != nil {
+				fmt.Fprintf(a.stderr, "would run: %s %s\n", c.name, strings.Join(c.args, " "))
+			}
 		}
 	}
-	return notBuilt(fmt.Sprintf("k3s server: prepared %s and %s, but the components (kube-apiserver, kubelet, containerd...)", s.DataDir, s.WriteKubeconfig))
+	plan, err := a.controlPlane(s, lay, n)
+	if err != nil {
+		return err
+	}
+	if !s.DisableAgent {
+		fmt.Fprintln(a.stderr, "warning: the agent (containerd, kubelet, kube-proxy, flannel) is not built into this runtime yet: running the control plane only, no Node will register (use --disable-agent to silence this)")
+	}
+	return a.runControlPlane(ctx, s, lay, plan)
+}
+
+// writeEgressSelectorConfig writes server/etc/egress-selector-config.yaml,
+// which the apiserver reads unless egress-selector-mode is disabled. k3s
+// routes "cluster" egress through its supervisor's tunnel; this runtime has
+// no tunnel yet, so every mode connects directly (what k3s's "disabled"
+// mode does), keeping the apiserver flags the same as k3s's.
+func writeEgressSelectorConfig(s *config.ServerConfig, lay datadir.Layout) error {
+	if s.EgressSelectorMode == "disabled" {
+		return nil
+	}
+	const body = `apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: Direct
+`
+	p := filepath.Join(lay.ServerEtc(), "egress-selector-config.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		return fmt.Errorf("egress selector config: %w", err)
+	}
+	return nil
 }
 
 func (a *app) writeAgentConfigs(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node) error {

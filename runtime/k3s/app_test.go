@@ -1,4 +1,4 @@
-package main
+package k3s
 
 import (
 	"bytes"
@@ -93,5 +93,29 @@ func TestServerRefusesRestrictedLabel(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "d")); !os.IsNotExist(err) {
 		t.Error("data dir created despite invalid config")
+	}
+}
+
+func TestKubectlKubeconfig(t *testing.T) {
+	exists := func(string) (os.FileInfo, error) { return nil, nil }
+	missing := func(p string) (os.FileInfo, error) { return nil, os.ErrNotExist }
+	noEnv := func(string) (string, bool) { return "", false }
+	env := func(k string) (string, bool) { return "/root/.kube/config", k == "KUBECONFIG" }
+	for _, tc := range []struct {
+		args []string
+		env  func(string) (string, bool)
+		stat func(string) (os.FileInfo, error)
+		want string
+	}{
+		{[]string{"get", "nodes"}, noEnv, exists, DefaultKubeconfig},
+		{[]string{"get", "nodes"}, noEnv, missing, ""},
+		{[]string{"get", "nodes"}, env, exists, ""},
+		{[]string{"--kubeconfig", "x", "get", "nodes"}, noEnv, exists, ""},
+		{[]string{"get", "--kubeconfig=x", "nodes"}, noEnv, exists, ""},
+		{[]string{"exec", "p", "--", "--kubeconfig=x"}, noEnv, exists, DefaultKubeconfig},
+	} {
+		if got := KubectlKubeconfig(tc.args, tc.env, tc.stat); got != tc.want {
+			t.Errorf("%v: %q, want %q", tc.args, got, tc.want)
+		}
 	}
 }

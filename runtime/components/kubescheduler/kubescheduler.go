@@ -1,0 +1,20 @@
+// Package kubescheduler links upstream kube-scheduler (k8s.io/kubernetes
+// cmd/kube-scheduler) as a sub-command of the runtime's multi-call binary.
+package kubescheduler
+
+import (
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics
+	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+)
+
+// Main runs kube-scheduler with args (flags only) and returns its exit
+// code. It installs a process-global signal handler: call it once per
+// process.
+func Main(args []string) int {
+	cmd := app.NewSchedulerCommand()
+	cmd.SetArgs(args)
+	return cli.Run(cmd)
+}

@@ -1,0 +1,162 @@
+package k3s
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ballast-os/ballast/runtime/componentargs"
+	"github.com/ballast-os/ballast/runtime/config"
+	"github.com/ballast-os/ballast/runtime/datadir"
+	"github.com/ballast-os/ballast/runtime/supervisor"
+)
+
+// LogDir is where component logs go, relative to the data dir.
+const LogDir = "server/logs"
+
+// controlPlane is the supervised start order of a server: the datastore
+// (kine, unless the apiserver talks to etcd itself), kube-apiserver (ready
+// on /readyz with the admin client certificate), then kube-controller-manager
+// and kube-scheduler (ready on /healthz), then the deploy controller that
+// applies server/manifests. Every component must be linked
+// into this binary; the first one that is not is reported as not built,
+// after printing the command lines that would have run.
+func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node) ([]supervisor.Component, error) {
+	if s.ClusterInit || s.ServerURL != "" {
+		return nil, notBuilt("embedded etcd (--cluster-init, --server)")
+	}
+	tlsDir := lay.TLS()
+	serverCA, err := os.ReadFile(filepath.Join(tlsDir, "server-ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(serverCA) {
+		return nil, fmt.Errorf("%s: no certificates", filepath.Join(tlsDir, "server-ca.crt"))
+	}
+	admin, err := tls.LoadX509KeyPair(filepath.Join(tlsDir, "client-admin.crt"), filepath.Join(tlsDir, "client-admin.key"))
+	if err != nil {
+		return nil, fmt.Errorf("admin client certificate: %w", err)
+	}
+	adminClient := httpsClient(pool, &admin)
+	plainClient := httpsClient(pool, nil)
+	logs := filepath.Join(s.DataDir, LogDir)
+	comp := func(name string, args []string, ready func(context.Context) error) supervisor.Component {
+		return supervisor.Component{Name: name, Path: a.self, Args: append([]string{name}, args...), LogFile: filepath.Join(logs, name+".log"), Ready: ready}
+	}
+	var plan []supervisor.Component
+	if k := n.Kine(); k != nil {
+		plan = append(plan, comp("kine", k, unixReady(lay.KineSocket())))
+	}
+	api, cm, sched := n.APIServer(), n.ControllerManager(), n.Scheduler()
+	plan = append(plan,
+		comp("kube-apiserver", api, supervisor.HTTPReady(localURL(api, "6443", "/readyz"), adminClient)),
+		comp("kube-controller-manager", cm, supervisor.HTTPReady(localURL(cm, "10257", "/healthz"), plainClient)),
+		comp("kube-scheduler", sched, supervisor.HTTPReady(localURL(sched, "10259", "/healthz"), plainClient)),
+		comp("deploy-controller", []string{"--kubeconfig=" + filepath.Join(lay.Cred(), "admin.kubeconfig"), "--manifests-dir=" + lay.Manifests()}, nil),
+	)
+	var missing []string
+	for _, c := range plan {
+		if _, ok := a.components[c.Name]; !ok {
+			missing = append(missing, c.Name)
+		}
+	}
+	if len(missing) > 0 {
+		for _, c := range plan {
+			fmt.Fprintf(a.stderr, "would run: %s\n", strings.Join(c.Args, " "))
+		}
+		return nil, notBuilt(fmt.Sprintf("k3s server: prepared %s and %s, but %s", s.DataDir, s.WriteKubeconfig, strings.Join(missing, ", ")))
+	}
+	if err := os.MkdirAll(logs, 0o700); err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+// flagValue is the last --name=value in args (user args come last and win).
+func flagValue(args []string, name, def string) string {
+	v := def
+	for _, a := range args {
+		if x, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			v = x
+		}
+	}
+	return v
+}
+
+// localURL is a component's own health endpoint at the --bind-address
+// (loopback when it binds every address) and --secure-port its (possibly
+// user-overridden) flags give it.
+func localURL(args []string, defPort, path string) string {
+	host := flagValue(args, "bind-address", "127.0.0.1")
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "https://" + net.JoinHostPort(host, flagValue(args, "secure-port", defPort)) + path
+}
+
+func httpsClient(pool *x509.CertPool, cert *tls.Certificate) *http.Client {
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+}
+
+// unixReady is ready once something accepts connections on the socket.
+func unixReady(path string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", path)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+}
+
+// runControlPlane supervises plan until ctx ends, and says once when every
+// component is ready.
+func (a *app) runControlPlane(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, plan []supervisor.Component) error {
+	sup := &supervisor.Supervisor{Components: plan, Logger: slog.New(slog.NewTextHandler(a.stderr, nil))}
+	fmt.Fprintf(a.stderr, "starting %d components; logs in %s\n", len(plan), filepath.Join(s.DataDir, LogDir))
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx) }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	announced := false
+	for {
+		select {
+		case err := <-done:
+			if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case <-tick.C:
+			if announced {
+				continue
+			}
+			st := sup.Status()
+			if len(st) != len(plan) {
+				continue
+			}
+			ready := true
+			for _, c := range st {
+				ready = ready && c.Ready
+			}
+			if ready {
+				announced = true
+				fmt.Fprintf(a.stderr, "k3s server is up: API on https://127.0.0.1:%d, kubeconfig %s\n", s.APIServerPortOrDefault(), s.WriteKubeconfig)
+			}
+		}
+	}
+}
