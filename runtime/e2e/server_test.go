@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -24,18 +25,15 @@ import (
 	"time"
 )
 
-// buildK3s builds cmd/k3s into a stable cache path. It uses the
+// buildK3s builds cmd/k3s into the test's temp dir. It uses the
 // environment's CGO_ENABLED and no -trimpath so that it shares the build
 // cache with `go vet ./...` and the other tests (the image build uses
 // CGO_ENABLED=0 -trimpath: kine then links the pure-Go sqlite driver
 // instead of mattn/go-sqlite3; both are kine's own drivers).
 func buildK3s(t *testing.T) string {
 	t.Helper()
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	out := filepath.Join(cache, "ballast-runtime-e2e", "k3s")
+	readModuleSources(t)
+	out := filepath.Join(t.TempDir(), "k3s")
 	start := time.Now()
 	cmd := exec.Command("go", "build", "-o", out, "../cmd/k3s")
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -43,6 +41,30 @@ func buildK3s(t *testing.T) string {
 	}
 	t.Logf("built %s in %s", out, time.Since(start).Round(time.Second))
 	return out
+}
+
+// readModuleSources reads every Go file, go.mod and go.sum of the runtime
+// module. This test imports none of them (it runs the binary), so without
+// these reads `go test` would serve a cached result after the sources
+// changed; reading them makes them part of the test's cache key.
+func readModuleSources(t *testing.T) {
+	t.Helper()
+	err := filepath.WalkDir("..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) && p != ".." {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(p, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum") {
+			_, err := os.ReadFile(p)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func freePort(t *testing.T) string {
