@@ -155,6 +155,58 @@ func (s *server) logs() string {
 	return b.String()
 }
 
+// running is one `k3s server` process.
+type running struct {
+	cmd    *exec.Cmd
+	log    *lineLog
+	exited chan error
+	done   bool
+}
+
+// start runs `k3s server args...` in its own process group (killed at
+// cleanup if still there) and waits until it says it is up.
+func (s *server) start(t *testing.T, args []string) *running {
+	t.Helper()
+	cmd := exec.Command(s.bin, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG=")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	begin := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &running{cmd: cmd, log: newLineLog(stderr), exited: make(chan error, 1)}
+	go func() { r.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if !r.done {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-r.exited
+		}
+	})
+	r.log.waitFor(t, "k3s server is up", 150*time.Second)
+	t.Logf("control plane up in %s", time.Since(begin).Round(100*time.Millisecond))
+	return r
+}
+
+// stop sends SIGTERM and wants a clean exit within 60 s.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-r.exited:
+		r.done = true
+		if err != nil {
+			t.Errorf("k3s server after SIGTERM: %v\n%s", err, r.log.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("k3s server did not stop within 60 s:\n%s", r.log.String())
+	}
+}
+
 // componentPID finds the process `k3s <name>` of the server on dataDir.
 func componentPID(t *testing.T, dataDir, name string) int {
 	t.Helper()
@@ -199,32 +251,11 @@ func TestServerDisableAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := freePort(t)
-	cmd := exec.Command(bin, "server", "--disable-agent", "--bind-address", "127.0.0.1",
+	args := []string{"server", "--disable-agent", "--bind-address", "127.0.0.1",
 		"--data-dir", s.dataDir, "--write-kubeconfig", s.kubeconfig, "--https-listen-port", api,
-		"--kube-controller-manager-arg", "secure-port="+freePort(t), "--kube-scheduler-arg", "secure-port="+freePort(t))
-	cmd.Env = append(os.Environ(), "KUBECONFIG=")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout = cmd.Stderr
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	log := newLineLog(stderr)
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-	}()
-
-	log.waitFor(t, "k3s server is up", 150*time.Second)
-	t.Logf("control plane up in %s", time.Since(start).Round(100*time.Millisecond))
+		"--kube-controller-manager-arg", "secure-port=" + freePort(t), "--kube-scheduler-arg", "secure-port=" + freePort(t)}
+	r := s.start(t, args)
+	log := r.log
 
 	if got := strings.TrimSpace(s.kubectl(t, "get", "--raw", "/readyz")); got != "ok" {
 		t.Errorf("/readyz = %q", got)
@@ -291,17 +322,25 @@ func TestServerDisableAgent(t *testing.T) {
 	}
 	t.Logf("apiserver back %s after SIGKILL", time.Since(killed).Round(100*time.Millisecond))
 
+	// State the restart must keep: an object made through the API.
+	s.kubectl(t, "create", "configmap", "made-by-hand", "-n", "default", "--from-literal=k=v")
+
 	// A clean stop: SIGTERM to k3s stops every component and exits 0.
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("k3s server after SIGTERM: %v\n%s", err, log.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("k3s server did not stop within 60 s:\n%s", log.String())
-	}
+	r.stop(t)
 	if _, err := net.DialTimeout("tcp", "127.0.0.1:"+api, time.Second); err == nil {
 		t.Error("the apiserver still listens after k3s server stopped")
 	}
+
+	// Restart on the same data dir (a reboot): certificates and tokens are
+	// reused, kine's sqlite keeps the objects.
+	tok, _ := os.ReadFile(filepath.Join(s.dataDir, "server", "token"))
+	r = s.start(t, args)
+	if got := s.kubectl(t, "get", "configmap", "made-by-hand", "-n", "default", "-o", "jsonpath={.data.k}"); got != "v" {
+		t.Errorf("after restart made-by-hand data %q", got)
+	}
+	s.kubectl(t, "get", "configmap", "e2e-manifest", "-n", "kube-system")
+	if tok2, _ := os.ReadFile(filepath.Join(s.dataDir, "server", "token")); len(tok) == 0 || string(tok) != string(tok2) {
+		t.Errorf("server token changed across restart: %q -> %q", tok, tok2)
+	}
+	r.stop(t)
 }
