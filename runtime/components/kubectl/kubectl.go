@@ -3,6 +3,9 @@
 package kubectl
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/ballast-os/ballast/runtime/k3s"
@@ -20,6 +23,12 @@ import (
 // exit code; errors are printed the way upstream kubectl prints them.
 func Main(args []string) int {
 	if kc := k3s.KubectlKubeconfig(args, os.LookupEnv, os.Stat); kc != "" {
+		if f, err := os.Open(kc); errors.Is(err, fs.ErrPermission) {
+			fmt.Fprintf(os.Stderr, "error: unable to read %s: start the server with --write-kubeconfig-mode (or --write-kubeconfig-group) to let this user read it, or run as root\n", kc)
+			return 1
+		} else if err == nil {
+			f.Close()
+		}
 		os.Setenv("KUBECONFIG", kc)
 	}
 	argv := append([]string{"kubectl"}, args...)
