@@ -313,8 +313,16 @@ func TestE2ERawUEFI(t *testing.T) { testRawDisk(t, UEFI) }
 // TestE2EISO boots the hybrid ISO live, with no disk.
 func TestE2EISO(t *testing.T) {
 	iso := testImage(t, ImageISOEnv, "ballast-x86_64.iso")
-	sc := newScenario(t, "e2e-live")
-	m := startMachine(t, Options{ISO: iso, UserData: sc.userData, Forwards: map[int]int{22: 0}})
+	bootLive(t, "e2e-live", Options{ISO: iso})
+}
+
+// bootLive boots a live system (no data partition) with a scenario's
+// config, checks what every boot brings, and powers it off.
+func bootLive(t *testing.T, hostname string, opts Options) {
+	t.Helper()
+	sc := newScenario(t, hostname)
+	opts.UserData, opts.Forwards = sc.userData, map[int]int{22: 0}
+	m := startMachine(t, opts)
 	st := waitReady(t, m)
 	checkBoot(t, m, sc, st)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -360,15 +368,7 @@ func TestE2EISOAsUSBStick(t *testing.T) {
 	iso := testImage(t, ImageISOEnv, "ballast-x86_64.iso")
 	for _, fw := range []Firmware{BIOS, UEFI} {
 		t.Run(string(fw), func(t *testing.T) {
-			sc := newScenario(t, "e2e-usb-"+string(fw))
-			m := startMachine(t, Options{Disk: iso, Firmware: fw, UserData: sc.userData, Forwards: map[int]int{22: 0}})
-			st := waitReady(t, m)
-			checkBoot(t, m, sc, st)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			if err := m.Shutdown(ctx); err != nil {
-				t.Errorf("Shutdown: %v", err)
-			}
+			bootLive(t, "e2e-usb-"+string(fw), Options{Disk: iso, Firmware: fw})
 		})
 	}
 }

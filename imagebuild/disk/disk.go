@@ -163,18 +163,27 @@ type partition struct {
 func (p partition) offset() int64 { return int64(p.start) * sectorSize }
 func (p partition) size() int64   { return int64(p.end-p.start+1) * sectorSize }
 
-func plan(l Layout, systemSize int64) ([]partition, int64, error) {
-	slot, data := l.SlotSizeOrDefault(), l.DataSizeOrDefault()
+// checkSizes validates the slot and data sizes of either partition scheme
+// and that the system image fits its slot.
+func checkSizes(systemA string, systemSize, slot, data int64) error {
 	for _, s := range []struct {
 		what string
 		n    int64
 	}{{"slot size", slot}, {"data size", data}} {
 		if s.n <= 0 || s.n%MiB != 0 {
-			return nil, 0, fmt.Errorf("%s %d: want a positive multiple of 1 MiB", s.what, s.n)
+			return fmt.Errorf("%s %d: want a positive multiple of 1 MiB", s.what, s.n)
 		}
 	}
 	if systemSize > slot {
-		return nil, 0, fmt.Errorf("system image %s is %d bytes, larger than the %d-byte slot", l.SystemA, systemSize, slot)
+		return fmt.Errorf("system image %s is %d bytes, larger than the %d-byte slot", systemA, systemSize, slot)
+	}
+	return nil
+}
+
+func plan(l Layout, systemSize int64) ([]partition, int64, error) {
+	slot, data := l.SlotSizeOrDefault(), l.DataSizeOrDefault()
+	if err := checkSizes(l.SystemA, systemSize, slot, data); err != nil {
+		return nil, 0, err
 	}
 	var parts []partition
 	lba := uint64(firstLBA)

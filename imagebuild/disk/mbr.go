@@ -58,16 +58,8 @@ func PlanMBR(l MBRLayout, systemSize int64) ([4]MBRPartition, int64, error) {
 	gl := Layout{SlotSize: l.SlotSize, DataSize: l.DataSize, ImageSize: l.ImageSize, SystemA: l.SystemA}
 	slot, data := gl.SlotSizeOrDefault(), gl.DataSizeOrDefault()
 	var parts [4]MBRPartition
-	for _, s := range []struct {
-		what string
-		n    int64
-	}{{"slot size", slot}, {"data size", data}} {
-		if s.n <= 0 || s.n%MiB != 0 {
-			return parts, 0, fmt.Errorf("%s %d: want a positive multiple of 1 MiB", s.what, s.n)
-		}
-	}
-	if systemSize > slot {
-		return parts, 0, fmt.Errorf("system image %s is %d bytes, larger than the %d-byte slot", l.SystemA, systemSize, slot)
+	if err := checkSizes(l.SystemA, systemSize, slot, data); err != nil {
+		return parts, 0, err
 	}
 	lba := int64(firstLBA)
 	for i, p := range []struct {
