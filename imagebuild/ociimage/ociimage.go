@@ -270,8 +270,8 @@ func Write(w io.Writer, img Image) error {
 	}
 
 	blobs := map[digest.Digest][]byte{
-		layerDesc.Digest: layer,
-		cfgDesc.Digest:   cfgJSON,
+		layerDesc.Digest:          layer,
+		cfgDesc.Digest:            cfgJSON,
 		digest.FromBytes(manJSON): manJSON,
 	}
 	tw := tar.NewWriter(w)
