@@ -2,7 +2,9 @@
 // server/manifests, finds new and changed .yaml/.yml/.json files and hands
 // their documents to an Applier. As in k3s: every file is applied at start,
 // then the directory is walked every 15 seconds; `x.yaml.skip` disables
-// x.yaml; removing a file never deletes the objects it created.
+// x.yaml; removing a file never deletes the objects it created; a file
+// that a `--disable` name matches (see Disabled) has its objects deleted,
+// then is removed itself, on every pass.
 package manifests
 
 import (
@@ -15,7 +17,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,9 +30,13 @@ import (
 // Interval is how often k3s walks the manifests directory.
 const Interval = 15 * time.Second
 
-// Applier applies the documents of one file (server-side apply, later).
+// Applier applies the documents of one file, and deletes the objects of
+// a disabled one.
 type Applier interface {
 	Apply(ctx context.Context, file string, docs [][]byte) error
+	// Delete deletes the objects the documents name, those this
+	// controller applied; objects already gone are not an error.
+	Delete(ctx context.Context, file string, docs [][]byte) error
 }
 
 // fileState is what the controller remembers of an applied file.
@@ -45,6 +53,9 @@ type Controller struct {
 	Logger  *slog.Logger
 	// Tick returns a channel that fires after d; nil means time.After.
 	Tick func(d time.Duration) <-chan time.Time
+	// Disable are k3s's `--disable` names: a file they match (Disabled)
+	// is not applied; its objects are deleted, then the file.
+	Disable []string
 
 	applied map[string]fileState
 }
@@ -55,6 +66,24 @@ type Result struct {
 	Skipped []string         // files disabled by a .skip marker
 	Failed  map[string]error // files whose apply failed; retried next pass
 	Removed []string         // files gone since last pass (objects kept)
+	Deleted []string         // disabled files whose objects were deleted, then the file
+}
+
+// Disabled reports whether the file at rel (relative to the manifests
+// directory) is disabled by names, as k3s matches its --disable list: a
+// parent directory of the file is named (metrics-server disables
+// metrics-server/*, whatever the files are), or the file is a manifest
+// whose name without its extension is named (coredns disables
+// coredns.yaml, also in a subdirectory).
+func Disabled(rel string, names []string) bool {
+	parts := strings.Split(filepath.ToSlash(rel), "/")
+	for i := 1; i < len(parts); i++ {
+		if slices.Contains(names, strings.Join(parts[:i], "/")) {
+			return true
+		}
+	}
+	base := parts[len(parts)-1]
+	return isManifest(base) && slices.Contains(names, strings.TrimSuffix(base, path.Ext(base)))
 }
 
 func isManifest(name string) bool {
@@ -69,7 +98,7 @@ func (c *Controller) Sync(ctx context.Context, force bool) (Result, error) {
 		c.applied = map[string]fileState{}
 	}
 	res := Result{Failed: map[string]error{}}
-	var files []string
+	var files, disabled []string
 	skip := map[string]bool{}
 	err := filepath.WalkDir(c.Dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -79,6 +108,10 @@ func (c *Controller) Sync(ctx context.Context, force bool) (Result, error) {
 			return err
 		}
 		if d.IsDir() {
+			return nil
+		}
+		if rel, err := filepath.Rel(c.Dir, path); err == nil && len(c.Disable) > 0 && Disabled(rel, c.Disable) {
+			disabled = append(disabled, path)
 			return nil
 		}
 		if strings.HasSuffix(path, ".skip") {
@@ -94,6 +127,22 @@ func (c *Controller) Sync(ctx context.Context, force bool) (Result, error) {
 		return res, fmt.Errorf("manifests: walking %s: %w", c.Dir, err)
 	}
 	sort.Strings(files)
+	for _, f := range disabled {
+		delete(c.applied, f)
+		if err := c.deleteDisabled(ctx, f); err != nil {
+			res.Failed[f] = err
+			continue
+		}
+		res.Deleted = append(res.Deleted, f)
+	}
+	if len(res.Deleted) > 0 {
+		for _, name := range c.Disable {
+			if filepath.IsLocal(name) {
+				// Only an emptied directory goes (metrics-server/).
+				_ = os.Remove(filepath.Join(c.Dir, name))
+			}
+		}
+	}
 	seen := map[string]bool{}
 	for _, f := range files {
 		seen[f] = true
@@ -145,6 +194,30 @@ func (c *Controller) Sync(ctx context.Context, force bool) (Result, error) {
 	return res, nil
 }
 
+// deleteDisabled deletes the objects a disabled manifest names, then the
+// file. A file that is not a manifest (a .skip marker in a disabled
+// directory) is only removed; so is one that does not parse, as k3s
+// does, after saying so: its objects cannot be known.
+func (c *Controller) deleteDisabled(ctx context.Context, f string) error {
+	var parseErr error
+	if isManifest(filepath.Base(f)) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		docs, err := SplitDocuments(data)
+		if err != nil {
+			parseErr = fmt.Errorf("disabled %s: %w; removed without deleting its objects", f, err)
+		} else if err := c.Applier.Delete(ctx, f, docs); err != nil {
+			return fmt.Errorf("deleting the objects of disabled %s: %w", f, err)
+		}
+	}
+	if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return parseErr
+}
+
 // Run applies everything, then re-syncs every Interval until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	log := c.Logger
@@ -171,6 +244,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		for _, f := range res.Removed {
 			log.Info("manifest removed; its objects are kept", "file", f)
+		}
+		for _, f := range res.Deleted {
+			log.Info("disabled manifest: deleted its objects and the file", "file", f)
 		}
 		select {
 		case <-ctx.Done():

@@ -12,9 +12,18 @@ import (
 )
 
 type fakeApplier struct {
-	calls map[string][][]byte
-	order []string
-	fail  map[string]bool
+	calls   map[string][][]byte
+	order   []string
+	fail    map[string]bool
+	deleted map[string][][]byte
+}
+
+func (f *fakeApplier) Delete(_ context.Context, file string, docs [][]byte) error {
+	if f.fail[filepath.Base(file)] {
+		return errors.New("delete refused")
+	}
+	f.deleted[file] = docs
+	return nil
 }
 
 func (f *fakeApplier) Apply(_ context.Context, file string, docs [][]byte) error {
@@ -27,7 +36,7 @@ func (f *fakeApplier) Apply(_ context.Context, file string, docs [][]byte) error
 }
 
 func newFake() *fakeApplier {
-	return &fakeApplier{calls: map[string][][]byte{}, fail: map[string]bool{}}
+	return &fakeApplier{calls: map[string][][]byte{}, fail: map[string]bool{}, deleted: map[string][][]byte{}}
 }
 
 func write(t *testing.T, dir, name, data string, mtime time.Time) string {
@@ -103,6 +112,105 @@ func TestSyncSemantics(t *testing.T) {
 	c.Sync(context.Background(), true)
 	if len(f.order) != 3 {
 		t.Errorf("forced pass applied %v", f.order)
+	}
+}
+
+func TestDisable(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	write(t, dir, "coredns.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: coredns\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: kube-dns\n", t0)
+	write(t, dir, "metrics-server/a.yaml", "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: m\n", t0)
+	write(t, dir, "metrics-server/b.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: m\n", t0)
+	write(t, dir, "metrics-server/b.yaml.skip", "", t0)
+	write(t, dir, "local-storage.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: l\n", t0)
+	write(t, dir, "runtimes.yaml", "kind: [\n", t0)
+
+	f := newFake()
+	c := &Controller{Dir: dir, Applier: f}
+	if _, err := c.Sync(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	f.order = nil
+	f.fail["coredns.yaml"] = true
+	c.Disable = []string{"coredns", "metrics-server", "runtimes", "traefik"}
+	res, err := c.Sync(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := func(ps []string) []string {
+		var out []string
+		for _, p := range ps {
+			r, _ := filepath.Rel(dir, p)
+			out = append(out, filepath.ToSlash(r))
+		}
+		return out
+	}
+	// The controller refused coredns's delete: kept, failed, retried.
+	if _, ok := res.Failed[filepath.Join(dir, "coredns.yaml")]; !ok {
+		t.Errorf("failed %v", res.Failed)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "coredns.yaml")); err != nil {
+		t.Errorf("coredns.yaml removed although its objects were not deleted: %v", err)
+	}
+	// An unparsable disabled file is removed (its objects cannot be
+	// known) and reported.
+	if err := res.Failed[filepath.Join(dir, "runtimes.yaml")]; err == nil || !strings.Contains(err.Error(), "removed without deleting") {
+		t.Errorf("runtimes.yaml: %v", err)
+	}
+	if got, want := rel(res.Deleted), []string{"metrics-server/a.yaml", "metrics-server/b.yaml", "metrics-server/b.yaml.skip"}; !slices.Equal(got, want) {
+		t.Errorf("deleted %v, want %v", got, want)
+	}
+	if len(f.order) != 0 || len(res.Removed) != 0 {
+		t.Errorf("applied %v removed %v in the disabling pass", f.order, res.Removed)
+	}
+	// The skipped b.yaml's objects are deleted too: it may have been
+	// applied before its .skip marker appeared.
+	if len(f.deleted) != 2 || !strings.Contains(string(f.deleted[filepath.Join(dir, "metrics-server/a.yaml")][0]), "ServiceAccount") {
+		t.Errorf("delete calls %q", f.deleted)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "metrics-server")); !os.IsNotExist(err) {
+		t.Errorf("emptied metrics-server/ kept: %v", err)
+	}
+
+	f.fail["coredns.yaml"] = false
+	res, err = c.Sync(context.Background(), false)
+	if err != nil || !slices.Equal(rel(res.Deleted), []string{"coredns.yaml"}) || len(res.Failed) != 0 {
+		t.Errorf("retry: deleted %v failed %v (%v)", rel(res.Deleted), res.Failed, err)
+	}
+	if docs := f.deleted[filepath.Join(dir, "coredns.yaml")]; len(docs) != 2 {
+		t.Errorf("coredns delete docs %q", docs)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 || ents[0].Name() != "local-storage.yaml" {
+		t.Errorf("left %v", ents)
+	}
+	// A disabled name written again later (by hand) goes again.
+	write(t, dir, "coredns.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: coredns\n", t0)
+	res, _ = c.Sync(context.Background(), false)
+	if !slices.Equal(rel(res.Deleted), []string{"coredns.yaml"}) || len(f.order) != 0 {
+		t.Errorf("re-added disabled file: deleted %v applied %v", res.Deleted, f.order)
+	}
+}
+
+func TestDisabledMatch(t *testing.T) {
+	names := []string{"coredns", "metrics-server", "custom.yaml"}
+	for rel, want := range map[string]bool{
+		"coredns.yaml":                         true,
+		"coredns.yml":                          true,
+		"sub/coredns.json":                     true,
+		"metrics-server/auth-reader.yaml":      true,
+		"metrics-server/deep/x.yaml":           true,
+		"metrics-server/b.yaml.skip":           true,
+		"custom.yaml":                          false, // names have no extension
+		"coredns.yaml.skip":                    false,
+		"coredns.txt":                          false,
+		"local-storage.yaml":                   false,
+		"coredns-custom.yaml":                  false,
+		"other/metrics-server-service.yaml":    false,
+		"metrics-server.yaml.d/unrelated.yaml": false,
+	} {
+		if got := Disabled(rel, names); got != want {
+			t.Errorf("Disabled(%q) = %v, want %v", rel, got, want)
+		}
 	}
 }
 

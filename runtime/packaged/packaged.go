@@ -6,7 +6,7 @@
 //
 // `disable: [name, ...]` names a manifest by its file name without the
 // extension (coredns, local-storage, runtimes, rolebindings, ccm) or by its
-// directory (metrics-server). A disabled component is not written; a copy
+// directory (metrics-server), as manifests.Disabled matches them. A disabled component is not written; a copy
 // an earlier start left behind stays until the deploy controller (given
 // the same names with --disable) has deleted the objects it names and
 // then the file, which is the order k3s's deploy controller keeps (the
@@ -25,11 +25,12 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/ballast-os/ballast/runtime/manifests"
 )
 
 //go:embed manifests
@@ -94,22 +95,6 @@ func (r Result) DeployControllerArgs() []string {
 		return nil
 	}
 	return []string{"--disable=" + strings.Join(r.Disabled, ",")}
-}
-
-// Disabled reports whether the manifest at rel (a slash-separated path
-// relative to the manifests directory) is disabled by names: its file name
-// without extension, or any of its parent directories (metrics-server
-// disables metrics-server/*), as k3s matches them.
-func Disabled(rel string, names []string) bool {
-	rel = filepath.ToSlash(rel)
-	parts := strings.Split(rel, "/")
-	for i := 1; i < len(parts); i++ {
-		if slices.Contains(names, strings.Join(parts[:i], "/")) {
-			return true
-		}
-	}
-	base := parts[len(parts)-1]
-	return slices.Contains(names, base) || slices.Contains(names, strings.TrimSuffix(base, path.Ext(base)))
 }
 
 func cleanNames(disable []string) []string {
@@ -217,7 +202,7 @@ func Render(v Values, disable []string) (map[string][]byte, error) {
 			return err
 		}
 		rel := strings.TrimPrefix(p, "manifests/")
-		if Disabled(rel, names) {
+		if manifests.Disabled(rel, names) {
 			return nil
 		}
 		data, err := templates.ReadFile(p)

@@ -294,26 +294,6 @@ func TestValues(t *testing.T) {
 	}
 }
 
-func TestDisabledMatch(t *testing.T) {
-	names := []string{"coredns", "metrics-server", "custom.yaml"}
-	for rel, want := range map[string]bool{
-		"coredns.yaml":                       true,
-		"coredns.yml":                        true,
-		"sub/coredns.json":                   true,
-		"metrics-server/auth-reader.yaml":    true,
-		"metrics-server/deep/x.yaml":         true,
-		"custom.yaml":                        true,
-		"local-storage.yaml":                 false,
-		"coredns-custom.yaml":                false,
-		"other/metrics-server-service.yaml":  false,
-		"metrics-server.yaml.d/unrelated.md": false,
-	} {
-		if got := Disabled(rel, names); got != want {
-			t.Errorf("Disabled(%q) = %v, want %v", rel, got, want)
-		}
-	}
-}
-
 func TestStageDisable(t *testing.T) {
 	dir := t.TempDir()
 	res, err := Stage(dir, goldenValues, nil)
