@@ -32,7 +32,7 @@ func TestExampleSpecLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Board != "x86_64" || s.CloudConfig != "default-cloud-config.yaml" {
+	if s.Board != "x86_64" || s.CloudConfig != "default-cloud-config.yaml" || s.Runtime.Kind != spec.RuntimeBallast {
 		t.Errorf("unexpected spec: %+v", s)
 	}
 }

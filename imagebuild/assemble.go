@@ -33,6 +33,8 @@ type Manifest struct {
 	Debian          ManifestArchive `json:"debian"`
 	Packages        []string        `json:"packages"` // "name version", system and kernel
 	InitSHA256      string          `json:"init_sha256"`
+	// Runtime is absent when the image carries none.
+	Runtime *ManifestRuntime `json:"runtime,omitempty"`
 }
 
 // ManifestArchive names the archive the packages came from.
@@ -66,6 +68,13 @@ func (b *builder) manifest(k *kernelFiles, pk *packages, initPath string) ([]byt
 		sum := sha256.Sum256(data)
 		m.InitSHA256 = hex.EncodeToString(sum[:])
 	}
+	if b.runtime != nil {
+		rm, err := b.runtime.manifest()
+		if err != nil {
+			return nil, err
+		}
+		m.Runtime, b.res.Runtime = rm, rm
+	}
 	for _, set := range [][]debian.Package{pk.system, pk.kernel} {
 		for _, p := range set {
 			m.Packages = append(m.Packages, p.Name+" "+p.Version)
@@ -75,14 +84,19 @@ func (b *builder) manifest(k *kernelFiles, pk *packages, initPath string) ([]byt
 }
 
 func (b *builder) buildInit(ctx context.Context) (string, error) {
-	src := b.opts.SourceDir
-	if src == "" {
-		var err error
-		if src, err = FindSource(); err != nil {
-			return "", err
-		}
+	src, err := b.sourceDir()
+	if err != nil {
+		return "", err
 	}
 	return BuildInit(ctx, src, b.board.Arch, Version(), filepath.Join(b.cache, "init"))
+}
+
+// sourceDir is the ballast checkout the init and the runtime are built from.
+func (b *builder) sourceDir() (string, error) {
+	if b.opts.SourceDir != "" {
+		return b.opts.SourceDir, nil
+	}
+	return FindSource()
 }
 
 // mountPoints exist in the read-only system image so the init can mount

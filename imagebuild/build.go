@@ -74,6 +74,8 @@ type Result struct {
 	Packages       int
 	LockPath       string
 	Steps          []Step
+	// Runtime is what build.json records of the runtime; nil without one.
+	Runtime *ManifestRuntime
 }
 
 // Step is one timed stage of the build.
@@ -99,6 +101,10 @@ type builder struct {
 	cache string
 	res   *Result
 	log   io.Writer
+	// runtime is what the runtime steps produced; nil without a runtime.
+	runtime *runtimeFiles
+	// system is the assembled system tree, kept for tests.
+	system *filetree.Tree
 }
 
 func newBuilder(opts Options) (*builder, error) {
@@ -163,6 +169,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 		kernel   *kernelFiles
 		boot     *bootFiles
 		initPath string
+		runtime  *runtimeFiles
 		baked    []byte
 		userData []byte
 		manifest []byte
@@ -175,20 +182,48 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 		{"read cloud-config", func() (err error) { baked, userData, err = b.cloudConfigs(); return }},
 		{"resolve packages", func() (err error) { pk, err = b.resolve(ctx); return }},
 		{"unpack system packages", func() error { return b.installSystem(ctx, pk, system) }},
-		{"unpack kernel", func() (err error) { kernel, err = b.installKernel(ctx, pk, system); return }},
+		{"unpack kernel", func() (err error) {
+			if kernel, err = b.installKernel(ctx, pk, system); err != nil || !b.hasRuntime() {
+				return err
+			}
+			// Before the runtime build: a board without the modules fails fast.
+			return checkRuntimeModules(system, kernel, b.board.Name)
+		}},
 		{"index kernel modules", func() error { return b.addModuleIndexes(ctx, pk, kernel, system) }},
 		{"unpack boot loaders", func() (err error) { boot, err = b.installBootLoaders(ctx, pk); return }},
 		{"build init", func() (err error) { initPath, err = b.buildInit(ctx); return }},
+		{"build runtime", func() (err error) {
+			if !b.hasRuntime() {
+				fmt.Fprintf(b.log, "    runtime kind none: no Kubernetes in this image\n")
+				return nil
+			}
+			runtime, err = b.buildRuntime(ctx)
+			return err
+		}},
+		{"build runtime images", func() error {
+			if runtime == nil {
+				return nil
+			}
+			return b.buildRuntimeImages(ctx, pk, runtime)
+		}},
 		{"assemble system tree", func() (err error) {
+			b.runtime = runtime
 			manifest, err = b.manifest(kernel, pk, initPath)
 			if err != nil {
 				return err
 			}
-			return b.addSystemFiles(system, initPath, manifest)
+			if err := b.addSystemFiles(system, initPath, manifest); err != nil {
+				return err
+			}
+			if runtime != nil {
+				return b.addRuntimeFiles(system, runtime)
+			}
+			return nil
 		}},
 		{"write squashfs", func() error { return b.writeSquashfs(ctx, system) }},
 		{"write initramfs", func() (err error) { initrd, err = b.writeInitramfs(ctx, kernel, initPath, baked, manifest); return }},
 	}
+	b.system = system
 	for _, s := range steps {
 		if err := b.step(s.name, s.fn); err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -27,6 +28,9 @@ type packages struct {
 	system, kernel, boot []debian.Package
 	// all is the union, recorded in the lock.
 	all []debian.Package
+	// busybox is Debian's busybox-static, for the runtime's helper image;
+	// nil when the build makes no images.
+	busybox *debian.Package
 }
 
 const (
@@ -66,6 +70,11 @@ func (b *builder) resolve(ctx context.Context) (*packages, error) {
 	}
 
 	systemNames := append(append(append([]string(nil), spec.BasePackages...), b.board.Packages...), b.spec.Packages...)
+	for _, n := range b.runtimePackageNames() {
+		if !slices.Contains(systemNames, n) {
+			systemNames = append(systemNames, n)
+		}
+	}
 	sys, err := a.Resolve(ctx, systemNames, pk.lock)
 	if err != nil {
 		return nil, err
@@ -125,10 +134,23 @@ func (b *builder) resolve(ctx context.Context) (*packages, error) {
 		}
 	}
 
+	var busybox []debian.Package
+	if b.needsBusybox() {
+		// Its own closure: the binary goes into an image, not the system.
+		if busybox, err = a.Resolve(ctx, []string{busyboxPackage}, pk.lock); err != nil {
+			return nil, err
+		}
+		for i := range busybox {
+			if busybox[i].Name == busyboxPackage {
+				pk.busybox = &busybox[i]
+			}
+		}
+	}
+
 	seen := map[string]bool{}
 	// The lock records every closure whole, so that a locked build
 	// resolves without the index.
-	for _, set := range [][]debian.Package{sys, kern, bootClosure} {
+	for _, set := range [][]debian.Package{sys, kern, bootClosure, busybox} {
 		for _, p := range set {
 			if !seen[p.Name] {
 				seen[p.Name] = true

@@ -108,6 +108,13 @@ func runBuild(ctx context.Context, env Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "built %s in %s (kernel %s, %d packages, system %d MB)\n",
 		res.Board, time.Since(start).Round(100*time.Millisecond), res.Kernel, res.Packages, res.SquashfsSize>>20)
+	if rt := res.Runtime; rt != nil {
+		var imgs int64
+		for _, img := range rt.Images {
+			imgs += img.Size
+		}
+		fmt.Fprintf(env.Stdout, "  runtime %s %s: %s %d MB, %d images %d MB\n", rt.Kind, rt.Version, rt.Binary, rt.Size>>20, len(rt.Images), imgs>>20)
+	}
 	for _, img := range res.Images {
 		fmt.Fprintf(env.Stdout, "  %-4s %s  %d MB (%d MB on disk)\n", img.Format, img.Path, img.Size>>20, img.Allocated>>20)
 	}

@@ -222,13 +222,7 @@ func (s *Spec) validate(root *yaml.Node) ErrorList {
 	for i, o := range s.Overlays {
 		add(fmt.Sprintf("overlays[%d]", i), "overlay %q is not available yet (no overlays are implemented in this version)", o)
 	}
-	switch s.Runtime.Kind {
-	case "none":
-	case "ballast", "k3s":
-		add("runtime.kind", "runtime %q is not available yet in this version (use none)", s.Runtime.Kind)
-	default:
-		add("runtime.kind", "unknown runtime %q (known: none, ballast, k3s)", s.Runtime.Kind)
-	}
+	s.validateRuntime(add)
 	switch s.Image.Compression {
 	case "zstd", "xz":
 	default:

@@ -68,14 +68,58 @@ type Debian struct {
 }
 
 // Runtime selects the Kubernetes runtime put in the image.
+//
+//	runtime:
+//	  kind: ballast            # default
+//	  images: [testserver, extra/app.tar]
+//
+//	runtime:
+//	  kind: k3s
+//	  version: v1.34.3+k3s1
+//	  sha256: 0123...          # mandatory for a download
+//
+//	runtime: {kind: k3s, file: bin/k3s}   # a local binary; sha256 optional
 type Runtime struct {
-	// Kind: "none" (default until the runtime lands), "ballast" (built from
-	// runtime/), or "k3s" (the official release binary).
-	Kind    string `yaml:"kind"`
+	// Kind: "ballast" (default: built from runtime/), "k3s" (the official
+	// release binary), or "none".
+	Kind string `yaml:"kind"`
+	// Version of the official k3s release (kind k3s), e.g. v1.34.3+k3s1.
 	Version string `yaml:"version"`
-	SHA256  string `yaml:"sha256"`
-	File    string `yaml:"file"`
-	URL     string `yaml:"url"`
+	// SHA256 of the official binary: mandatory when it is downloaded,
+	// checked when given for a local file.
+	SHA256 string `yaml:"sha256"`
+	// File is a local k3s binary, relative to the spec, instead of a download.
+	File string `yaml:"file"`
+	// URL of the binary to download; default K3sURL(version, arch).
+	URL string `yaml:"url"`
+	// Images are extra images for agent/images: a name the builder knows
+	// how to build (componentimages.Known, e.g. "testserver") or the path of
+	// an image archive (.tar, relative to the spec). Kind ballast adds
+	// them to its default images (pause, CoreDNS, ...).
+	Images []string `yaml:"images"`
+}
+
+// Runtime kinds.
+const (
+	RuntimeBallast = "ballast"
+	RuntimeK3s     = "k3s"
+	RuntimeNone    = "none"
+)
+
+// K3sURL is where the official k3s release binary for arch (Debian's
+// name: amd64, arm64) is downloaded from by default.
+func K3sURL(version, arch string) string {
+	name := "k3s"
+	if arch != "amd64" {
+		name += "-" + arch
+	}
+	return "https://github.com/k3s-io/k3s/releases/download/" + version + "/" + name
+}
+
+// IsImageFile reports whether a runtime.images entry names an archive file
+// rather than an image the builder knows.
+func IsImageFile(entry string) bool {
+	return strings.ContainsRune(entry, '/') || strings.Contains(entry, ".tar") || strings.HasSuffix(entry, ".tgz")
 }
 
 // Kernel adjusts which kernel modules the system image carries.
@@ -187,7 +231,7 @@ func (s *Spec) FillDefaults() {
 		s.ExcludePackages = append([]string(nil), DefaultExcludePackages...)
 	}
 	if s.Runtime.Kind == "" {
-		s.Runtime.Kind = "none"
+		s.Runtime.Kind = RuntimeBallast
 	}
 	if s.Image.SlotSize == 0 {
 		s.Image.SlotSize = DefaultSlotSize
