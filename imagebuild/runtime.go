@@ -90,6 +90,7 @@ func (b *builder) buildRuntime(ctx context.Context) (*runtimeFiles, error) {
 			Arch:      b.board.Arch,
 			Version:   Version(),
 			CacheDir:  filepath.Join(b.cache, "runtime"),
+			Offline:   b.opts.Offline,
 			Log:       b.log,
 		})
 	case spec.RuntimeK3s:

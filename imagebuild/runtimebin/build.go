@@ -83,6 +83,9 @@ type BuildOptions struct {
 	// Tick is how often a running build says it is still building
 	// (default a minute).
 	Tick time.Duration
+	// Offline forbids module downloads (GOPROXY=off): the modules must be
+	// in Go's module cache already.
+	Offline bool
 }
 
 // runtimeModule is the nested module's path.
@@ -139,6 +142,9 @@ func Build(ctx context.Context, o BuildOptions) (*Runtime, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+o.Arch)
+	if o.Offline {
+		cmd.Env = append(cmd.Env, "GOPROXY=off")
+	}
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 

@@ -112,7 +112,7 @@ func fakeGo(t *testing.T, sleep string) (goCmd, record string) {
 	goCmd = filepath.Join(dir, "go")
 	script := `#!/bin/sh
 if [ "$1" = env ]; then echo go1.99-fake; exit 0; fi
-echo "$PWD|$GOARCH|$CGO_ENABLED|$*" >> ` + record + `
+echo "$PWD|$GOARCH|$CGO_ENABLED|$*|proxy=$GOPROXY" >> ` + record + `
 sleep ` + sleep + `
 out=
 while [ $# -gt 0 ]; do
@@ -214,9 +214,12 @@ func TestBuildCachesAndReportsProgress(t *testing.T) {
 	if _, err := Build(context.Background(), o); err != nil || len(calls(t, record)) != 3 {
 		t.Fatalf("other arch: %v, %d builds", err, len(calls(t, record)))
 	}
-	o.Version = "v-other"
+	o.Version, o.Offline = "v-other", true
 	if _, err := Build(context.Background(), o); err != nil || len(calls(t, record)) != 4 {
 		t.Fatalf("other version: %v, %d builds", err, len(calls(t, record)))
+	}
+	if c := calls(t, record); !strings.HasSuffix(c[3], "|proxy=off") || strings.HasSuffix(c[0], "|proxy=off") {
+		t.Errorf("GOPROXY=off only offline: %q", c)
 	}
 	// No temporary directories left behind.
 	ents, _ := os.ReadDir(cache)
