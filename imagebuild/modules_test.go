@@ -1,6 +1,10 @@
 package imagebuild
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/ballast-os/ballast/boards"
+)
 
 func TestModuleFilterKeepsUnderExcluded(t *testing.T) {
 	f := moduleFilter{
@@ -35,5 +39,38 @@ func TestModuleFilterKeyUnchangedWithoutKeeps(t *testing.T) {
 	kept := moduleFilter{excludes: plain.excludes, keeps: []string{"sound/core"}}
 	if kept.key() == plain.key() {
 		t.Error("keeping modules does not change the cache key")
+	}
+}
+
+// runtimeModulePaths are where Debian's 6.12 kernels (amd64 and arm64)
+// keep the modules the runtime loads, under kernel/.
+var runtimeModulePaths = map[string]string{
+	"overlay": "fs/overlayfs", "br_netfilter": "net/bridge", "bridge": "net/bridge",
+	"veth": "drivers/net", "vxlan": "drivers/net/vxlan", "udp_tunnel": "net/ipv4",
+	"nf_reject_ipv4": "net/ipv4/netfilter", "ip_tables": "net/ipv4/netfilter",
+	"iptable_nat": "net/ipv4/netfilter", "iptable_filter": "net/ipv4/netfilter", "ipt_REJECT": "net/ipv4/netfilter",
+	"ip6_tables": "net/ipv6/netfilter", "ip6table_nat": "net/ipv6/netfilter", "ip6table_filter": "net/ipv6/netfilter",
+	"ip_set": "net/netfilter/ipset", "ip_set_hash_ip": "net/netfilter/ipset", "ip_set_hash_net": "net/netfilter/ipset",
+	"sch_tbf": "net/sched", "ifb": "drivers/net",
+}
+
+// Every board keeps the runtime's modules in its system image (the build
+// checks the real tree too; this catches a module_excludes edit early).
+func TestBoardsKeepRuntimeModules(t *testing.T) {
+	for _, name := range boards.Names() {
+		b, err := boards.Get(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := moduleFilter{excludes: b.ModuleExcludes}
+		for _, m := range RuntimeModules {
+			dir, ok := runtimeModulePaths[m]
+			if !ok {
+				dir = "net/netfilter" // nf_*, nft_*, xt_*
+			}
+			if p := dir + "/" + m + ".ko.xz"; f.excluded(p) {
+				t.Errorf("board %s: module_excludes drop %s (kernel/%s), which the runtime loads", name, m, p)
+			}
+		}
 	}
 }
