@@ -1,8 +1,9 @@
 // Package deploy is the API side of k3s's deploy controller: it applies
 // the documents manifests.Controller reads from server/manifests with
 // server-side apply (field manager "k3s", forced, as k3s's apply owns the
-// fields it sets). It links client-go, so it lives apart from the light
-// packages and runs as the `k3s deploy-controller` component.
+// fields it sets), and deletes the objects of disabled manifests. It links
+// client-go, so it lives apart from the light packages and runs as the
+// `k3s deploy-controller` component.
 package deploy
 
 import (
@@ -10,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -93,13 +95,15 @@ func (a *Applier) Apply(ctx context.Context, file string, docs [][]byte) error {
 	return nil
 }
 
-func (a *Applier) applyOne(ctx context.Context, o *unstructured.Unstructured) error {
+// resource maps o to its resource client, defaulting the namespace of a
+// namespaced object to kube-system and clearing it on a cluster-scoped one.
+func (a *Applier) resource(o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
 	gvk := o.GroupVersionKind()
 	if gvk.Kind == "" || gvk.Version == "" {
-		return fmt.Errorf("apiVersion and kind are required")
+		return nil, fmt.Errorf("apiVersion and kind are required")
 	}
 	if o.GetName() == "" {
-		return fmt.Errorf("metadata.name is required")
+		return nil, fmt.Errorf("metadata.name is required")
 	}
 	m, err := a.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if meta.IsNoMatchError(err) {
@@ -107,16 +111,22 @@ func (a *Applier) applyOne(ctx context.Context, o *unstructured.Unstructured) er
 		m, err = a.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var ri dynamic.ResourceInterface = a.Client.Resource(m.Resource)
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
 		if o.GetNamespace() == "" {
 			o.SetNamespace(DefaultNamespace)
 		}
-		ri = a.Client.Resource(m.Resource).Namespace(o.GetNamespace())
-	} else {
-		o.SetNamespace("")
+		return a.Client.Resource(m.Resource).Namespace(o.GetNamespace()), nil
+	}
+	o.SetNamespace("")
+	return a.Client.Resource(m.Resource), nil
+}
+
+func (a *Applier) applyOne(ctx context.Context, o *unstructured.Unstructured) error {
+	ri, err := a.resource(o)
+	if err != nil {
+		return err
 	}
 	body, err := json.Marshal(o.Object)
 	if err != nil {
@@ -125,4 +135,77 @@ func (a *Applier) applyOne(ctx context.Context, o *unstructured.Unstructured) er
 	force := true
 	_, err = ri.Patch(ctx, o.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: FieldManager, Force: &force})
 	return err
+}
+
+// Delete deletes the objects of a disabled manifest, last document
+// first (a Deployment before its ServiceAccount), and stops at the first
+// failure (the controller keeps the file and retries). As k3s deletes only
+// the objects its Addon owns, an object is deleted only if field manager
+// "k3s" has applied it: one created by someone else under the same name is
+// kept. An object already gone, or a kind the server no longer serves, is
+// not an error. Dependents go in the background (ReplicaSets, Pods).
+func (a *Applier) Delete(ctx context.Context, file string, docs [][]byte) error {
+	type item struct {
+		doc int
+		o   *unstructured.Unstructured
+	}
+	var items []item
+	for i, doc := range docs {
+		objs, err := Decode(doc)
+		if err != nil {
+			return fmt.Errorf("%s: document %d: %w", file, i+1, err)
+		}
+		for _, o := range objs {
+			items = append(items, item{i + 1, o})
+		}
+	}
+	for j := len(items) - 1; j >= 0; j-- {
+		it := items[j]
+		if err := a.deleteOne(ctx, it.o); err != nil {
+			return fmt.Errorf("%s: document %d: %s %s: deleting: %w", file, it.doc, it.o.GetKind(), it.o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+func (a *Applier) deleteOne(ctx context.Context, o *unstructured.Unstructured) error {
+	ri, err := a.resource(o)
+	if meta.IsNoMatchError(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cur, err := ri.Get(ctx, o.GetName(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !AppliedByK3s(cur) {
+		return nil
+	}
+	uid := cur.GetUID()
+	background := metav1.DeletePropagationBackground
+	err = ri.Delete(ctx, o.GetName(), metav1.DeleteOptions{
+		PropagationPolicy: &background,
+		// Not an object of the same name created since the Get.
+		Preconditions: &metav1.Preconditions{UID: &uid},
+	})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	return err
+}
+
+// AppliedByK3s reports whether field manager "k3s" has server-side
+// applied o (its managedFields record an Apply by that manager).
+func AppliedByK3s(o *unstructured.Unstructured) bool {
+	for _, mf := range o.GetManagedFields() {
+		if mf.Manager == FieldManager && mf.Operation == metav1.ManagedFieldsOperationApply {
+			return true
+		}
+	}
+	return false
 }

@@ -128,3 +128,15 @@ func TestApplyErrors(t *testing.T) {
 		t.Errorf("%d requests sent for invalid documents", n)
 	}
 }
+
+func TestParseArgs(t *testing.T) {
+	o, err := parseArgs([]string{"--kubeconfig=/k", "--manifests-dir", "/m", "--disable=coredns, metrics-server", "--disable", "local-storage"})
+	if err != nil || o.kubeconfig != "/k" || o.dir != "/m" || strings.Join(o.disable, "|") != "coredns|metrics-server|local-storage" {
+		t.Errorf("%+v %v", o, err)
+	}
+	for _, args := range [][]string{{"--kubeconfig=/k"}, {"--manifests-dir=/m"}, {"--kubeconfig=/k", "--manifests-dir=/m", "extra"}, {"--bogus"}} {
+		if _, err := parseArgs(args); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+}
