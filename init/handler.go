@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -33,6 +34,11 @@ func (h *handler) Status() agent.Status {
 		Hostname: s.hostname,
 		Config:   s.cfgInfo,
 		Cgroups:  s.cgroups,
+	}
+	if s.node != nil {
+		n := *s.node
+		n.Stages = slices.Clone(n.Stages)
+		st.Node = &n
 	}
 	s.mu.Unlock()
 	st.Boot.Stages = s.run.Stages()

@@ -170,7 +170,7 @@ func (s *system) startServices(ctx context.Context) error {
 			errs = append(errs, err.Error())
 		}
 	}
-	if err := s.startRuntime(cfg); err != nil {
+	if err := s.startRuntime(ctx, cfg); err != nil {
 		errs = append(errs, err.Error())
 	}
 	if len(errs) > 0 {
@@ -184,7 +184,7 @@ var k3sBinaries = []string{"/usr/bin/k3s", "/usr/local/bin/k3s"}
 
 // startRuntime writes k3s's config and manifests and supervises
 // `k3s server` (or `agent`) when the image has a runtime.
-func (s *system) startRuntime(cfg *cloudconfig.Config) error {
+func (s *system) startRuntime(ctx context.Context, cfg *cloudconfig.Config) error {
 	if cfg.RuntimeOrDefault() == "none" || s.cmdline["ballast.runtime"] == "none" {
 		return nil
 	}
@@ -202,7 +202,14 @@ func (s *system) startRuntime(cfg *cloudconfig.Config) error {
 	if err := writeRuntimeConfig(s.root, cfg); err != nil {
 		return err
 	}
-	return s.sup.Start(supervise.Service{Name: "k3s", Argv: []string{bin, cfg.RoleOrDefault()}, Env: s.serviceEnv()})
+	if err := linkImages(s.path(imagesDir), s.path(k3sImagesDir)); err != nil {
+		s.log.Warn("runtime: linking the image's container images", "err", err)
+	}
+	if err := s.sup.Start(supervise.Service{Name: "k3s", Argv: []string{bin, cfg.RoleOrDefault()}, Env: s.serviceEnv()}); err != nil {
+		return err
+	}
+	go s.watchNode(ctx, nodeName(cfg, s.hostname))
+	return nil
 }
 
 // writeRuntimeConfig writes /etc/rancher/k3s/config.yaml and the manifests.

@@ -79,6 +79,7 @@ type system struct {
 	net       *network.State // nil until the network step ran
 	cmdline   map[string]string
 	bootIDHex string
+	node      *agent.Node // nil until the runtime starts
 }
 
 func newSystem(log *slog.Logger, out io.Writer, ring *console.Ring, kernelStart time.Time) *system {

@@ -181,6 +181,13 @@ type Cgroups struct {
 type Node struct {
 	Name  string `json:"name"`
 	Ready bool   `json:"ready"`
+	// Stages are the runtime's milestones in this boot (phase "runtime"):
+	// "runtime-start" (the k3s process started), "api" (/readyz answers
+	// ok), "node-registered", "node-ready"; StartMS is when each was first
+	// seen, from kernel start, and DurationMS the time since the previous one.
+	Stages []Stage `json:"stages,omitempty"`
+	// Error is the last failure asking the API server (while not Ready).
+	Error string `json:"error,omitempty"`
 }
 
 // LogsParams asks for the last Lines lines of a log ("console" for the

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ballast-os/ballast/cloud-config"
+	"github.com/ballast-os/ballast/init/agent"
+	"github.com/ballast-os/ballast/init/kubenode"
+)
+
+// imagesDir holds the container images the build put in the system image
+// (OCI archives); k3sImagesDir is where k3s imports archives from. The
+// latter lives on the data partition, so the init links each shipped
+// archive into it at every boot (and drops links to archives an update
+// removed).
+const (
+	imagesDir    = "/usr/lib/ballast/images"
+	k3sImagesDir = "/var/lib/rancher/k3s/agent/images"
+	k3sAdminKC   = "/etc/rancher/k3s/k3s.yaml"
+)
+
+// linkImages symlinks every archive in src into dst, and removes links in
+// dst that point into src at files no longer there.
+func linkImages(src, dst string) error {
+	entries, err := os.ReadDir(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		// The link's target is the path inside the running system.
+		target := filepath.Join(imagesDir, e.Name())
+		link := filepath.Join(dst, e.Name())
+		if cur, err := os.Readlink(link); err == nil && cur == target {
+			continue
+		}
+		os.Remove(link)
+		if err := os.Symlink(target, link); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	old, _ := os.ReadDir(dst)
+	for _, e := range old {
+		link := filepath.Join(dst, e.Name())
+		if cur, err := os.Readlink(link); err == nil && strings.HasPrefix(cur, imagesDir+"/") {
+			if _, err := os.Stat(filepath.Join(src, filepath.Base(cur))); errors.Is(err, os.ErrNotExist) {
+				os.Remove(link)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nodeName is the node name k3s registers: the k3s config's node-name,
+// else the hostname in lower case.
+func nodeName(cfg *cloudconfig.Config, hostname string) string {
+	if v, ok := cfg.K3s["node-name"].(string); ok && v != "" {
+		return v
+	}
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	return strings.ToLower(hostname)
+}
+
+// watchNode records the runtime's milestones for the agent's status (the
+// API answering, the node registered, the node Ready) and whether the
+// node is Ready now: every 2 s until Ready, then every 10 s.
+func (s *system) watchNode(ctx context.Context, name string) {
+	start := time.Now()
+	s.mu.Lock()
+	ks := s.boot.KernelStart
+	s.node = &agent.Node{Name: name}
+	s.mu.Unlock()
+	last := start
+	mark := func(stage string, at time.Time) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, st := range s.node.Stages {
+			if st.Name == stage {
+				return
+			}
+		}
+		s.node.Stages = append(s.node.Stages, agent.Stage{Name: stage, Phase: "runtime", StartMS: at.Sub(ks).Milliseconds(), DurationMS: at.Sub(last).Milliseconds()})
+		last = at
+		s.log.Info("runtime: "+stage, "node", name, "after_kernel_start", at.Sub(ks).Round(time.Millisecond))
+	}
+	mark("runtime-start", start)
+	var c *kubenode.Client
+	for {
+		ready, err := s.pollNode(ctx, &c, name, mark)
+		s.mu.Lock()
+		s.node.Ready = ready
+		s.node.Error = ""
+		if err != nil {
+			s.node.Error = err.Error()
+		}
+		s.mu.Unlock()
+		wait := 2 * time.Second
+		if ready {
+			wait = 10 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (s *system) pollNode(ctx context.Context, c **kubenode.Client, name string, mark func(string, time.Time)) (bool, error) {
+	if *c == nil {
+		kc, err := kubenode.FromKubeconfig(s.path(k3sAdminKC))
+		if err != nil {
+			return false, err
+		}
+		*c = kc
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := (*c).APIReady(ctx); err != nil {
+		return false, err
+	}
+	mark("api", time.Now())
+	ready, err := (*c).NodeReady(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	mark("node-registered", time.Now())
+	if ready {
+		mark("node-ready", time.Now())
+	}
+	return ready, nil
+}

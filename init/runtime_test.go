@@ -1,0 +1,48 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// The shipped archives get links in k3s's images dir; a link to an
+// archive that an update removed goes; the user's own archives stay.
+func TestLinkImages(t *testing.T) {
+	root := t.TempDir()
+	src := filepath.Join(root, "shipped")
+	dst := filepath.Join(root, "agent/images")
+	os.MkdirAll(src, 0o755)
+	os.MkdirAll(dst, 0o755)
+	for _, n := range []string{"pause.tar", "coredns.tar"} {
+		os.WriteFile(filepath.Join(src, n), []byte("x"), 0o644)
+	}
+	os.WriteFile(filepath.Join(dst, "mine.tar"), []byte("user's"), 0o644)
+	os.Symlink(filepath.Join(imagesDir, "gone.tar"), filepath.Join(dst, "gone.tar"))
+	for range 2 { // idempotent
+		if err := linkImages(src, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"pause.tar", "coredns.tar"} {
+		if got, err := os.Readlink(filepath.Join(dst, n)); err != nil || got != filepath.Join(imagesDir, n) {
+			t.Errorf("%s -> %q, %v; want a link to %s", n, got, err, filepath.Join(imagesDir, n))
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(dst, "gone.tar")); !os.IsNotExist(err) {
+		t.Errorf("stale link gone.tar still there (%v)", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "mine.tar")); err != nil || string(b) != "user's" {
+		t.Errorf("user's archive changed: %q %v", b, err)
+	}
+}
+
+func TestLinkImagesWithoutShippedImages(t *testing.T) {
+	root := t.TempDir()
+	if err := linkImages(filepath.Join(root, "none"), filepath.Join(root, "dst")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "dst")); !os.IsNotExist(err) {
+		t.Error("created the images dir with nothing to link")
+	}
+}
