@@ -95,6 +95,14 @@ func check(t *testing.T, img Image, arch string) []byte {
 
 func TestOwnImages(t *testing.T) {
 	cache := t.TempDir()
+	// An archive of an older build of pause goes when a new one is written.
+	stale := filepath.Join(cache, "componentimages", "pause-amd64-0123456789abcdef.tar")
+	if err := os.MkdirAll(filepath.Dir(stale), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, arch := range []string{"amd64", "arm64"} {
 		var log bytes.Buffer
 		imgs, err := Build(context.Background(), Options{Arch: arch, CacheDir: cache, Names: []string{"testserver", "pause"}, Log: &log})
@@ -142,6 +150,9 @@ func TestOwnImages(t *testing.T) {
 		if strings.HasSuffix(e.Name(), ".tar") {
 			tars = append(tars, e.Name())
 		}
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("stale archive not pruned")
 	}
 	if len(tars) != 4 {
 		t.Errorf("cache holds %q, want 4 archives", tars)
