@@ -34,6 +34,12 @@ type Node struct {
 	NodeIPs  []netip.Addr
 	// ResolvConf is the resolv.conf the kubelet hands to pods.
 	ResolvConf string
+	// CloudController: a cloud controller runs that initializes nodes
+	// (removes the node.cloudprovider.kubernetes.io/uninitialized taint
+	// and sets addresses). Only then does the kubelet get
+	// --cloud-provider=external, as k3s passes it; without one that taint
+	// would keep every pod off the node.
+	CloudController bool
 }
 
 func (n *Node) layout() datadir.Layout { return datadir.Layout{Root: n.Server.DataDir} }
@@ -318,7 +324,7 @@ func (n *Node) Kubelet() []string {
 	if n.NodeName != "" {
 		m["hostname-override"] = n.NodeName
 	}
-	if !s.DisableCloudController {
+	if !s.DisableCloudController && n.CloudController {
 		m["cloud-provider"] = "external"
 	}
 	if len(n.NodeIPs) > 0 {
@@ -437,4 +443,44 @@ func (n *Node) Containerd() []string {
 	}
 	l := n.layout()
 	return []string{"-c", l.ContainerdConfig(), "-a", ContainerdSocket, "--state", ContainerdState, "--root", l.ContainerdRoot()}
+}
+
+// FlannelSubnetFile is where flannel writes the node's subnet for the
+// flannel CNI plugin.
+const FlannelSubnetFile = "/run/flannel/subnet.env"
+
+// FlannelNetConf is flannel's net-conf.json: the user's flannel-conf, else
+// the one k3s writes under agent/etc/flannel.
+func (n *Node) FlannelNetConf() string {
+	if n.Server.FlannelConf != "" {
+		return n.Server.FlannelConf
+	}
+	return filepath.Join(n.layout().Agent(), "etc", "flannel", "net-conf.json")
+}
+
+// Flannel returns the flags of the `k3s flannel` component (the pod
+// network daemon), or nil when the agent is disabled or flannel-backend
+// is none. It runs as system:k3s-controller (agent/k3scontroller.kubeconfig)
+// on flannel-iface, else the interface with the node IP.
+func (n *Node) Flannel() []string {
+	s := n.Server
+	if s.DisableAgent || s.FlannelBackend == "none" {
+		return nil
+	}
+	m := map[string]string{
+		"kubeconfig-file": n.layout().AgentFile("k3scontroller.kubeconfig"),
+		"node-name":       n.NodeName,
+		"net-config-path": n.FlannelNetConf(),
+		"subnet-file":     FlannelSubnetFile,
+	}
+	switch {
+	case s.FlannelIface != "":
+		m["iface"] = s.FlannelIface
+	case len(n.NodeIPs) > 0:
+		m["iface"] = n.NodeIPs[0].String()
+	}
+	if s.FlannelIPv6Masq {
+		m["ipv6-masq"] = "true"
+	}
+	return Merge(m, nil)
 }

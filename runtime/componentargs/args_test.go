@@ -44,7 +44,7 @@ func node(t *testing.T, args ...string) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Node{Server: s, NodeName: "node1", NodeIPs: []netip.Addr{netip.MustParseAddr("10.0.2.15")}, ResolvConf: "/etc/resolv.conf"}
+	return &Node{Server: s, NodeName: "node1", NodeIPs: []netip.Addr{netip.MustParseAddr("10.0.2.15")}, ResolvConf: "/etc/resolv.conf", CloudController: true}
 }
 
 func lines(args []string) string { return strings.Join(args, "\n") + "\n" }
@@ -153,5 +153,21 @@ func TestMerge(t *testing.T) {
 	}
 	if def["a"] != "1" || len(def) != 3 {
 		t.Error("Merge modified its defaults")
+	}
+}
+
+// Without a cloud controller to initialize the node, the kubelet must not
+// register with --cloud-provider=external: its uninitialized taint would
+// never be removed and no pod would schedule.
+func TestKubeletCloudProviderOnlyWithCloudController(t *testing.T) {
+	n := node(t)
+	if !slices.Contains(n.Kubelet(), "--cloud-provider=external") {
+		t.Errorf("with a cloud controller: kubelet args lack --cloud-provider=external: %v", n.Kubelet())
+	}
+	n.CloudController = false
+	for _, a := range n.Kubelet() {
+		if strings.HasPrefix(a, "--cloud-provider") {
+			t.Errorf("without a cloud controller: kubelet got %s", a)
+		}
 	}
 }

@@ -29,6 +29,8 @@ type AgentConfig struct {
 	DefaultRuntime           string
 	ResolvConf               string
 	FlannelIface             string
+	FlannelConf              string // flannel's net-conf.json instead of the generated one
+	FlannelCNIConf           string // the CNI conflist instead of the generated one
 	KubeletArgs              []string
 	KubeProxyArgs            []string
 	ProtectKernelDefaults    bool
@@ -248,6 +250,8 @@ func (c *converter) agent() *AgentConfig {
 		DefaultRuntime:           c.str("default-runtime"),
 		ResolvConf:               c.str("resolv-conf"),
 		FlannelIface:             c.str("flannel-iface"),
+		FlannelConf:              c.str("flannel-conf"),
+		FlannelCNIConf:           c.str("flannel-cni-conf"),
 		KubeletArgs:              c.list("kubelet-arg"),
 		KubeProxyArgs:            c.list("kube-proxy-arg"),
 		ProtectKernelDefaults:    c.boolean("protect-kernel-defaults"),

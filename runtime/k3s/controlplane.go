@@ -64,6 +64,7 @@ func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *compon
 		comp("kube-scheduler", sched, supervisor.HTTPReady(localURL(sched, "10259", "/healthz"), plainClient)),
 		comp("deploy-controller", []string{"--kubeconfig=" + filepath.Join(lay.Cred(), "admin.kubeconfig"), "--manifests-dir=" + lay.Manifests()}, nil),
 	)
+	plan = append(plan, a.agentPlan(s, lay, n, comp)...)
 	var missing []string
 	for _, c := range plan {
 		if _, ok := a.components[c.Name]; !ok {
@@ -159,4 +160,67 @@ func (a *app) runControlPlane(ctx context.Context, s *config.ServerConfig, lay d
 			}
 		}
 	}
+}
+
+// ImportedFile is written by the image importer once its first pass over
+// agent/images is done; the kubelet starts after it, so the pause image
+// and the packaged components' images are there before any pod.
+const ImportedFile = "/run/k3s/images-imported"
+
+// agentPlan is the node half of a server, after the control plane:
+// containerd (ready when its socket answers), the image importer
+// (agent/images into containerd, pinned), the kubelet (/healthz on 10248),
+// kube-proxy (/livez on 10256) and flannel (ready once it has written the
+// node's subnet.env, which the flannel CNI plugin reads). Nothing when the
+// agent is disabled; containerd and the importer are left out when the
+// user points the kubelet at another CRI endpoint.
+func (a *app) agentPlan(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node, comp func(string, []string, func(context.Context) error) supervisor.Component) []supervisor.Component {
+	if s.DisableAgent {
+		return nil
+	}
+	var plan []supervisor.Component
+	if args := n.Containerd(); args != nil {
+		c := comp("containerd", args, unixReady(componentargs.ContainerdSocket))
+		c.Env = containerdEnv(a.lookupEnv)
+		plan = append(plan,
+			c,
+			comp("image-import", []string{"--address=" + componentargs.ContainerdSocket, "--dir=" + lay.Images(), "--snapshotter=" + s.Snapshotter, "--ready-file=" + ImportedFile}, fileReady(ImportedFile)),
+		)
+	}
+	plain := &http.Client{Timeout: 5 * time.Second}
+	plan = append(plan, comp("kubelet", n.Kubelet(), supervisor.HTTPReady("http://127.0.0.1:10248/healthz", plain)))
+	if args := n.KubeProxy(); args != nil {
+		plan = append(plan, comp("kube-proxy", args, supervisor.HTTPReady("http://127.0.0.1:10256/livez", plain)))
+	}
+	if args := n.Flannel(); args != nil {
+		plan = append(plan, comp("flannel", args, fileReady(componentargs.FlannelSubnetFile)))
+	}
+	return plan
+}
+
+// fileReady is ready once path exists and is not empty.
+func fileReady(path string) func(context.Context) error {
+	return func(context.Context) error {
+		st, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		if st.Size() == 0 {
+			return fmt.Errorf("%s is empty", path)
+		}
+		return nil
+	}
+}
+
+// containerdEnv is the proxy environment containerd gets, as k3s gives
+// it: CONTAINERD_HTTP_PROXY, CONTAINERD_HTTPS_PROXY and
+// CONTAINERD_NO_PROXY become HTTP_PROXY... for containerd only.
+func containerdEnv(lookupEnv func(string) (string, bool)) []string {
+	var env []string
+	for _, k := range []string{"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"} {
+		if v, ok := lookupEnv("CONTAINERD_" + k); ok {
+			env = append(env, k+"="+v, strings.ToLower(k)+"="+v)
+		}
+	}
+	return env
 }

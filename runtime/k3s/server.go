@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/ballast-os/ballast/runtime/certs"
+	"github.com/ballast-os/ballast/runtime/cniconf"
 	"github.com/ballast-os/ballast/runtime/componentargs"
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/containerdcfg"
@@ -19,8 +20,7 @@ import (
 
 // server prepares everything k3s server prepares before it starts the
 // components (data dir, PKI, tokens, kubeconfigs, containerd and kubelet
-// configs), prints the component command lines, then stops: the upstream
-// components are not linked yet.
+// configs, the node's kernel settings), then supervises them.
 func (a *app) server(ctx context.Context, args []string) error {
 	l, err := config.Load(config.Options{Command: "server", Args: args, LookupEnv: a.lookupEnv})
 	if err != nil {
@@ -90,22 +90,15 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err := writeEgressSelectorConfig(s, lay); err != nil {
 		return err
 	}
-	if !s.DisableAgent {
-		for _, c := range []struct {
-			name string
-			args []string
-		}{{"containerd", n.Containerd()}, {"kubelet", n.Kubelet()}, {"kube-proxy", n.KubeProxy()}} {
-			if c.args != nil {
-				fmt.Fprintf(a.stderr, "would run: %s %s\n", c.name, strings.Join(c.args, " "))
-			}
-		}
-	}
 	plan, err := a.controlPlane(s, lay, n)
 	if err != nil {
 		return err
 	}
 	if !s.DisableAgent {
-		fmt.Fprintln(a.stderr, "warning: the agent (containerd, kubelet, kube-proxy, flannel) is not built into this runtime yet: running the control plane only, no Node will register (use --disable-agent to silence this)")
+		for _, w := range setupNode(realHost{}) {
+			fmt.Fprintln(a.stderr, "warning:", w)
+		}
+		go a.watchNode(ctx, lay, s.APIServerPortOrDefault(), nodeName)
 	}
 	return a.runControlPlane(ctx, s, lay, plan)
 }
@@ -162,6 +155,16 @@ func (a *app) writeAgentConfigs(s *config.ServerConfig, lay datadir.Layout, n *c
 		}
 	} else if !os.IsNotExist(err) {
 		return err
+	}
+	if s.FlannelBackend != "none" {
+		if _, err := cniconf.WriteConflist(lay.CNIConf(), s.FlannelCNIConf); err != nil {
+			return err
+		}
+		if s.FlannelConf == "" {
+			if err := cniconf.WriteNetConf(n.FlannelNetConf(), cniconf.NetConf{ClusterCIDRs: s.ClusterCIDRs, Backend: s.FlannelBackend}); err != nil {
+				return err
+			}
+		}
 	}
 	out, _, err := containerdcfg.Render(cc, lay.ContainerdEtc())
 	if err != nil {

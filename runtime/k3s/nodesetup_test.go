@@ -1,0 +1,91 @@
+package k3s
+
+import (
+	"errors"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+type fakeHost struct {
+	loaded  []string
+	sysctls map[string]string
+	files   map[string]string
+	missing map[string]bool // modules modprobe fails on
+}
+
+func (h *fakeHost) modprobe(name string) error {
+	if h.missing[name] {
+		return errors.New("modprobe " + name + ": not found")
+	}
+	h.loaded = append(h.loaded, name)
+	return nil
+}
+
+func (h *fakeHost) writeSysctl(k, v string) error {
+	if h.sysctls == nil {
+		h.sysctls = map[string]string{}
+	}
+	h.sysctls[k] = v
+	return nil
+}
+
+func (h *fakeHost) readFile(p string) ([]byte, error) {
+	if v, ok := h.files[p]; ok {
+		return []byte(v), nil
+	}
+	return nil, os.ErrNotExist
+}
+
+func TestSetupNodeLoadsModulesAndSysctls(t *testing.T) {
+	h := &fakeHost{files: map[string]string{"/sys/fs/cgroup/cgroup.controllers": "cpuset cpu io memory pids\n"}, missing: map[string]bool{"iptable_nat": true}}
+	warn := setupNode(h)
+	for _, m := range []string{"overlay", "br_netfilter", "nf_conntrack"} {
+		if !slices.Contains(h.loaded, m) {
+			t.Errorf("module %s not loaded (%v)", m, h.loaded)
+		}
+	}
+	if h.sysctls["net.ipv4.ip_forward"] != "1" || h.sysctls["net.bridge.bridge-nf-call-iptables"] != "1" {
+		t.Errorf("sysctls = %v", h.sysctls)
+	}
+	if len(warn) != 1 || !strings.Contains(warn[0], "iptable_nat") {
+		t.Errorf("warnings = %q; want one about iptable_nat", warn)
+	}
+}
+
+// The cgroup messages are k3s's words, which users search for.
+func TestCgroupProblem(t *testing.T) {
+	for _, c := range []struct {
+		files map[string]string
+		want  string
+	}{
+		{map[string]string{"/sys/fs/cgroup/cgroup.controllers": "cpu io memory"}, ""},
+		{map[string]string{"/sys/fs/cgroup/cgroup.controllers": "cpu io"}, "failed to find memory cgroup (v2)"},
+		{map[string]string{"/proc/cgroups": "#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t0\t1\t0\n"}, "cgroup_memory=1 cgroup_enable=memory"},
+		{map[string]string{"/proc/cgroups": "memory\t3\t1\t1\n"}, ""},
+	} {
+		got := cgroupProblem(&fakeHost{files: c.files})
+		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("%v: %q; want %q", c.files, got, c.want)
+		}
+	}
+}
+
+func TestPersonality(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io", "start"}, ShimRuncV2},
+		{[]string{"/usr/bin/k3s", "-namespace", "k8s.io", "-id", "x", "-address", "/run/k3s/containerd/containerd.sock"}, ShimRuncV2},
+		{[]string{"/usr/lib/ballast/cni/flannel"}, FlannelCNI},
+		{[]string{"k3s", "flannel", "--node-name=x"}, ""},
+		{[]string{"k3s", "server"}, ""},
+		{[]string{"kubectl", "get", "nodes"}, ""},
+	} {
+		if got := personality(c.args); got != c.want {
+			t.Errorf("personality(%q) = %q; want %q", c.args, got, c.want)
+		}
+	}
+}

@@ -1,0 +1,88 @@
+package k3s
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ballast-os/ballast/runtime/datadir"
+)
+
+// nodeReady reads the Ready condition of node name from the API server:
+// true/false, or an error when the node is not registered yet.
+func nodeReady(ctx context.Context, c *http.Client, api, name string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/api/v1/nodes/"+url.PathEscape(name), nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return false, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("node %s: %s", name, resp.Status)
+	}
+	var n struct {
+		Status struct {
+			Conditions []struct{ Type, Status string }
+		}
+	}
+	if err := json.Unmarshal(body, &n); err != nil {
+		return false, fmt.Errorf("node %s: %w", name, err)
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == "Ready" {
+			return c.Status == "True", nil
+		}
+	}
+	return false, nil
+}
+
+// watchNode says on stderr when this server's node becomes Ready (and
+// when it stops being Ready), polling every few seconds until ctx ends.
+func (a *app) watchNode(ctx context.Context, lay datadir.Layout, port int, name string) {
+	tlsDir := lay.TLS()
+	ca, err := os.ReadFile(filepath.Join(tlsDir, "server-ca.crt"))
+	if err != nil {
+		return
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(tlsDir, "client-admin.crt"), filepath.Join(tlsDir, "client-admin.key"))
+	if err != nil {
+		return
+	}
+	c := httpsClient(pool, &cert)
+	api := fmt.Sprintf("https://127.0.0.1:%d", port)
+	start := time.Now()
+	was := false
+	for {
+		ready, err := nodeReady(ctx, c, api, name)
+		if err == nil && ready != was {
+			if ready {
+				fmt.Fprintf(a.stderr, "node %s is Ready (%.1fs after start)\n", name, time.Since(start).Seconds())
+			} else {
+				fmt.Fprintf(a.stderr, "node %s is not Ready\n", name)
+			}
+			was = ready
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(3 * time.Second):
+		}
+	}
+}
