@@ -30,7 +30,7 @@ const LogDir = "server/logs"
 // applies server/manifests. Every component must be linked
 // into this binary; the first one that is not is reported as not built,
 // after printing the command lines that would have run.
-func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node) ([]supervisor.Component, error) {
+func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node, deployArgs []string) ([]supervisor.Component, error) {
 	if s.ClusterInit || s.ServerURL != "" {
 		return nil, notBuilt("embedded etcd (--cluster-init, --server)")
 	}
@@ -62,7 +62,7 @@ func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *compon
 		comp("kube-apiserver", api, supervisor.HTTPReady(localURL(api, "6443", "/readyz"), adminClient)),
 		comp("kube-controller-manager", cm, supervisor.HTTPReady(localURL(cm, "10257", "/healthz"), plainClient)),
 		comp("kube-scheduler", sched, supervisor.HTTPReady(localURL(sched, "10259", "/healthz"), plainClient)),
-		comp("deploy-controller", []string{"--kubeconfig=" + filepath.Join(lay.Cred(), "admin.kubeconfig"), "--manifests-dir=" + lay.Manifests()}, nil),
+		comp("deploy-controller", append([]string{"--kubeconfig=" + filepath.Join(lay.Cred(), "admin.kubeconfig"), "--manifests-dir=" + lay.Manifests()}, deployArgs...), nil),
 	)
 	plan = append(plan, a.agentPlan(s, lay, n, comp)...)
 	var missing []string

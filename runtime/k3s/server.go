@@ -15,6 +15,7 @@ import (
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/containerdcfg"
 	"github.com/ballast-os/ballast/runtime/datadir"
+	"github.com/ballast-os/ballast/runtime/packaged"
 	"github.com/ballast-os/ballast/runtime/token"
 )
 
@@ -90,7 +91,14 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err := writeEgressSelectorConfig(s, lay); err != nil {
 		return err
 	}
-	plan, err := a.controlPlane(s, lay, n)
+	staged, err := packaged.StageServer(s, nodeName, nodeIPs)
+	if err != nil {
+		return err
+	}
+	for _, p := range staged.Written {
+		fmt.Fprintf(a.stderr, "staged %s\n", p)
+	}
+	plan, err := a.controlPlane(s, lay, n, staged.DeployControllerArgs())
 	if err != nil {
 		return err
 	}
