@@ -10,7 +10,7 @@ export GOTOOLCHAIN ?= auto
 # firmware, the images' packages), so CI always boots for real.
 TESTFLAGS ?= -p 2 -count=1 -timeout 60m
 
-.PHONY: image images-arm64 test unit e2e deps-build deps-test ballast bench fuzz clean
+.PHONY: image images-arm64 image-runtime-e2e test unit e2e deps-build deps-test ballast bench fuzz clean
 
 image: deps-build
 	$(GO) run ./cmd/ballast build
@@ -29,8 +29,12 @@ images-arm64: deps-build
 	$(GO) run ./cmd/ballast build --board arm64-efi
 	$(GO) run ./cmd/ballast build --board rpi3
 
-# The QEMU scenarios boot out/ballast-x86_64.{img,iso} and the arm64 images: build them first.
-test: deps-test image images-arm64
+# The image TestE2ERuntime boots: the default x86_64 image plus the test server's container image.
+image-runtime-e2e: deps-build
+	$(GO) run ./cmd/ballast build -f qemu-tests/testdata/runtime-e2e.yaml
+
+# The QEMU scenarios boot out/ballast-x86_64.{img,iso}, the runtime image and the arm64 images: build them first.
+test: deps-test image image-runtime-e2e images-arm64
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
 	cd runtime && $(GO) vet ./... && $(GO) test $(TESTFLAGS) ./...

@@ -8,10 +8,16 @@ package main
 import (
 	"os"
 
+	cniflannel "github.com/ballast-os/ballast/runtime/cni/flannel"
+	"github.com/ballast-os/ballast/runtime/components/containerd"
+	"github.com/ballast-os/ballast/runtime/components/flannel"
+	"github.com/ballast-os/ballast/runtime/components/imageimport"
 	"github.com/ballast-os/ballast/runtime/components/kine"
 	"github.com/ballast-os/ballast/runtime/components/kubeapiserver"
 	"github.com/ballast-os/ballast/runtime/components/kubecontrollermanager"
 	"github.com/ballast-os/ballast/runtime/components/kubectl"
+	"github.com/ballast-os/ballast/runtime/components/kubelet"
+	"github.com/ballast-os/ballast/runtime/components/kubeproxy"
 	"github.com/ballast-os/ballast/runtime/components/kubescheduler"
 	"github.com/ballast-os/ballast/runtime/deploy"
 	"github.com/ballast-os/ballast/runtime/k3s"
@@ -25,5 +31,14 @@ func main() {
 		"kubectl":                 kubectl.Main,
 		"kine":                    kine.Main,
 		"deploy-controller":       deploy.Main,
+		"containerd":              containerd.Main,
+		"image-import":            imageimport.Main,
+		"kubelet":                 kubelet.Main,
+		"kube-proxy":              kubeproxy.Main,
+		"ctr":                     containerd.Ctr,
+		k3s.ShimRuncV2:            containerd.Shim,
+		"flannel":                 flannel.Main,
+		// The CNI plugin reads os.Args and the CNI environment itself.
+		k3s.FlannelCNI: func([]string) int { return cniflannel.Main(os.Args) },
 	}))
 }

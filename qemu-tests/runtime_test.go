@@ -1,0 +1,317 @@
+package qemutest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ballast-os/ballast/init/agent"
+)
+
+// TestE2ERuntime boots the runtime image (the default image plus the test
+// server's container image) with 4 GiB and 2 vCPUs and no network beyond
+// QEMU's own, and checks the issue's single-node promises: the node comes
+// Ready, CoreDNS, local-path-provisioner and metrics-server run from the
+// images shipped in the image, a Deployment and NodePort Service given in
+// the cloud-config answer HTTP from the host through a port forward, a pod
+// resolves kubernetes.default, a local-path PVC binds and keeps data,
+// `k3s kubectl top node` answers, a killed component is restarted and the
+// node returns to Ready, and after a reboot the objects and data are back.
+
+// Environment variable naming the runtime image under test.
+const ImageRuntimeEnv = "BALLAST_TEST_IMAGE_RUNTIME"
+
+// runtimeDeadline bounds power-on to a Ready node with its pods under TCG.
+const runtimeDeadline = 25 * time.Minute
+
+const testServerNodePort = 30080
+
+func runtimeUserData(hostname string) []byte {
+	return fmt.Appendf(nil, `#cloud-config
+hostname: %s
+ballast:
+  agent:
+    privileged: true
+manifests:
+  - name: testserver.yaml
+    content: |
+      apiVersion: v1
+      kind: PersistentVolumeClaim
+      metadata:
+        name: testserver-data
+        namespace: default
+      spec:
+        accessModes: [ReadWriteOnce]
+        storageClassName: local-path
+        resources:
+          requests:
+            storage: 64Mi
+      ---
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata:
+        name: testserver
+        namespace: default
+      spec:
+        replicas: 1
+        selector:
+          matchLabels: {app: testserver}
+        template:
+          metadata:
+            labels: {app: testserver}
+          spec:
+            containers:
+            - name: testserver
+              image: docker.io/ballast/testserver:v1
+              imagePullPolicy: Never
+              ports:
+              - containerPort: 8080
+              volumeMounts:
+              - name: data
+                mountPath: /data
+            volumes:
+            - name: data
+              persistentVolumeClaim:
+                claimName: testserver-data
+      ---
+      apiVersion: v1
+      kind: Service
+      metadata:
+        name: testserver
+        namespace: default
+      spec:
+        type: NodePort
+        selector: {app: testserver}
+        ports:
+        - port: 80
+          targetPort: 8080
+          nodePort: %d
+`, hostname, testServerNodePort)
+}
+
+func TestE2ERuntime(t *testing.T) {
+	img := testImage(t, ImageRuntimeEnv, "ballast-runtime-e2e-x86_64.img")
+	m := startMachine(t, Options{
+		Disk: img, DiskSize: 8 << 30, Memory: 4096, CPUs: 2,
+		UserData: runtimeUserData("node1"),
+		Forwards: map[int]int{testServerNodePort: 0},
+	})
+	waitReady(t, m)
+	st := waitNodeReady(t, m, runtimeDeadline)
+	logNode(t, st)
+
+	waitPodsRunning(t, m, runtimeDeadline, map[string]string{
+		"kube-system/coredns":                "k8s-app=kube-dns",
+		"kube-system/local-path-provisioner": "app=local-path-provisioner",
+		"kube-system/metrics-server":         "k8s-app=metrics-server",
+		"default/testserver":                 "app=testserver",
+	})
+	url := fmt.Sprintf("http://127.0.0.1:%d", m.HostPort(testServerNodePort))
+	body := httpGet(t, url+"/", 3*time.Minute)
+	if !strings.Contains(body, "hello from ballast testserver") {
+		t.Fatalf("GET / through the NodePort: %q", body)
+	}
+	if got := httpGet(t, url+"/resolve?name=kubernetes.default.svc.cluster.local", time.Minute); !strings.Contains(got, "10.43.0.1") {
+		t.Errorf("kubernetes.default resolved in the pod to %q; want 10.43.0.1", got)
+	}
+	if got := nodeExec(t, m, "k3s", "kubectl", "get", "pvc", "testserver-data", "-o", "jsonpath={.status.phase}"); got != "Bound" {
+		t.Errorf("PVC phase %q; want Bound", got)
+	}
+	marker := fmt.Sprintf("kept %d", time.Now().UnixNano())
+	httpPut(t, url+"/file?path=marker", marker)
+	if got := httpGet(t, url+"/file?path=marker", time.Minute); got != marker {
+		t.Errorf("read back %q; want %q", got, marker)
+	}
+	waitTopNode(t, m, "node1", 10*time.Minute)
+
+	// A killed component comes back and the node returns to Ready.
+	nodeExec(t, m, "pkill", "-KILL", "-f", "^/usr/bin/k3s kubelet")
+	time.Sleep(3 * time.Second)
+	waitNodeReady(t, m, 10*time.Minute)
+	waitLog(t, m, "kubelet restarted", func() bool {
+		out := tryExec(m, "pgrep", "-f", "^/usr/bin/k3s kubelet")
+		return strings.TrimSpace(out) != ""
+	}, 5*time.Minute)
+
+	// After a reboot the cluster comes back with its objects and data.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := m.Reboot(ctx); err != nil {
+		t.Fatalf("reboot: %v", err)
+	}
+	waitReady(t, m)
+	st = waitNodeReady(t, m, runtimeDeadline)
+	logNode(t, st)
+	waitPodsRunning(t, m, runtimeDeadline, map[string]string{"default/testserver": "app=testserver", "kube-system/coredns": "k8s-app=kube-dns"})
+	if got := httpGet(t, url+"/file?path=marker", 3*time.Minute); got != marker {
+		t.Errorf("after reboot read back %q; want %q", got, marker)
+	}
+}
+
+// waitNodeReady polls the agent's status until the node is Ready.
+func waitNodeReady(t *testing.T, m *Machine, d time.Duration) *agent.Status {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last string
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		st, err := m.Status(ctx)
+		cancel()
+		switch {
+		case err != nil:
+			last = err.Error()
+		case st.Node == nil:
+			last = "no node in the agent's status (no runtime started?)"
+		case st.Node.Ready:
+			return st
+		default:
+			last = fmt.Sprintf("node %s not Ready: %s", st.Node.Name, st.Node.Error)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	t.Fatalf("node not Ready after %s: %s\nk3s log tail:\n%s\nconsole:\n%s", d, last, tryExec(m, "tail", "-n", "40", "/var/log/k3s.log"), strings.Join(m.Console(40), "\n"))
+	return nil
+}
+
+func logNode(t *testing.T, st *agent.Status) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "node %s Ready; boot ready %d ms after kernel start", st.Node.Name, st.Boot.ReadyAfterMS)
+	for _, s := range st.Node.Stages {
+		fmt.Fprintf(&b, "\n  %-16s at %7d ms  (+%d ms)", s.Name, s.StartMS, s.DurationMS)
+	}
+	t.Log(b.String())
+}
+
+// tryExec runs argv in the guest and returns its output, or the error text.
+func tryExec(m *Machine, argv ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := m.Exec(ctx, argv...)
+	if err != nil {
+		return "exec: " + err.Error()
+	}
+	return res.Stdout + res.Stderr
+}
+
+func waitLog(t *testing.T, m *Machine, what string, ok func() bool, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if ok() {
+			return
+		}
+		time.Sleep(5 * time.Second)
+	}
+	t.Fatalf("%s: not after %s", what, d)
+}
+
+type podList struct {
+	Items []struct {
+		Metadata struct{ Name, Namespace string }
+		Status   struct {
+			Phase             string
+			ContainerStatuses []struct {
+				Ready bool
+			}
+		}
+	}
+}
+
+// waitPodsRunning waits until, for each "namespace/name" with its label
+// selector, a pod is Running with every container ready.
+func waitPodsRunning(t *testing.T, m *Machine, d time.Duration, want map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	pending := map[string]string{}
+	for k, v := range want {
+		pending[k] = v
+	}
+	var last string
+	for time.Now().Before(deadline) && len(pending) > 0 {
+		for key, sel := range pending {
+			ns, _, _ := strings.Cut(key, "/")
+			out := tryExec(m, "k3s", "kubectl", "get", "pods", "-n", ns, "-l", sel, "-o", "json")
+			var pl podList
+			if err := json.Unmarshal([]byte(out), &pl); err != nil {
+				last = key + ": " + out
+				continue
+			}
+			for _, p := range pl.Items {
+				ready := p.Status.Phase == "Running" && len(p.Status.ContainerStatuses) > 0
+				for _, c := range p.Status.ContainerStatuses {
+					ready = ready && c.Ready
+				}
+				if ready {
+					t.Logf("%s running (pod %s)", key, p.Metadata.Name)
+					delete(pending, key)
+					break
+				}
+				last = fmt.Sprintf("%s: pod %s %s", key, p.Metadata.Name, p.Status.Phase)
+			}
+		}
+		if len(pending) > 0 {
+			time.Sleep(10 * time.Second)
+		}
+	}
+	if len(pending) > 0 {
+		t.Fatalf("pods not running after %s: %v (last: %s)\n%s\nevents:\n%s", d, pending, last,
+			tryExec(m, "k3s", "kubectl", "get", "pods", "-A", "-o", "wide"),
+			tryExec(m, "k3s", "kubectl", "get", "events", "-A", "--sort-by=.lastTimestamp"))
+	}
+}
+
+func waitTopNode(t *testing.T, m *Machine, node string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var out string
+	for time.Now().Before(deadline) {
+		out = tryExec(m, "k3s", "kubectl", "top", "node", node, "--no-headers")
+		if f := strings.Fields(out); len(f) >= 5 && f[0] == node && strings.HasSuffix(f[1], "m") {
+			t.Logf("kubectl top node: %s", strings.TrimSpace(out))
+			return
+		}
+		time.Sleep(10 * time.Second)
+	}
+	t.Fatalf("kubectl top node did not answer in %s: %s", d, out)
+}
+
+func httpGet(t *testing.T, url string, d time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return string(b)
+			}
+			last = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, b)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(3 * time.Second)
+	}
+	t.Fatalf("GET %s: %s", url, last)
+	return ""
+}
+
+func httpPut(t *testing.T, url, body string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("PUT %s: %v", url, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("PUT %s: HTTP %d", url, resp.StatusCode)
+	}
+}

@@ -1,0 +1,197 @@
+// Package imageimport is the `k3s image-import` component: it imports the
+// image archives in agent/images into containerd's k8s.io namespace at
+// start and again whenever a file there is added or changed, as k3s does
+// for air-gapped nodes. Every imported image is labelled for the CRI
+// (managed, pinned: the kubelet's image garbage collection never removes
+// it) and unpacked into the snapshotter, so a pod can start from it at once.
+package imageimport
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/klauspost/compress/zstd"
+)
+
+// CRI labels (containerd's internal/cri/labels): the CRI lists managed
+// images, and the kubelet never garbage-collects pinned ones.
+var criLabels = map[string]string{
+	"io.cri-containerd.image":  "managed",
+	"io.cri-containerd.pinned": "pinned",
+}
+
+// Archive reports whether name is an image archive k3s imports.
+func Archive(name string) bool {
+	for _, ext := range []string{".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"} {
+		if strings.HasSuffix(name, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// Options of one importer.
+type Options struct {
+	Address     string        // containerd socket
+	Namespace   string        // k8s.io
+	Dir         string        // agent/images
+	Snapshotter string        // overlayfs
+	ReadyFile   string        // written once the first pass is done
+	Interval    time.Duration // between scans for new or changed files
+	Log         *slog.Logger
+}
+
+// Main runs the importer with flags; it returns when SIGTERM arrives.
+func Main(args []string) int {
+	fs := flag.NewFlagSet("image-import", flag.ContinueOnError)
+	o := Options{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	fs.StringVar(&o.Address, "address", "/run/k3s/containerd/containerd.sock", "containerd socket")
+	fs.StringVar(&o.Namespace, "namespace", "k8s.io", "containerd namespace")
+	fs.StringVar(&o.Dir, "dir", "/var/lib/rancher/k3s/agent/images", "directory of image archives")
+	fs.StringVar(&o.Snapshotter, "snapshotter", "overlayfs", "snapshotter to unpack into")
+	fs.StringVar(&o.ReadyFile, "ready-file", "", "file written once the first import pass is done")
+	fs.DurationVar(&o.Interval, "interval", 10*time.Second, "how often to look for new or changed archives")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, o); err != nil && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, "image-import:", err)
+		return 1
+	}
+	return 0
+}
+
+type stamp struct {
+	size  int64
+	mtime time.Time
+}
+
+// Run imports every archive, marks ready, then imports new or changed
+// archives every Interval until ctx ends. A file that fails is logged and
+// retried at the next scan.
+func Run(ctx context.Context, o Options) error {
+	if o.ReadyFile != "" {
+		os.Remove(o.ReadyFile)
+	}
+	client, err := containerd.New(o.Address, containerd.WithDefaultNamespace(o.Namespace), containerd.WithTimeout(30*time.Second))
+	if err != nil {
+		return fmt.Errorf("containerd at %s: %w", o.Address, err)
+	}
+	defer client.Close()
+	ctx = namespaces.WithNamespace(ctx, o.Namespace)
+	seen := map[string]stamp{}
+	first := true
+	for {
+		for _, p := range scan(o.Dir, seen) {
+			st, err := os.Stat(p)
+			if err != nil {
+				continue
+			}
+			start := time.Now()
+			refs, err := importFile(ctx, client, p, o.Snapshotter)
+			if err != nil {
+				o.Log.Error("import failed", "file", p, "err", err)
+				continue
+			}
+			seen[p] = stamp{st.Size(), st.ModTime()}
+			o.Log.Info("imported", "file", p, "images", strings.Join(refs, ","), "took", time.Since(start).Round(time.Millisecond))
+		}
+		if first && o.ReadyFile != "" {
+			if err := os.WriteFile(o.ReadyFile, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+				return err
+			}
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(o.Interval):
+		}
+	}
+}
+
+// scan lists the archives in dir (following symlinks) that are new or
+// changed since seen, sorted.
+func scan(dir string, seen map[string]stamp) []string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if !Archive(e.Name()) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		st, err := os.Stat(p)
+		if err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		if s, ok := seen[p]; ok && s.size == st.Size() && s.mtime.Equal(st.ModTime()) {
+			continue
+		}
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func importFile(ctx context.Context, client *containerd.Client, path, snapshotter string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r, err := decompress(path, bufio.NewReaderSize(f, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	imgs, err := client.Import(ctx, r, containerd.WithImageLabels(criLabels))
+	if err != nil {
+		return nil, err
+	}
+	var refs []string
+	for _, img := range imgs {
+		i := containerd.NewImage(client, img)
+		if ok, err := i.IsUnpacked(ctx, snapshotter); err != nil || !ok {
+			if err := i.Unpack(ctx, snapshotter); err != nil {
+				return refs, fmt.Errorf("unpacking %s: %w", img.Name, err)
+			}
+		}
+		refs = append(refs, img.Name)
+	}
+	if len(refs) == 0 {
+		return nil, fmt.Errorf("%s: no named image in the archive", path)
+	}
+	return refs, nil
+}
+
+func decompress(name string, r io.Reader) (io.Reader, error) {
+	switch {
+	case strings.HasSuffix(name, ".gz"), strings.HasSuffix(name, ".tgz"):
+		return gzip.NewReader(r)
+	case strings.HasSuffix(name, ".zst"), strings.HasSuffix(name, ".tzst"):
+		d, err := zstd.NewReader(r)
+		if err != nil {
+			return nil, err
+		}
+		return d.IOReadCloser(), nil
+	}
+	return r, nil
+}
