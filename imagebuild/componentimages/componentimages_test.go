@@ -115,6 +115,7 @@ func TestOwnImages(t *testing.T) {
 		for _, img := range imgs {
 			check(t, img, arch)
 		}
+		t.Logf("cold build for %s:\n%s", arch, log.String())
 		if strings.Count(log.String(), "built in") != 2 {
 			t.Errorf("log of a cold build:\n%s", log.String())
 		}
