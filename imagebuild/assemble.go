@@ -161,7 +161,12 @@ func (b *builder) compression() squashfs.Compression {
 // writeSquashfs writes the system image into the cache under its digest, so
 // an unchanged system (a rebuild after a cloud-config edit) costs nothing.
 func (b *builder) writeSquashfs(ctx context.Context, t *filetree.Tree) error {
-	opts := squashfs.Options{Compression: b.compression()}
+	// 1 MiB blocks and zstd level 6: the runtime's Go binaries (k3s,
+	// the CNI plugins, the images' programs: 270 MB) compress 4% better
+	// than with 128 KiB blocks at level 3, which keeps the default image
+	// under 200 MiB; writing takes 4 s instead of 3 (level 19: 15 s for
+	// another 3%).
+	opts := squashfs.Options{Compression: b.compression(), BlockSize: 1 << 20, Level: 6}
 	digest, err := squashfs.Digest(t, opts)
 	if err != nil {
 		return err

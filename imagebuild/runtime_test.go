@@ -121,7 +121,7 @@ func TestDefaultImageCarriesRuntime(t *testing.T) {
 	for _, name := range componentimages.Default {
 		e := file(ImagesDir + "/" + name + ".tar")
 		imagesMB += e.size
-		t.Logf("image %-24s %6.1f MB", name, float64(e.size)/1e6)
+		t.Logf("image %-24s %6.1f MiB", name, mib(e.size))
 	}
 	for _, img := range b.runtime.images {
 		checkOCIArchive(t, img)
@@ -172,8 +172,8 @@ func TestDefaultImageCarriesRuntime(t *testing.T) {
 		}
 	}
 
-	t.Logf("squashfs %.1f MB (target < 200 MB): k3s %.1f MB, CNI plugins %.1f MB, images %.1f MB (uncompressed sizes)",
-		float64(res.SquashfsSize)/1e6, float64(k3s.size)/1e6, float64(cniSize(b))/1e6, float64(imagesMB)/1e6)
+	t.Logf("squashfs %.1f MiB (target < 200 MiB): k3s %.1f MiB, CNI plugins %.1f MiB, images %.1f MiB (uncompressed sizes)",
+		mib(res.SquashfsSize), mib(k3s.size), mib(cniSize(b)), mib(imagesMB))
 	for _, st := range res.Steps {
 		t.Logf("  step %-40s %s", st.Name, st.Duration.Round(1e6))
 	}
@@ -181,6 +181,8 @@ func TestDefaultImageCarriesRuntime(t *testing.T) {
 		t.Errorf("system squashfs is %d MiB, over the 200 MiB budget with the runtime", res.SquashfsSize>>20)
 	}
 }
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 func cniSize(b *builder) int64 {
 	var n int64
