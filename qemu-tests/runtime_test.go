@@ -3,14 +3,18 @@ package qemutest
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ballast-os/ballast/init/agent"
+	"golang.org/x/crypto/ssh"
 )
 
 // TestE2ERuntime boots the runtime image (the default image plus the test
@@ -31,9 +35,11 @@ const runtimeDeadline = 25 * time.Minute
 
 const testServerNodePort = 30080
 
-func runtimeUserData(hostname string) []byte {
+func runtimeUserData(hostname, authorizedKey string) []byte {
 	return fmt.Appendf(nil, `#cloud-config
 hostname: %s
+ssh_authorized_keys:
+  - %s
 ballast:
   agent:
     privileged: true
@@ -91,16 +97,24 @@ manifests:
         - port: 80
           targetPort: 8080
           nodePort: %d
-`, hostname, testServerNodePort)
+`, hostname, authorizedKey, testServerNodePort)
 }
 
 func TestE2ERuntime(t *testing.T) {
 	img := testImage(t, ImageRuntimeEnv, "ballast-runtime-e2e-x86_64.img")
+	sc := newScenario(t, "node1")
 	m := startMachine(t, Options{
 		Disk: img, DiskSize: 8 << 30, Memory: 4096, CPUs: 2,
-		UserData: runtimeUserData("node1"),
-		Forwards: map[int]int{testServerNodePort: 0},
+		UserData: runtimeUserData("node1", sc.pubkey),
+		Forwards: map[int]int{testServerNodePort: 0, 22: 0},
 	})
+	// A developer watching a slow run can log in while the test holds the agent.
+	if key, err := ssh.MarshalPrivateKey(sc.priv, "qemutest"); err == nil {
+		p := filepath.Join(m.Dir(), "id_ed25519")
+		if os.WriteFile(p, pem.EncodeToMemory(key), 0o600) == nil {
+			t.Logf("log in: ssh -i %s -p %d -o StrictHostKeyChecking=no root@127.0.0.1", p, m.HostPort(22))
+		}
+	}
 	waitReady(t, m)
 	st := waitNodeReady(t, m, runtimeDeadline)
 	logNode(t, st)

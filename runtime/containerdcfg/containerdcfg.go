@@ -165,7 +165,7 @@ state = {{ q .State }}
 {{- end }}{{ end }}{{ end }}
 
 [plugins.'io.containerd.cri.v1.runtime'.cni]
-  bin_dir = {{ q .CNIBinDir }}
+  bin_dirs = [{{ q .CNIBinDir }}]
   conf_dir = {{ q .CNIConfDir }}
 {{ if eq .Snapshotter "stargz" }}
 [plugins.'io.containerd.snapshotter.v1.stargz']
