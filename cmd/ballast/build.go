@@ -16,8 +16,8 @@ import (
 )
 
 type buildFlags struct {
-	specFile, board, formats, config, output string
-	offline                                  bool
+	specFile, board, formats, config, output, runtime string
+	offline                                           bool
 }
 
 func (f *buildFlags) register(fs interface {
@@ -29,6 +29,7 @@ func (f *buildFlags) register(fs interface {
 	fs.StringVar(&f.formats, "format", "", "comma-separated formats, overriding the spec (raw, iso)")
 	fs.StringVar(&f.config, "config", "", "cloud-config `file` to bake in, overriding the spec")
 	fs.StringVar(&f.output, "o", "", "output `directory`, overriding the spec")
+	fs.StringVar(&f.runtime, "runtime", "", "runtime `kind` (ballast, k3s, none), overriding the spec")
 	fs.BoolVar(&f.offline, "offline", false, "build from the cache and lock file only")
 }
 
@@ -73,6 +74,18 @@ func (f *buildFlags) loadSpec() (*spec.Spec, error) {
 			s.Lock = "" // follow the new output directory
 		}
 	}
+	if f.runtime != "" {
+		switch f.runtime {
+		case spec.RuntimeBallast, spec.RuntimeNone:
+		case spec.RuntimeK3s:
+			if s.Runtime.Kind != spec.RuntimeK3s {
+				return nil, fmt.Errorf("%w: --runtime k3s needs a spec whose runtime: gives the k3s version and sha256 (or file)", errUsage)
+			}
+		default:
+			return nil, fmt.Errorf("%w: --runtime %q: one of ballast, k3s, none", errUsage, f.runtime)
+		}
+		s.Runtime.Kind, changed = f.runtime, true
+	}
 	if changed {
 		s.FillDefaults()
 		if _, err := s.LoadBoard(); err != nil {
@@ -84,7 +97,7 @@ func (f *buildFlags) loadSpec() (*spec.Spec, error) {
 
 func runBuild(ctx context.Context, env Env, args []string) error {
 	var f buildFlags
-	fs := newFlags(env, "build", "[-f spec.yaml] [--board B] [--format raw,iso] [--config FILE] [-o DIR] [--offline]")
+	fs := newFlags(env, "build", "[-f spec.yaml] [--board B] [--format raw,iso] [--config FILE] [-o DIR] [--runtime KIND] [--offline]")
 	f.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -82,3 +82,27 @@ func TestInspectMissingImage(t *testing.T) {
 		t.Fatalf("code %d stderr %q", code, stderr)
 	}
 }
+
+func TestBuildRuntimeOverride(t *testing.T) {
+	for _, c := range []struct {
+		flag, want, err string
+	}{
+		{"", "ballast", ""},
+		{"none", "none", ""},
+		{"ballast", "ballast", ""},
+		{"k3s", "", "needs a spec whose runtime: gives the k3s version"},
+		{"docker", "", `--runtime "docker"`},
+	} {
+		f := buildFlags{runtime: c.flag}
+		s, err := f.loadSpec()
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("--runtime %q: error %v; want %q", c.flag, err, c.err)
+			}
+			continue
+		}
+		if err != nil || s.Runtime.Kind != c.want {
+			t.Errorf("--runtime %q: kind %v, %v; want %s", c.flag, s, err, c.want)
+		}
+	}
+}
