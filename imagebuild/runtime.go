@@ -34,7 +34,7 @@ const (
 )
 
 // runtimeLinks are the personalities of the ballast runtime's k3s binary.
-var runtimeLinks = []string{"usr/bin/kubectl", "usr/bin/crictl", "usr/bin/ctr", "usr/bin/containerd-shim-runc-v2"}
+var runtimeLinks = []string{"usr/bin/kubectl", "usr/bin/crictl", "usr/bin/ctr"}
 
 // RuntimePackages are the Debian packages an image with a runtime needs
 // beside the base userland: the OCI runtime and the netfilter tools
@@ -246,8 +246,10 @@ func (b *builder) addRuntimeFiles(t *filetree.Tree, rf *runtimeFiles) error {
 				return err
 			}
 		}
-		if err := t.AddSymlink(CNIBinDir+"/flannel", "/"+RuntimeBinPath); err != nil {
-			return err
+		for _, b := range rf.rt.Tools {
+			if err := addBin("usr/bin/"+b.Name, b); err != nil {
+				return err
+			}
 		}
 	case spec.RuntimeK3s:
 		if err := addBin(K3sBinPath, rf.rt.K3s); err != nil {

@@ -112,7 +112,11 @@ func TestDefaultImageCarriesRuntime(t *testing.T) {
 			t.Errorf("CNI plugin %s has mode %s", p.Name, e.mode)
 		}
 	}
-	link(CNIBinDir+"/flannel", "/usr/bin/k3s")
+	for _, p := range runtimebin.Tools {
+		if e := file("usr/bin/" + p.Name); e.mode != "" && e.mode != "-rwxr-xr-x" {
+			t.Errorf("/usr/bin/%s has mode %s", p.Name, e.mode)
+		}
+	}
 	if _, ok := ls[K3sBinPath]; ok {
 		t.Errorf("/%s (the official k3s) is in an image with the ballast runtime", K3sBinPath)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ballast-os/ballast/init/agent"
+	"github.com/ballast-os/ballast/init/kubenode"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -106,7 +108,7 @@ func TestE2ERuntime(t *testing.T) {
 	m := startMachine(t, Options{
 		Disk: img, DiskSize: 8 << 30, Memory: 4096, CPUs: 2,
 		UserData: runtimeUserData("node1", sc.pubkey),
-		Forwards: map[int]int{testServerNodePort: 0, 22: 0},
+		Forwards: map[int]int{testServerNodePort: 0, 22: 0, 6443: 0},
 	})
 	// A developer watching a slow run can log in while the test holds the agent.
 	if key, err := ssh.MarshalPrivateKey(sc.priv, "qemutest"); err == nil {
@@ -118,8 +120,9 @@ func TestE2ERuntime(t *testing.T) {
 	waitReady(t, m)
 	st := waitNodeReady(t, m, runtimeDeadline)
 	logNode(t, st)
+	api := apiClient(t, m)
 
-	waitPodsRunning(t, m, runtimeDeadline, map[string]string{
+	waitPodsRunning(t, m, api, runtimeDeadline, map[string]string{
 		"kube-system/coredns":                "k8s-app=kube-dns",
 		"kube-system/local-path-provisioner": "app=local-path-provisioner",
 		"kube-system/metrics-server":         "k8s-app=metrics-server",
@@ -133,8 +136,9 @@ func TestE2ERuntime(t *testing.T) {
 	if got := httpGet(t, url+"/resolve?name=kubernetes.default.svc.cluster.local", time.Minute); !strings.Contains(got, "10.43.0.1") {
 		t.Errorf("kubernetes.default resolved in the pod to %q; want 10.43.0.1", got)
 	}
-	if got := nodeExec(t, m, "k3s", "kubectl", "get", "pvc", "testserver-data", "-o", "jsonpath={.status.phase}"); got != "Bound" {
-		t.Errorf("PVC phase %q; want Bound", got)
+	var pvc struct{ Status struct{ Phase string } }
+	if err := json.Unmarshal(apiGet(t, api, "/api/v1/namespaces/default/persistentvolumeclaims/testserver-data"), &pvc); err != nil || pvc.Status.Phase != "Bound" {
+		t.Errorf("PVC phase %q (%v); want Bound", pvc.Status.Phase, err)
 	}
 	marker := fmt.Sprintf("kept %d", time.Now().UnixNano())
 	httpPut(t, url+"/file?path=marker", marker)
@@ -161,10 +165,34 @@ func TestE2ERuntime(t *testing.T) {
 	waitReady(t, m)
 	st = waitNodeReady(t, m, runtimeDeadline)
 	logNode(t, st)
-	waitPodsRunning(t, m, runtimeDeadline, map[string]string{"default/testserver": "app=testserver", "kube-system/coredns": "k8s-app=kube-dns"})
+	waitPodsRunning(t, m, api, runtimeDeadline, map[string]string{"default/testserver": "app=testserver", "kube-system/coredns": "k8s-app=kube-dns"})
 	if got := httpGet(t, url+"/file?path=marker", 3*time.Minute); got != marker {
 		t.Errorf("after reboot read back %q; want %q", got, marker)
 	}
+}
+
+// apiClient talks to the guest's API server through the 6443 forward as
+// the admin k3s.yaml gives (read once through the agent).
+func apiClient(t *testing.T, m *Machine) *kubenode.Client {
+	t.Helper()
+	kc := nodeExec(t, m, "cat", "/etc/rancher/k3s/k3s.yaml")
+	c, err := kubenode.ParseKubeconfig("k3s.yaml", []byte(kc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Server = fmt.Sprintf("https://127.0.0.1:%d", m.HostPort(6443))
+	return c
+}
+
+func apiGet(t *testing.T, api *kubenode.Client, path string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := api.Get(ctx, path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return b
 }
 
 // waitNodeReady polls the agent's status until the node is Ready.
@@ -239,7 +267,7 @@ type podList struct {
 
 // waitPodsRunning waits until, for each "namespace/name" with its label
 // selector, a pod is Running with every container ready.
-func waitPodsRunning(t *testing.T, m *Machine, d time.Duration, want map[string]string) {
+func waitPodsRunning(t *testing.T, m *Machine, api *kubenode.Client, d time.Duration, want map[string]string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	pending := map[string]string{}
@@ -250,10 +278,15 @@ func waitPodsRunning(t *testing.T, m *Machine, d time.Duration, want map[string]
 	for time.Now().Before(deadline) && len(pending) > 0 {
 		for key, sel := range pending {
 			ns, _, _ := strings.Cut(key, "/")
-			out := tryExec(m, "k3s", "kubectl", "get", "pods", "-n", ns, "-l", sel, "-o", "json")
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			out, err := api.Get(ctx, "/api/v1/namespaces/"+ns+"/pods?labelSelector="+url.QueryEscape(sel))
+			cancel()
 			var pl podList
-			if err := json.Unmarshal([]byte(out), &pl); err != nil {
-				last = key + ": " + out
+			if err == nil {
+				err = json.Unmarshal(out, &pl)
+			}
+			if err != nil {
+				last = key + ": " + err.Error()
 				continue
 			}
 			for _, p := range pl.Items {

@@ -2,11 +2,13 @@
 
 // This file pins the upstream programs the image builder compiles from this
 // module (`go build <package>` inside runtime/) next to the k3s binary: the
-// CNI plugins containerd calls. They are package main upstream, so they are
-// separate executables, not personalities of k3s.
+// CNI plugins containerd calls, and containerd's runc shim (one process per
+// pod: it must start fast, so it is not a personality of the big k3s
+// binary). They are package main upstream, so they are separate executables.
 package runtime
 
 import (
+	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
 	_ "github.com/containernetworking/plugins/plugins/ipam/host-local"
 	_ "github.com/containernetworking/plugins/plugins/main/bridge"
 	_ "github.com/containernetworking/plugins/plugins/main/loopback"

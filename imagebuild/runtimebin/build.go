@@ -34,15 +34,22 @@ type Plugin struct {
 }
 
 // CNIPlugins are the plugins the image carries beside k3s
-// (/usr/lib/ballast/cni/<name>). flannel is not among them: it is a
-// personality of k3s itself.
+// (/usr/lib/ballast/cni/<name>): upstream's, and ballast's flannel plugin.
+// Each is its own small executable: containerd runs them for every pod.
 var CNIPlugins = []Plugin{
+	{"flannel", runtimeModule + "/cni/flannel/cmd/flannel"},
 	{"bridge", "github.com/containernetworking/plugins/plugins/main/bridge"},
 	{"host-local", "github.com/containernetworking/plugins/plugins/ipam/host-local"},
 	{"loopback", "github.com/containernetworking/plugins/plugins/main/loopback"},
 	{"portmap", "github.com/containernetworking/plugins/plugins/meta/portmap"},
 	{"bandwidth", "github.com/containernetworking/plugins/plugins/meta/bandwidth"},
 	{"firewall", "github.com/containernetworking/plugins/plugins/meta/firewall"},
+}
+
+// Tools are executables the image carries in /usr/bin beside k3s: the runc
+// shim containerd starts for every pod, small and quick to start.
+var Tools = []Plugin{
+	{"containerd-shim-runc-v2", "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"},
 }
 
 // Binary is one runtime executable on the build host.
@@ -59,6 +66,8 @@ type Runtime struct {
 	K3s Binary
 	// CNI are the plugins (ballast runtime only), in CNIPlugins order.
 	CNI []Binary
+	// Tools are the executables for /usr/bin (ballast runtime only), in Tools order.
+	Tools []Binary
 	// Version: the ballast version stamped into a built runtime, or the
 	// official release's version.
 	Version string
@@ -129,13 +138,17 @@ func Build(ctx context.Context, o BuildOptions) (*Runtime, error) {
 	defer os.RemoveAll(tmp)
 
 	pkgs := []string{"./cmd/k3s"}
-	for _, p := range CNIPlugins {
+	for _, p := range append(CNIPlugins[:len(CNIPlugins):len(CNIPlugins)], Tools...) {
 		pkgs = append(pkgs, p.Package)
+	}
+	ldflags, err := versionLDFlags(dir, o.Version)
+	if err != nil {
+		return nil, err
 	}
 	// One go build for all: the packages compile in parallel, and -o into
 	// a directory names each executable after its package's last element.
 	args := []string{"build", "-trimpath", "-buildvcs=false",
-		"-ldflags", "-s -w -buildid= -X " + runtimeModule + "/k3s.Version=" + o.Version,
+		"-ldflags", ldflags,
 		"-o", tmp + string(filepath.Separator)}
 	args = append(args, pkgs...)
 	name, args := niced(o.Go, args)
@@ -211,7 +224,51 @@ func load(dir, version string) (*Runtime, error) {
 		}
 		rt.CNI = append(rt.CNI, b)
 	}
+	for _, p := range Tools {
+		b, err := describe(filepath.Join(dir, p.Name), p.Name)
+		if err != nil {
+			return nil, err
+		}
+		rt.Tools = append(rt.Tools, b)
+	}
 	return rt, nil
+}
+
+// versionLDFlags stamps the versions into the binaries: ballast's own,
+// and Kubernetes' and containerd's from runtime/go.mod, which upstream
+// sets from git at release time (without them the kubelet registers as
+// v0.0.0-master and the API server reports that too).
+func versionLDFlags(dir, version string) (string, error) {
+	gomod := filepath.Join(dir, "go.mod")
+	data, err := os.ReadFile(gomod)
+	if err != nil {
+		return "", fmt.Errorf("runtime versions: %w", err)
+	}
+	mods := map[string]string{}
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(l), "require "))
+		if len(f) >= 2 && strings.HasPrefix(f[1], "v") {
+			mods[f[0]] = f[1]
+		}
+	}
+	flags := []string{"-s", "-w", "-buildid=", "-X", runtimeModule + "/k3s.Version=" + version}
+	kv := mods["k8s.io/kubernetes"]
+	maj, min, ok := strings.Cut(strings.TrimPrefix(kv, "v"), ".")
+	if !ok {
+		return "", fmt.Errorf("%s: no k8s.io/kubernetes version", gomod)
+	}
+	min, _, _ = strings.Cut(min, ".")
+	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		flags = append(flags,
+			"-X", pkg+".gitVersion="+kv,
+			"-X", pkg+".gitMajor="+maj,
+			"-X", pkg+".gitMinor="+min,
+			"-X", pkg+".gitTreeState=clean")
+	}
+	if cv, ok := mods["github.com/containerd/containerd/v2"]; ok {
+		flags = append(flags, "-X", "github.com/containerd/containerd/v2/version.Version="+strings.TrimPrefix(cv, "v"))
+	}
+	return strings.Join(flags, " "), nil
 }
 
 // describe hashes a binary, once: the sum is kept beside it (<path>.sha256)

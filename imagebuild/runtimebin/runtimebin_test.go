@@ -143,7 +143,7 @@ func calls(t *testing.T, record string) []string {
 
 func TestBuildCachesAndReportsProgress(t *testing.T) {
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{"runtime/go.mod": "module github.com/ballast-os/ballast/runtime\n", "runtime/k3s/k3s.go": "package k3s\n"})
+	writeTree(t, src, map[string]string{"runtime/go.mod": testGoMod, "runtime/k3s/k3s.go": "package k3s\n"})
 	goCmd, record := fakeGo(t, "0.35")
 	cache := t.TempDir()
 	var log bytes.Buffer
@@ -157,7 +157,9 @@ func TestBuildCachesAndReportsProgress(t *testing.T) {
 		t.Fatalf("go build ran %d times: %q", len(c), c)
 	}
 	for _, want := range []string{filepath.Join(src, "runtime") + "|arm64|0|", "-trimpath", "-buildvcs=false",
-		"-X github.com/ballast-os/ballast/runtime/k3s.Version=v-test", "./cmd/k3s", CNIPlugins[0].Package} {
+		"-X github.com/ballast-os/ballast/runtime/k3s.Version=v-test", "./cmd/k3s", CNIPlugins[0].Package, Tools[0].Package,
+		"-X k8s.io/component-base/version.gitVersion=v1.37.2", "-X k8s.io/component-base/version.gitMinor=37",
+		"-X github.com/containerd/containerd/v2/version.Version=2.4.2"} {
 		if !strings.Contains(c[0], want) {
 			t.Errorf("go build call %q lacks %q", c[0], want)
 		}
@@ -232,7 +234,7 @@ func TestBuildCachesAndReportsProgress(t *testing.T) {
 
 func TestBuildFailureShowsOutput(t *testing.T) {
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{"runtime/go.mod": "module github.com/ballast-os/ballast/runtime\n"})
+	writeTree(t, src, map[string]string{"runtime/go.mod": testGoMod})
 	goCmd := filepath.Join(t.TempDir(), "go")
 	os.WriteFile(goCmd, []byte("#!/bin/sh\nif [ \"$1\" = env ]; then echo go1.99; exit 0; fi\necho 'k3s/k3s.go:3:1: syntax error' >&2\nexit 1\n"), 0o755)
 	_, err := Build(context.Background(), BuildOptions{SourceDir: src, Arch: "amd64", CacheDir: t.TempDir(), Go: goCmd})
@@ -372,3 +374,12 @@ func assertNothingCached(t *testing.T, cache string) {
 		return nil
 	})
 }
+
+// testGoMod is a runtime/go.mod with the versions the build stamps.
+const testGoMod = `module github.com/ballast-os/ballast/runtime
+
+require (
+	github.com/containerd/containerd/v2 v2.4.2
+	k8s.io/kubernetes v1.37.2
+)
+`

@@ -128,6 +128,9 @@ func dataOrFile(b64, path string) ([]byte, error) {
 	return nil, nil
 }
 
+// Get is the body of GET path; a *StatusError for an answer other than 200.
+func (c *Client) Get(ctx context.Context, path string) ([]byte, error) { return c.get(ctx, path) }
+
 func (c *Client) get(ctx context.Context, path string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Server+path, nil)
 	if err != nil {

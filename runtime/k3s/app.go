@@ -91,13 +91,6 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 // call their entry point directly, before Main installs any signal
 // handling: upstream components install their own process-global handler.
 func Main(args []string, c Components) int {
-	if name := personality(args); name != "" {
-		if f, ok := c[name]; ok {
-			return f(args[1:])
-		}
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, notBuilt(name))
-		return 1
-	}
 	if len(args) > 1 {
 		if f, ok := c[args[1]]; ok && (isComponent(args[1]) || isTool(args[1])) {
 			return f(args[2:])
@@ -112,35 +105,6 @@ func Main(args []string, c Components) int {
 	defer stop()
 	a := &app{args: args, stdout: os.Stdout, stderr: os.Stderr, lookupEnv: os.LookupEnv, components: c}
 	return a.run(ctx)
-}
-
-// Programs other software executes by name, answered by this binary
-// through a symlink: containerd runs its runc shim as
-// containerd-shim-runc-v2 (which re-executes itself, the resolved binary,
-// with "-namespace ..." first), and containerd's CRI runs the CNI plugin
-// "flannel" from the CNI bin dir. They parse os.Args (or, for CNI, the
-// environment) themselves.
-const (
-	ShimRuncV2 = "containerd-shim-runc-v2"
-	FlannelCNI = "flannel-cni" // the Components key; the program name is "flannel"
-)
-
-// personality is the Components key for an argv that is one of those
-// programs, or "".
-func personality(args []string) string {
-	if len(args) == 0 {
-		return ""
-	}
-	switch filepath.Base(args[0]) {
-	case ShimRuncV2:
-		return ShimRuncV2
-	case "flannel":
-		return FlannelCNI
-	}
-	if len(args) > 1 && args[1] == "-namespace" {
-		return ShimRuncV2
-	}
-	return ""
 }
 
 // isTool: the CLIs that also answer as argv[0] personalities.

@@ -71,21 +71,3 @@ func TestCgroupProblem(t *testing.T) {
 		}
 	}
 }
-
-func TestPersonality(t *testing.T) {
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io", "start"}, ShimRuncV2},
-		{[]string{"/usr/bin/k3s", "-namespace", "k8s.io", "-id", "x", "-address", "/run/k3s/containerd/containerd.sock"}, ShimRuncV2},
-		{[]string{"/usr/lib/ballast/cni/flannel"}, FlannelCNI},
-		{[]string{"k3s", "flannel", "--node-name=x"}, ""},
-		{[]string{"k3s", "server"}, ""},
-		{[]string{"kubectl", "get", "nodes"}, ""},
-	} {
-		if got := personality(c.args); got != c.want {
-			t.Errorf("personality(%q) = %q; want %q", c.args, got, c.want)
-		}
-	}
-}

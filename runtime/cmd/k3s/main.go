@@ -8,7 +8,6 @@ package main
 import (
 	"os"
 
-	cniflannel "github.com/ballast-os/ballast/runtime/cni/flannel"
 	"github.com/ballast-os/ballast/runtime/components/containerd"
 	"github.com/ballast-os/ballast/runtime/components/flannel"
 	"github.com/ballast-os/ballast/runtime/components/imageimport"
@@ -36,9 +35,6 @@ func main() {
 		"kubelet":                 kubelet.Main,
 		"kube-proxy":              kubeproxy.Main,
 		"ctr":                     containerd.Ctr,
-		k3s.ShimRuncV2:            containerd.Shim,
 		"flannel":                 flannel.Main,
-		// The CNI plugin reads os.Args and the CNI environment itself.
-		k3s.FlannelCNI: func([]string) int { return cniflannel.Main(os.Args) },
 	}))
 }

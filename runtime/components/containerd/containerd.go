@@ -1,7 +1,7 @@
 // Package containerd links containerd v2 into the runtime's multi-call
-// binary: the daemon (`k3s containerd -c ... -a ...`), its runc v2 shim
-// (the binary answers as containerd-shim-runc-v2, the name containerd
-// looks up on PATH, and to the shim's own re-execution), and ctr.
+// binary: the daemon (`k3s containerd -c ... -a ...`) and ctr. Its runc
+// shim is a separate small executable (containerd-shim-runc-v2, built
+// from upstream's package main): containerd starts one per pod.
 package containerd
 
 import (
@@ -9,12 +9,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
-	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task/plugin" // the shim's task service
-	_ "github.com/containerd/containerd/v2/cmd/containerd/builtins"                  // snapshotters, CRI, services
+	_ "github.com/containerd/containerd/v2/cmd/containerd/builtins" // snapshotters, CRI, services
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
 	"github.com/containerd/containerd/v2/cmd/ctr/app"
-	"github.com/containerd/containerd/v2/pkg/shim"
 )
 
 // Socket and Namespace are where k3s's containerd listens and the
@@ -30,14 +27,6 @@ func Main(args []string) int {
 		fmt.Fprintln(os.Stderr, "containerd:", err)
 		return 1
 	}
-	return 0
-}
-
-// Shim runs the runc v2 shim. It parses os.Args itself (containerd calls
-// it as `containerd-shim-runc-v2 -namespace ... start`, and it re-executes
-// os.Executable() with `-namespace ...`), so args is unused.
-func Shim(args []string) int {
-	shim.RunShim(context.Background(), manager.NewShimManager("io.containerd.runc.v2"))
 	return 0
 }
 
