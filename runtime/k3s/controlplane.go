@@ -184,7 +184,7 @@ func (a *app) agentPlan(s *config.ServerConfig, lay datadir.Layout, n *component
 		c.Env = containerdEnv(a.lookupEnv)
 		plan = append(plan,
 			c,
-			comp("image-import", []string{"--address=" + componentargs.ContainerdSocket, "--dir=" + lay.Images(), "--snapshotter=" + s.Snapshotter, "--ready-file=" + ImportedFile}, fileReady(ImportedFile)),
+			comp("image-import", []string{"--address=" + componentargs.ContainerdSocket, "--dir=" + lay.Images(), "--snapshotter=" + s.Snapshotter, "--ready-file=" + ImportedFile, "--state-file=" + filepath.Join(lay.ContainerdRoot(), "ballast-images-imported.json")}, fileReady(ImportedFile)),
 		)
 	}
 	plain := &http.Client{Timeout: 5 * time.Second}

@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -46,13 +47,17 @@ func Archive(name string) bool {
 
 // Options of one importer.
 type Options struct {
-	Address     string        // containerd socket
-	Namespace   string        // k8s.io
-	Dir         string        // agent/images
-	Snapshotter string        // overlayfs
-	ReadyFile   string        // written once the first pass is done
-	Interval    time.Duration // between scans for new or changed files
-	Log         *slog.Logger
+	Address     string // containerd socket
+	Namespace   string // k8s.io
+	Dir         string // agent/images
+	Snapshotter string // overlayfs
+	ReadyFile   string // written once the first pass is done
+	// StateFile remembers what was imported (file, size, mtime, images),
+	// so that a restart skips archives whose images are still there
+	// rather than reading them again; "" keeps no state.
+	StateFile string
+	Interval  time.Duration // between scans for new or changed files
+	Log       *slog.Logger
 }
 
 // Main runs the importer with flags; it returns when SIGTERM arrives.
@@ -64,6 +69,7 @@ func Main(args []string) int {
 	fs.StringVar(&o.Dir, "dir", "/var/lib/rancher/k3s/agent/images", "directory of image archives")
 	fs.StringVar(&o.Snapshotter, "snapshotter", "overlayfs", "snapshotter to unpack into")
 	fs.StringVar(&o.ReadyFile, "ready-file", "", "file written once the first import pass is done")
+	fs.StringVar(&o.StateFile, "state-file", "", "file remembering what was imported, to skip it at the next start")
 	fs.DurationVar(&o.Interval, "interval", 10*time.Second, "how often to look for new or changed archives")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -78,8 +84,61 @@ func Main(args []string) int {
 }
 
 type stamp struct {
-	size  int64
-	mtime time.Time
+	Size  int64     `json:"size"`
+	MTime time.Time `json:"mtime"`
+	Refs  []string  `json:"refs"`
+}
+
+// same reports whether st describes the same file content as s (by size
+// and modification time, as k3s decides whether to re-import).
+func (s stamp) same(st os.FileInfo) bool {
+	return s.Size == st.Size() && s.MTime.Equal(st.ModTime())
+}
+
+func loadState(path string) map[string]stamp {
+	m := map[string]stamp{}
+	if path == "" {
+		return m
+	}
+	if data, err := os.ReadFile(path); err == nil {
+		if json.Unmarshal(data, &m) != nil {
+			m = map[string]stamp{}
+		}
+	}
+	return m
+}
+
+func saveState(path string, m map[string]stamp) error {
+	if path == "" {
+		return nil
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// present reports whether every image of a remembered archive is still in
+// containerd and unpacked.
+func present(ctx context.Context, client *containerd.Client, s stamp, snapshotter string) bool {
+	if len(s.Refs) == 0 {
+		return false
+	}
+	for _, ref := range s.Refs {
+		img, err := client.GetImage(ctx, ref)
+		if err != nil {
+			return false
+		}
+		if ok, err := img.IsUnpacked(ctx, snapshotter); err != nil || !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Run imports every archive, marks ready, then imports new or changed
@@ -96,6 +155,12 @@ func Run(ctx context.Context, o Options) error {
 	defer client.Close()
 	ctx = namespaces.WithNamespace(ctx, o.Namespace)
 	seen := map[string]stamp{}
+	for p, s := range loadState(o.StateFile) {
+		if st, err := os.Stat(p); err == nil && s.same(st) && present(ctx, client, s, o.Snapshotter) {
+			seen[p] = s
+			o.Log.Info("already imported", "file", p, "images", strings.Join(s.Refs, ","))
+		}
+	}
 	first := true
 	for {
 		for _, p := range scan(o.Dir, seen) {
@@ -109,7 +174,10 @@ func Run(ctx context.Context, o Options) error {
 				o.Log.Error("import failed", "file", p, "err", err)
 				continue
 			}
-			seen[p] = stamp{st.Size(), st.ModTime()}
+			seen[p] = stamp{st.Size(), st.ModTime(), refs}
+			if err := saveState(o.StateFile, seen); err != nil {
+				o.Log.Warn("saving import state", "err", err)
+			}
 			o.Log.Info("imported", "file", p, "images", strings.Join(refs, ","), "took", time.Since(start).Round(time.Millisecond))
 		}
 		if first && o.ReadyFile != "" {
@@ -143,7 +211,7 @@ func scan(dir string, seen map[string]stamp) []string {
 		if err != nil || !st.Mode().IsRegular() {
 			continue
 		}
-		if s, ok := seen[p]; ok && s.size == st.Size() && s.mtime.Equal(st.ModTime()) {
+		if s, ok := seen[p]; ok && s.same(st) {
 			continue
 		}
 		out = append(out, p)
