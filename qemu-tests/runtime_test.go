@@ -175,13 +175,29 @@ func TestE2ERuntime(t *testing.T) {
 // the admin k3s.yaml gives (read once through the agent).
 func apiClient(t *testing.T, m *Machine) *kubenode.Client {
 	t.Helper()
-	kc := nodeExec(t, m, "cat", "/etc/rancher/k3s/k3s.yaml")
-	c, err := kubenode.ParseKubeconfig("k3s.yaml", []byte(kc))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := apiClientFor(ctx, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Server = fmt.Sprintf("https://127.0.0.1:%d", m.HostPort(6443))
 	return c
+}
+
+func apiClientFor(ctx context.Context, m *Machine) (*kubenode.Client, error) {
+	res, err := m.Exec(ctx, "cat", "/etc/rancher/k3s/k3s.yaml")
+	if err != nil {
+		return nil, err
+	}
+	if res.ExitCode != 0 {
+		return nil, fmt.Errorf("cat k3s.yaml: exit %d: %s", res.ExitCode, res.Stderr)
+	}
+	c, err := kubenode.ParseKubeconfig("k3s.yaml", []byte(res.Stdout))
+	if err != nil {
+		return nil, err
+	}
+	c.Server = fmt.Sprintf("https://127.0.0.1:%d", m.HostPort(6443))
+	return c, nil
 }
 
 func apiGet(t *testing.T, api *kubenode.Client, path string) []byte {
@@ -198,11 +214,21 @@ func apiGet(t *testing.T, api *kubenode.Client, path string) []byte {
 // waitNodeReady polls the agent's status until the node is Ready.
 func waitNodeReady(t *testing.T, m *Machine, d time.Duration) *agent.Status {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	st, err := waitNode(ctx, m)
+	if err != nil {
+		t.Fatalf("%v\nk3s log tail:\n%s\nconsole:\n%s", err, tryExec(m, "tail", "-n", "40", "/var/log/k3s.log"), strings.Join(m.Console(40), "\n"))
+	}
+	return st
+}
+
+// waitNode polls the agent's status until the node is Ready or ctx ends.
+func waitNode(ctx context.Context, m *Machine) (*agent.Status, error) {
 	var last string
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		st, err := m.Status(ctx)
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		st, err := m.Status(sctx)
 		cancel()
 		switch {
 		case err != nil:
@@ -210,14 +236,16 @@ func waitNodeReady(t *testing.T, m *Machine, d time.Duration) *agent.Status {
 		case st.Node == nil:
 			last = "no node in the agent's status (no runtime started?)"
 		case st.Node.Ready:
-			return st
+			return st, nil
 		default:
 			last = fmt.Sprintf("node %s not Ready: %s", st.Node.Name, st.Node.Error)
 		}
-		time.Sleep(5 * time.Second)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("node not Ready: %s (%w)", last, ctx.Err())
+		case <-time.After(5 * time.Second):
+		}
 	}
-	t.Fatalf("node not Ready after %s: %s\nk3s log tail:\n%s\nconsole:\n%s", d, last, tryExec(m, "tail", "-n", "40", "/var/log/k3s.log"), strings.Join(m.Console(40), "\n"))
-	return nil
 }
 
 func logNode(t *testing.T, st *agent.Status) {
@@ -269,17 +297,26 @@ type podList struct {
 // selector, a pod is Running with every container ready.
 func waitPodsRunning(t *testing.T, m *Machine, api *kubenode.Client, d time.Duration, want map[string]string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := podsRunning(ctx, api, want, t.Logf); err != nil {
+		t.Fatalf("%v\n%s\nevents:\n%s", err,
+			tryExec(m, "k3s", "kubectl", "get", "pods", "-A", "-o", "wide"),
+			tryExec(m, "k3s", "kubectl", "get", "events", "-A", "--sort-by=.lastTimestamp"))
+	}
+}
+
+func podsRunning(ctx context.Context, api *kubenode.Client, want map[string]string, logf func(string, ...any)) error {
 	pending := map[string]string{}
 	for k, v := range want {
 		pending[k] = v
 	}
 	var last string
-	for time.Now().Before(deadline) && len(pending) > 0 {
+	for len(pending) > 0 {
 		for key, sel := range pending {
 			ns, _, _ := strings.Cut(key, "/")
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			out, err := api.Get(ctx, "/api/v1/namespaces/"+ns+"/pods?labelSelector="+url.QueryEscape(sel))
+			gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			out, err := api.Get(gctx, "/api/v1/namespaces/"+ns+"/pods?labelSelector="+url.QueryEscape(sel))
 			cancel()
 			var pl podList
 			if err == nil {
@@ -295,22 +332,23 @@ func waitPodsRunning(t *testing.T, m *Machine, api *kubenode.Client, d time.Dura
 					ready = ready && c.Ready
 				}
 				if ready {
-					t.Logf("%s running (pod %s)", key, p.Metadata.Name)
+					logf("%s running (pod %s)", key, p.Metadata.Name)
 					delete(pending, key)
 					break
 				}
 				last = fmt.Sprintf("%s: pod %s %s", key, p.Metadata.Name, p.Status.Phase)
 			}
 		}
-		if len(pending) > 0 {
-			time.Sleep(10 * time.Second)
+		if len(pending) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pods not running: %v (last: %s): %w", pending, last, ctx.Err())
+		case <-time.After(10 * time.Second):
 		}
 	}
-	if len(pending) > 0 {
-		t.Fatalf("pods not running after %s: %v (last: %s)\n%s\nevents:\n%s", d, pending, last,
-			tryExec(m, "k3s", "kubectl", "get", "pods", "-A", "-o", "wide"),
-			tryExec(m, "k3s", "kubectl", "get", "events", "-A", "--sort-by=.lastTimestamp"))
-	}
+	return nil
 }
 
 func waitTopNode(t *testing.T, m *Machine, node string, d time.Duration) {
