@@ -103,6 +103,9 @@ func (b *builder) binary(ctx context.Context, c component) ([]byte, bool, error)
 	} else {
 		fmt.Fprintf(h, "%s@%s\n", c.pkg, c.version)
 	}
+	if len(c.plugins) > 0 {
+		fmt.Fprintf(h, "plugins %q\n", c.plugins)
+	}
 	name := fmt.Sprintf("%s-%s-%s", c.name, b.opts.Arch, hex.EncodeToString(h.Sum(nil))[:16])
 	p := filepath.Join(b.dir, "bin", name)
 	if data, err := os.ReadFile(p); err == nil {
@@ -115,9 +118,12 @@ func (b *builder) binary(ctx context.Context, c component) ([]byte, bool, error)
 	}
 	defer os.RemoveAll(tmp)
 	var out string
-	if c.source != "" {
+	switch {
+	case c.source != "":
 		out, err = b.goBuild(ctx, tmp, c, src)
-	} else {
+	case len(c.plugins) > 0:
+		out, err = b.goBuildPlugins(ctx, tmp, c)
+	default:
 		out, err = b.goInstall(ctx, tmp, c)
 	}
 	if err != nil {
@@ -184,6 +190,12 @@ func (b *builder) goInstall(ctx context.Context, tmp string, c component) (strin
 // goCmd runs the go command for the target, niced: these compiles are big
 // and the build machine may be shared.
 func (b *builder) goCmd(ctx context.Context, dir string, env []string, args ...string) error {
+	_, err := b.goOutput(ctx, dir, env, args...)
+	return err
+}
+
+// goOutput is goCmd returning the command's standard output.
+func (b *builder) goOutput(ctx context.Context, dir string, env []string, args ...string) ([]byte, error) {
 	argv := append([]string{goTool()}, args...)
 	if nice, err := exec.LookPath("nice"); err == nil {
 		argv = append([]string{nice, "-n", "10"}, argv...)
@@ -193,12 +205,12 @@ func (b *builder) goCmd(ctx context.Context, dir string, env []string, args ...s
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+b.opts.Arch,
 		"GOBIN=", "GOFLAGS=", "GOWORK=off", "GOTOOLCHAIN=local")
 	cmd.Env = append(cmd.Env, env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go %s (GOARCH=%s): %w\n%s", strings.Join(args, " "), b.opts.Arch, err, out.String())
+		return nil, fmt.Errorf("go %s (GOARCH=%s, in %s): %w\n%s%s", strings.Join(args, " "), b.opts.Arch, dir, err, out.String(), stderr.String())
 	}
-	return nil
+	return out.Bytes(), nil
 }
 
 func (b *builder) goVer(ctx context.Context) (string, error) {

@@ -5,7 +5,9 @@
 // from agent/images.
 //
 // Upstream programs are compiled with `go install module/cmd@version`,
-// ballast's own from the source embedded in package images. Binaries and
+// CoreDNS from a generated main that links only the plugins a node uses
+// (see corednsPlugins), ballast's own from the source embedded in package
+// images. Binaries and
 // archives are cached under Options.CacheDir, keyed by what they are built
 // from (module@version or source hash, architecture, Go version), so a
 // second Build only hashes and reuses.
@@ -66,6 +68,9 @@ type component struct {
 	ref  string
 	// Upstream Go programs: `go install pkg@version`.
 	pkg, version string
+	// plugins, for CoreDNS, are the plugin packages linked in (see
+	// corednsPlugins); nil means upstream's main with every plugin.
+	plugins []string
 	// ballast's own programs: the directory in images.Sources.
 	source string
 	// binary is where the program goes in the image.
@@ -97,6 +102,7 @@ var components = []component{
 		ref:     "docker.io/rancher/mirrored-coredns-coredns:1.15.0",
 		pkg:     "github.com/coredns/coredns",
 		version: "v1.15.0",
+		plugins: corednsPlugins,
 		binary:  "/coredns",
 		caps:    []uint{capNetBindService},
 		config:  ociimage.Config{Entrypoint: []string{"/coredns"}, User: "65532:65532", WorkingDir: "/"},
