@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -37,8 +36,10 @@ var elfMachines = map[string]elf.Machine{
 const ldflags = "-s -w -buildid="
 
 // archiveFormat is part of every archive's cache key: change it when the
-// layout code changes what it writes for the same inputs.
-const archiveFormat = "ballast-componentimages-1"
+// layout code changes what it writes for the same inputs. It names the
+// klauspost/compress version whose zstd encoder writes the layers (a new
+// encoder may write other bytes); a test holds it to go.mod.
+const archiveFormat = "ballast-componentimages-2 zstd github.com/klauspost/compress v1.20.4"
 
 type builder struct {
 	opts      Options
@@ -327,15 +328,20 @@ func (b *builder) layout(c component, bin []byte) (ociimage.Image, error) {
 		Config:       cfg,
 		Created:      created,
 		Entries:      entries,
+		// The archives sit in the squashfs as they are (compressed
+		// layers do not shrink further): zstd makes them about 15%
+		// smaller than gzip, and containerd unpacks it faster.
+		Compression: ociimage.Zstd,
 	}, nil
 }
 
 // imageKey identifies an archive by everything that goes into it: the
 // image description with each file's content replaced by its hash, the
-// archive format and the Go version whose gzip compresses the layer.
+// archive format and the version of the zstd encoder that compresses the
+// layer.
 func imageKey(img ociimage.Image) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n", archiveFormat, runtime.Version())
+	fmt.Fprintf(h, "%s\n", archiveFormat)
 	ents := slices.Clone(img.Entries)
 	for i := range ents {
 		sum := sha256.Sum256(ents[i].Data)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -214,4 +215,20 @@ func freePort(t *testing.T, network string) string {
 	}
 	t.Fatal("no free port")
 	return ""
+}
+
+// archiveFormat names the zstd encoder's module at the version go.mod
+// requires.
+func TestArchiveFormatNamesEncoder(t *testing.T) {
+	gomod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*(github\.com/klauspost/compress) (v\S+)`).FindStringSubmatch(string(gomod))
+	if m == nil {
+		t.Fatal("../../go.mod does not require github.com/klauspost/compress")
+	}
+	if !strings.HasSuffix(archiveFormat, " "+m[1]+" "+m[2]) {
+		t.Errorf("archiveFormat %q does not end in %q (go.mod's version)", archiveFormat, m[1]+" "+m[2])
+	}
 }

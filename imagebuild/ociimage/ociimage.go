@@ -2,8 +2,8 @@
 // uncompressed tar holding oci-layout, index.json and blobs/sha256/*, the
 // form containerd imports from k3s's agent/images directory.
 //
-// An image here is one gzip layer built from a list of entries (files,
-// directories, symlinks) plus an image config. Output is deterministic:
+// An image here is one layer (gzip or zstd) built from a list of entries
+// (files, directories, symlinks) plus an image config. Output is deterministic:
 // entries are sorted, every timestamp is Image.Created, owners are numeric,
 // and JSON is produced from the image-spec types, so the same Image gives
 // the same bytes.
@@ -30,6 +30,8 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // Annotation keys written on the manifest descriptor in index.json.
@@ -74,6 +76,19 @@ type Entry struct {
 	Xattrs map[string]string // extended attributes, e.g. security.capability
 }
 
+// Compression is how the layer blob is compressed.
+type Compression string
+
+const (
+	// Gzip is application/vnd.oci.image.layer.v1.tar+gzip at the best
+	// level, the default (Image.Compression "").
+	Gzip Compression = "gzip"
+	// Zstd is application/vnd.oci.image.layer.v1.tar+zstd at
+	// klauspost/compress's best level: Go binaries come out about 15%
+	// smaller than with gzip. containerd 1.5 and later unpack it.
+	Zstd Compression = "zstd"
+)
+
 // Config is the part of the image config that says how to run it.
 type Config struct {
 	Entrypoint []string
@@ -97,6 +112,8 @@ type Image struct {
 	// Entries are the layer's contents. Parent directories that are not
 	// listed are added as root-owned 0755 directories.
 	Entries []Entry
+	// Compression of the layer; "" means Gzip.
+	Compression Compression `json:",omitempty"`
 }
 
 // Tag returns the tag of a reference (the part after the last ':' that
@@ -121,6 +138,11 @@ func (img *Image) Validate() error {
 	}
 	if img.Architecture == "" {
 		return fmt.Errorf("image %s: no architecture", img.Ref)
+	}
+	switch img.Compression {
+	case "", Gzip, Zstd:
+	default:
+		return fmt.Errorf("image %s: layer compression %q not supported (want %q or %q)", img.Ref, img.Compression, Gzip, Zstd)
 	}
 	seen := map[string]bool{}
 	for i, e := range img.Entries {
@@ -195,7 +217,7 @@ func Write(w io.Writer, img Image) error {
 		osName = "linux"
 	}
 
-	layer, diffID, err := buildLayer(img.Entries, created)
+	layer, diffID, err := buildLayer(img.Entries, created, img.Compression)
 	if err != nil {
 		return fmt.Errorf("image %s: layer: %w", img.Ref, err)
 	}
@@ -203,6 +225,9 @@ func Write(w io.Writer, img Image) error {
 		MediaType: v1.MediaTypeImageLayerGzip,
 		Digest:    digest.FromBytes(layer),
 		Size:      int64(len(layer)),
+	}
+	if img.Compression == Zstd {
+		layerDesc.MediaType = v1.MediaTypeImageLayerZstd
 	}
 
 	cfg := v1.Image{
@@ -315,20 +340,26 @@ func Write(w io.Writer, img Image) error {
 	return nil
 }
 
-// buildLayer returns the gzip-compressed layer tar and the digest of the
+// buildLayer returns the compressed layer tar and the digest of the
 // uncompressed tar (the config's diff ID).
-func buildLayer(entries []Entry, mtime time.Time) ([]byte, digest.Digest, error) {
+func buildLayer(entries []Entry, mtime time.Time, c Compression) ([]byte, digest.Digest, error) {
 	all, err := withParents(entries)
 	if err != nil {
 		return nil, "", err
 	}
 	var gz bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	var zw io.WriteCloser
+	if c == Zstd {
+		// One goroutine: the frame is the same on every machine.
+		zw, err = zstd.NewWriter(&gz, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderConcurrency(1))
+	} else {
+		// gzip.Writer's header has a zero ModTime and no name unless
+		// set, so the compressed bytes depend on the content alone.
+		zw, err = gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	}
 	if err != nil {
 		return nil, "", err
 	}
-	// gzip.Writer's header has a zero ModTime and no name unless set, so
-	// the compressed bytes depend on the content alone.
 	diff := sha256.New()
 	tw := tar.NewWriter(io.MultiWriter(zw, diff))
 	for _, e := range all {

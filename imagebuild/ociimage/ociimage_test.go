@@ -104,6 +104,53 @@ func TestWriteRead(t *testing.T) {
 	}
 }
 
+// TestZstdLayer writes the layer with zstd: Read gives back what the gzip
+// archive holds, and the zstd and tar commands, independently, unpack the
+// blob to the same paths.
+func TestZstdLayer(t *testing.T) {
+	img := sample()
+	img.Compression = Zstd
+	data := write(t, img)
+	if !bytes.Equal(data, write(t, img)) {
+		t.Fatal("two writes of the same zstd image differ")
+	}
+	a, err := Read(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Manifest.Layers) != 1 || a.Manifest.Layers[0].MediaType != v1.MediaTypeImageLayerZstd {
+		t.Fatalf("layers %+v", a.Manifest.Layers)
+	}
+	g, err := Read(bytes.NewReader(write(t, sample())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a.Files, g.Files) {
+		t.Errorf("zstd layer files %+v\ngzip layer files %+v", a.Files, g.Files)
+	}
+	// The diff ID is the uncompressed tar's, the same whatever the compression.
+	if !reflect.DeepEqual(a.Config.RootFS, g.Config.RootFS) {
+		t.Errorf("rootfs %+v, gzip %+v", a.Config.RootFS, g.Config.RootFS)
+	}
+
+	zstdCmd, err := exec.LookPath("zstd")
+	if err != nil {
+		t.Fatal("zstd not found: install it with `apt-get install zstd` (this test checks the layer with it)")
+	}
+	blob := filepath.Join(t.TempDir(), "layer.tar.zst")
+	if err := os.WriteFile(blob, a.Blobs[a.Manifest.Layers[0].Digest], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("sh", "-c", `"$0" -dc "$1" | tar -t`, zstdCmd, blob).CombinedOutput()
+	if err != nil {
+		t.Fatalf("zstd -dc | tar -t: %v\n%s", err, out)
+	}
+	want := "app\nbin/\nbin/sh\netc/\netc/passwd\nhome/\nhome/user/\nhome/user/.keep\ntmp/\n"
+	if string(out) != want {
+		t.Errorf("zstd -dc | tar -t:\n%s\nwant\n%s", out, want)
+	}
+}
+
 // TestDescriptors checks every descriptor against the raw archive
 // independently of Read's own checks: the blob named by each digest exists
 // and has the descriptor's size.
@@ -169,6 +216,7 @@ func TestValidate(t *testing.T) {
 		{"twice", func(i *Image) { i.Entries[1].Path = "/app" }, "twice"},
 		{"symlink target", func(i *Image) { i.Entries[2].Target = "" }, "no target"},
 		{"inside file", func(i *Image) { i.Entries[1].Path = "app/x" }, "inside"},
+		{"compression", func(i *Image) { i.Compression = "xz" }, "compression"},
 	} {
 		img := sample()
 		tc.mod(&img)

@@ -13,6 +13,8 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // Archive is a single-image OCI archive as Read found it, every blob
@@ -184,6 +186,13 @@ func readLayer(mediaType string, data []byte) ([]Entry, digest.Digest, error) {
 		if err != nil {
 			return nil, "", err
 		}
+		r = zr
+	case v1.MediaTypeImageLayerZstd:
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, "", err
+		}
+		defer zr.Close()
 		r = zr
 	case v1.MediaTypeImageLayer:
 	default:
