@@ -173,8 +173,12 @@ func packageNames(ps []debian.Package) string {
 }
 
 // systemExcludes are paths dropped from every package: documentation and
-// translations nobody reads on an appliance, and what only dpkg uses.
+// translations nobody reads on an appliance, what only dpkg uses, and
+// glibc's gconv modules (8 MB of iconv character sets: the image runs in
+// the C.UTF-8 locale, and the conversions its programs make between
+// UTF-8, ASCII, Latin-1 and UCS/UTF-16/32 are built into libc).
 var systemExcludes = []string{
+	"usr/lib/x86_64-linux-gnu/gconv", "usr/lib/aarch64-linux-gnu/gconv",
 	"usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
 	"usr/share/lintian", "usr/share/bug", "usr/share/doc-base", "usr/share/bash-completion",
 	"usr/share/zsh", "usr/share/fish", "var/lib/dpkg", "etc/init.d", "etc/rc0.d", "etc/rc1.d",

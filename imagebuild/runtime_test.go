@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -143,6 +144,16 @@ func TestDefaultImageCarriesRuntime(t *testing.T) {
 	}
 	if _, ok := ls["usr/bin/busybox"]; ok {
 		t.Error("busybox is in the system image: it belongs to the helper image only")
+	}
+	// glibc's iconv modules stay out (systemExcludes); libc itself stays.
+	for p := range ls {
+		if path.Base(path.Dir(p)) == "gconv" || path.Base(p) == "gconv" {
+			t.Errorf("/%s is in the system image: gconv modules are excluded", p)
+			break
+		}
+	}
+	if _, ok := ls["usr/lib/x86_64-linux-gnu/libc.so.6"]; !ok {
+		t.Error("/usr/lib/x86_64-linux-gnu/libc.so.6 is missing")
 	}
 
 	// Every module the runtime loads, as a file under the image's module tree.
