@@ -65,7 +65,16 @@ func (r *Reaper) Run(ctx context.Context) {
 	tick := time.NewTicker(r.Grace / 2)
 	defer tick.Stop()
 	for {
-		r.Scan(time.Now())
+		// Reading every /proc/<pid>/stat is costly with a hundred
+		// processes (a Kubernetes node) and SIGCHLD arriving often: scan
+		// only when some child is a zombie, or one seen earlier waits out
+		// its grace.
+		r.mu.Lock()
+		pending := len(r.seen) > 0
+		r.mu.Unlock()
+		if pending || r.Proc != "/proc" || zombieChild() {
+			r.Scan(time.Now())
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -160,4 +169,15 @@ func readStat(path string) (state byte, ppid int, start string, ok bool) {
 		return 0, 0, "", false
 	}
 	return f[0][0], ppid, string(f[19]), true
+}
+
+// zombieChild reports whether any child of this process has exited and
+// waits to be reaped, without reaping it (WNOWAIT). An error (no children)
+// is false.
+func zombieChild() bool {
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
+		return false
+	}
+	return info.Signo != 0
 }

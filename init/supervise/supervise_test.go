@@ -229,3 +229,28 @@ func TestReadStatParsesCommWithSpaces(t *testing.T) {
 		t.Fatalf("readStat = %c %d %s %v", st, ppid, start, ok)
 	}
 }
+
+// zombieChild sees an exited child before anyone reaps it, and leaves it
+// for its waiter (WNOWAIT).
+func TestZombieChild(t *testing.T) {
+	if zombieChild() {
+		t.Skip("this test process already has an unreaped child")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !zombieChild() {
+		if time.Now().After(deadline) {
+			t.Fatal("an exited child was not seen")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the child's own Wait failed after the peek: %v", err)
+	}
+	if zombieChild() {
+		t.Error("still a zombie after Wait")
+	}
+}

@@ -283,8 +283,21 @@ func (n *Node) ControllerManager() []string {
 		// Kubernetes 1.37's controller-manager no longer has those
 		// controllers and refuses their names.
 	}
+	leaderElection(m)
 	n.verbosity(m)
 	return Merge(m, s.KubeControllerManagerArgs)
+}
+
+// leaderElection lengthens the controller-manager's and scheduler's lease
+// renewal (upstream: 15 s lease, 10 s to renew, 2 s retries), a
+// difference from k3s: on a slow node (a Raspberry Pi 3, an emulated VM)
+// the API server under start-up load answers late, a missed renewal makes
+// the component exit, and its restart adds more load. A second server
+// takes over a dead leader's lease within a minute instead of 15 s.
+func leaderElection(m map[string]string) {
+	m["leader-elect-lease-duration"] = "60s"
+	m["leader-elect-renew-deadline"] = "40s"
+	m["leader-elect-retry-period"] = "5s"
 }
 
 // Scheduler returns kube-scheduler's flags.
@@ -300,6 +313,7 @@ func (n *Node) Scheduler() []string {
 		"tls-private-key-file":      n.tls("kube-scheduler", "kube-scheduler.key"),
 		"profiling":                 "false",
 	}
+	leaderElection(m)
 	n.verbosity(m)
 	return Merge(m, n.Server.KubeSchedulerArgs)
 }
