@@ -69,7 +69,7 @@ func BenchmarkRuntime(b *testing.B) {
 		func() {
 			ctx, cancel := context.WithTimeout(context.Background(), runtimeDeadline)
 			defer cancel()
-			m, err := Start(ctx, Options{Disk: img, DiskSize: 8 << 30, Memory: 4096, CPUs: 2,
+			m, err := Start(ctx, Options{Disk: img, DiskSize: 8 << 30, Memory: 4096, CPUs: 2, TCGThread: "multi",
 				UserData: []byte("#cloud-config\nhostname: bench\nballast:\n  agent:\n    privileged: true\n"),
 				Forwards: map[int]int{6443: 0}})
 			if err != nil {

@@ -77,6 +77,10 @@ type Options struct {
 	// networking); a host port of 0 picks a free one (Machine.HostPort).
 	Forwards map[int]int
 
+	// TCGThread is "single" or "multi" for this machine under TCG; ""
+	// follows $BALLAST_QEMU_TCG_THREAD (see TCGThread).
+	TCGThread string
+
 	// Accel is "kvm", "tcg", or "" to choose: $BALLAST_QEMU_ACCEL, else
 	// KVM when a probe boots with it in time (see SelectAccel), else TCG.
 	Accel string
@@ -177,7 +181,7 @@ func args(o Options, l layout) []string {
 		machine = "virt"
 	}
 	if l.Accel == "tcg" {
-		a = append(a, "-machine", machine, "-accel", "tcg,thread="+TCGThread())
+		a = append(a, "-machine", machine, "-accel", "tcg,thread="+o.tcgThread())
 	} else {
 		a = append(a, "-machine", machine+",accel="+l.Accel)
 	}
@@ -277,6 +281,13 @@ func absPath(what, p string) (string, error) {
 		return "", fmt.Errorf("qemutest: %s %s: QEMU cannot take a path with a comma", what, a)
 	}
 	return a, nil
+}
+
+func (o Options) tcgThread() string {
+	if o.TCGThread == "single" || o.TCGThread == "multi" {
+		return o.TCGThread
+	}
+	return TCGThread()
 }
 
 // TCGThreadEnv chooses QEMU's TCG threading: "single" (the default) or
