@@ -101,7 +101,7 @@ func (s *system) watchNode(ctx context.Context, name string) {
 	mark("runtime-start", start)
 	var c *kubenode.Client
 	for {
-		ready, err := s.pollNode(ctx, &c, name, mark)
+		ready, err := s.pollNode(ctx, &c, name, start, mark)
 		s.mu.Lock()
 		s.node.Ready = ready
 		s.node.Error = ""
@@ -121,7 +121,7 @@ func (s *system) watchNode(ctx context.Context, name string) {
 	}
 }
 
-func (s *system) pollNode(ctx context.Context, c **kubenode.Client, name string, mark func(string, time.Time)) (bool, error) {
+func (s *system) pollNode(ctx context.Context, c **kubenode.Client, name string, since time.Time, mark func(string, time.Time)) (bool, error) {
 	if *c == nil {
 		kc, err := kubenode.FromKubeconfig(s.path(k3sAdminKC))
 		if err != nil {
@@ -135,7 +135,7 @@ func (s *system) pollNode(ctx context.Context, c **kubenode.Client, name string,
 		return false, err
 	}
 	mark("api", time.Now())
-	ready, err := (*c).NodeReady(ctx, name)
+	ready, err := (*c).NodeReady(ctx, name, since)
 	if err != nil {
 		return false, err
 	}

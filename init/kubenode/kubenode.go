@@ -165,16 +165,22 @@ func (c *Client) APIReady(ctx context.Context) error {
 	return err
 }
 
-// NodeReady is the node's Ready condition; a *StatusError with Code 404
+// NodeReady is the node's Ready condition, counted only when the kubelet
+// reported it at or after since (the condition's lastHeartbeatTime): after
+// a reboot the API server still holds the Ready the previous boot's kubelet
+// wrote until this boot's kubelet reports. A *StatusError with Code 404
 // while the node has not registered.
-func (c *Client) NodeReady(ctx context.Context, name string) (bool, error) {
+func (c *Client) NodeReady(ctx context.Context, name string, since time.Time) (bool, error) {
 	body, err := c.get(ctx, "/api/v1/nodes/"+url.PathEscape(name))
 	if err != nil {
 		return false, err
 	}
 	var n struct {
 		Status struct {
-			Conditions []struct{ Type, Status string }
+			Conditions []struct {
+				Type, Status      string
+				LastHeartbeatTime time.Time
+			}
 		}
 	}
 	if err := json.Unmarshal(body, &n); err != nil {
@@ -182,7 +188,8 @@ func (c *Client) NodeReady(ctx context.Context, name string) (bool, error) {
 	}
 	for _, c := range n.Status.Conditions {
 		if c.Type == "Ready" {
-			return c.Status == "True", nil
+			// The API keeps whole seconds.
+			return c.Status == "True" && !c.LastHeartbeatTime.Before(since.Truncate(time.Second)), nil
 		}
 	}
 	return false, nil

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // kubeconfigFor is a kubeconfig pointing at srv with its CA embedded and
@@ -32,8 +33,8 @@ users:
 
 func TestNodeReadyThroughKubeconfig(t *testing.T) {
 	nodes := map[string]string{
-		"ready":    `{"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True"}]}}`,
-		"notready": `{"status":{"conditions":[{"type":"Ready","status":"False"}]}}`,
+		"ready":    `{"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True","lastHeartbeatTime":"2026-11-26T10:00:05Z"}]}}`,
+		"notready": `{"status":{"conditions":[{"type":"Ready","status":"False","lastHeartbeatTime":"2026-11-26T10:00:05Z"}]}}`,
 	}
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer secret" {
@@ -60,13 +61,18 @@ func TestNodeReadyThroughKubeconfig(t *testing.T) {
 	if err := c.APIReady(ctx); err != nil {
 		t.Fatalf("APIReady: %v", err)
 	}
-	if r, err := c.NodeReady(ctx, "ready"); err != nil || !r {
+	boot := time.Date(2026, 11, 26, 10, 0, 5, 700e6, time.UTC) // same second as the heartbeat
+	if r, err := c.NodeReady(ctx, "ready", boot); err != nil || !r {
 		t.Errorf("NodeReady(ready) = %v, %v; want true", r, err)
 	}
-	if r, err := c.NodeReady(ctx, "notready"); err != nil || r {
+	// A Ready the previous boot's kubelet reported is not this boot's.
+	if r, err := c.NodeReady(ctx, "ready", boot.Add(time.Second)); err != nil || r {
+		t.Errorf("NodeReady(ready, heartbeat before this boot) = %v, %v; want false", r, err)
+	}
+	if r, err := c.NodeReady(ctx, "notready", boot); err != nil || r {
 		t.Errorf("NodeReady(notready) = %v, %v; want false", r, err)
 	}
-	_, err = c.NodeReady(ctx, "absent")
+	_, err = c.NodeReady(ctx, "absent", boot)
 	var se *StatusError
 	if !errors.As(err, &se) || se.Code != http.StatusNotFound {
 		t.Errorf("NodeReady(absent) error = %v; want HTTP 404", err)

@@ -17,8 +17,10 @@ import (
 )
 
 // nodeReady reads the Ready condition of node name from the API server:
-// true/false, or an error when the node is not registered yet.
-func nodeReady(ctx context.Context, c *http.Client, api, name string) (bool, error) {
+// true when it is True and was reported at or after since (a restarted
+// server finds the previous kubelet's Ready still there), or an error when
+// the node is not registered yet.
+func nodeReady(ctx context.Context, c *http.Client, api, name string, since time.Time) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/api/v1/nodes/"+url.PathEscape(name), nil)
 	if err != nil {
 		return false, err
@@ -37,7 +39,10 @@ func nodeReady(ctx context.Context, c *http.Client, api, name string) (bool, err
 	}
 	var n struct {
 		Status struct {
-			Conditions []struct{ Type, Status string }
+			Conditions []struct {
+				Type, Status      string
+				LastHeartbeatTime time.Time
+			}
 		}
 	}
 	if err := json.Unmarshal(body, &n); err != nil {
@@ -45,7 +50,7 @@ func nodeReady(ctx context.Context, c *http.Client, api, name string) (bool, err
 	}
 	for _, c := range n.Status.Conditions {
 		if c.Type == "Ready" {
-			return c.Status == "True", nil
+			return c.Status == "True" && !c.LastHeartbeatTime.Before(since.Truncate(time.Second)), nil
 		}
 	}
 	return false, nil
@@ -70,7 +75,7 @@ func (a *app) watchNode(ctx context.Context, lay datadir.Layout, port int, name 
 	start := time.Now()
 	was := false
 	for {
-		ready, err := nodeReady(ctx, c, api, name)
+		ready, err := nodeReady(ctx, c, api, name, start)
 		if err == nil && ready != was {
 			if ready {
 				fmt.Fprintf(a.stderr, "node %s is Ready (%.1fs after start)\n", name, time.Since(start).Seconds())
