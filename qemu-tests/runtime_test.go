@@ -171,8 +171,14 @@ func TestE2ERuntime(t *testing.T) {
 	st = waitNodeReady(t, m, runtimeDeadline)
 	logNode(t, st)
 	waitPodsRunning(t, m, api, runtimeDeadline, map[string]string{"default/testserver": "app=testserver", "kube-system/coredns": "k8s-app=kube-dns"})
-	if got := httpGet(t, url+"/file?path=marker", 3*time.Minute); got != marker {
+	// The pods' statuses can still be the previous boot's: what proves the
+	// cluster came back is the service answering through the NodePort with
+	// the data the volume kept, and CoreDNS answering the pod.
+	if got := httpGet(t, url+"/file?path=marker", 10*time.Minute); got != marker {
 		t.Errorf("after reboot read back %q; want %q", got, marker)
+	}
+	if got := httpGet(t, url+"/resolve?name=kubernetes.default.svc.cluster.local", 3*time.Minute); !strings.Contains(got, "10.43.0.1") {
+		t.Errorf("after reboot kubernetes.default resolved in the pod to %q; want 10.43.0.1", got)
 	}
 }
 
