@@ -14,7 +14,7 @@ func BenchmarkBoot(b *testing.B) {
 	img := testImage(b, ImageRawEnv, "ballast-x86_64.img")
 	for b.Loop() {
 		ctx, cancel := context.WithTimeout(context.Background(), bootDeadline)
-		m, err := Start(ctx, Options{Disk: img, UserData: []byte("#cloud-config\nballast:\n  agent:\n    privileged: true\n")})
+		m, err := Start(ctx, Options{Disk: img, UserData: []byte("#cloud-config\nballast:\n  runtime: none\n  agent:\n    privileged: true\n")})
 		if err != nil {
 			cancel()
 			b.Fatal(err)

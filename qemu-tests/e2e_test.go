@@ -80,6 +80,8 @@ hostname: %s
 ssh_authorized_keys:
   - %s
 ballast:
+  # These scenarios test the OS with 1 GiB; TestE2ERuntime boots the runtime.
+  runtime: none
   agent:
     privileged: true
 write_files:
@@ -377,7 +379,7 @@ func TestE2EISOAsUSBStick(t *testing.T) {
 // and expects the init to stop its services and power the machine off.
 func TestE2EPowerButton(t *testing.T) {
 	img := testImage(t, ImageRawEnv, "ballast-x86_64.img")
-	m := startMachine(t, Options{Disk: img, UserData: []byte("#cloud-config\nhostname: e2e-button\n")})
+	m := startMachine(t, Options{Disk: img, UserData: []byte("#cloud-config\nhostname: e2e-button\nballast:\n  runtime: none\n")})
 	waitReady(t, m)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -34,6 +34,7 @@ func TestWiFiHwsim(t *testing.T) {
 	ud := `#cloud-config
 hostname: wifi-node
 ballast:
+  runtime: none
   agent:
     privileged: true
 network:
