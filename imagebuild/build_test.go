@@ -163,6 +163,14 @@ func BenchmarkBuild(b *testing.B) {
 		b.ReportMetric(warmD.Seconds(), "warm-s")
 		b.ReportMetric(cfgD.Seconds(), "config-change-s")
 		b.ReportMetric(float64(r.SquashfsSize)/(1<<20), "squashfs-MB")
+		if rt := r.Runtime; rt != nil {
+			b.ReportMetric(float64(rt.Size)/(1<<20), "runtime-binary-MB")
+			var imgs int64
+			for _, img := range rt.Images {
+				imgs += img.Size
+			}
+			b.ReportMetric(float64(imgs)/(1<<20), "runtime-images-MB")
+		}
 		for _, img := range r.Images {
 			b.ReportMetric(float64(img.Size)/(1<<20), img.Format+"-MB")
 			b.ReportMetric(float64(img.Allocated)/(1<<20), img.Format+"-allocated-MB")
