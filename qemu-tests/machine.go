@@ -332,6 +332,22 @@ func (m *Machine) wait(ctx context.Context, op string, poll time.Duration, check
 	}
 }
 
+// WaitFor calls check every poll until it reports done, and fails at once,
+// with the console lines, when the console shows a kernel panic or another
+// fatal line or QEMU exits: a long wait on something inside the guest
+// (an API, a service) must not turn a crash into a time-out. check's
+// error, returned with done, ends the wait with that error.
+func (m *Machine) WaitFor(ctx context.Context, op string, poll time.Duration, check func(ctx context.Context) (done bool, err error)) error {
+	var last time.Time
+	return m.wait(ctx, op, poll, func(ctx context.Context, r *run) (bool, error) {
+		if !last.IsZero() && time.Since(last) < poll {
+			return false, nil
+		}
+		last = time.Now()
+		return check(ctx)
+	})
+}
+
 // WaitConsole waits for a console line of this boot matching re and
 // returns it.
 func (m *Machine) WaitConsole(ctx context.Context, re *regexp.Regexp) (string, error) {

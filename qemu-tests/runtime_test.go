@@ -107,11 +107,6 @@ func TestE2ERuntime(t *testing.T) {
 	sc := newScenario(t, "node1")
 	m := startMachine(t, Options{
 		Disk: img, DiskSize: 8 << 30, Memory: 4096, CPUs: 2,
-		// A Kubernetes node keeps both vCPUs busy for minutes: one host
-		// thread per vCPU nearly halves the time where the host has a
-		// core to spare. (A panic or oops still fails at once, with the
-		// console lines.)
-		TCGThread: "multi",
 		UserData: runtimeUserData("node1", sc.pubkey),
 		Forwards: map[int]int{testServerNodePort: 0, 22: 0, 6443: 0},
 	})
@@ -134,11 +129,11 @@ func TestE2ERuntime(t *testing.T) {
 		"default/testserver":                 "app=testserver",
 	})
 	url := fmt.Sprintf("http://127.0.0.1:%d", m.HostPort(testServerNodePort))
-	body := httpGet(t, url+"/", 3*time.Minute)
+	body := httpGet(t, m, url+"/", 3*time.Minute)
 	if !strings.Contains(body, "hello from ballast testserver") {
 		t.Fatalf("GET / through the NodePort: %q", body)
 	}
-	if got := httpGet(t, url+"/resolve?name=kubernetes.default.svc.cluster.local", time.Minute); !strings.Contains(got, "10.43.0.1") {
+	if got := httpGet(t, m, url+"/resolve?name=kubernetes.default.svc.cluster.local", time.Minute); !strings.Contains(got, "10.43.0.1") {
 		t.Errorf("kubernetes.default resolved in the pod to %q; want 10.43.0.1", got)
 	}
 	var pvc struct{ Status struct{ Phase string } }
@@ -147,7 +142,7 @@ func TestE2ERuntime(t *testing.T) {
 	}
 	marker := fmt.Sprintf("kept %d", time.Now().UnixNano())
 	httpPut(t, url+"/file?path=marker", marker)
-	if got := httpGet(t, url+"/file?path=marker", time.Minute); got != marker {
+	if got := httpGet(t, m, url+"/file?path=marker", time.Minute); got != marker {
 		t.Errorf("read back %q; want %q", got, marker)
 	}
 	waitTopNode(t, m, "node1", 10*time.Minute)
@@ -174,10 +169,10 @@ func TestE2ERuntime(t *testing.T) {
 	// The pods' statuses can still be the previous boot's: what proves the
 	// cluster came back is the service answering through the NodePort with
 	// the data the volume kept, and CoreDNS answering the pod.
-	if got := httpGet(t, url+"/file?path=marker", 10*time.Minute); got != marker {
+	if got := httpGet(t, m, url+"/file?path=marker", 10*time.Minute); got != marker {
 		t.Errorf("after reboot read back %q; want %q", got, marker)
 	}
-	if got := httpGet(t, url+"/resolve?name=kubernetes.default.svc.cluster.local", 3*time.Minute); !strings.Contains(got, "10.43.0.1") {
+	if got := httpGet(t, m, url+"/resolve?name=kubernetes.default.svc.cluster.local", 3*time.Minute); !strings.Contains(got, "10.43.0.1") {
 		t.Errorf("after reboot kubernetes.default resolved in the pod to %q; want 10.43.0.1", got)
 	}
 }
@@ -234,10 +229,12 @@ func waitNodeReady(t *testing.T, m *Machine, d time.Duration) *agent.Status {
 	return st
 }
 
-// waitNode polls the agent's status until the node is Ready or ctx ends.
+// waitNode polls the agent's status until the node is Ready, ctx ends,
+// or the machine dies (a panic fails at once, with the console).
 func waitNode(ctx context.Context, m *Machine) (*agent.Status, error) {
 	var last string
-	for {
+	var ready *agent.Status
+	err := m.WaitFor(ctx, "node Ready", 5*time.Second, func(ctx context.Context) (bool, error) {
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		st, err := m.Status(sctx)
 		cancel()
@@ -247,16 +244,17 @@ func waitNode(ctx context.Context, m *Machine) (*agent.Status, error) {
 		case st.Node == nil:
 			last = "no node in the agent's status (no runtime started?)"
 		case st.Node.Ready:
-			return st, nil
+			ready = st
+			return true, nil
 		default:
 			last = fmt.Sprintf("node %s not Ready: %s", st.Node.Name, st.Node.Error)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("node not Ready: %s (%w)", last, ctx.Err())
-		case <-time.After(5 * time.Second):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w (last: %s)", err, last)
 	}
+	return ready, nil
 }
 
 func logNode(t *testing.T, st *agent.Status) {
@@ -282,14 +280,11 @@ func tryExec(m *Machine, argv ...string) string {
 
 func waitLog(t *testing.T, m *Machine, what string, ok func() bool, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if ok() {
-			return
-		}
-		time.Sleep(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := m.WaitFor(ctx, what, 5*time.Second, func(context.Context) (bool, error) { return ok(), nil }); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
-	t.Fatalf("%s: not after %s", what, d)
 }
 
 type podList struct {
@@ -310,20 +305,20 @@ func waitPodsRunning(t *testing.T, m *Machine, api *kubenode.Client, d time.Dura
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	if err := podsRunning(ctx, api, want, t.Logf); err != nil {
+	if err := podsRunning(ctx, m, api, want, t.Logf); err != nil {
 		t.Fatalf("%v\n%s\nevents:\n%s", err,
 			tryExec(m, "k3s", "kubectl", "get", "pods", "-A", "-o", "wide"),
 			tryExec(m, "k3s", "kubectl", "get", "events", "-A", "--sort-by=.lastTimestamp"))
 	}
 }
 
-func podsRunning(ctx context.Context, api *kubenode.Client, want map[string]string, logf func(string, ...any)) error {
+func podsRunning(ctx context.Context, m *Machine, api *kubenode.Client, want map[string]string, logf func(string, ...any)) error {
 	pending := map[string]string{}
 	for k, v := range want {
 		pending[k] = v
 	}
 	var last string
-	for len(pending) > 0 {
+	err := m.WaitFor(ctx, "pods running", 10*time.Second, func(ctx context.Context) (bool, error) {
 		for key, sel := range pending {
 			ns, _, _ := strings.Cut(key, "/")
 			gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -350,53 +345,56 @@ func podsRunning(ctx context.Context, api *kubenode.Client, want map[string]stri
 				last = fmt.Sprintf("%s: pod %s %s", key, p.Metadata.Name, p.Status.Phase)
 			}
 		}
-		if len(pending) == 0 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("pods not running: %v (last: %s): %w", pending, last, ctx.Err())
-		case <-time.After(10 * time.Second):
-		}
+		return len(pending) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("pods not running: %v (last: %s): %w", pending, last, err)
 	}
 	return nil
 }
 
 func waitTopNode(t *testing.T, m *Machine, node string, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
 	var out string
-	for time.Now().Before(deadline) {
+	err := m.WaitFor(ctx, "kubectl top node", 10*time.Second, func(ctx context.Context) (bool, error) {
 		out = tryExec(m, "k3s", "kubectl", "top", "node", node, "--no-headers")
-		if f := strings.Fields(out); len(f) >= 5 && f[0] == node && strings.HasSuffix(f[1], "m") {
-			t.Logf("kubectl top node: %s", strings.TrimSpace(out))
-			return
-		}
-		time.Sleep(10 * time.Second)
+		f := strings.Fields(out)
+		return len(f) >= 5 && f[0] == node && strings.HasSuffix(f[1], "m"), nil
+	})
+	if err != nil {
+		t.Fatalf("kubectl top node did not answer: %v: %s", err, out)
 	}
-	t.Fatalf("kubectl top node did not answer in %s: %s", d, out)
+	t.Logf("kubectl top node: %s", strings.TrimSpace(out))
 }
 
-func httpGet(t *testing.T, url string, d time.Duration) string {
+// httpGet waits until url answers 200 and returns the body; the machine
+// dying ends the wait at once.
+func httpGet(t *testing.T, m *Machine, url string, d time.Duration) string {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var last string
-	for time.Now().Before(deadline) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var last, body string
+	err := m.WaitFor(ctx, "GET "+url, 3*time.Second, func(ctx context.Context) (bool, error) {
 		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return string(b)
-			}
-			last = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, b)
-		} else {
+		if err != nil {
 			last = err.Error()
+			return false, nil
 		}
-		time.Sleep(3 * time.Second)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			last = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, b)
+			return false, nil
+		}
+		body = string(b)
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("GET %s: %v (last: %s)", url, err, last)
 	}
-	t.Fatalf("GET %s: %s", url, last)
-	return ""
+	return body
 }
 
 func httpPut(t *testing.T, url, body string) {
