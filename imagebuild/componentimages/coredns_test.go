@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -142,7 +143,7 @@ func TestCoreDNSServes(t *testing.T) {
 	}
 	cmd = exec.Command(bin, "-conf", corefile)
 	cmd.Dir = dir
-	var log bytes.Buffer
+	var log lockedBuffer // written by the copying goroutine while the test reads it
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -178,8 +179,12 @@ func TestCoreDNSServes(t *testing.T) {
 			t.Errorf("A %s: %v %v, want %s\n%s", name, ips, err, want, log.String())
 		}
 	}
-	// The override's log plugin logs each query.
-	if !strings.Contains(log.String(), "node1.test.") {
+	// The override's log plugin logs each query, after answering it.
+	logged := false
+	for deadline := time.Now().Add(5 * time.Second); !logged && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		logged = strings.Contains(log.String(), "node1.test.")
+	}
+	if !logged {
 		t.Errorf("no query log line for node1.test.:\n%s", log.String())
 	}
 	if code, body := get(t, "GET", "http://127.0.0.1:"+metrics+"/metrics", ""); code != 200 || !strings.Contains(body, "coredns_dns_requests_total") {
@@ -231,4 +236,22 @@ func TestArchiveFormatNamesEncoder(t *testing.T) {
 	if !strings.HasSuffix(archiveFormat, " "+m[1]+" "+m[2]) {
 		t.Errorf("archiveFormat %q does not end in %q (go.mod's version)", archiveFormat, m[1]+" "+m[2])
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
