@@ -34,18 +34,9 @@ func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *compon
 	if s.ClusterInit || s.ServerURL != "" {
 		return nil, notBuilt("embedded etcd (--cluster-init, --server)")
 	}
-	tlsDir := lay.TLS()
-	serverCA, err := os.ReadFile(filepath.Join(tlsDir, "server-ca.crt"))
+	pool, admin, err := serverTrust(lay)
 	if err != nil {
 		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(serverCA) {
-		return nil, fmt.Errorf("%s: no certificates", filepath.Join(tlsDir, "server-ca.crt"))
-	}
-	admin, err := tls.LoadX509KeyPair(filepath.Join(tlsDir, "client-admin.crt"), filepath.Join(tlsDir, "client-admin.key"))
-	if err != nil {
-		return nil, fmt.Errorf("admin client certificate: %w", err)
 	}
 	adminClient := httpsClient(pool, &admin)
 	plainClient := httpsClient(pool, nil)
@@ -81,6 +72,26 @@ func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *compon
 		return nil, err
 	}
 	return plan, nil
+}
+
+// serverTrust is the server CA pool and the admin client certificate the
+// server uses to ask its own API server (readiness, the node's state).
+func serverTrust(lay datadir.Layout) (*x509.CertPool, tls.Certificate, error) {
+	tlsDir := lay.TLS()
+	caFile := filepath.Join(tlsDir, "server-ca.crt")
+	serverCA, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, tls.Certificate{}, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(serverCA) {
+		return nil, tls.Certificate{}, fmt.Errorf("%s: no certificates", caFile)
+	}
+	admin, err := tls.LoadX509KeyPair(filepath.Join(tlsDir, "client-admin.crt"), filepath.Join(tlsDir, "client-admin.key"))
+	if err != nil {
+		return nil, tls.Certificate{}, fmt.Errorf("admin client certificate: %w", err)
+	}
+	return pool, admin, nil
 }
 
 // flagValue is the last --name=value in args (user args come last and win).

@@ -2,15 +2,11 @@ package k3s
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/ballast-os/ballast/runtime/datadir"
@@ -59,14 +55,7 @@ func nodeReady(ctx context.Context, c *http.Client, api, name string, since time
 // watchNode says on stderr when this server's node becomes Ready (and
 // when it stops being Ready), polling every few seconds until ctx ends.
 func (a *app) watchNode(ctx context.Context, lay datadir.Layout, port int, name string) {
-	tlsDir := lay.TLS()
-	ca, err := os.ReadFile(filepath.Join(tlsDir, "server-ca.crt"))
-	if err != nil {
-		return
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	cert, err := tls.LoadX509KeyPair(filepath.Join(tlsDir, "client-admin.crt"), filepath.Join(tlsDir, "client-admin.key"))
+	pool, cert, err := serverTrust(lay)
 	if err != nil {
 		return
 	}
