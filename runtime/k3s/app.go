@@ -1,7 +1,7 @@
 // Package k3s is the command logic of ballast's k3s-compatible runtime:
 // one multi-call binary that answers as k3s, kubectl, crictl and ctr, and
 // re-executes itself as each upstream component under the server's
-// supervisor. The upstream components are linked in by cmd/k3s and handed
+// process runner. The upstream components are linked in by cmd/k3s and handed
 // over as Components, so this package (and its tests) stays light.
 package k3s
 
@@ -76,7 +76,7 @@ type app struct {
 	stderr     io.Writer
 	lookupEnv  func(string) (string, bool)
 	components Components
-	// self is the program the supervisor re-executes; "" is os.Executable.
+	// self is the program the process runner re-executes; "" is os.Executable.
 	self string
 }
 

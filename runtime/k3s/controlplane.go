@@ -17,7 +17,7 @@ import (
 	"github.com/ballast-os/ballast/runtime/componentargs"
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/datadir"
-	"github.com/ballast-os/ballast/runtime/supervisor"
+	"github.com/ballast-os/ballast/runtime/processes"
 )
 
 // LogDir is where component logs go, relative to the data dir.
@@ -30,7 +30,7 @@ const LogDir = "server/logs"
 // applies server/manifests. Every component must be linked
 // into this binary; the first one that is not is reported as not built,
 // after printing the command lines that would have run.
-func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node, deployArgs []string) ([]supervisor.Component, error) {
+func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node, deployArgs []string) ([]processes.Component, error) {
 	if s.ClusterInit || s.ServerURL != "" {
 		return nil, notBuilt("embedded etcd (--cluster-init, --server)")
 	}
@@ -41,18 +41,18 @@ func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *compon
 	adminClient := httpsClient(pool, &admin)
 	plainClient := httpsClient(pool, nil)
 	logs := filepath.Join(s.DataDir, LogDir)
-	comp := func(name string, args []string, ready func(context.Context) error) supervisor.Component {
-		return supervisor.Component{Name: name, Path: a.self, Args: append([]string{name}, args...), LogFile: filepath.Join(logs, name+".log"), Ready: ready}
+	comp := func(name string, args []string, ready func(context.Context) error) processes.Component {
+		return processes.Component{Name: name, Path: a.self, Args: append([]string{name}, args...), LogFile: filepath.Join(logs, name+".log"), Ready: ready}
 	}
-	var plan []supervisor.Component
+	var plan []processes.Component
 	if k := n.Kine(); k != nil {
 		plan = append(plan, comp("kine", k, unixReady(lay.KineSocket())))
 	}
 	api, cm, sched := n.APIServer(), n.ControllerManager(), n.Scheduler()
 	plan = append(plan,
-		comp("kube-apiserver", api, supervisor.HTTPReady(localURL(api, "6443", "/readyz"), adminClient)),
-		comp("kube-controller-manager", cm, supervisor.HTTPReady(localURL(cm, "10257", "/healthz"), plainClient)),
-		comp("kube-scheduler", sched, supervisor.HTTPReady(localURL(sched, "10259", "/healthz"), plainClient)),
+		comp("kube-apiserver", api, processes.HTTPReady(localURL(api, "6443", "/readyz"), adminClient)),
+		comp("kube-controller-manager", cm, processes.HTTPReady(localURL(cm, "10257", "/healthz"), plainClient)),
+		comp("kube-scheduler", sched, processes.HTTPReady(localURL(sched, "10259", "/healthz"), plainClient)),
 		comp("deploy-controller", append([]string{"--kubeconfig=" + filepath.Join(lay.Cred(), "admin.kubeconfig"), "--manifests-dir=" + lay.Manifests()}, deployArgs...), nil),
 	)
 	plan = append(plan, a.agentPlan(s, lay, n, comp)...)
@@ -138,8 +138,8 @@ func unixReady(path string) func(context.Context) error {
 
 // runControlPlane supervises plan until ctx ends, and says once when every
 // component is ready.
-func (a *app) runControlPlane(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, plan []supervisor.Component) error {
-	sup := &supervisor.Supervisor{Components: plan, Logger: slog.New(slog.NewTextHandler(a.stderr, nil))}
+func (a *app) runControlPlane(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, plan []processes.Component) error {
+	sup := &processes.Runner{Components: plan, Logger: slog.New(slog.NewTextHandler(a.stderr, nil))}
 	fmt.Fprintf(a.stderr, "starting %d components; logs in %s\n", len(plan), filepath.Join(s.DataDir, LogDir))
 	done := make(chan error, 1)
 	go func() { done <- sup.Run(ctx) }()
@@ -185,11 +185,11 @@ const ImportedFile = "/run/k3s/images-imported"
 // node's subnet.env, which the flannel CNI plugin reads). Nothing when the
 // agent is disabled; containerd and the importer are left out when the
 // user points the kubelet at another CRI endpoint.
-func (a *app) agentPlan(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node, comp func(string, []string, func(context.Context) error) supervisor.Component) []supervisor.Component {
+func (a *app) agentPlan(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node, comp func(string, []string, func(context.Context) error) processes.Component) []processes.Component {
 	if s.DisableAgent {
 		return nil
 	}
-	var plan []supervisor.Component
+	var plan []processes.Component
 	if args := n.Containerd(); args != nil {
 		c := comp("containerd", args, unixReady(componentargs.ContainerdSocket))
 		c.Env = containerdEnv(a.lookupEnv)
@@ -199,9 +199,9 @@ func (a *app) agentPlan(s *config.ServerConfig, lay datadir.Layout, n *component
 		)
 	}
 	plain := &http.Client{Timeout: 5 * time.Second}
-	plan = append(plan, comp("kubelet", n.Kubelet(), supervisor.HTTPReady("http://127.0.0.1:10248/healthz", plain)))
+	plan = append(plan, comp("kubelet", n.Kubelet(), processes.HTTPReady("http://127.0.0.1:10248/healthz", plain)))
 	if args := n.KubeProxy(); args != nil {
-		plan = append(plan, comp("kube-proxy", args, supervisor.HTTPReady("http://127.0.0.1:10256/livez", plain)))
+		plan = append(plan, comp("kube-proxy", args, processes.HTTPReady("http://127.0.0.1:10256/livez", plain)))
 	}
 	if args := n.Flannel(); args != nil {
 		plan = append(plan, comp("flannel", args, fileReady(componentargs.FlannelSubnetFile)))

@@ -109,7 +109,7 @@ func freePort(t *testing.T) string {
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
-// syncBuffer is a bytes.Buffer safe for the supervisor's goroutines.
+// syncBuffer is a bytes.Buffer safe for the process runner's goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -1,4 +1,6 @@
-// Package supervisor runs one process per upstream component. kube-apiserver,
+// Package processes starts, watches and restarts one process per upstream
+// component (k3s calls its 6443 join listener the "supervisor": that is
+// package supervisor; this one only runs processes). kube-apiserver,
 // kube-scheduler and the kubelet each install a process-global signal
 // handler (k8s.io/apiserver pkg/server/signal.go panics on the second), so
 // they cannot share a process as k3s's patched fork lets them; the runtime
@@ -8,7 +10,7 @@
 // Components start in order, each after the previous one reports ready;
 // a component that exits is restarted with exponential back-off; on stop
 // they are signalled in reverse order.
-package supervisor
+package processes
 
 import (
 	"context"
@@ -30,7 +32,7 @@ type Component struct {
 	// Path is the program; empty means this binary (os.Executable).
 	Path string
 	Args []string
-	// Env is added to the supervisor's environment.
+	// Env is added to the runner's environment.
 	Env []string
 	// LogFile receives stdout and stderr (appended); empty discards them.
 	LogFile string
@@ -50,8 +52,8 @@ type Status struct {
 	LastExit string // last exit status or start error
 }
 
-// Supervisor runs components.
-type Supervisor struct {
+// Runner runs components.
+type Runner struct {
 	Components []Component
 	// BackoffInitial and BackoffMax bound the restart delay (1 s, 30 s). The
 	// delay doubles per crash and resets once a process ran BackoffMax.
@@ -61,12 +63,12 @@ type Supervisor struct {
 	Logger        *slog.Logger
 
 	mu      sync.Mutex
-	runners []*runner
+	procs []*proc
 }
 
-type runner struct {
+type proc struct {
 	c    Component
-	s    *Supervisor
+	s    *Runner
 	stop chan struct{}
 	done chan struct{}
 
@@ -77,7 +79,7 @@ type runner struct {
 	once   sync.Once
 }
 
-func (s *Supervisor) log() *slog.Logger {
+func (s *Runner) log() *slog.Logger {
 	if s.Logger == nil {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -94,20 +96,20 @@ func orDefault(d, def time.Duration) time.Duration {
 // Run starts the components in order and supervises them until ctx ends,
 // then stops them in reverse order. It returns ctx's error, or an error if
 // a component never became ready before ctx ended.
-func (s *Supervisor) Run(ctx context.Context) error {
+func (s *Runner) Run(ctx context.Context) error {
 	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("supervisor: %w", err)
+		return fmt.Errorf("processes: %w", err)
 	}
 	var startErr error
 	for _, c := range s.Components {
 		if c.Path == "" {
 			c.Path = self
 		}
-		r := &runner{c: c, s: s, stop: make(chan struct{}), done: make(chan struct{}), ready: make(chan struct{})}
+		r := &proc{c: c, s: s, stop: make(chan struct{}), done: make(chan struct{}), ready: make(chan struct{})}
 		r.status.Name = c.Name
 		s.mu.Lock()
-		s.runners = append(s.runners, r)
+		s.procs = append(s.procs, r)
 		s.mu.Unlock()
 		go r.loop()
 		select {
@@ -115,13 +117,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.log().Info("component ready", "component", c.Name)
 			continue
 		case <-ctx.Done():
-			startErr = fmt.Errorf("supervisor: %s not ready: %w", c.Name, ctx.Err())
+			startErr = fmt.Errorf("processes: %s not ready: %w", c.Name, ctx.Err())
 		}
 		break
 	}
 	<-ctx.Done()
 	s.mu.Lock()
-	rs := append([]*runner(nil), s.runners...)
+	rs := append([]*proc(nil), s.procs...)
 	s.mu.Unlock()
 	for i := len(rs) - 1; i >= 0; i-- {
 		close(rs[i].stop)
@@ -135,11 +137,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 // Status returns every started component's status, in start order.
-func (s *Supervisor) Status() []Status {
+func (s *Runner) Status() []Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Status, 0, len(s.runners))
-	for _, r := range s.runners {
+	out := make([]Status, 0, len(s.procs))
+	for _, r := range s.procs {
 		r.mu.Lock()
 		out = append(out, r.status)
 		r.mu.Unlock()
@@ -147,7 +149,7 @@ func (s *Supervisor) Status() []Status {
 	return out
 }
 
-func (r *runner) setReady(ok bool) {
+func (r *proc) setReady(ok bool) {
 	r.mu.Lock()
 	r.status.Ready = ok
 	r.mu.Unlock()
@@ -156,7 +158,7 @@ func (r *runner) setReady(ok bool) {
 	}
 }
 
-func (r *runner) loop() {
+func (r *proc) loop() {
 	defer close(r.done)
 	log := r.s.log().With("component", r.c.Name)
 	backoff := orDefault(r.s.BackoffInitial, time.Second)
@@ -193,10 +195,10 @@ func (r *runner) loop() {
 }
 
 // runOnce starts the process and waits for it to exit or for stop.
-func (r *runner) runOnce(log *slog.Logger) error {
+func (r *proc) runOnce(log *slog.Logger) error {
 	cmd := exec.Command(r.c.Path, r.c.Args...)
 	cmd.Env = append(os.Environ(), r.c.Env...)
-	// A component must not outlive the supervisor (e.g. when it is killed).
+	// A component must not outlive the runner (e.g. when it is killed).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if r.c.LogFile != "" {
 		f, err := os.OpenFile(r.c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
@@ -244,7 +246,7 @@ func exitError(err error) error {
 	return err
 }
 
-func (r *runner) pollReady(ctx context.Context) {
+func (r *proc) pollReady(ctx context.Context) {
 	if r.c.Ready == nil {
 		r.setReady(true)
 		return

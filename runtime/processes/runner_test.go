@@ -1,4 +1,4 @@
-package supervisor
+package processes
 
 import (
 	"context"
@@ -72,7 +72,7 @@ func TestOrderedStartAndStop(t *testing.T) {
 			Ready:   fileReady(marker),
 		})
 	}
-	s := &Supervisor{Components: comps, ReadyInterval: 10 * time.Millisecond}
+	s := &Runner{Components: comps, ReadyInterval: 10 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
@@ -102,7 +102,7 @@ func TestOrderedStartAndStop(t *testing.T) {
 func TestRestartWithBackoff(t *testing.T) {
 	dir := t.TempDir()
 	startlog := filepath.Join(dir, "starts")
-	s := &Supervisor{
+	s := &Runner{
 		Components:     []Component{{Name: "crashy", Env: []string{"FAKE_COMPONENT=crash", "STARTLOG=" + startlog}}},
 		BackoffInitial: 20 * time.Millisecond,
 		BackoffMax:     80 * time.Millisecond,
@@ -130,7 +130,7 @@ func TestRestartWithBackoff(t *testing.T) {
 func TestKillAfterStopTimeout(t *testing.T) {
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "up")
-	s := &Supervisor{Components: []Component{{Name: "stubborn", Env: []string{"FAKE_COMPONENT=stubborn", "MARKER=" + marker}, Ready: fileReady(marker), StopTimeout: 100 * time.Millisecond}}, ReadyInterval: 10 * time.Millisecond}
+	s := &Runner{Components: []Component{{Name: "stubborn", Env: []string{"FAKE_COMPONENT=stubborn", "MARKER=" + marker}, Ready: fileReady(marker), StopTimeout: 100 * time.Millisecond}}, ReadyInterval: 10 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
