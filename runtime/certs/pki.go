@@ -10,7 +10,6 @@
 package certs
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -267,34 +266,11 @@ func (l *leaf) issue(now time.Time) error {
 			return err
 		}
 	}
-	sn, err := serial()
+	chain, err := signLeaf(l.ca, key.Public(), l.cn, l.orgs, l.usage, l.dnsNames, l.ips, now)
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: l.cn, Organization: l.orgs},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(LeafValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		DNSNames:     l.dnsNames,
-		IPAddresses:  l.ips,
-	}
-	if l.usage&client != 0 {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
-	}
-	if l.usage&server != 0 {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, l.ca.cert, key.Public(), l.ca.key)
-	if err != nil {
-		return err
-	}
-	// Like k3s, the file holds the leaf followed by its CA.
-	var buf bytes.Buffer
-	buf.Write(certPEM(der))
-	buf.Write(l.ca.pem)
-	return writeAtomic(l.cert, buf.Bytes(), 0o644)
+	return writeAtomic(l.cert, chain, 0o644)
 }
 
 // ensureServiceKey creates the RSA service-account signing key.

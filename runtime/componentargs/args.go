@@ -194,6 +194,12 @@ func (n *Node) APIServer() []string {
 		"enable-admission-plugins":           "NodeRestriction",
 		"profiling":                          "false",
 	}
+	if s.APIServerPortOrDefault() != s.HTTPSListenPort {
+		// The supervisor publishes the kubernetes Service's endpoints
+		// with its own port (package supervisor, endpoints.go): the
+		// apiserver's would name 127.0.0.1-bound 6444.
+		m["endpoint-reconciler-type"] = "none"
+	}
 	if s.AdvertiseAddress != "" {
 		m["advertise-address"] = s.AdvertiseAddress
 	} else if len(n.NodeIPs) > 0 {

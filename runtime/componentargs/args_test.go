@@ -113,15 +113,21 @@ func TestAPIServerPortAndBind(t *testing.T) {
 		return ""
 	}
 	for _, tc := range []struct {
-		args       []string
-		port, bind string
+		args                 []string
+		port, bind, reconcil string
 	}{
-		{nil, "6443", "0.0.0.0"},
-		{[]string{"--https-listen-port", "7443"}, "7443", "0.0.0.0"},
-		{[]string{"--bind-address", "10.0.2.15"}, "6443", "10.0.2.15"},
-		{[]string{"--apiserver-port", "6444"}, "6444", "127.0.0.1"},
+		// Behind the supervisor listener, as in k3s.
+		{nil, "6444", "127.0.0.1", "none"},
+		{[]string{"--https-listen-port", "7443"}, "7444", "127.0.0.1", "none"},
+		{[]string{"--bind-address", "10.0.2.15"}, "6444", "127.0.0.1", "none"},
+		// The apiserver serving https-listen-port itself publishes its endpoints.
+		{[]string{"--apiserver-port", "6443"}, "6443", "0.0.0.0", ""},
+		{[]string{"--apiserver-port", "6443", "--bind-address", "10.0.2.15"}, "6443", "10.0.2.15", ""},
 	} {
 		a := node(t, tc.args...).APIServer()
+		if got := flagOf(a, "endpoint-reconciler-type"); got != tc.reconcil {
+			t.Errorf("%v: endpoint-reconciler-type %q, want %q", tc.args, got, tc.reconcil)
+		}
 		if got := flagOf(a, "secure-port"); got != tc.port {
 			t.Errorf("%v: secure-port %s, want %s", tc.args, got, tc.port)
 		}

@@ -47,7 +47,7 @@ func TestDefaults(t *testing.T) {
 		"cluster-dns":      {s.ClusterDNS, []netip.Addr{netip.MustParseAddr("10.43.0.10")}},
 		"cluster-domain":   {s.ClusterDomain, "cluster.local"},
 		"https-port":       {s.HTTPSListenPort, 6443},
-		"apiserver-port":   {s.APIServerPortOrDefault(), 6443},
+		"apiserver-port":   {s.APIServerPortOrDefault(), 6444},
 		"data-dir":         {s.DataDir, "/var/lib/rancher/k3s"},
 		"write-kubeconfig": {s.WriteKubeconfig, "/etc/rancher/k3s/k3s.yaml"},
 		"mode":             {s.WriteKubeconfigMode, os.FileMode(0o600)},

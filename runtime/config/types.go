@@ -108,16 +108,14 @@ func (s *ServerConfig) Disabled(name string) bool {
 	return false
 }
 
-// APIServerPortOrDefault is the port kube-apiserver listens on. k3s puts
-// it on https-listen-port + 1 (6444) behind its supervisor listener on
-// 6443; this runtime has no supervisor listener yet, so unless
-// apiserver-port is set the apiserver serves https-listen-port (6443)
-// itself, on bind-address, and every kubeconfig points there.
+// APIServerPortOrDefault is the port kube-apiserver listens on: as in
+// k3s, https-listen-port + 1 (6444) on 127.0.0.1, behind the supervisor
+// listener on https-listen-port, unless apiserver-port is set.
 func (s *ServerConfig) APIServerPortOrDefault() int {
 	if s.APIServerPort != 0 {
 		return s.APIServerPort
 	}
-	return s.HTTPSListenPort
+	return s.HTTPSListenPort + 1
 }
 
 // FieldError is a typed validation or conversion error naming the flag.

@@ -158,7 +158,7 @@ func (a *app) dispatch(ctx context.Context) error {
 	case "server":
 		return a.server(ctx, rest)
 	case "agent":
-		return a.agent(rest)
+		return a.agent(ctx, rest)
 	case "token":
 		return a.token(rest)
 	case "certificate":
@@ -228,18 +228,6 @@ Commands:
   etcd-snapshot  etcd snapshots
   --version      versions of this runtime and its upstream components
 `)
-}
-
-func (a *app) agent(args []string) error {
-	l, err := config.Load(config.Options{Command: "agent", Args: args, LookupEnv: a.lookupEnv})
-	if err != nil {
-		return err
-	}
-	a.warn(l)
-	if _, err := l.AgentConfig(); err != nil {
-		return err
-	}
-	return notBuilt("k3s agent (kubelet, kube-proxy, containerd)")
 }
 
 func (a *app) warn(l *config.Loaded) {

@@ -56,22 +56,31 @@ func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *compon
 		comp("deploy-controller", append([]string{"--kubeconfig=" + filepath.Join(lay.Cred(), "admin.kubeconfig"), "--manifests-dir=" + lay.Manifests()}, deployArgs...), nil),
 	)
 	plan = append(plan, a.agentPlan(s, lay, n, comp)...)
+	if err := a.checkBuilt(plan); err != nil {
+		return nil, fmt.Errorf("k3s server: prepared %s and %s, but %w", s.DataDir, s.WriteKubeconfig, err)
+	}
+	if err := os.MkdirAll(logs, 0o700); err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+// checkBuilt says which components of plan are not linked into this
+// binary, after printing the command lines that would have run.
+func (a *app) checkBuilt(plan []processes.Component) error {
 	var missing []string
 	for _, c := range plan {
 		if _, ok := a.components[c.Name]; !ok {
 			missing = append(missing, c.Name)
 		}
 	}
-	if len(missing) > 0 {
-		for _, c := range plan {
-			fmt.Fprintf(a.stderr, "would run: %s\n", strings.Join(c.Args, " "))
-		}
-		return nil, notBuilt(fmt.Sprintf("k3s server: prepared %s and %s, but %s", s.DataDir, s.WriteKubeconfig, strings.Join(missing, ", ")))
+	if len(missing) == 0 {
+		return nil
 	}
-	if err := os.MkdirAll(logs, 0o700); err != nil {
-		return nil, err
+	for _, c := range plan {
+		fmt.Fprintf(a.stderr, "would run: %s\n", strings.Join(c.Args, " "))
 	}
-	return plan, nil
+	return notBuilt(strings.Join(missing, ", "))
 }
 
 // serverTrust is the server CA pool and the admin client certificate the
@@ -136,13 +145,13 @@ func unixReady(path string) func(context.Context) error {
 	}
 }
 
-// runControlPlane supervises plan until ctx ends, and says once when every
-// component is ready.
-func (a *app) runControlPlane(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, plan []processes.Component) error {
-	sup := &processes.Runner{Components: plan, Logger: slog.New(slog.NewTextHandler(a.stderr, nil))}
-	fmt.Fprintf(a.stderr, "starting %d components; logs in %s\n", len(plan), filepath.Join(s.DataDir, LogDir))
+// runPlan runs plan until ctx ends, with the components' logs in logDir,
+// and prints up once when every component is ready.
+func (a *app) runPlan(ctx context.Context, logDir string, plan []processes.Component, up string) error {
+	run := &processes.Runner{Components: plan, Logger: slog.New(slog.NewTextHandler(a.stderr, nil))}
+	fmt.Fprintf(a.stderr, "starting %d components; logs in %s\n", len(plan), logDir)
 	done := make(chan error, 1)
-	go func() { done <- sup.Run(ctx) }()
+	go func() { done <- run.Run(ctx) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	announced := false
@@ -157,7 +166,7 @@ func (a *app) runControlPlane(ctx context.Context, s *config.ServerConfig, lay d
 			if announced {
 				continue
 			}
-			st := sup.Status()
+			st := run.Status()
 			if len(st) != len(plan) {
 				continue
 			}
@@ -167,7 +176,7 @@ func (a *app) runControlPlane(ctx context.Context, s *config.ServerConfig, lay d
 			}
 			if ready {
 				announced = true
-				fmt.Fprintf(a.stderr, "k3s server is up: API on https://127.0.0.1:%d, kubeconfig %s\n", s.APIServerPortOrDefault(), s.WriteKubeconfig)
+				fmt.Fprintln(a.stderr, up)
 			}
 		}
 	}

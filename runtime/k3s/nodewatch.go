@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"time"
-
-	"github.com/ballast-os/ballast/runtime/datadir"
 )
 
 // nodeReady reads the Ready condition of node name from the API server:
@@ -52,15 +50,10 @@ func nodeReady(ctx context.Context, c *http.Client, api, name string, since time
 	return false, nil
 }
 
-// watchNode says on stderr when this server's node becomes Ready (and
-// when it stops being Ready), polling every few seconds until ctx ends.
-func (a *app) watchNode(ctx context.Context, lay datadir.Layout, port int, name string) {
-	pool, cert, err := serverTrust(lay)
-	if err != nil {
-		return
-	}
-	c := httpsClient(pool, &cert)
-	api := fmt.Sprintf("https://127.0.0.1:%d", port)
+// watchNode says on stderr when node name becomes Ready (and when it
+// stops being Ready), asking the API server at api with c every few
+// seconds until ctx ends.
+func (a *app) watchNode(ctx context.Context, c *http.Client, api, name string) {
 	start := time.Now()
 	was := false
 	for {

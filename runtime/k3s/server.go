@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/ballast-os/ballast/runtime/certs"
@@ -16,6 +17,7 @@ import (
 	"github.com/ballast-os/ballast/runtime/containerdcfg"
 	"github.com/ballast-os/ballast/runtime/datadir"
 	"github.com/ballast-os/ballast/runtime/packaged"
+	"github.com/ballast-os/ballast/runtime/supervisor"
 	"github.com/ballast-os/ballast/runtime/token"
 )
 
@@ -32,16 +34,9 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	nodeName := s.NodeName
-	if nodeName == "" {
-		if nodeName, err = os.Hostname(); err != nil {
-			return fmt.Errorf("node name: %w", err)
-		}
-		nodeName = strings.ToLower(nodeName)
-	}
-	nodeIPs := s.NodeIPs
-	if len(nodeIPs) == 0 {
-		nodeIPs = []netip.Addr{defaultNodeIP()}
+	nodeName, nodeIPs, err := nodeIdentity(s.NodeName, s.NodeIPs)
+	if err != nil {
+		return err
 	}
 	lay := datadir.Layout{Root: s.DataDir}
 	if err := lay.Create(true, !s.DisableAgent); err != nil {
@@ -102,13 +97,65 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := a.startSupervisor(ctx, s, nodeIPs); err != nil {
+		return err
+	}
 	if !s.DisableAgent {
 		for _, w := range setupNode(realHost{}) {
 			fmt.Fprintln(a.stderr, "warning:", w)
 		}
-		go a.watchNode(ctx, lay, s.APIServerPortOrDefault(), nodeName)
+		pool, admin, err := serverTrust(lay)
+		if err != nil {
+			return err
+		}
+		go a.watchNode(ctx, httpsClient(pool, &admin), fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), nodeName)
 	}
-	return a.runControlPlane(ctx, s, lay, plan)
+	up := fmt.Sprintf("k3s server is up: API on https://127.0.0.1:%d, kubeconfig %s", s.HTTPSListenPort, s.WriteKubeconfig)
+	return a.runPlan(ctx, filepath.Join(s.DataDir, LogDir), plan, up)
+}
+
+// startSupervisor opens the supervisor listener on bind-address:
+// https-listen-port (the join API, and the Kubernetes API passed to the
+// apiserver on 127.0.0.1:apiserver-port) and serves it until ctx ends.
+// Nothing when apiserver-port is https-listen-port: the apiserver serves
+// that port itself and agents cannot join.
+func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, nodeIPs []netip.Addr) error {
+	if s.APIServerPortOrDefault() == s.HTTPSListenPort {
+		fmt.Fprintf(a.stderr, "warning: apiserver-port is https-listen-port (%d): no supervisor listener, agents cannot join this server\n", s.HTTPSListenPort)
+		return nil
+	}
+	bind := s.BindAddress
+	if bind == "" {
+		bind = "0.0.0.0"
+	}
+	adv := nodeIPs[0]
+	if s.AdvertiseAddress != "" {
+		if p, err := netip.ParseAddr(s.AdvertiseAddress); err == nil {
+			adv = p
+		}
+	}
+	sup := &supervisor.Server{
+		DataDir:          s.DataDir,
+		Listen:           net.JoinHostPort(bind, strconv.Itoa(s.HTTPSListenPort)),
+		Port:             s.HTTPSListenPort,
+		AdvertiseAddress: adv,
+		APIServer:        fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()),
+		Cluster:          supervisor.ClusterConfigOf(s),
+		Logf:             func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) },
+	}
+	if err := sup.Load(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", sup.Listen)
+	if err != nil {
+		return fmt.Errorf("supervisor: https-listen-port: %w", err)
+	}
+	go func() {
+		if err := sup.Serve(ctx, ln); err != nil {
+			fmt.Fprintln(a.stderr, "k3s:", err)
+		}
+	}()
+	return nil
 }
 
 // writeEgressSelectorConfig writes server/etc/egress-selector-config.yaml,

@@ -1,0 +1,386 @@
+// Package supervisor is k3s's "supervisor": the one TLS listener on
+// https-listen-port (6443) of every server. It serves the join API that
+// agents use (/cacerts, /ping, /v1-k3s/*: the cluster's settings, the CAs,
+// certificates signed for a node's own keys, the API server addresses) and
+// passes every other request to kube-apiserver on 127.0.0.1:6444.
+//
+// It runs inside the `k3s server` process, as in k3s; the processes it
+// talks to (kube-apiserver) run beside it under package processes.
+package supervisor
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ballast-os/ballast/runtime/certs"
+	"github.com/ballast-os/ballast/runtime/datadir"
+)
+
+// Server is one server's supervisor listener.
+type Server struct {
+	// DataDir is the k3s data dir: server/tls holds the CAs, server/cred
+	// the passwd file with the server and agent passwords.
+	DataDir string
+	// Listen is bind-address:https-listen-port ("0.0.0.0:6443").
+	Listen string
+	// Port is https-listen-port, published as the kubernetes Service's
+	// endpoint port and in /v1-k3s/apiservers.
+	Port int
+	// AdvertiseAddress is this server's address for other nodes.
+	AdvertiseAddress netip.Addr
+	// APIServer is the local kube-apiserver ("https://127.0.0.1:6444").
+	APIServer string
+	// Cluster is what /v1-k3s/config answers.
+	Cluster ClusterConfig
+	// Logf receives one line per event worth a person's attention.
+	Logf func(format string, args ...any)
+	// Now is the clock for signing; nil means time.Now.
+	Now func() time.Time
+
+	serverCAPEM, clientCAPEM []byte
+	serverCA, clientCA       *certs.CA
+	clientPool               *x509.CertPool
+	users                    map[string]string // user -> password (server/cred/passwd)
+	api                      *kubeAPI
+	passwords                *nodePasswords
+	proxy                    *apiProxy
+	serving                  tls.Certificate
+}
+
+// Program is the name in k3s's join API paths (/v1-k3s/...) and headers.
+const Program = "k3s"
+
+// Headers a node sends with its kubelet certificate requests.
+const (
+	HeaderNodeName     = Program + "-Node-Name"
+	HeaderNodePassword = Program + "-Node-Password"
+	HeaderNodeIP       = Program + "-Node-IP"
+)
+
+func (s *Server) logf(format string, args ...any) {
+	if s.Logf != nil {
+		s.Logf(format, args...)
+	}
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// Load reads the CAs, the passwords, the serving certificate and the
+// supervisor's own client credentials from the data dir. The server has
+// laid them out (certs.Ensure, token.EnsureServer) before.
+func (s *Server) Load() error {
+	tlsDir := datadir.Layout{Root: s.DataDir}.TLS()
+	f := func(name string) string { return filepath.Join(tlsDir, name) }
+	var err error
+	if s.serverCAPEM, err = os.ReadFile(f("server-ca.crt")); err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	if s.clientCAPEM, err = os.ReadFile(f("client-ca.crt")); err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	if s.serverCA, err = certs.LoadCA(f("server-ca.crt"), f("server-ca.key")); err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	if s.clientCA, err = certs.LoadCA(f("client-ca.crt"), f("client-ca.key")); err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	serverPool := x509.NewCertPool()
+	serverPool.AppendCertsFromPEM(s.serverCAPEM)
+	s.clientPool = x509.NewCertPool()
+	s.clientPool.AppendCertsFromPEM(s.clientCAPEM)
+	if s.serving, err = tls.LoadX509KeyPair(f("serving-kube-apiserver.crt"), f("serving-kube-apiserver.key")); err != nil {
+		return fmt.Errorf("supervisor: serving certificate: %w", err)
+	}
+	authProxy, err := tls.LoadX509KeyPair(f("client-auth-proxy.crt"), f("client-auth-proxy.key"))
+	if err != nil {
+		return fmt.Errorf("supervisor: auth-proxy certificate: %w", err)
+	}
+	self, err := tls.LoadX509KeyPair(f("client-supervisor.crt"), f("client-supervisor.key"))
+	if err != nil {
+		return fmt.Errorf("supervisor: client certificate: %w", err)
+	}
+	if s.users, err = readPasswd(filepath.Join(datadir.Layout{Root: s.DataDir}.Cred(), "passwd")); err != nil {
+		return err
+	}
+	apiURL, err := url.Parse(s.APIServer)
+	if err != nil {
+		return fmt.Errorf("supervisor: API server URL: %w", err)
+	}
+	s.proxy = newAPIProxy(apiURL, serverPool, s.clientPool, authProxy)
+	s.api = &kubeAPI{base: strings.TrimSuffix(s.APIServer, "/"), client: &http.Client{
+		Timeout:   15 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverPool, Certificates: []tls.Certificate{self}, MinVersion: tls.VersionTLS12}},
+	}}
+	s.passwords = &nodePasswords{api: s.api}
+	return nil
+}
+
+// readPasswd reads k3s's server/cred/passwd: "password,user,uid,group" lines.
+func readPasswd(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
+	}
+	users := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		f := strings.Split(line, ",")
+		if len(f) < 2 || f[0] == "" || f[1] == "" {
+			return nil, fmt.Errorf("supervisor: %s:%d: want password,user,uid,group", path, i+1)
+		}
+		users[f[1]] = f[0]
+	}
+	return users, nil
+}
+
+// Run listens on Listen and serves until ctx ends; it also keeps the
+// kubernetes Service's endpoints pointing at this listener.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.Listen)
+	if err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler: s.Handler(),
+		TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{s.serving},
+			// Asked for, checked per request: a client may instead
+			// bring a bearer token, or no credentials for /cacerts.
+			ClientAuth: tls.RequestClientCert,
+			MinVersion: tls.VersionTLS12,
+		},
+		ReadHeaderTimeout: 30 * time.Second,
+	}
+	if s.AdvertiseAddress.IsValid() {
+		go s.publishEndpoints(ctx, time.Minute)
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	s.logf("supervisor listening on %s (join API and Kubernetes API)", ln.Addr())
+	err := srv.ServeTLS(ln, "", "")
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("supervisor: %w", err)
+}
+
+// Handler routes the join API and passes the rest to the API server.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /cacerts", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write(s.serverCAPEM)
+	})
+	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "pong")
+	})
+	p := "/v1-" + Program
+	agent := func(h http.HandlerFunc) http.Handler { return s.agentAuth(h) }
+	mux.Handle("GET "+p+"/config", agent(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.Cluster) }))
+	mux.Handle("GET "+p+"/client-ca.crt", agent(s.file(s.clientCAPEM)))
+	mux.Handle("GET "+p+"/server-ca.crt", agent(s.file(s.serverCAPEM)))
+	mux.Handle("GET "+p+"/apiservers", agent(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, s.apiServers())
+	}))
+	mux.Handle("GET "+p+"/readyz", agent(s.readyz))
+	mux.Handle("POST "+p+"/serving-kubelet.crt", agent(s.nodeCert(true, func(node string) certs.Request {
+		return certs.Request{CommonName: node, Server: true}
+	})))
+	mux.Handle("POST "+p+"/client-kubelet.crt", agent(s.nodeCert(false, func(node string) certs.Request {
+		return certs.Request{CommonName: "system:node:" + node, Organization: []string{"system:nodes"}, Client: true}
+	})))
+	mux.Handle("POST "+p+"/client-kube-proxy.crt", agent(s.nodeCert(false, func(string) certs.Request {
+		return certs.Request{CommonName: "system:kube-proxy", Client: true}
+	})))
+	mux.Handle("POST "+p+"/client-"+Program+"-controller.crt", agent(s.nodeCert(false, func(string) certs.Request {
+		return certs.Request{CommonName: "system:" + Program + "-controller", Client: true}
+	})))
+	mux.Handle(p+"/", agent(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, ".crt") && r.Method == http.MethodGet {
+			http.Error(w, "this server signs certificate requests only: POST a PEM CERTIFICATE REQUEST for the node's own key", http.StatusMethodNotAllowed)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	mux.Handle("/", s.proxy)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) file(data []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write(data)
+	}
+}
+
+// agentAuth admits what k3s's join API admits: the server or agent token
+// (basic auth with the user and password of server/cred/passwd), or a
+// node's own client certificate (group system:nodes), when it renews.
+func (s *Server) agentAuth(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user, pass, ok := r.BasicAuth(); ok {
+			if want, known := s.users[user]; known && constantTimeEqual(want, pass) {
+				h.ServeHTTP(w, r)
+				return
+			}
+			s.logf("join API: %s %s from %s: wrong token for user %q", r.Method, r.URL.Path, r.RemoteAddr, user)
+			http.Error(w, "Unauthorized: the token is not this cluster's", http.StatusUnauthorized)
+			return
+		}
+		if c := verifiedClient(r, s.clientPool); c != nil {
+			for _, g := range c.Subject.Organization {
+				if g == "system:nodes" {
+					h.ServeHTTP(w, r)
+					return
+				}
+			}
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="k3s"`)
+		http.Error(w, "Unauthorized: a join token is needed", http.StatusUnauthorized)
+	})
+}
+
+// nodeCert signs the PEM certificate request in the body for the node
+// named in the k3s-Node-Name header. Kubelet certificates (withPassword)
+// also need the node's password, checked against its secret.
+func (s *Server) nodeCert(serving bool, req func(node string) certs.Request) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		node := r.Header.Get(HeaderNodeName)
+		if !validNodeName(node) {
+			http.Error(w, fmt.Sprintf("header %s: %q is not a valid node name (lower-case letters, digits, '-' and '.')", HeaderNodeName, node), http.StatusBadRequest)
+			return
+		}
+		cr := req(node)
+		kubelet := strings.HasPrefix(cr.CommonName, "system:node:") || serving
+		if kubelet {
+			pass := r.Header.Get(HeaderNodePassword)
+			if pass == "" {
+				http.Error(w, "header "+HeaderNodePassword+" is missing", http.StatusBadRequest)
+				return
+			}
+			if err := s.passwords.ensure(r.Context(), node, pass); err != nil {
+				if errors.Is(err, ErrNodePassword) {
+					s.logf("join API: node %s from %s: %v", node, r.RemoteAddr, err)
+					http.Error(w, fmt.Sprintf("Forbidden: node password rejected for node %s, %s", node, nodePasswordHint), http.StatusForbidden)
+					return
+				}
+				http.Error(w, "checking the node password: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		if serving {
+			cr.DNSNames = []string{node, "localhost"}
+			cr.IPs = []net.IP{net.IPv4(127, 0, 0, 1).To4()}
+			for _, v := range strings.Split(r.Header.Get(HeaderNodeIP), ",") {
+				if v = strings.TrimSpace(v); v == "" {
+					continue
+				}
+				a, err := netip.ParseAddr(v)
+				if err != nil {
+					http.Error(w, fmt.Sprintf("header %s: %q is not an IP address", HeaderNodeIP, v), http.StatusBadRequest)
+					return
+				}
+				cr.IPs = append(cr.IPs, net.IP(a.AsSlice()))
+			}
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		csr, err := certs.ParseCSR(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		ca := s.clientCA
+		if serving {
+			ca = s.serverCA
+		}
+		chain, err := ca.Sign(csr.PublicKey, cr, s.now())
+		if err != nil {
+			http.Error(w, "signing: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = w.Write(chain)
+	}
+}
+
+func constantTimeEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// validNodeName: a DNS-1123 subdomain, as the API requires of node names.
+func validNodeName(n string) bool {
+	if n == "" || len(n) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(n, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// apiServers is what /v1-k3s/apiservers lists: the supervisor addresses
+// of the cluster's servers (this one until servers can join servers).
+func (s *Server) apiServers() []string {
+	if !s.AdvertiseAddress.IsValid() {
+		return []string{}
+	}
+	return []string{netip.AddrPortFrom(s.AdvertiseAddress, uint16(s.Port)).String()}
+}
+
+// readyz answers as the API server's /readyz does.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	err := s.api.do(r.Context(), http.MethodGet, "/readyz", "", nil, nil)
+	if err != nil {
+		http.Error(w, "API server not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ok")
+}
