@@ -151,7 +151,7 @@ func (b *Board) Validate() error {
 		}
 	}
 	for _, f := range b.Formats {
-		if f != "raw" && f != "iso" {
+		if f != "raw" && f != "iso" && f != "oci" {
 			errs = append(errs, fmt.Errorf("formats: unknown format %q", f))
 		}
 	}

@@ -190,7 +190,13 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 			return checkRuntimeModules(system, kernel, b.board.Name)
 		}},
 		{"index kernel modules", func() error { return b.addModuleIndexes(ctx, pk, kernel, system) }},
-		{"unpack boot loaders", func() (err error) { boot, err = b.installBootLoaders(ctx, pk); return }},
+		{"unpack boot loaders", func() (err error) {
+			if !b.writesDisk() {
+				return nil
+			}
+			boot, err = b.installBootLoaders(ctx, pk)
+			return
+		}},
 		{"build init", func() (err error) { initPath, err = b.buildInit(ctx); return }},
 		{"build runtime", func() (err error) {
 			if !b.hasRuntime() {
@@ -220,8 +226,20 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 			}
 			return nil
 		}},
-		{"write squashfs", func() error { return b.writeSquashfs(ctx, system) }},
-		{"write initramfs", func() (err error) { initrd, err = b.writeInitramfs(ctx, kernel, initPath, baked, manifest); return }},
+		{"write squashfs", func() error {
+			if !b.writesDisk() {
+				fmt.Fprintf(b.log, "    no disk format: the container image is written from the tree\n")
+				return nil
+			}
+			return b.writeSquashfs(ctx, system)
+		}},
+		{"write initramfs", func() (err error) {
+			if !b.writesDisk() {
+				return nil
+			}
+			initrd, err = b.writeInitramfs(ctx, kernel, initPath, baked, manifest)
+			return
+		}},
 	}
 	b.system = system
 	for _, s := range steps {
@@ -238,6 +256,9 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	for _, format := range b.spec.Formats {
 		out := filepath.Join(b.spec.Output, fmt.Sprintf("%s-%s.%s", b.spec.Name, b.board.Name, extension(format)))
 		err := b.step("write "+format+" image "+out, func() error {
+			if format == "oci" {
+				return b.writeContainer(out, system)
+			}
 			bt, err := b.bootTree(kernel, initrd, manifest, userData)
 			if err != nil {
 				return err
@@ -266,10 +287,24 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 }
 
 func extension(format string) string {
-	if format == "raw" {
+	switch format {
+	case "raw":
 		return "img"
+	case "oci":
+		return "oci.tar"
 	}
 	return format
+}
+
+// writesDisk: a format that boots (raw, iso) is asked for; the container
+// image (oci) needs no squashfs, initramfs or boot loaders.
+func (b *builder) writesDisk() bool {
+	for _, f := range b.spec.Formats {
+		if f != "oci" {
+			return true
+		}
+	}
+	return false
 }
 
 func describe(format, path string) (Image, error) {

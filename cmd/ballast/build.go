@@ -26,7 +26,7 @@ func (f *buildFlags) register(fs interface {
 }) {
 	fs.StringVar(&f.specFile, "f", "", "build spec `file` (default: the embedded default)")
 	fs.StringVar(&f.board, "board", "", "board, overriding the spec (x86_64, ...)")
-	fs.StringVar(&f.formats, "format", "", "comma-separated formats, overriding the spec (raw, iso)")
+	fs.StringVar(&f.formats, "format", "", "comma-separated formats, overriding the spec (raw, iso; oci: the runtime as a container image)")
 	fs.StringVar(&f.config, "config", "", "cloud-config `file` to bake in, overriding the spec")
 	fs.StringVar(&f.output, "o", "", "output `directory`, overriding the spec")
 	fs.StringVar(&f.runtime, "runtime", "", "runtime `kind` (ballast, k3s, none), overriding the spec")

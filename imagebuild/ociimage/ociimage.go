@@ -97,6 +97,8 @@ type Config struct {
 	User       string // "uid" or "uid:gid"; empty means root
 	WorkingDir string
 	Labels     map[string]string
+	// Volumes are the image's VOLUME paths ("/var/lib/rancher/k3s").
+	Volumes []string
 }
 
 // Image is what Write turns into an archive.
@@ -114,6 +116,11 @@ type Image struct {
 	Entries []Entry
 	// Compression of the layer; "" means Gzip.
 	Compression Compression `json:",omitempty"`
+	// RepoTags, when set, also makes the archive one that `docker load`
+	// takes (Docker's manifest.json beside the OCI layout, naming the
+	// config, the layer and these tags: "ballast/k3s:latest"). Docker
+	// before 25 reads only manifest.json, and gzip layers only.
+	RepoTags []string `json:",omitempty"`
 }
 
 // Tag returns the tag of a reference (the part after the last ':' that
@@ -240,6 +247,7 @@ func Write(w io.Writer, img Image) error {
 			Cmd:        img.Config.Cmd,
 			WorkingDir: img.Config.WorkingDir,
 			Labels:     img.Config.Labels,
+			Volumes:    volumes(img.Config.Volumes),
 		},
 		RootFS: v1.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
 		History: []v1.History{{
@@ -334,10 +342,41 @@ func Write(w io.Writer, img Image) error {
 	if err := file(v1.ImageLayoutFile, layoutJSON); err != nil {
 		return fmt.Errorf("image %s: %w", img.Ref, err)
 	}
+	if len(img.RepoTags) > 0 {
+		dm, err := json.Marshal([]dockerManifest{{
+			Config:   "blobs/sha256/" + cfgDesc.Digest.Encoded(),
+			RepoTags: img.RepoTags,
+			Layers:   []string{"blobs/sha256/" + layerDesc.Digest.Encoded()},
+		}})
+		if err != nil {
+			return err
+		}
+		if err := file("manifest.json", dm); err != nil {
+			return fmt.Errorf("image %s: %w", img.Ref, err)
+		}
+	}
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("image %s: %w", img.Ref, err)
 	}
 	return nil
+}
+
+// dockerManifest is one entry of the manifest.json of `docker save`.
+type dockerManifest struct {
+	Config   string
+	RepoTags []string
+	Layers   []string
+}
+
+func volumes(paths []string) map[string]struct{} {
+	if len(paths) == 0 {
+		return nil
+	}
+	m := make(map[string]struct{}, len(paths))
+	for _, p := range paths {
+		m[p] = struct{}{}
+	}
+	return m
 }
 
 // buildLayer returns the compressed layer tar and the digest of the

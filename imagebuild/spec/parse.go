@@ -213,8 +213,8 @@ func (s *Spec) validate(root *yaml.Node) ErrorList {
 		add("board", "%v", err)
 	}
 	for i, f := range s.Formats {
-		if f != "raw" && f != "iso" {
-			add(fmt.Sprintf("formats[%d]", i), "unknown format %q (known: raw, iso)", f)
+		if f != "raw" && f != "iso" && f != "oci" {
+			add(fmt.Sprintf("formats[%d]", i), "unknown format %q (known: raw, iso, oci)", f)
 		} else if b != nil && !b.SupportsFormat(f) {
 			add(fmt.Sprintf("formats[%d]", i), "board %s cannot be written as %q", b.Name, f)
 		}
