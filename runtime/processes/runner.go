@@ -62,7 +62,7 @@ type Runner struct {
 	ReadyInterval time.Duration
 	Logger        *slog.Logger
 
-	mu      sync.Mutex
+	mu    sync.Mutex
 	procs []*proc
 }
 
