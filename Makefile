@@ -10,7 +10,7 @@ export GOTOOLCHAIN ?= auto
 # firmware, the images' packages), so CI always boots for real.
 TESTFLAGS ?= -p 2 -count=1 -timeout 60m
 
-.PHONY: image images-arm64 image-runtime-e2e test unit e2e deps-build deps-test ballast bench fuzz clean
+.PHONY: image images-arm64 image-runtime-e2e image-oci test unit e2e deps-build deps-test ballast bench fuzz clean
 
 image: deps-build
 	$(GO) run ./cmd/ballast build
@@ -35,8 +35,14 @@ images-arm64: deps-build
 image-runtime-e2e: deps-build
 	$(GO) run ./cmd/ballast build -f qemu-tests/testdata/runtime-e2e.yaml
 
-# The QEMU scenarios boot out/ballast-x86_64.{img,iso}, the runtime image and the arm64 images: build them first.
-test: deps-test image image-runtime-e2e images-arm64
+# The image the container test bed runs (container-tests): the runtime as a
+# container image (ballast build --format oci) with the test server's image.
+image-oci: deps-build
+	$(GO) run ./cmd/ballast build -f container-tests/testdata/cluster.yaml
+
+# The QEMU scenarios boot out/ballast-x86_64.{img,iso}, the runtime image and the arm64 images;
+# the container test bed runs the OCI image: build them first.
+test: deps-test image image-runtime-e2e images-arm64 image-oci
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
 	cd runtime && $(GO) vet ./... && $(GO) test $(TESTFLAGS) ./...

@@ -7,9 +7,11 @@
 //	GET /file?path=p      the file p under the data directory ($DATA_DIR, default /data)
 //	PUT /file?path=p      writes the request body to p (parents created), answers 204
 //	GET /resolve?name=n   the addresses n resolves to, one per line (502 if it does not)
+//	GET /fetch?url=u      GET http://u from the pod: its status line, then its body (502 if unreachable)
 //
 // so a test can prove a pod is reachable, that a volume keeps data across
-// pod restarts, and that the pod's DNS works. It uses the standard library
+// pod restarts, that the pod's DNS works, and that the pod reaches
+// Services and other pods (the image has no shell to run a client in). It uses the standard library
 // only: the image builder compiles it from its embedded source.
 package main
 
@@ -136,6 +138,22 @@ func newHandler(dataDir string, res resolver) http.Handler {
 			return
 		}
 		io.WriteString(w, strings.Join(addrs, "\n")+"\n")
+	})
+	fetch := &http.Client{Timeout: 10 * time.Second}
+	mux.HandleFunc("GET /fetch", func(w http.ResponseWriter, r *http.Request) {
+		u := r.URL.Query().Get("url")
+		if !strings.HasPrefix(u, "http://") {
+			http.Error(w, "want ?url=http://...", http.StatusBadRequest)
+			return
+		}
+		resp, err := fetch.Get(u)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		fmt.Fprintf(w, "%s\n", resp.Status)
+		io.Copy(w, io.LimitReader(resp.Body, 1<<20))
 	})
 	return mux
 }

@@ -60,6 +60,18 @@ func TestHandler(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(dir, "a", "b.txt")); err != nil || string(got) != "kept" {
 		t.Errorf("file on disk: %q %v", got, err)
 	}
+	// /fetch reaches another server, and says when it cannot.
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "upstream "+r.URL.Path) }))
+	defer up.Close()
+	if code, body := do(t, h, "GET", "/fetch?url="+up.URL+"/x", ""); code != 200 || body != "200 OK\nupstream /x" {
+		t.Errorf("fetch: %d %q", code, body)
+	}
+	if code, _ := do(t, h, "GET", "/fetch?url=http://127.0.0.1:1/", ""); code != 502 {
+		t.Errorf("fetch of a closed port: %d", code)
+	}
+	if code, _ := do(t, h, "GET", "/fetch?url=file:///etc/passwd", ""); code != 400 {
+		t.Errorf("fetch of a file URL: %d", code)
+	}
 	// A symlink out of the data directory is refused by os.Root.
 	if err := os.Symlink("/etc", filepath.Join(dir, "out")); err != nil {
 		t.Fatal(err)

@@ -101,6 +101,9 @@ func Main(args []string, c Components) int {
 			return f(args[1:])
 		}
 	}
+	if needsContainerInit(args, os.Getpid, os.LookupEnv) {
+		return asContainerInit(args)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	a := &app{args: args, stdout: os.Stdout, stderr: os.Stderr, lookupEnv: os.LookupEnv, components: c}

@@ -119,3 +119,27 @@ func TestKubectlKubeconfig(t *testing.T) {
 		}
 	}
 }
+
+func TestNeedsContainerInit(t *testing.T) {
+	env := func(m map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+	}
+	pid := func(p int) func() int { return func() int { return p } }
+	for _, tc := range []struct {
+		args []string
+		pid  int
+		env  map[string]string
+		want bool
+	}{
+		{[]string{"k3s", "server"}, 1, nil, true},
+		{[]string{"k3s", "agent"}, 1, nil, true},
+		{[]string{"k3s", "server"}, 1, map[string]string{containerInitEnv: "1"}, false},
+		{[]string{"k3s", "server"}, 42, nil, false},
+		{[]string{"k3s", "kubectl"}, 1, nil, false},
+		{[]string{"k3s"}, 1, nil, false},
+	} {
+		if got := needsContainerInit(tc.args, pid(tc.pid), env(tc.env)); got != tc.want {
+			t.Errorf("%v pid %d env %v: %v, want %v", tc.args, tc.pid, tc.env, got, tc.want)
+		}
+	}
+}

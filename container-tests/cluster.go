@@ -1,0 +1,146 @@
+package containertest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Cluster is a private Docker network and the node containers on it.
+type Cluster struct {
+	Image   string // image ID
+	Network string
+	prefix  string
+	nodes   []*Node
+	// Logf receives progress lines (t.Logf).
+	Logf func(format string, args ...any)
+}
+
+// NewCluster creates an --internal network: the nodes reach each other
+// and the host, and nothing beyond, as an air-gapped site.
+func NewCluster(ctx context.Context, image string, logf func(string, ...any)) (*Cluster, error) {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	prefix := "ballast-" + hex.EncodeToString(b)
+	if _, err := docker(ctx, "network", "create", "--internal", "--label", "ballast-test=1", prefix); err != nil {
+		return nil, err
+	}
+	return &Cluster{Image: image, Network: prefix, prefix: prefix, Logf: logf}, nil
+}
+
+// Close removes every node (with its volumes) and the network.
+func (c *Cluster) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, n := range c.nodes {
+		_, _ = docker(ctx, "rm", "-f", "-v", n.Container)
+	}
+	_, _ = docker(ctx, "network", "rm", c.Network)
+}
+
+// Node is one node container.
+type Node struct {
+	Name      string // the hostname, hence the Kubernetes node name
+	Container string
+	IP        string
+	c         *Cluster
+}
+
+// Start runs a node: `docker run --privileged --tmpfs /run --tmpfs
+// /var/run IMAGE args...` as the k3s documentation shows, with the given
+// environment (K3S_URL, K3S_TOKEN...). Each node gets its own cgroup
+// namespace, so that on a cgroup v1 host the kubelets of several nodes do
+// not share the host's /kubepods.
+func (c *Cluster) Start(ctx context.Context, name string, env map[string]string, args ...string) (*Node, error) {
+	return c.StartHost(ctx, name, name, env, args...)
+}
+
+// StartHost is Start with a hostname (the node name) other than the
+// container's name: two machines that claim one node name.
+func (c *Cluster) StartHost(ctx context.Context, container, name string, env map[string]string, args ...string) (*Node, error) {
+	n := &Node{Name: name, Container: c.prefix + "-" + container, c: c}
+	run := []string{"run", "-d", "--privileged", "--cgroupns=private", "--name", n.Container, "--hostname", name,
+		"--network", c.Network, "--tmpfs", "/run", "--tmpfs", "/var/run", "--label", "ballast-test=1"}
+	for k, v := range env {
+		run = append(run, "-e", k+"="+v)
+	}
+	run = append(append(run, c.Image), args...)
+	c.nodes = append(c.nodes, n)
+	if _, err := docker(ctx, run...); err != nil {
+		return nil, err
+	}
+	ip, err := docker(ctx, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", n.Container)
+	if err != nil {
+		return nil, err
+	}
+	n.IP = ip
+	c.logf("started %s (%s) at %s: %s", name, n.Container, ip, strings.Join(args, " "))
+	return n, nil
+}
+
+func (c *Cluster) logf(format string, args ...any) {
+	if c.Logf != nil {
+		c.Logf(format, args...)
+	}
+}
+
+// Exec runs a command in the node.
+func (n *Node) Exec(ctx context.Context, args ...string) (string, error) {
+	return docker(ctx, append([]string{"exec", n.Container}, args...)...)
+}
+
+// Kubectl runs `k3s kubectl` in the node (a server: k3s.yaml is there).
+func (n *Node) Kubectl(ctx context.Context, args ...string) (string, error) {
+	return n.Exec(ctx, append([]string{"k3s", "kubectl"}, args...)...)
+}
+
+// Logs is the container's output (k3s's own lines).
+func (n *Node) Logs(ctx context.Context) string {
+	out, err := docker(ctx, "logs", n.Container)
+	if err != nil {
+		return err.Error()
+	}
+	return out
+}
+
+// ComponentLogs is the tail of every component log in the node.
+func (n *Node) ComponentLogs(ctx context.Context, lines int) string {
+	out, _ := n.Exec(ctx, "sh", "-c", fmt.Sprintf("for f in /var/lib/rancher/k3s/*/logs/*.log; do echo \"== $f\"; tail -n %d \"$f\"; done", lines))
+	return out
+}
+
+// Stop stops the container (SIGTERM, then SIGKILL after 30 s); its
+// volumes stay, as a powered-off machine keeps its disk.
+func (n *Node) Stop(ctx context.Context) error {
+	_, err := docker(ctx, "stop", "-t", "30", n.Container)
+	return err
+}
+
+// Restart starts a stopped node again.
+func (n *Node) Restart(ctx context.Context) error {
+	_, err := docker(ctx, "start", n.Container)
+	return err
+}
+
+// WaitFor polls f every interval until it returns nil or the deadline,
+// and returns its last error.
+func WaitFor(ctx context.Context, timeout, interval time.Duration, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}

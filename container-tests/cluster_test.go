@@ -1,0 +1,324 @@
+package containertest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// imageArchive is what `make image-oci` writes.
+func imageArchive(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("BALLAST_OCI_IMAGE"); p != "" {
+		return p
+	}
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "out", "ballast-cluster-test-x86_64.oci.tar")
+}
+
+// newCluster starts the daemon if needed, loads the image and makes a
+// network; the cluster is removed when the test ends (kept with
+// BALLAST_KEEP_CLUSTER=1 for a look after a failure).
+func newCluster(t *testing.T) (*Cluster, context.Context) {
+	if testing.Short() {
+		t.Skip("container test bed: starts Docker containers (make test runs it)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	t.Cleanup(cancel)
+	if err := EnsureDaemon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id, err := LoadImage(ctx, imageArchive(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCluster(ctx, id, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dctx, dcancel := context.WithTimeout(context.Background(), time.Minute)
+			defer dcancel()
+			for _, n := range c.nodes {
+				t.Logf("=== %s: k3s output (last 40 lines)\n%s", n.Name, tail(n.Logs(dctx), 40))
+				t.Logf("=== %s: component logs\n%s", n.Name, n.ComponentLogs(dctx, 15))
+			}
+		}
+		if os.Getenv("BALLAST_KEEP_CLUSTER") == "" {
+			c.Close()
+		} else {
+			t.Logf("kept network %s and its containers", c.Network)
+		}
+	})
+	return c, ctx
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// nodeReady is the node's Ready condition status as the server sees it.
+func nodeReady(ctx context.Context, server *Node, name string) (string, error) {
+	return server.Kubectl(ctx, "get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+}
+
+func waitReady(ctx context.Context, t *testing.T, server *Node, want string, timeout time.Duration, names ...string) {
+	t.Helper()
+	start := time.Now()
+	for _, name := range names {
+		err := WaitFor(ctx, timeout, 2*time.Second, func() error {
+			got, err := nodeReady(ctx, server, name)
+			if err != nil {
+				return err
+			}
+			if got != want {
+				return fmt.Errorf("node %s Ready=%q, want %q", name, got, want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("nodes %v Ready=%s after %.1fs", names, want, time.Since(start).Seconds())
+}
+
+const clusterManifest = `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: testserver, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: testserver}}
+  template:
+    metadata: {labels: {app: testserver}}
+    spec:
+      topologySpreadConstraints:
+      - maxSkew: 1
+        topologyKey: kubernetes.io/hostname
+        whenUnsatisfiable: DoNotSchedule
+        labelSelector: {matchLabels: {app: testserver}}
+      containers:
+      - name: testserver
+        image: docker.io/ballast/testserver:v1
+        imagePullPolicy: Never
+        ports: [{containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: testserver, namespace: default}
+spec:
+  selector: {app: testserver}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: testserver-np, namespace: default}
+spec:
+  type: NodePort
+  selector: {app: testserver}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+`
+
+type pod struct {
+	Name, Node, IP string
+}
+
+func testserverPods(ctx context.Context, server *Node) ([]pod, error) {
+	out, err := server.Kubectl(ctx, "get", "pods", "-n", "default", "-l", "app=testserver", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Spec     struct{ NodeName string }
+			Status   struct {
+				PodIP      string
+				Conditions []struct{ Type, Status string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return nil, err
+	}
+	var pods []pod
+	for _, it := range list.Items {
+		ready := false
+		for _, c := range it.Status.Conditions {
+			ready = ready || c.Type == "Ready" && c.Status == "True"
+		}
+		if !ready {
+			return nil, fmt.Errorf("pod %s on %q is not Ready", it.Metadata.Name, it.Spec.NodeName)
+		}
+		pods = append(pods, pod{it.Metadata.Name, it.Spec.NodeName, it.Status.PodIP})
+	}
+	return pods, nil
+}
+
+// podGet asks a testserver pod, through the API server's pod proxy (the
+// server reaching the pod on its node), for path.
+func podGet(ctx context.Context, server *Node, p pod, path string) (string, error) {
+	return server.Kubectl(ctx, "get", "--raw", "/api/v1/namespaces/default/pods/"+p.Name+":8080/proxy"+path)
+}
+
+// TestCluster is the cluster issue's scenario: a server and two agents
+// join with the token, pods on every node reach each other and a Service,
+// DNS answers on an agent, a NodePort answers on an agent, an agent that
+// stops goes NotReady and comes back Ready under its name, and bad tokens
+// and a taken node name are refused with their messages.
+func TestCluster(t *testing.T) {
+	c, ctx := newCluster(t)
+	const secret = "ballast-cluster-test-secret"
+	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": secret}, "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, server, "True", 5*time.Minute, "server")
+	nodeToken, err := server.Exec(ctx, "cat", "/var/lib/rancher/k3s/server/node-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(nodeToken, "K10") || !strings.HasSuffix(nodeToken, "::server:"+secret) {
+		t.Fatalf("node-token %q: want K10<hash>::server:%s", nodeToken, secret)
+	}
+	url := "https://" + server.IP + ":6443"
+
+	// Agents: one with the CA-pinned token, one with the bare password.
+	agent1, err := c.Start(ctx, "agent1", map[string]string{"K3S_URL": url, "K3S_TOKEN": nodeToken}, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent2, err := c.Start(ctx, "agent2", map[string]string{"K3S_URL": url, "K3S_TOKEN": secret}, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// And three that must be refused, each with its own reason.
+	hash := strings.TrimPrefix(nodeToken[:strings.Index(nodeToken, "::")], "K10")
+	wrongCA := "K10" + strings.Repeat("0", len(hash)) + "::server:" + secret
+	refused := map[string]struct {
+		env  map[string]string
+		want string
+	}{
+		"badtoken": {map[string]string{"K3S_URL": url, "K3S_TOKEN": "K10" + hash + "::server:wrong"}, "the server refused the token"},
+		"badca":    {map[string]string{"K3S_URL": url, "K3S_TOKEN": wrongCA}, "do not match the token's hash"},
+	}
+	var refusedNodes = map[string]*Node{}
+	for name, r := range refused {
+		n, err := c.Start(ctx, name, r.env, "agent")
+		if err != nil {
+			t.Fatal(err)
+		}
+		refusedNodes[name] = n
+	}
+	waitReady(ctx, t, server, "True", 5*time.Minute, "agent1", "agent2")
+
+	for name, r := range refused {
+		n := refusedNodes[name]
+		if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+			if logs := n.Logs(ctx); !strings.Contains(logs, r.want) {
+				return fmt.Errorf("%s: output lacks %q:\n%s", name, r.want, tail(logs, 10))
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+		if _, err := nodeReady(ctx, server, name); err == nil {
+			t.Errorf("refused agent %s has a node", name)
+		}
+	}
+	// A second machine named agent1 (its own node password) is refused,
+	// and agent1 keeps its node.
+	dup, err := c.StartHost(ctx, "dup", "agent1", map[string]string{"K3S_URL": url, "K3S_TOKEN": nodeToken}, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+		if logs := dup.Logs(ctx); !strings.Contains(logs, "node password rejected") {
+			return fmt.Errorf("second agent1: output lacks the rejection:\n%s", tail(logs, 10))
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	if err := dup.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Workload over the three nodes.
+	if out, err := server.Exec(ctx, "sh", "-c", "cat > /tmp/app.yaml <<'EOF'\n"+clusterManifest+"\nEOF\nk3s kubectl apply -f /tmp/app.yaml"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	var pods []pod
+	if err := WaitFor(ctx, 5*time.Minute, 3*time.Second, func() error {
+		var err error
+		pods, err = testserverPods(ctx, server)
+		if err == nil && len(pods) != 3 {
+			err = fmt.Errorf("%d testserver pods ready, want 3", len(pods))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	onNode := map[string]pod{}
+	for _, p := range pods {
+		onNode[p.Node] = p
+	}
+	for _, n := range []string{"server", "agent1", "agent2"} {
+		if _, ok := onNode[n]; !ok {
+			t.Fatalf("no testserver pod on %s: %+v", n, pods)
+		}
+	}
+	svcIP, err := server.Kubectl(ctx, "get", "svc", "testserver", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range pods {
+		// Pod to pod across nodes (vxlan), and pod to the ClusterIP (kube-proxy on from's node).
+		for _, to := range pods {
+			body, err := podGet(ctx, server, from, "/fetch?url=http://"+to.IP+":8080/")
+			if err != nil || !strings.Contains(body, "hostname: "+to.Name) {
+				t.Errorf("pod on %s -> pod on %s (%s): %v %q", from.Node, to.Node, to.IP, err, body)
+			}
+		}
+		body, err := podGet(ctx, server, from, "/fetch?url=http://"+svcIP+"/")
+		if err != nil || !strings.Contains(body, "hello from ballast testserver") {
+			t.Errorf("pod on %s -> Service %s: %v %q", from.Node, svcIP, err, body)
+		}
+	}
+	// DNS from a pod on an agent: a Service name through CoreDNS.
+	body, err := podGet(ctx, server, onNode["agent2"], "/resolve?name=testserver.default.svc.cluster.local")
+	if err != nil || strings.TrimSpace(body) != svcIP {
+		t.Errorf("DNS on agent2: %v %q, want %s", err, body, svcIP)
+	}
+	// NodePort on an agent, from the server node.
+	if out, err := server.Exec(ctx, "curl", "-sS", "--max-time", "10", "http://"+agent1.IP+":30080/"); err != nil || !strings.Contains(out, "hello from ballast testserver") {
+		t.Errorf("NodePort on agent1: %v %q", err, out)
+	}
+
+	// An agent that stops goes NotReady; started again it is Ready under the same name.
+	if err := agent2.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, server, "False", 3*time.Minute, "agent2")
+	uid, _ := server.Kubectl(ctx, "get", "node", "agent2", "-o", "jsonpath={.metadata.uid}")
+	if err := agent2.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, server, "True", 3*time.Minute, "agent2")
+	if uid2, _ := server.Kubectl(ctx, "get", "node", "agent2", "-o", "jsonpath={.metadata.uid}"); uid2 != uid {
+		t.Errorf("agent2 came back as another node object: uid %s, was %s", uid2, uid)
+	}
+}
