@@ -249,11 +249,14 @@ func (c *client) do(ctx context.Context, method, path string, hdr http.Header, b
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
-	user := c.token.Username
-	if user == "" {
-		user = "node" // a bare password joins as an agent, as in k3s
+	switch user := c.token.Username; {
+	case c.token.Bootstrap():
+		req.Header.Set("Authorization", "Bearer "+c.token.Password)
+	case user == "":
+		req.SetBasicAuth("node", c.token.Password) // a bare password joins as an agent, as in k3s
+	default:
+		req.SetBasicAuth(user, c.token.Password)
 	}
-	req.SetBasicAuth(user, c.token.Password)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrUnreachable, c.base, unwrapURLError(err))

@@ -56,6 +56,12 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		f.secrets[s.Metadata.Name] = body
 		w.WriteHeader(http.StatusCreated)
+	case r.Method == http.MethodPost && r.URL.Path == "/apis/authentication.k8s.io/v1/tokenreviews":
+		var tr struct{ Spec struct{ Token string } }
+		_ = json.NewDecoder(r.Body).Decode(&tr)
+		ok := tr.Spec.Token == "abcdef.0123456789abcdef"
+		writeJSONTest(w, map[string]any{"status": map[string]any{"authenticated": ok, "user": map[string]any{
+			"username": "system:bootstrap:abcdef", "groups": []string{"system:bootstrappers", "system:bootstrappers:k3s:default-node-token"}}}})
 	case r.Method == http.MethodPatch:
 		body, _ := io.ReadAll(r.Body)
 		f.applied[r.URL.Path] = string(body)
@@ -199,6 +205,12 @@ func TestJoin(t *testing.T) {
 	if _, _, err := c.join(t, token.Token{Password: "agentsecret"}, "agent3", "pw3"); err != nil {
 		t.Errorf("bare password: %v", err)
 	}
+	// A bootstrap token (k3s token create) joins with bearer auth,
+	// checked by the API server's TokenReview.
+	boot, _ := token.Parse("K10" + c.serverToken.Agent.CAHash + "::abcdef.0123456789abcdef")
+	if _, _, err := c.join(t, boot, "agent4", "pw4"); err != nil {
+		t.Errorf("bootstrap token: %v", err)
+	}
 }
 
 func TestJoinRefusals(t *testing.T) {
@@ -207,6 +219,10 @@ func TestJoinRefusals(t *testing.T) {
 	wrongPass.Password = "nope"
 	if _, _, err := c.join(t, wrongPass, "a", "pw"); !errors.Is(err, agent.ErrWrongToken) {
 		t.Errorf("wrong password: %v", err)
+	}
+	expired, _ := token.Parse("K10" + c.serverToken.Agent.CAHash + "::zzzzzz.0000000000000000")
+	if _, _, err := c.join(t, expired, "a", "pw"); !errors.Is(err, agent.ErrWrongToken) {
+		t.Errorf("unknown bootstrap token: %v", err)
 	}
 	wrongCA := c.serverToken.Agent
 	wrongCA.CAHash = strings.Repeat("0", 64)

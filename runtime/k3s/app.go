@@ -20,7 +20,6 @@ import (
 
 	"github.com/ballast-os/ballast/runtime/certs"
 	"github.com/ballast-os/ballast/runtime/config"
-	"github.com/ballast-os/ballast/runtime/token"
 )
 
 // Versions. Version is set by the build with -ldflags
@@ -163,7 +162,7 @@ func (a *app) dispatch(ctx context.Context) error {
 	case "agent":
 		return a.agent(ctx, rest)
 	case "token":
-		return a.token(rest)
+		return a.token(ctx, rest)
 	case "certificate":
 		return a.certificate(rest)
 	case "kubectl", "crictl", "ctr":
@@ -225,7 +224,7 @@ Commands:
   kubectl        Kubernetes CLI (also as "kubectl")
   crictl         CRI CLI (also as "crictl")
   ctr            containerd CLI (also as "ctr")
-  token          bootstrap tokens: generate
+  token          bootstrap tokens: generate, create, list, delete
   certificate    rotate [--service a,b]: renew certificates at the next start
   check-config   check the kernel and system
   etcd-snapshot  etcd snapshots
@@ -237,24 +236,6 @@ func (a *app) warn(l *config.Loaded) {
 	for _, w := range l.Warnings {
 		fmt.Fprintln(a.stderr, "warning:", w)
 	}
-}
-
-func (a *app) token(args []string) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: k3s token needs a subcommand: generate, create, list, delete, rotate", config.ErrUsage)
-	}
-	switch args[0] {
-	case "generate":
-		t, err := token.GenerateBootstrap()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(a.stdout, t)
-		return nil
-	case "create", "list", "delete", "rotate":
-		return notBuilt("k3s token " + args[0] + " (needs the API server)")
-	}
-	return fmt.Errorf("%w: unknown token subcommand %q", config.ErrUsage, args[0])
 }
 
 func (a *app) certificate(args []string) error {

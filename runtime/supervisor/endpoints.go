@@ -4,7 +4,12 @@ import (
 	"context"
 	"net/netip"
 	"time"
+
+	"github.com/ballast-os/ballast/runtime/kubeapi"
 )
+
+// fieldManager is the supervisor's name in managedFields.
+const fieldManager = "k3s-supervisor"
 
 // The kubernetes Service's endpoints. kube-apiserver would publish its own
 // address and port (127.0.0.1-bound 6444 here), which pods on other nodes
@@ -28,7 +33,7 @@ func kubernetesEndpoints(addr netip.Addr, port int) (endpoints, slice map[string
 	}
 	endpoints = map[string]any{
 		"apiVersion": "v1", "kind": "Endpoints",
-		"metadata": objectMeta{Name: "kubernetes", Namespace: "default", Labels: map[string]string{
+		"metadata": kubeapi.ObjectMeta{Name: "kubernetes", Namespace: "default", Labels: map[string]string{
 			"endpointslice.kubernetes.io/skip-mirror": "true",
 		}},
 		"subsets": []map[string]any{{
@@ -39,7 +44,7 @@ func kubernetesEndpoints(addr netip.Addr, port int) (endpoints, slice map[string
 	ready := true
 	slice = map[string]any{
 		"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-		"metadata": objectMeta{Name: "kubernetes", Namespace: "default", Labels: map[string]string{
+		"metadata": kubeapi.ObjectMeta{Name: "kubernetes", Namespace: "default", Labels: map[string]string{
 			"kubernetes.io/service-name":             "kubernetes",
 			"endpointslice.kubernetes.io/managed-by": "supervisor.k3s.cattle.io",
 		}},
@@ -57,9 +62,9 @@ func (s *Server) publishEndpoints(ctx context.Context, interval time.Duration) {
 	ep, sl := kubernetesEndpoints(s.AdvertiseAddress, s.Port)
 	published := false
 	for {
-		err := s.api.apply(ctx, "/api/v1/namespaces/default/endpoints/kubernetes", ep)
+		err := s.api.Apply(ctx, "/api/v1/namespaces/default/endpoints/kubernetes", fieldManager, ep)
 		if err == nil {
-			err = s.api.apply(ctx, "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes", sl)
+			err = s.api.Apply(ctx, "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes", fieldManager, sl)
 		}
 		wait := interval
 		switch {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/ballast-os/ballast/runtime/kubeapi"
 	"golang.org/x/crypto/scrypt"
 )
 
@@ -72,28 +73,13 @@ func verifyPassword(hash, password string) error {
 
 // nodePasswords checks and records node passwords in secrets.
 type nodePasswords struct {
-	api *kubeAPI
+	api *kubeapi.Client
 
 	mu       sync.Mutex
 	verified map[string][32]byte // node -> sha256(password) already checked
 }
 
 func secretName(node string) string { return strings.ToLower(node) + ".node-password.k3s" }
-
-type secret struct {
-	APIVersion string            `json:"apiVersion"`
-	Kind       string            `json:"kind"`
-	Metadata   objectMeta        `json:"metadata"`
-	Immutable  bool              `json:"immutable,omitempty"`
-	Type       string            `json:"type,omitempty"`
-	Data       map[string][]byte `json:"data"`
-}
-
-type objectMeta struct {
-	Name      string            `json:"name"`
-	Namespace string            `json:"namespace,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-}
 
 // ensure verifies password against the node's secret, creating the secret
 // when the node is new. ErrNodePassword when it does not match.
@@ -107,8 +93,8 @@ func (n *nodePasswords) ensure(ctx context.Context, node, password string) error
 	n.mu.Unlock()
 	path := "/api/v1/namespaces/kube-system/secrets/" + secretName(node)
 	for attempt := 0; attempt < 2; attempt++ {
-		var s secret
-		err := n.api.do(ctx, http.MethodGet, path, "", nil, &s)
+		var s kubeapi.Secret
+		err := n.api.Do(ctx, http.MethodGet, path, "", nil, &s)
 		if err == nil {
 			h, ok := s.Data["hash"]
 			if !ok {
@@ -120,25 +106,25 @@ func (n *nodePasswords) ensure(ctx context.Context, node, password string) error
 			n.remember(node, sum)
 			return nil
 		}
-		if !errors.Is(err, errNotFound) {
+		if !errors.Is(err, kubeapi.ErrNotFound) {
 			return err
 		}
 		h, err := hashPassword(password)
 		if err != nil {
 			return err
 		}
-		s = secret{
+		s = kubeapi.Secret{
 			APIVersion: "v1", Kind: "Secret",
-			Metadata:  objectMeta{Name: secretName(node), Namespace: "kube-system"},
+			Metadata:  kubeapi.ObjectMeta{Name: secretName(node), Namespace: "kube-system"},
 			Immutable: true,
 			Data:      map[string][]byte{"hash": []byte(h)},
 		}
-		err = n.api.do(ctx, http.MethodPost, "/api/v1/namespaces/kube-system/secrets", "application/json", s, nil)
+		err = n.api.Do(ctx, http.MethodPost, "/api/v1/namespaces/kube-system/secrets", "application/json", s, nil)
 		if err == nil {
 			n.remember(node, sum)
 			return nil
 		}
-		if !errors.Is(err, errConflict) {
+		if !errors.Is(err, kubeapi.ErrConflict) {
 			return err
 		}
 		// Another request created it first: verify against that one.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/ballast-os/ballast/runtime/certs"
 	"github.com/ballast-os/ballast/runtime/datadir"
+	"github.com/ballast-os/ballast/runtime/kubeapi"
 )
 
 // Server is one server's supervisor listener.
@@ -55,7 +56,7 @@ type Server struct {
 	serverCA, clientCA       *certs.CA
 	clientPool               *x509.CertPool
 	users                    map[string]string // user -> password (server/cred/passwd)
-	api                      *kubeAPI
+	api                      *kubeapi.Client
 	passwords                *nodePasswords
 	proxy                    *apiProxy
 	serving                  tls.Certificate
@@ -126,10 +127,9 @@ func (s *Server) Load() error {
 		return fmt.Errorf("supervisor: API server URL: %w", err)
 	}
 	s.proxy = newAPIProxy(apiURL, serverPool, s.clientPool, authProxy)
-	s.api = &kubeAPI{base: strings.TrimSuffix(s.APIServer, "/"), client: &http.Client{
-		Timeout:   15 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverPool, Certificates: []tls.Certificate{self}, MinVersion: tls.VersionTLS12}},
-	}}
+	if s.api, err = kubeapi.New(s.APIServer, s.serverCAPEM, &self); err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
 	s.passwords = &nodePasswords{api: s.api}
 	return nil
 }
@@ -272,9 +272,55 @@ func (s *Server) agentAuth(h http.Handler) http.Handler {
 				}
 			}
 		}
+		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			user, err := s.reviewToken(r.Context(), bearer)
+			if err == nil {
+				h.ServeHTTP(w, r)
+				return
+			}
+			s.logf("join API: %s %s from %s: %v", r.Method, r.URL.Path, r.RemoteAddr, err)
+			if user == "" {
+				http.Error(w, "Unauthorized: the token is not this cluster's (expired or deleted bootstrap token?)", http.StatusUnauthorized)
+			} else {
+				http.Error(w, "Forbidden: "+err.Error(), http.StatusForbidden)
+			}
+			return
+		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="k3s"`)
 		http.Error(w, "Unauthorized: a join token is needed", http.StatusUnauthorized)
 	})
+}
+
+// reviewToken asks the API server who a bearer token is (TokenReview):
+// bootstrap tokens from `k3s token create` are admitted, as are nodes'
+// own tokens; user is "" when the token is not valid at all.
+func (s *Server) reviewToken(ctx context.Context, bearer string) (user string, err error) {
+	review := map[string]any{
+		"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+		"spec": map[string]any{"token": bearer},
+	}
+	var out struct {
+		Status struct {
+			Authenticated bool
+			Error         string
+			User          struct {
+				Username string
+				Groups   []string
+			}
+		}
+	}
+	if err := s.api.Do(ctx, http.MethodPost, "/apis/authentication.k8s.io/v1/tokenreviews", "application/json", review, &out); err != nil {
+		return "", fmt.Errorf("token review: %w", err)
+	}
+	if !out.Status.Authenticated {
+		return "", fmt.Errorf("token not authenticated: %s", out.Status.Error)
+	}
+	for _, g := range out.Status.User.Groups {
+		if g == "system:nodes" || strings.HasPrefix(g, "system:bootstrappers:") {
+			return out.Status.User.Username, nil
+		}
+	}
+	return out.Status.User.Username, fmt.Errorf("%s (groups %s) may not join nodes", out.Status.User.Username, strings.Join(out.Status.User.Groups, ","))
 }
 
 // nodeCert signs the PEM certificate request in the body for the node
@@ -377,7 +423,7 @@ func (s *Server) apiServers() []string {
 
 // readyz answers as the API server's /readyz does.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	err := s.api.do(r.Context(), http.MethodGet, "/readyz", "", nil, nil)
+	err := s.api.Do(r.Context(), http.MethodGet, "/readyz", "", nil, nil)
 	if err != nil {
 		http.Error(w, "API server not ready: "+err.Error(), http.StatusServiceUnavailable)
 		return

@@ -23,12 +23,16 @@ const prefix = "K10"
 // Token is a parsed join token.
 type Token struct {
 	CAHash   string // hex sha256 of the server CA bundle; empty for a bare password
-	Username string // "server" or "node" in full tokens; empty for a bare password
-	Password string
+	Username string // "server" or "node" in full tokens; empty for a bare password or a bootstrap token
+	Password string // the password, or the bootstrap token (id.secret)
 }
 
+// Bootstrap reports a bootstrap token (`k3s token create`): it joins with
+// bearer authentication, the others with basic authentication.
+func (t Token) Bootstrap() bool { return t.Username == "" && IsBootstrap(t.Password) }
+
 // ErrFormat is returned for a K10 token that does not have the right shape.
-var ErrFormat = errors.New("invalid token format: want K10<sha256 hex>::<user>:<password> or a bare password")
+var ErrFormat = errors.New("invalid token format: want K10<sha256 hex>::<user>:<password>, K10<sha256 hex>::<bootstrap token>, or a bare password")
 
 // ErrCAHash is returned when the server's CA bundle does not match the token.
 var ErrCAHash = errors.New("the server's CA certificates do not match the token's hash")
@@ -48,6 +52,9 @@ func Parse(s string) (Token, error) {
 	if !ok || !hexHash.MatchString(hash) {
 		return Token{}, ErrFormat
 	}
+	if IsBootstrap(creds) {
+		return Token{CAHash: hash, Password: creds}, nil
+	}
 	user, pass, ok := strings.Cut(creds, ":")
 	if !ok || user == "" || pass == "" {
 		return Token{}, ErrFormat
@@ -57,8 +64,11 @@ func Parse(s string) (Token, error) {
 
 // String formats a full token, or the bare password when there is no hash.
 func (t Token) String() string {
-	if t.CAHash == "" {
+	switch {
+	case t.CAHash == "":
 		return t.Password
+	case t.Username == "":
+		return prefix + t.CAHash + "::" + t.Password
 	}
 	return prefix + t.CAHash + "::" + t.Username + ":" + t.Password
 }

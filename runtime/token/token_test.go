@@ -28,6 +28,13 @@ func TestParseRoundTrip(t *testing.T) {
 	if err := tok.VerifyCA([]byte("other")); !errors.Is(err, ErrCAHash) {
 		t.Errorf("VerifyCA(other) = %v", err)
 	}
+	boot, err := Parse("K10" + h + "::abcdef.0123456789abcdef")
+	if err != nil || !boot.Bootstrap() || boot.Password != "abcdef.0123456789abcdef" || boot.String() != "K10"+h+"::abcdef.0123456789abcdef" {
+		t.Errorf("bootstrap = %+v, %v", boot, err)
+	}
+	if tok.Bootstrap() {
+		t.Errorf("%+v is not a bootstrap token", tok)
+	}
 	bare, err := Parse("  mypassword\n")
 	if err != nil || bare.Password != "mypassword" || bare.CAHash != "" || bare.String() != "mypassword" {
 		t.Errorf("bare = %+v, %v", bare, err)
