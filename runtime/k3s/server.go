@@ -2,6 +2,7 @@ package k3s
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,6 +17,8 @@ import (
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/containerdcfg"
 	"github.com/ballast-os/ballast/runtime/datadir"
+	"github.com/ballast-os/ballast/runtime/kubeapi"
+	"github.com/ballast-os/ballast/runtime/nodecontroller"
 	"github.com/ballast-os/ballast/runtime/packaged"
 	"github.com/ballast-os/ballast/runtime/supervisor"
 	"github.com/ballast-os/ballast/runtime/token"
@@ -86,7 +89,7 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err := writeEgressSelectorConfig(s, lay); err != nil {
 		return err
 	}
-	staged, err := packaged.StageServer(s, nodeName, nodeIPs)
+	staged, err := packaged.StageServer(s)
 	if err != nil {
 		return err
 	}
@@ -98,6 +101,9 @@ func (a *app) server(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := a.startSupervisor(ctx, s, nodeIPs); err != nil {
+		return err
+	}
+	if err := a.startNodeController(ctx, s, lay); err != nil {
 		return err
 	}
 	if !s.DisableAgent {
@@ -112,6 +118,27 @@ func (a *app) server(ctx context.Context, args []string) error {
 	}
 	up := fmt.Sprintf("k3s server is up: API on https://127.0.0.1:%d, kubeconfig %s", s.HTTPSListenPort, s.WriteKubeconfig)
 	return a.runPlan(ctx, filepath.Join(s.DataDir, LogDir), plan, up)
+}
+
+// startNodeController runs the node controller (CoreDNS's NodeHosts,
+// deleted nodes' password secrets) in this process, as the supervisor
+// identity, against the local API server.
+func (a *app) startNodeController(ctx context.Context, s *config.ServerConfig, lay datadir.Layout) error {
+	ca, err := os.ReadFile(filepath.Join(lay.TLS(), "server-ca.crt"))
+	if err != nil {
+		return err
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(lay.TLS(), "client-supervisor.crt"), filepath.Join(lay.TLS(), "client-supervisor.key"))
+	if err != nil {
+		return err
+	}
+	api, err := kubeapi.New(fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), ca, &cert)
+	if err != nil {
+		return err
+	}
+	nc := &nodecontroller.Controller{API: api, Logf: func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) }}
+	go nc.Run(ctx)
+	return nil
 }
 
 // startSupervisor opens the supervisor listener on bind-address:

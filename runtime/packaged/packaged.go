@@ -69,10 +69,6 @@ type Values struct {
 	// FlannelExternalIP makes metrics-server prefer nodes' ExternalIP
 	// (k3s does so with flannel-external-ip).
 	FlannelExternalIP bool
-	// NodeName and NodeIPs fill CoreDNS's NodeHosts ("IP name" lines),
-	// which k3s's node controller maintains; empty with --disable-agent.
-	NodeName string
-	NodeIPs  []netip.Addr
 }
 
 // Result of Stage. Paths are absolute (dir joined with the file's path).
@@ -111,7 +107,7 @@ func cleanNames(disable []string) []string {
 }
 
 // vars are the template variables, named as k3s names them, plus
-// NODE_HOSTS and DEFAULT_LOCAL_STORAGE_PATH_JSON (both JSON strings, which
+// DEFAULT_LOCAL_STORAGE_PATH_JSON (a JSON string, which
 // are valid YAML and JSON scalars whatever they contain).
 func (v Values) vars() (map[string]string, error) {
 	dns := v.ClusterDNS
@@ -155,21 +151,6 @@ func (v Values) vars() (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var hosts strings.Builder
-	if v.NodeName != "" {
-		if strings.ContainsAny(v.NodeName, " \t\r\n#") {
-			return nil, fmt.Errorf("packaged: node name %q: not a host name", v.NodeName)
-		}
-		for _, a := range v.NodeIPs {
-			if a.IsValid() {
-				fmt.Fprintf(&hosts, "%s %s\n", a.Unmap(), v.NodeName)
-			}
-		}
-	}
-	hostsJSON, err := json.Marshal(hosts.String())
-	if err != nil {
-		return nil, err
-	}
 	addrTypes := "InternalIP,ExternalIP,Hostname"
 	if v.FlannelExternalIP {
 		addrTypes = "ExternalIP,InternalIP,Hostname"
@@ -184,7 +165,6 @@ func (v Values) vars() (map[string]string, error) {
 		"%{SYSTEM_DEFAULT_REGISTRY}%":         reg + "/",
 		"%{SYSTEM_DEFAULT_REGISTRY_RAW}%":     raw,
 		"%{PREFERRED_ADDRESS_TYPES}%":         addrTypes,
-		"%{NODE_HOSTS}%":                      string(hostsJSON),
 	}, nil
 }
 

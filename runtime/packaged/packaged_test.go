@@ -22,10 +22,7 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
 
 // goldenValues are the values of a default single-node server.
-var goldenValues = Values{
-	NodeName: "ballast",
-	NodeIPs:  []netip.Addr{netip.MustParseAddr("10.0.2.15")},
-}
+var goldenValues = Values{}
 
 // allFiles is what k3s stages (less traefik), by relative path.
 var allFiles = []string{
@@ -193,8 +190,8 @@ func TestDocumentsAndImages(t *testing.T) {
 					t.Errorf("%s: config.json %+v", where, cfg)
 				}
 			}
-			if nh, ok := data["NodeHosts"]; ok && nh != "10.0.2.15 ballast\n" {
-				t.Errorf("%s: NodeHosts %q", where, nh)
+			if nh, ok := data["NodeHosts"]; ok {
+				t.Errorf("%s: NodeHosts %q in the manifest: the node controller owns it", where, nh)
 			}
 		}
 	}
@@ -247,8 +244,6 @@ func TestValues(t *testing.T) {
 		SystemDefaultRegistry: "registry.example.com:5000",
 		StoragePath:           `/data/my "volumes"`,
 		FlannelExternalIP:     true,
-		NodeName:              "n1",
-		NodeIPs:               []netip.Addr{netip.MustParseAddr("192.168.1.5"), netip.MustParseAddr("fd00::5")},
 	}
 	files, err := Render(v, nil)
 	if err != nil {
@@ -264,7 +259,6 @@ func TestValues(t *testing.T) {
 		`image: "registry.example.com:5000/rancher/mirrored-library-busybox:1.37.0"`,
 		`"paths":["/data/my \"volumes\""]`,
 		"--kubelet-preferred-address-types=ExternalIP,InternalIP,Hostname",
-		`NodeHosts: "192.168.1.5 n1\nfd00::5 n1\n"`,
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("rendered manifests lack %q", want)
@@ -285,7 +279,6 @@ func TestValues(t *testing.T) {
 		{Values{ClusterDomain: "a b"}, "cluster-domain"},
 		{Values{StoragePath: "relative/dir"}, "default-local-storage-path"},
 		{Values{SystemDefaultRegistry: "reg\nx"}, "system-default-registry"},
-		{Values{NodeName: "a b", NodeIPs: goldenValues.NodeIPs}, "node name"},
 		{Values{ClusterDNS: []netip.Addr{{}}}, "cluster-dns"},
 	} {
 		if _, err := Render(tc.v, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -403,21 +396,20 @@ func TestValuesFor(t *testing.T) {
 		ClusterDomain: "cluster.local",
 		Disable:       []string{"traefik", "servicelb"},
 	}
-	ips := []netip.Addr{netip.MustParseAddr("10.0.2.15")}
-	v, disable := ValuesFor(s, "n1", ips)
-	if v.StoragePath != "/var/lib/rancher/k3s/storage" || v.SystemDefaultRegistry != "reg.local" || v.NodeName != "n1" || !slices.Equal(disable, []string{"traefik", "servicelb"}) {
+	v, disable := ValuesFor(s)
+	if v.StoragePath != "/var/lib/rancher/k3s/storage" || v.SystemDefaultRegistry != "reg.local" || !slices.Equal(disable, []string{"traefik", "servicelb"}) {
 		t.Errorf("values %+v disable %v", v, disable)
 	}
 	s.DisableCloudController = true
 	s.DisableAgent = true
 	s.DefaultLocalStoragePath = "/srv/volumes"
-	v, disable = ValuesFor(s, "n1", ips)
-	if v.StoragePath != "/srv/volumes" || v.NodeName != "" || !slices.Equal(disable, []string{"traefik", "servicelb", "ccm"}) {
+	v, disable = ValuesFor(s)
+	if v.StoragePath != "/srv/volumes" || !slices.Equal(disable, []string{"traefik", "servicelb", "ccm"}) {
 		t.Errorf("values %+v disable %v", v, disable)
 	}
 
 	s.DataDir = t.TempDir()
-	res, err := StageServer(s, "n1", ips)
+	res, err := StageServer(s)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package packaged
 
 import (
-	"net/netip"
 
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/datadir"
@@ -11,10 +10,9 @@ import (
 // the names to disable, as k3s's server does: default-local-storage-path
 // defaults to <data-dir>/storage, and the cloud-controller RBAC (ccm) is
 // disabled when both disable-cloud-controller and servicelb are.
-// nodeName and nodeIPs are the ones the server resolved (hostname,
-// node-ip or the default route's address); they are left out of CoreDNS's
-// NodeHosts with --disable-agent, where no node registers.
-func ValuesFor(s *config.ServerConfig, nodeName string, nodeIPs []netip.Addr) (Values, []string) {
+// CoreDNS's NodeHosts is not in the manifest: the node controller
+// (package nodecontroller) keeps it for every node.
+func ValuesFor(s *config.ServerConfig) (Values, []string) {
 	v := Values{
 		ClusterDNS:            s.ClusterDNS,
 		ClusterDomain:         s.ClusterDomain,
@@ -24,9 +22,6 @@ func ValuesFor(s *config.ServerConfig, nodeName string, nodeIPs []netip.Addr) (V
 	}
 	if v.StoragePath == "" {
 		v.StoragePath = datadir.Layout{Root: s.DataDir}.Storage()
-	}
-	if !s.DisableAgent {
-		v.NodeName, v.NodeIPs = nodeName, nodeIPs
 	}
 	disable := append([]string(nil), s.Disable...)
 	if s.DisableCloudController && s.Disabled("servicelb") {
@@ -40,7 +35,7 @@ func ValuesFor(s *config.ServerConfig, nodeName string, nodeIPs []netip.Addr) (V
 // server's values. Pass Result.DeployControllerArgs() to
 // `k3s deploy-controller` so that disabled components' objects are
 // deleted.
-func StageServer(s *config.ServerConfig, nodeName string, nodeIPs []netip.Addr) (Result, error) {
-	v, disable := ValuesFor(s, nodeName, nodeIPs)
+func StageServer(s *config.ServerConfig) (Result, error) {
+	v, disable := ValuesFor(s)
 	return Stage(datadir.Layout{Root: s.DataDir}.Manifests(), v, disable)
 }
