@@ -12,6 +12,7 @@ import (
 // Cluster is a private Docker network and the node containers on it.
 type Cluster struct {
 	Image   string // image ID
+	Runtime string // the OCI runtime nodes run with ("": the daemon's default)
 	Network string
 	prefix  string
 	nodes   []*Node
@@ -21,14 +22,14 @@ type Cluster struct {
 
 // NewCluster creates an --internal network: the nodes reach each other
 // and the host, and nothing beyond, as an air-gapped site.
-func NewCluster(ctx context.Context, image string, logf func(string, ...any)) (*Cluster, error) {
+func NewCluster(ctx context.Context, image, runtime string, logf func(string, ...any)) (*Cluster, error) {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	prefix := "ballast-" + hex.EncodeToString(b)
 	if _, err := docker(ctx, "network", "create", "--internal", "--label", "ballast-test=1", prefix); err != nil {
 		return nil, err
 	}
-	return &Cluster{Image: image, Network: prefix, prefix: prefix, Logf: logf}, nil
+	return &Cluster{Image: image, Runtime: runtime, Network: prefix, prefix: prefix, Logf: logf}, nil
 }
 
 // Close removes every node (with its volumes) and the network.
@@ -64,6 +65,9 @@ func (c *Cluster) StartHost(ctx context.Context, container, name string, env map
 	n := &Node{Name: name, Container: c.prefix + "-" + container, c: c}
 	run := []string{"run", "-d", "--privileged", "--cgroupns=private", "--name", n.Container, "--hostname", name,
 		"--network", c.Network, "--tmpfs", "/run", "--tmpfs", "/var/run", "--label", "ballast-test=1"}
+	if c.Runtime != "" {
+		run = append(run, "--runtime", c.Runtime)
+	}
 	for k, v := range env {
 		run = append(run, "-e", k+"="+v)
 	}
@@ -116,6 +120,12 @@ func (n *Node) ComponentLogs(ctx context.Context, lines int) string {
 // volumes stay, as a powered-off machine keeps its disk.
 func (n *Node) Stop(ctx context.Context) error {
 	_, err := docker(ctx, "stop", "-t", "30", n.Container)
+	return err
+}
+
+// Remove deletes the container and its volumes: the machine is gone.
+func (n *Node) Remove(ctx context.Context) error {
+	_, err := docker(ctx, "rm", "-f", "-v", n.Container)
 	return err
 }
 

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
+	goruntime "runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ func imageArchive(t *testing.T) string {
 	if p := os.Getenv("BALLAST_OCI_IMAGE"); p != "" {
 		return p
 	}
-	_, file, _, _ := runtime.Caller(0)
+	_, file, _, _ := goruntime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "out", "ballast-cluster-test-x86_64.oci.tar")
 }
 
@@ -31,14 +32,15 @@ func newCluster(t *testing.T) (*Cluster, context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	t.Cleanup(cancel)
-	if err := EnsureDaemon(ctx); err != nil {
+	runtime, err := EnsureDaemon(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 	id, err := LoadImage(ctx, imageArchive(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewCluster(ctx, id, t.Logf)
+	c, err := NewCluster(ctx, id, runtime, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +75,9 @@ func nodeReady(ctx context.Context, server *Node, name string) (string, error) {
 	return server.Kubectl(ctx, "get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 }
 
+// waitReady waits until each node's Ready condition is want ("True"),
+// or, with want "!True", anything else: a node whose kubelet stopped
+// reporting is Unknown (kubectl's NotReady).
 func waitReady(ctx context.Context, t *testing.T, server *Node, want string, timeout time.Duration, names ...string) {
 	t.Helper()
 	start := time.Now()
@@ -82,10 +87,10 @@ func waitReady(ctx context.Context, t *testing.T, server *Node, want string, tim
 			if err != nil {
 				return err
 			}
-			if got != want {
-				return fmt.Errorf("node %s Ready=%q, want %q", name, got, want)
+			if neg, ok := strings.CutPrefix(want, "!"); ok && got != neg || got == want {
+				return nil
 			}
-			return nil
+			return fmt.Errorf("node %s Ready=%q, want %q", name, got, want)
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -257,6 +262,57 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// k3s token create makes a token a new agent joins with; when that
+	// machine is gone and its node deleted, its password secret goes too.
+	boot, err := server.Exec(ctx, "k3s", "token", "create", "--description", "cluster test")
+	if err != nil || !strings.HasPrefix(boot, "K10"+hash+"::") || len(boot) != len("K10"+hash+"::")+23 {
+		t.Fatalf("k3s token create: %q %v", boot, err)
+	}
+	id := boot[len("K10"+hash+"::"):][:6]
+	if list, err := server.Exec(ctx, "k3s", "token", "list"); err != nil || !strings.Contains(list, id+".") || !strings.Contains(list, "cluster test") {
+		t.Errorf("k3s token list: %v\n%s", err, list)
+	}
+	agent3, err := c.Start(ctx, "agent3", map[string]string{"K3S_URL": url, "K3S_TOKEN": boot}, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, server, "True", 3*time.Minute, "agent3")
+	if err := agent3.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := server.Kubectl(ctx, "delete", "node", "agent3"); err != nil {
+		t.Fatalf("delete node agent3: %v %s", err, out)
+	}
+	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+		out, err := server.Kubectl(ctx, "get", "secret", "-n", "kube-system", "agent3.node-password.k3s", "--ignore-not-found", "-o", "name")
+		if err == nil && out != "" {
+			err = fmt.Errorf("secret %s still there", out)
+		}
+		return err
+	}); err != nil {
+		t.Error(err)
+	}
+	if out, err := server.Exec(ctx, "k3s", "token", "delete", id); err != nil || !strings.Contains(out, id) {
+		t.Errorf("k3s token delete: %v %q", err, out)
+	}
+
+	// CoreDNS's NodeHosts names every node.
+	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+		hosts, err := server.Kubectl(ctx, "get", "configmap", "-n", "kube-system", "coredns", "-o", "jsonpath={.data.NodeHosts}")
+		lines := strings.Split(hosts, "\n")
+		for _, n := range []*Node{server, agent1, agent2} {
+			if err == nil && !slices.Contains(lines, n.IP+" "+n.Name) {
+				err = fmt.Errorf("NodeHosts lacks %s %s:\n%s", n.IP, n.Name, hosts)
+			}
+		}
+		if err == nil && strings.Contains(hosts, "agent3") {
+			err = fmt.Errorf("NodeHosts still names the deleted agent3:\n%s", hosts)
+		}
+		return err
+	}); err != nil {
+		t.Error(err)
+	}
+
 	// Workload over the three nodes.
 	if out, err := server.Exec(ctx, "sh", "-c", "cat > /tmp/app.yaml <<'EOF'\n"+clusterManifest+"\nEOF\nk3s kubectl apply -f /tmp/app.yaml"); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
@@ -312,7 +368,7 @@ func TestCluster(t *testing.T) {
 	if err := agent2.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitReady(ctx, t, server, "False", 3*time.Minute, "agent2")
+	waitReady(ctx, t, server, "!True", 3*time.Minute, "agent2")
 	uid, _ := server.Kubectl(ctx, "get", "node", "agent2", "-o", "jsonpath={.metadata.uid}")
 	if err := agent2.Restart(ctx); err != nil {
 		t.Fatal(err)

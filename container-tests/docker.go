@@ -23,6 +23,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -42,16 +44,84 @@ func docker(ctx context.Context, args ...string) (string, error) {
 	return s, nil
 }
 
+// CapsRuntime is the name the daemon knows runc-caps by.
+const CapsRuntime = "ballast-runc"
+
 // EnsureDaemon makes sure a Docker daemon answers: it starts Debian's
 // dockerd (as root) when none runs and waits for it. The daemon keeps
-// running after the tests, as it would under systemd.
-func EnsureDaemon(ctx context.Context) error {
+// running after the tests, as it would under systemd. On a machine that
+// cannot grant every capability (see runc-caps) it returns the OCI
+// runtime that privileged nodes must use, and starts the daemon with it.
+func EnsureDaemon(ctx context.Context) (runtime string, err error) {
 	if _, err := exec.LookPath("docker"); err != nil {
-		return errors.New("the docker CLI is missing: run scripts/install-deps test (Debian package docker.io)")
+		return "", errors.New("the docker CLI is missing: run scripts/install-deps test (Debian package docker.io)")
 	}
-	if _, err := docker(ctx, "info", "--format", "{{.ServerVersion}}"); err == nil {
-		return nil
+	missing, err := missingCaps()
+	if err != nil {
+		return "", err
 	}
+	var wrapper string
+	if missing {
+		runtime = CapsRuntime
+		if wrapper, err = buildCapsWrapper(ctx); err != nil {
+			return "", err
+		}
+	}
+	if info, err := docker(ctx, "info", "--format", "{{json .Runtimes}}"); err == nil {
+		if missing && !strings.Contains(info, `"`+CapsRuntime+`"`) {
+			return "", fmt.Errorf("this machine cannot grant every capability, so privileged containers need the %s runtime, and the running Docker daemon lacks it: restart dockerd with --add-runtime %s=%s (or stop it and let the tests start it)", CapsRuntime, CapsRuntime, wrapper)
+		}
+		return runtime, nil
+	}
+	return runtime, startDaemon(ctx, wrapper)
+}
+
+// missingCaps reports whether this process's bounding set lacks a
+// capability the kernel has.
+func missingCaps() (bool, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false, err
+	}
+	last, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return false, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(last)))
+	if err != nil {
+		return false, fmt.Errorf("cap_last_cap: %w", err)
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapBnd:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return false, err
+			}
+			all := uint64(1)<<uint(n+1) - 1
+			return mask&all != all, nil
+		}
+	}
+	return false, errors.New("no CapBnd in /proc/self/status")
+}
+
+// buildCapsWrapper builds runc-caps into the user cache (a stable path:
+// the daemon keeps naming it after this test process ends).
+func buildCapsWrapper(ctx context.Context) (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(cache, "ballast", "container-tests", "runc-caps")
+	_, file, _, _ := goruntime.Caller(0)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./runc-caps")
+	cmd.Dir = filepath.Dir(file)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building runc-caps: %w: %s", err, b)
+	}
+	return out, nil
+}
+
+func startDaemon(ctx context.Context, wrapper string) error {
 	dockerd, err := exec.LookPath("dockerd")
 	if err != nil {
 		return errors.New("no Docker daemon runs and dockerd is missing: run scripts/install-deps test (Debian package docker.io)")
@@ -66,6 +136,9 @@ func EnsureDaemon(ctx context.Context) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(dockerd)
+	if wrapper != "" {
+		cmd.Args = append(cmd.Args, "--add-runtime", CapsRuntime+"="+wrapper)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session: the daemon outlives this test process.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -91,6 +91,16 @@ func (b *builder) containerImage(t *filetree.Tree, rf *runtimeFiles) (ociimage.I
 		}
 		img.Entries = append(img.Entries, oe)
 	}
+	// A booted node's init writes the accounts at every boot; a container
+	// has no such init. root only, as in rancher/k3s.
+	for _, f := range []struct{ path, data string }{
+		{"etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"},
+		{"etc/group", "root:x:0:\n"},
+	} {
+		if t.Get(f.path) == nil {
+			img.Entries = append(img.Entries, ociimage.Entry{Path: f.path, Type: ociimage.File, Mode: 0o644, Data: []byte(f.data)})
+		}
+	}
 	if rf != nil && len(rf.images) > 0 {
 		dir := "var/lib/rancher/k3s/agent/images"
 		img.Entries = append(img.Entries, ociimage.Entry{Path: dir, Type: ociimage.Dir, Mode: 0o755})

@@ -40,6 +40,10 @@ type Node struct {
 	// --cloud-provider=external, as k3s passes it; without one that taint
 	// would keep every pod off the node.
 	CloudController bool
+	// CgroupV1: the host mounts cgroup v1 (a container on an older host).
+	// Kubernetes 1.35 and later refuse it unless failCgroupV1 is false,
+	// which k3s sets there; it warns instead.
+	CgroupV1 bool
 }
 
 func (n *Node) layout() datadir.Layout { return datadir.Layout{Root: n.Server.DataDir} }
@@ -406,6 +410,9 @@ func (n *Node) KubeletConfig() ([]byte, error) {
 	}
 	if s.ProtectKernelDefaults {
 		cfg["protectKernelDefaults"] = true
+	}
+	if n.CgroupV1 {
+		cfg["failCgroupV1"] = false
 	}
 	if !s.Disabled("servicelb") {
 		cfg["allowedUnsafeSysctls"] = []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}

@@ -98,8 +98,12 @@ func TestDisableAgent(t *testing.T) {
 		t.Error("disable-kube-proxy / external runtime not honoured")
 	}
 	kc, _ := n.KubeletConfig()
-	if !strings.Contains(string(kc), "unix:///run/containerd/containerd.sock") {
+	if !strings.Contains(string(kc), "unix:///run/containerd/containerd.sock") || strings.Contains(string(kc), "failCgroupV1") {
 		t.Errorf("kubelet config %s", kc)
+	}
+	n.CgroupV1 = true
+	if kc, _ := n.KubeletConfig(); !strings.Contains(string(kc), "failCgroupV1: false") {
+		t.Errorf("kubelet config on cgroup v1 %s", kc)
 	}
 }
 

@@ -33,6 +33,11 @@ type Config struct {
 	CertsDir        string // agent/etc/containerd/certs.d
 	SELinux         bool
 	SystemdCgroup   bool
+	// RestrictOOMScoreAdj keeps containers' oom_score_adj at or above
+	// containerd's own: set where the node cannot lower it (no
+	// CAP_SYS_RESOURCE: rootless, or a node in a restricted container),
+	// else every pod sandbox fails to start.
+	RestrictOOMScoreAdj bool
 	DefaultRuntime  string
 	Runtimes        []Runtime
 	Registry        *Registry
@@ -141,6 +146,9 @@ state = {{ q .State }}
   enable_unprivileged_ports = true
   enable_unprivileged_icmp = true
   device_ownership_from_security_context = false
+{{- if .RestrictOOMScoreAdj }}
+  restrict_oom_score_adj = true
+{{- end }}
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = {{ q .Snapshotter }}

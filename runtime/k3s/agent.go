@@ -88,7 +88,11 @@ func (a *app) agent(ctx context.Context, args []string) error {
 	if err := joined.Cluster.ApplyTo(s); err != nil {
 		return err
 	}
-	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: "/etc/resolv.conf"}
+	resolv, err := a.nodeResolvConf(ac.ResolvConf, lay)
+	if err != nil {
+		return err
+	}
+	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: resolv, CgroupV1: cgroupV1(realHost{})}
 	if err := a.writeAgentConfigs(s, lay, n); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -63,6 +64,31 @@ func setupNode(h host) []string {
 		warn = append(warn, msg)
 	}
 	return warn
+}
+
+// capSysResource is CAP_SYS_RESOURCE's bit.
+const capSysResource = 24
+
+// hasCapability reports whether this process holds capability bit in its
+// effective set (true when the set cannot be read).
+func hasCapability(h host, bit uint) bool {
+	data, err := h.readFile("/proc/self/status")
+	if err != nil {
+		return true
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err != nil || mask&(1<<bit) != 0
+		}
+	}
+	return true
+}
+
+// cgroupV1 reports a host without the unified cgroup hierarchy.
+func cgroupV1(h host) bool {
+	_, err := h.readFile("/sys/fs/cgroup/cgroup.controllers")
+	return err != nil
 }
 
 // cgroupProblem is k3s's message when the memory cgroup is missing, or "".

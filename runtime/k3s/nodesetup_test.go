@@ -71,3 +71,23 @@ func TestCgroupProblem(t *testing.T) {
 		}
 	}
 }
+
+func TestHasCapability(t *testing.T) {
+	h := fakeStatus("Name:\tk3s\nCapEff:\t000001fffeffffff\n")
+	if hasCapability(h, capSysResource) {
+		t.Error("CAP_SYS_RESOURCE is not in 000001fffeffffff")
+	}
+	if !hasCapability(h, 21) {
+		t.Error("CAP_SYS_ADMIN is in 000001fffeffffff")
+	}
+	if !hasCapability(fakeStatus("Name:\tk3s\n"), capSysResource) {
+		t.Error("an unreadable set must not restrict the node")
+	}
+}
+
+// fakeStatus is a host whose /proc/self/status is s.
+type fakeStatus string
+
+func (fakeStatus) modprobe(string) error             { return nil }
+func (fakeStatus) writeSysctl(string, string) error  { return nil }
+func (f fakeStatus) readFile(string) ([]byte, error) { return []byte(f), nil }

@@ -80,7 +80,13 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err := certs.WriteAdminKubeconfig(s.DataDir, s.WriteKubeconfig, s.HTTPSListenPort, s.WriteKubeconfigMode); err != nil {
 		return err
 	}
-	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: "/etc/resolv.conf"}
+	resolv := ""
+	if !s.DisableAgent {
+		if resolv, err = a.nodeResolvConf(s.ResolvConf, lay); err != nil {
+			return err
+		}
+	}
+	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: resolv, CgroupV1: cgroupV1(realHost{})}
 	if !s.DisableAgent {
 		if err := a.writeAgentConfigs(s, lay, n); err != nil {
 			return err
@@ -220,7 +226,8 @@ func (a *app) writeAgentConfigs(s *config.ServerConfig, lay datadir.Layout, n *c
 		Root: lay.ContainerdRoot(), State: componentargs.ContainerdState, Address: componentargs.ContainerdSocket,
 		Snapshotter: s.Snapshotter, SandboxImage: s.PauseImage, CNIBinDir: "/usr/lib/ballast/cni",
 		CNIConfDir: lay.CNIConf(), CertsDir: lay.ContainerdCertsD(), SELinux: s.SELinux,
-		DefaultRuntime: s.DefaultRuntime, Runtimes: containerdcfg.FindNVIDIARuntimes(os.Getenv("PATH"), os.Stat),
+		RestrictOOMScoreAdj: s.Rootless || !hasCapability(realHost{}, capSysResource),
+		DefaultRuntime:      s.DefaultRuntime, Runtimes: containerdcfg.FindNVIDIARuntimes(os.Getenv("PATH"), os.Stat),
 	}
 	if data, err := os.ReadFile(s.PrivateRegistry); err == nil {
 		if cc.Registry, err = containerdcfg.ParseRegistries(s.PrivateRegistry, data); err != nil {

@@ -209,3 +209,51 @@ func FromKubeconfig(path string) (*Client, error) {
 	}
 	return nil, fmt.Errorf("kubeconfig %s: no cluster for context %q", path, kc.CurrentContext)
 }
+
+// Event is one watch event.
+type Event struct {
+	Type   string // ADDED, MODIFIED, DELETED, BOOKMARK, ERROR
+	Object json.RawMessage
+}
+
+// Watch streams the events of a collection path (e.g. /api/v1/nodes)
+// from resourceVersion until ctx ends, the server closes the stream (its
+// request timeout), or f returns an error; it returns that error, or nil
+// when the stream ended. An ERROR event (e.g. 410 Gone: the version is too
+// old) is returned as an error: list again.
+func (k *Client) Watch(ctx context.Context, path, resourceVersion string, f func(Event) error) error {
+	q := url.Values{"watch": {"1"}, "resourceVersion": {resourceVersion}, "allowWatchBookmarks": {"true"}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.Base+path+"?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	// A watch lasts as long as the server keeps it: no client timeout.
+	hc := *k.HTTP
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return &StatusError{Method: "WATCH", Path: path, Status: resp.Status, Message: strings.TrimSpace(string(body))}
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev Event
+		if err := dec.Decode(&ev); err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("watch %s: %w", path, err)
+		}
+		if ev.Type == "ERROR" {
+			return fmt.Errorf("watch %s: %s", path, ev.Object)
+		}
+		if err := f(ev); err != nil {
+			return err
+		}
+	}
+}

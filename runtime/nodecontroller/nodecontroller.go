@@ -8,6 +8,7 @@ package nodecontroller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -19,13 +20,13 @@ import (
 	"github.com/ballast-os/ballast/runtime/kubeapi"
 )
 
-// Controller polls the nodes (a few requests a minute: no watch cache to
-// keep in the k3s process).
+// Controller lists the nodes, then follows them with a watch: a node's
+// deletion is seen at once, and a watch costs the k3s process no cache.
 type Controller struct {
-	API *kubeapi.Client
-	// Interval between passes (10 s).
-	Interval time.Duration
-	Logf     func(format string, args ...any)
+	API  *kubeapi.Client
+	Logf func(format string, args ...any)
+	// Retry is the wait before listing again after an error (2 s).
+	Retry time.Duration
 }
 
 // FieldManager is the controller's name in managedFields.
@@ -39,15 +40,18 @@ type Node struct {
 
 // NodeHosts renders the hosts file: "IP name" lines, sorted by name then
 // address, for every InternalIP of every node.
-func NodeHosts(nodes []Node) string {
-	sorted := append([]Node(nil), nodes...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+func NodeHosts(nodes map[string]Node) string {
+	names := make([]string, 0, len(nodes))
+	for n := range nodes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
 	var b strings.Builder
-	for _, n := range sorted {
-		addrs := append([]string(nil), n.Addresses...)
+	for _, name := range names {
+		addrs := append([]string(nil), nodes[name].Addresses...)
 		sort.Strings(addrs)
 		for _, a := range addrs {
-			fmt.Fprintf(&b, "%s %s\n", a, n.Name)
+			fmt.Fprintf(&b, "%s %s\n", a, name)
 		}
 	}
 	return b.String()
@@ -59,76 +63,100 @@ func (c *Controller) logf(format string, args ...any) {
 	}
 }
 
-// Run syncs every Interval until ctx ends.
-func (c *Controller) Run(ctx context.Context) {
-	interval := c.Interval
-	if interval == 0 {
-		interval = 10 * time.Second
+// nodeObject is the part of a Node object the controller reads.
+type nodeObject struct {
+	Metadata struct{ Name, ResourceVersion string }
+	Status   struct {
+		Addresses []struct{ Type, Address string }
 	}
-	var known map[string]bool
+}
+
+func (o nodeObject) node() Node {
+	n := Node{Name: o.Metadata.Name}
+	for _, a := range o.Status.Addresses {
+		if _, err := netip.ParseAddr(a.Address); a.Type == "InternalIP" && err == nil {
+			n.Addresses = append(n.Addresses, a.Address)
+		}
+	}
+	return n
+}
+
+// Run lists and watches until ctx ends; after an error (the API server
+// restarting, a watch too old) it lists again.
+func (c *Controller) Run(ctx context.Context) {
+	retry := c.Retry
+	if retry == 0 {
+		retry = 2 * time.Second
+	}
 	lastErr := ""
-	for {
-		next, err := c.Sync(ctx, known)
-		if err == nil {
-			known = next
-			lastErr = ""
-		} else if ctx.Err() == nil && err.Error() != lastErr {
+	for ctx.Err() == nil {
+		err := c.runOnce(ctx)
+		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
 			lastErr = err.Error()
 			c.logf("node controller: %v", err)
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(interval):
+		case <-time.After(retry):
 		}
 	}
 }
 
-// Sync does one pass: NodeHosts written when it differs, and the password
-// secrets of nodes in known but gone now deleted (known nil: the first
-// pass, which deletes nothing). It returns the nodes it saw.
-func (c *Controller) Sync(ctx context.Context, known map[string]bool) (map[string]bool, error) {
+// runOnce lists the nodes, writes NodeHosts, then applies every watch
+// event until the watch ends.
+func (c *Controller) runOnce(ctx context.Context) error {
 	var list struct {
-		Items []struct {
-			Metadata struct{ Name string }
-			Status   struct {
-				Addresses []struct{ Type, Address string }
-			}
-		}
+		Metadata struct{ ResourceVersion string }
+		Items    []nodeObject
 	}
 	if err := c.API.Do(ctx, http.MethodGet, "/api/v1/nodes", "", nil, &list); err != nil {
-		return nil, err
+		return err
 	}
-	seen := map[string]bool{}
-	var nodes []Node
+	nodes := map[string]Node{}
 	for _, it := range list.Items {
-		n := Node{Name: it.Metadata.Name}
-		for _, a := range it.Status.Addresses {
-			if _, err := netip.ParseAddr(a.Address); a.Type == "InternalIP" && err == nil {
-				n.Addresses = append(n.Addresses, a.Address)
+		nodes[it.Metadata.Name] = it.node()
+	}
+	hosts := NodeHosts(nodes)
+	if err := c.syncNodeHosts(ctx, hosts); err != nil {
+		return err
+	}
+	return c.API.Watch(ctx, "/api/v1/nodes", list.Metadata.ResourceVersion, func(ev kubeapi.Event) error {
+		var o nodeObject
+		if err := json.Unmarshal(ev.Object, &o); err != nil {
+			return err
+		}
+		switch ev.Type {
+		case "ADDED", "MODIFIED":
+			nodes[o.Metadata.Name] = o.node()
+		case "DELETED":
+			delete(nodes, o.Metadata.Name)
+			if err := c.deletePassword(ctx, o.Metadata.Name); err != nil {
+				return err
 			}
+		default:
+			return nil
 		}
-		nodes = append(nodes, n)
-		seen[n.Name] = true
-	}
-	var errs []error
-	if err := c.syncNodeHosts(ctx, NodeHosts(nodes)); err != nil {
-		errs = append(errs, err)
-	}
-	for name := range known {
-		if seen[name] {
-			continue
+		if h := NodeHosts(nodes); h != hosts {
+			if err := c.syncNodeHosts(ctx, h); err != nil {
+				return err
+			}
+			hosts = h
 		}
-		err := c.API.Do(ctx, http.MethodDelete, "/api/v1/namespaces/kube-system/secrets/"+strings.ToLower(name)+".node-password.k3s", "", nil, nil)
-		switch {
-		case err == nil:
-			c.logf("node controller: node %s deleted: removed its password secret", name)
-		case !errors.Is(err, kubeapi.ErrNotFound):
-			errs = append(errs, err)
-			seen[name] = true // try again next pass
-		}
+		return nil
+	})
+}
+
+// deletePassword removes a deleted node's password secret, so that a
+// machine may join under its name again.
+func (c *Controller) deletePassword(ctx context.Context, node string) error {
+	err := c.API.Do(ctx, http.MethodDelete, "/api/v1/namespaces/kube-system/secrets/"+strings.ToLower(node)+".node-password.k3s", "", nil, nil)
+	switch {
+	case err == nil:
+		c.logf("node controller: node %s deleted: removed its password secret", node)
+	case !errors.Is(err, kubeapi.ErrNotFound):
+		return err
 	}
-	return seen, errors.Join(errs...)
+	return nil
 }
 
 // syncNodeHosts writes hosts into the coredns ConfigMap when it differs;

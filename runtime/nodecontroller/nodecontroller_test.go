@@ -3,40 +3,55 @@ package nodecontroller
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ballast-os/ballast/runtime/kubeapi"
 )
 
+func nodeJSON(name, ip string) map[string]any {
+	return map[string]any{"metadata": map[string]any{"name": name}, "status": map[string]any{"addresses": []any{
+		map[string]string{"type": "InternalIP", "address": ip}, map[string]string{"type": "Hostname", "address": name}}}}
+}
+
+// fakeAPI lists two nodes, then streams the events the test sends.
 type fakeAPI struct {
+	events  chan map[string]any
 	mu      sync.Mutex
-	nodes   map[string]string // name -> InternalIP
-	hosts   *string           // the ConfigMap's NodeHosts; nil: no ConfigMap
-	applied int
+	hosts   string
 	deleted []string
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	switch {
-	case r.Method == http.MethodGet && r.URL.Path == "/api/v1/nodes":
-		var items []any
-		for n, ip := range f.nodes {
-			items = append(items, map[string]any{"metadata": map[string]any{"name": n}, "status": map[string]any{"addresses": []any{
-				map[string]string{"type": "InternalIP", "address": ip}, map[string]string{"type": "Hostname", "address": n}}}})
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"items": items})
-	case r.URL.Path == "/api/v1/namespaces/kube-system/configmaps/coredns":
-		if f.hosts == nil {
-			http.Error(w, "{}", http.StatusNotFound)
+	case r.URL.Path == "/api/v1/nodes" && r.URL.Query().Get("watch") == "1":
+		if r.URL.Query().Get("resourceVersion") != "42" {
+			http.Error(w, "watch must start at the list's resourceVersion", http.StatusBadRequest)
 			return
 		}
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case ev := <-f.events:
+				_ = json.NewEncoder(w).Encode(ev)
+				w.(http.Flusher).Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	case r.URL.Path == "/api/v1/nodes":
+		_ = json.NewEncoder(w).Encode(map[string]any{"metadata": map[string]any{"resourceVersion": "42"},
+			"items": []any{nodeJSON("server", "10.0.0.2"), nodeJSON("agent1", "10.0.0.3")}})
+	case r.URL.Path == "/api/v1/namespaces/kube-system/configmaps/coredns":
+		f.mu.Lock()
+		defer f.mu.Unlock()
 		if r.Method == http.MethodPatch {
 			if r.URL.Query().Get("fieldManager") != FieldManager || r.Header.Get("Content-Type") != "application/apply-patch+yaml" {
 				http.Error(w, "not an apply by the node controller", http.StatusBadRequest)
@@ -45,48 +60,60 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			var cm struct{ Data map[string]string }
 			body, _ := io.ReadAll(r.Body)
 			_ = json.Unmarshal(body, &cm)
-			h := cm.Data["NodeHosts"]
-			f.hosts = &h
-			f.applied++
+			f.hosts = cm.Data["NodeHosts"]
 			return
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"data": map[string]string{"Corefile": ".:53 {}", "NodeHosts": *f.hosts}})
+		_ = json.NewEncoder(w).Encode(map[string]any{"data": map[string]string{"Corefile": ".:53 {}", "NodeHosts": f.hosts}})
 	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/api/v1/namespaces/kube-system/secrets/"):
+		f.mu.Lock()
 		f.deleted = append(f.deleted, strings.TrimPrefix(r.URL.Path, "/api/v1/namespaces/kube-system/secrets/"))
+		f.mu.Unlock()
 	default:
 		http.NotFound(w, r)
 	}
 }
 
-func TestSync(t *testing.T) {
-	empty := ""
-	f := &fakeAPI{nodes: map[string]string{"server": "10.0.0.2", "agent1": "10.0.0.3"}, hosts: &empty}
+func (f *fakeAPI) wait(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		done := ok()
+		f.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			t.Fatalf("%s: hosts %q, deleted %v", what, f.hosts, f.deleted)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRun(t *testing.T) {
+	f := &fakeAPI{events: make(chan map[string]any)}
 	srv := httptest.NewServer(f)
 	defer srv.Close()
-	c := &Controller{API: &kubeapi.Client{Base: srv.URL, HTTP: srv.Client()}}
-	ctx := context.Background()
-	known, err := c.Sync(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "10.0.0.3 agent1\n10.0.0.2 server\n"; *f.hosts != want || f.applied != 1 {
-		t.Fatalf("NodeHosts %q (%d applies), want %q", *f.hosts, f.applied, want)
-	}
-	// Unchanged: no write.
-	if known, err = c.Sync(ctx, known); err != nil || f.applied != 1 {
-		t.Fatalf("second pass: %v, %d applies", err, f.applied)
-	}
-	// agent1 deleted: its line and its password secret go.
-	delete(f.nodes, "agent1")
-	if _, err := c.Sync(ctx, known); err != nil {
-		t.Fatal(err)
-	}
-	if *f.hosts != "10.0.0.2 server\n" || len(f.deleted) != 1 || f.deleted[0] != "agent1.node-password.k3s" {
-		t.Errorf("after deleting agent1: hosts %q, deleted %v", *f.hosts, f.deleted)
-	}
-	// No CoreDNS (disabled): nothing to write, no error.
-	f.hosts = nil
-	if _, err := c.Sync(ctx, nil); err != nil {
-		t.Errorf("without coredns: %v", err)
+	c := &Controller{API: &kubeapi.Client{Base: srv.URL, HTTP: srv.Client()}, Logf: t.Logf}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	defer func() { cancel(); srv.CloseClientConnections(); <-done }()
+
+	f.wait(t, "NodeHosts after the list", func() bool { return f.hosts == "10.0.0.3 agent1\n10.0.0.2 server\n" })
+	f.events <- map[string]any{"type": "ADDED", "object": nodeJSON("agent2", "10.0.0.4")}
+	f.wait(t, "agent2 added", func() bool { return strings.Contains(f.hosts, "10.0.0.4 agent2\n") })
+	f.events <- map[string]any{"type": "DELETED", "object": nodeJSON("agent1", "10.0.0.3")}
+	f.wait(t, "agent1 deleted", func() bool {
+		return !strings.Contains(f.hosts, "agent1") && fmt.Sprint(f.deleted) == "[agent1.node-password.k3s]"
+	})
+}
+
+func TestNodeHosts(t *testing.T) {
+	got := NodeHosts(map[string]Node{"b": {Name: "b", Addresses: []string{"10.0.0.9", "10.0.0.1"}}, "a": {Name: "a", Addresses: []string{"fd00::1"}}})
+	if want := "fd00::1 a\n10.0.0.1 b\n10.0.0.9 b\n"; got != want {
+		t.Errorf("%q, want %q", got, want)
 	}
 }
