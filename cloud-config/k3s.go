@@ -3,6 +3,7 @@ package cloudconfig
 import (
 	"bytes"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -126,8 +127,63 @@ func checkK3s(c *checker, p string, m map[string]any) {
 					c.errorf(listItemPath(kp, v, i), "%v", err)
 				}
 			}
+		case "server":
+			if err := checkServerURL(values[len(values)-1]); err != nil {
+				c.errorf(kp, "%v", err)
+			}
+		case "token", "agent-token":
+			if err := checkToken(values[len(values)-1]); err != nil {
+				c.errorf(kp, "%v", err)
+			}
 		}
 	}
+}
+
+// checkServerURL: an agent (or joining server) needs the https URL of a
+// server's supervisor port; k3s fails at start on anything else.
+func checkServerURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case !strings.HasPrefix(s, "https://"):
+		return fmt.Errorf("server %q: want https://HOST:6443 (the server's https-listen-port)", clip(s))
+	case err != nil:
+		return fmt.Errorf("server %q is not a URL: %v", clip(s), err)
+	case u.Hostname() == "":
+		return fmt.Errorf("server %q has no host: want https://HOST:6443", clip(s))
+	case u.Path != "" && u.Path != "/":
+		return fmt.Errorf("server %q: give the server's address only, without a path", clip(s))
+	}
+	return nil
+}
+
+var (
+	k10Hash        = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	bootstrapToken = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
+)
+
+// checkToken checks a join token's shape as k3s parses it: a K10 token
+// (K10<sha256 hex>::<user>:<password> or K10<sha256 hex>::<bootstrap
+// token>) or a bare password. The value is never printed.
+func checkToken(s string) error {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return fmt.Errorf("the token is empty")
+	}
+	rest, ok := strings.CutPrefix(s, "K10")
+	if !ok {
+		return nil // a bare password
+	}
+	hash, creds, ok := strings.Cut(rest, "::")
+	if !ok || !k10Hash.MatchString(hash) {
+		return fmt.Errorf("the token starts with K10 but is not K10<64 lower-case hex digits>::<credentials> (copy it whole from the server's /var/lib/rancher/k3s/server/node-token)")
+	}
+	if bootstrapToken.MatchString(creds) {
+		return nil
+	}
+	if user, pass, ok := strings.Cut(creds, ":"); !ok || user == "" || pass == "" {
+		return fmt.Errorf("the token's credentials after \"::\" are not <user>:<password> or a bootstrap token (copy it whole from the server's /var/lib/rancher/k3s/server/node-token)")
+	}
+	return nil
 }
 
 func listItemPath(p string, v any, i int) string {

@@ -220,6 +220,21 @@ func TestParseErrors(t *testing.T) {
 			want: []string{`user-data:2:11: hostname: "-node_1" is not a valid host name (RFC 1123: letters, digits and inner hyphens, dot-separated labels of at most 63)`},
 		},
 		{
+			name: "k3s join: server URL and token shape",
+			doc: "k3s:\n" +
+				"  server: 10.0.0.1:6443\n" +
+				"  token: K10abc::node:secret\n" +
+				"k3os:\n" +
+				"  server_url: https://\n" +
+				"  token: K10" + strings.Repeat("a", 64) + "::nocolon\n",
+			want: []string{
+				`user-data:3:11: k3s.server: server "10.0.0.1:6443": want https://HOST:6443 (the server's https-listen-port)`,
+				`user-data:4:10: k3s.token: the token starts with K10 but is not K10<64 lower-case hex digits>::<credentials> (copy it whole from the server's /var/lib/rancher/k3s/server/node-token)`,
+				`user-data:6:15: k3os.server_url: server "https://" has no host: want https://HOST:6443`,
+				`user-data:7:10: k3os.token: the token's credentials after "::" are not <user>:<password> or a bootstrap token (copy it whole from the server's /var/lib/rancher/k3s/server/node-token)`,
+			},
+		},
+		{
 			name: "k3s node labels and taints",
 			doc: "k3s:\n" +
 				"  node-label:\n" +
@@ -254,7 +269,7 @@ func TestParseErrors(t *testing.T) {
 				`user-data:5:12: k3os.taints[0]: node taint "CriticalAddonsOnly=true" must be key=value:Effect or key:Effect`,
 				`user-data:6:22: k3os.k3s_args[1]: unexpected argument "stray": k3s_args are flags (--name=value or --name value), optionally after server or agent`,
 				`user-data:6:29: k3os.k3s_args[2]: --node-name needs a value`,
-				`user-data:7:15: k3os.server_url: "http://10.0.0.1:6443" is not a server URL (https://host:6443)`,
+				`user-data:7:15: k3os.server_url: server "http://10.0.0.1:6443": want https://HOST:6443 (the server's https-listen-port)`,
 				`user-data:8:21: k3os.dns_nameservers[0]: "one.one.one.one" is not an IP address`,
 			},
 		},

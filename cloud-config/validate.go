@@ -437,8 +437,13 @@ func (k *K3OS) check(c *checker, p string) {
 	}
 	checkK3sArgs(c, p+".k3s_args", k.K3sArgs)
 	if k.ServerURL != "" {
-		if u, err := url.Parse(k.ServerURL); err != nil || u.Scheme != "https" || u.Host == "" {
-			c.errorf(p+".server_url", "%q is not a server URL (https://host:6443)", clip(k.ServerURL))
+		if err := checkServerURL(k.ServerURL); err != nil {
+			c.errorf(p+".server_url", "%v", err)
+		}
+	}
+	if k.Token != "" {
+		if err := checkToken(k.Token); err != nil {
+			c.errorf(p+".token", "%v", err)
 		}
 	}
 	if k.Password != "" {
