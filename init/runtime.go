@@ -22,6 +22,9 @@ const (
 	imagesDir    = "/usr/lib/ballast/images"
 	k3sImagesDir = "/var/lib/rancher/k3s/agent/images"
 	k3sAdminKC   = "/etc/rancher/k3s/k3s.yaml"
+	// k3sAgentKC is an agent's kubelet identity, which may read its own
+	// Node (an agent has no k3s.yaml); it points at the agent's load balancer.
+	k3sAgentKC = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 )
 
 // linkImages symlinks every archive in src into dst, and removes links in
@@ -79,7 +82,7 @@ func nodeName(cfg *cloudconfig.Config, hostname string) string {
 // watchNode records the runtime's milestones for the agent's status (the
 // API answering, the node registered, the node Ready) and whether the
 // node is Ready now: every 2 s until Ready, then every 10 s.
-func (s *system) watchNode(ctx context.Context, name string) {
+func (s *system) watchNode(ctx context.Context, name, kubeconfig string) {
 	start := time.Now()
 	s.mu.Lock()
 	ks := s.boot.KernelStart
@@ -101,7 +104,7 @@ func (s *system) watchNode(ctx context.Context, name string) {
 	mark("runtime-start", start)
 	var c *kubenode.Client
 	for {
-		ready, err := s.pollNode(ctx, &c, name, start, mark)
+		ready, err := s.pollNode(ctx, &c, kubeconfig, name, start, mark)
 		s.mu.Lock()
 		s.node.Ready = ready
 		s.node.Error = ""
@@ -121,9 +124,9 @@ func (s *system) watchNode(ctx context.Context, name string) {
 	}
 }
 
-func (s *system) pollNode(ctx context.Context, c **kubenode.Client, name string, since time.Time, mark func(string, time.Time)) (bool, error) {
+func (s *system) pollNode(ctx context.Context, c **kubenode.Client, kubeconfig, name string, since time.Time, mark func(string, time.Time)) (bool, error) {
 	if *c == nil {
-		kc, err := kubenode.FromKubeconfig(s.path(k3sAdminKC))
+		kc, err := kubenode.FromKubeconfig(s.path(kubeconfig))
 		if err != nil {
 			return false, err
 		}

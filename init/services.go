@@ -208,7 +208,11 @@ func (s *system) startRuntime(ctx context.Context, cfg *cloudconfig.Config) erro
 	if err := s.sup.Start(supervise.Service{Name: "k3s", Argv: []string{bin, cfg.RoleOrDefault()}, Env: s.serviceEnv()}); err != nil {
 		return err
 	}
-	go s.watchNode(ctx, nodeName(cfg, s.hostname))
+	kubeconfig := k3sAdminKC
+	if cfg.RoleOrDefault() == "agent" {
+		kubeconfig = k3sAgentKC
+	}
+	go s.watchNode(ctx, nodeName(cfg, s.hostname), kubeconfig)
 	return nil
 }
 
