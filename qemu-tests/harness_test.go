@@ -48,7 +48,7 @@ func TestArgs(t *testing.T) {
 			{[]string{"-m", "1024", "-smp", "2"}, true},
 			{[]string{"-drive", "file=/m/disk.qcow2,format=qcow2,if=none,id=disk0,cache=unsafe"}, true},
 			{[]string{"-fw_cfg", "name=opt/ballast/user-data,file=/m/user-data"}, true},
-			{[]string{"-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:16443-:6443"}, true},
+			{[]string{"-netdev", "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:16443-:6443"}, true},
 			{[]string{"-chardev", "socket,id=agent,path=/m/agent.sock,server=on,wait=off"}, true},
 			{[]string{"-device", "virtserialport,bus=vser0.0,chardev=agent,name=org.ballast.agent.0"}, true},
 			{[]string{"-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"}, true},

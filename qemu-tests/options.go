@@ -77,6 +77,11 @@ type Options struct {
 	// networking); a host port of 0 picks a free one (Machine.HostPort).
 	Forwards map[int]int
 
+	// OpenNetwork lets the guest reach the outside through QEMU's user
+	// network (`ballast run`); tests leave it false (restrict=on): their
+	// traffic stays on this machine and the nodes are proved air-gapped.
+	OpenNetwork bool
+
 	// TCGThread is "single" or "multi" for this machine under TCG; ""
 	// follows $BALLAST_QEMU_TCG_THREAD (see TCGThread).
 	TCGThread string
@@ -236,7 +241,12 @@ func args(o Options, l layout) []string {
 		}
 	}
 
-	netdev := "user,id=net0"
+	// restrict=on: the guest reaches nothing beyond QEMU's own user
+	// network (DHCP, the forwards).
+	netdev := "user,id=net0,restrict=on"
+	if o.OpenNetwork {
+		netdev = "user,id=net0"
+	}
 	guests := make([]int, 0, len(l.HostPorts))
 	for g := range l.HostPorts {
 		guests = append(guests, g)

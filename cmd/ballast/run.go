@@ -29,7 +29,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	if _, err := os.Stat(image); err != nil {
 		return err
 	}
-	opts := qemutest.Options{Memory: *memory, CPUs: *cpus, Forwards: map[int]int{}}
+	opts := qemutest.Options{Memory: *memory, CPUs: *cpus, Forwards: map[int]int{}, OpenNetwork: true}
 	if strings.HasSuffix(image, ".iso") {
 		opts.ISO = image
 	} else {
