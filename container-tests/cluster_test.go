@@ -14,7 +14,7 @@ import (
 )
 
 // imageArchive is what `make image-oci` writes.
-func imageArchive(t *testing.T) string {
+func imageArchive(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("BALLAST_OCI_IMAGE"); p != "" {
 		return p
@@ -137,6 +137,37 @@ spec:
   ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
 `
 
+// nodeSummary is "providerID taints[keys] Type=address..." (Hostname left out).
+func nodeSummary(ctx context.Context, server *Node, name string) (string, error) {
+	out, err := server.Kubectl(ctx, "get", "node", name, "-o", "json")
+	if err != nil {
+		return "", err
+	}
+	var n struct {
+		Spec struct {
+			ProviderID string
+			Taints     []struct{ Key string }
+		}
+		Status struct {
+			Addresses []struct{ Type, Address string }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &n); err != nil {
+		return "", err
+	}
+	var keys []string
+	for _, t := range n.Spec.Taints {
+		keys = append(keys, t.Key)
+	}
+	s := n.Spec.ProviderID + " taints[" + strings.Join(keys, ",") + "]"
+	for _, a := range n.Status.Addresses {
+		if a.Type != "Hostname" {
+			s += " " + a.Type + "=" + a.Address
+		}
+	}
+	return s, nil
+}
+
 type pod struct {
 	Name, Node, IP string
 }
@@ -202,7 +233,7 @@ func TestCluster(t *testing.T) {
 	url := "https://" + server.IP + ":6443"
 
 	// Agents: one with the CA-pinned token, one with the bare password.
-	agent1, err := c.Start(ctx, "agent1", map[string]string{"K3S_URL": url, "K3S_TOKEN": nodeToken}, "agent")
+	agent1, err := c.Start(ctx, "agent1", map[string]string{"K3S_URL": url, "K3S_TOKEN": nodeToken}, "agent", "--node-external-ip=203.0.113.10")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,6 +260,23 @@ func TestCluster(t *testing.T) {
 		refusedNodes[name] = n
 	}
 	waitReady(ctx, t, server, "True", 5*time.Minute, "agent1", "agent2")
+	// The cloud controller initialized every node: provider ID, no
+	// uninitialized taint, the addresses the node declared.
+	for _, n := range []*Node{server, agent1, agent2} {
+		want := "k3s://" + n.Name + " taints[] InternalIP=" + n.IP
+		if n == agent1 {
+			want += " ExternalIP=203.0.113.10"
+		}
+		if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+			got, err := nodeSummary(ctx, server, n.Name)
+			if err == nil && got != want {
+				err = fmt.Errorf("node %s: %q, want %q", n.Name, got, want)
+			}
+			return err
+		}); err != nil {
+			t.Error(err)
+		}
+	}
 
 	for name, r := range refused {
 		n := refusedNodes[name]

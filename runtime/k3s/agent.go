@@ -92,7 +92,7 @@ func (a *app) agent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: resolv, CgroupV1: cgroupV1(realHost{})}
+	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: resolv, CgroupV1: cgroupV1(realHost{}), CloudController: !s.DisableCloudController}
 	if err := a.writeAgentConfigs(s, lay, n); err != nil {
 		return err
 	}
@@ -113,7 +113,7 @@ func (a *app) agent(ctx context.Context, args []string) error {
 		return err
 	}
 	if c, err := nodeClient(lay); err == nil {
-		go a.watchNode(ctx, c, fmt.Sprintf("https://127.0.0.1:%d", lbPort), nodeName)
+		go a.watchNode(ctx, c, fmt.Sprintf("https://127.0.0.1:%d", lbPort), nodeName, nodeAnnotations(nodeName, nodeIPs, ac.NodeExternalIPs))
 	}
 	return a.runPlan(ctx, logs, plan, fmt.Sprintf("k3s agent is up: node %s joined %s", nodeName, ac.ServerURL))
 }

@@ -1,12 +1,15 @@
 package k3s
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -50,14 +53,63 @@ func nodeReady(ctx context.Context, c *http.Client, api, name string, since time
 	return false, nil
 }
 
+// annotateNode merges annotations into node name's metadata.
+func annotateNode(ctx context.Context, c *http.Client, api, name string, annotations map[string]string) error {
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, api+"/api/v1/nodes/"+url.PathEscape(name), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/merge-patch+json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%s: %s", resp.Status, msg)
+	}
+	return nil
+}
+
+// nodeAnnotations are the addresses a node declares for the cloud
+// controller, under k3s's annotation names.
+func nodeAnnotations(name string, internal, external []netip.Addr) map[string]string {
+	join := func(as []netip.Addr) string {
+		s := make([]string, len(as))
+		for i, a := range as {
+			s[i] = a.String()
+		}
+		return strings.Join(s, ",")
+	}
+	m := map[string]string{"k3s.io/hostname": name, "k3s.io/internal-ip": join(internal)}
+	if len(external) > 0 {
+		m["k3s.io/external-ip"] = join(external)
+	}
+	return m
+}
+
 // watchNode says on stderr when node name becomes Ready (and when it
 // stops being Ready), asking the API server at api with c every few
-// seconds until ctx ends.
-func (a *app) watchNode(ctx context.Context, c *http.Client, api, name string) {
+// seconds until ctx ends. Once the node has registered it sets
+// annotations on it (the addresses the cloud controller reads), once.
+func (a *app) watchNode(ctx context.Context, c *http.Client, api, name string, annotations map[string]string) {
 	start := time.Now()
 	was := false
+	annotated := len(annotations) == 0
 	for {
 		ready, err := nodeReady(ctx, c, api, name, start)
+		if err == nil && !annotated {
+			if aerr := annotateNode(ctx, c, api, name, annotations); aerr != nil {
+				fmt.Fprintf(a.stderr, "node %s: annotating: %v\n", name, aerr)
+			} else {
+				annotated = true
+			}
+		}
 		if err == nil && ready != was {
 			if ready {
 				fmt.Fprintf(a.stderr, "node %s is Ready (%.1fs after start)\n", name, time.Since(start).Seconds())

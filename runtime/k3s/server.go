@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/ballast-os/ballast/runtime/certs"
+	"github.com/ballast-os/ballast/runtime/cloudprovider"
 	"github.com/ballast-os/ballast/runtime/cniconf"
 	"github.com/ballast-os/ballast/runtime/componentargs"
 	"github.com/ballast-os/ballast/runtime/config"
@@ -86,7 +87,7 @@ func (a *app) server(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: resolv, CgroupV1: cgroupV1(realHost{})}
+	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: resolv, CgroupV1: cgroupV1(realHost{}), CloudController: !s.DisableCloudController}
 	if !s.DisableAgent {
 		if err := a.writeAgentConfigs(s, lay, n); err != nil {
 			return err
@@ -109,7 +110,7 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err := a.startSupervisor(ctx, s, nodeIPs); err != nil {
 		return err
 	}
-	if err := a.startNodeController(ctx, s, lay); err != nil {
+	if err := a.startControllers(ctx, s, lay); err != nil {
 		return err
 	}
 	if !s.DisableAgent {
@@ -120,31 +121,46 @@ func (a *app) server(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		go a.watchNode(ctx, httpsClient(pool, &admin), fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), nodeName)
+		go a.watchNode(ctx, httpsClient(pool, &admin), fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), nodeName, nodeAnnotations(nodeName, nodeIPs, s.NodeExternalIPs))
 	}
 	up := fmt.Sprintf("k3s server is up: API on https://127.0.0.1:%d, kubeconfig %s", s.HTTPSListenPort, s.WriteKubeconfig)
 	return a.runPlan(ctx, filepath.Join(s.DataDir, LogDir), plan, up)
 }
 
-// startNodeController runs the node controller (CoreDNS's NodeHosts,
-// deleted nodes' password secrets) in this process, as the supervisor
-// identity, against the local API server.
-func (a *app) startNodeController(ctx context.Context, s *config.ServerConfig, lay datadir.Layout) error {
+// startControllers runs, in this process, the node controller (CoreDNS's
+// NodeHosts, deleted nodes' password secrets) and, unless disabled, the
+// cloud controller (node addresses, the uninitialized taint), each as the
+// identity k3s gives it, against the local API server.
+func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay datadir.Layout) error {
+	logf := func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) }
+	api, err := localAPI(s, lay, "client-supervisor")
+	if err != nil {
+		return err
+	}
+	go (&nodecontroller.Controller{API: api, Logf: logf}).Run(ctx)
+	if s.DisableCloudController {
+		return nil
+	}
+	ccm, err := localAPI(s, lay, "client-k3s-cloud-controller")
+	if err != nil {
+		return err
+	}
+	go (&cloudprovider.Controller{API: ccm, Logf: logf}).Run(ctx)
+	return nil
+}
+
+// localAPI is a client of this server's kube-apiserver with the client
+// certificate server/tls/<cert>.crt.
+func localAPI(s *config.ServerConfig, lay datadir.Layout, cert string) (*kubeapi.Client, error) {
 	ca, err := os.ReadFile(filepath.Join(lay.TLS(), "server-ca.crt"))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(lay.TLS(), "client-supervisor.crt"), filepath.Join(lay.TLS(), "client-supervisor.key"))
+	pair, err := tls.LoadX509KeyPair(filepath.Join(lay.TLS(), cert+".crt"), filepath.Join(lay.TLS(), cert+".key"))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	api, err := kubeapi.New(fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), ca, &cert)
-	if err != nil {
-		return err
-	}
-	nc := &nodecontroller.Controller{API: api, Logf: func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) }}
-	go nc.Run(ctx)
-	return nil
+	return kubeapi.New(fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), ca, &pair)
 }
 
 // startSupervisor opens the supervisor listener on bind-address:

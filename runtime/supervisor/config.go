@@ -11,32 +11,36 @@ import (
 // cluster-wide settings a server owns and every node must agree on. Field
 // names follow k3s's config.Control where it has the same setting.
 type ClusterConfig struct {
-	ClusterIPRanges       []string // cluster-cidr
-	ServiceIPRanges       []string // service-cidr
-	ClusterDNS            []string // cluster-dns
-	ClusterDomain         string
-	ServiceNodePortRange  string
-	FlannelBackend        string // vxlan, host-gw, none...
-	FlannelIPv6Masq       bool
-	EgressSelectorMode    string
-	DisableKubeProxy      bool
-	DisableServiceLB      bool // "servicelb" in --disable: the kubelet's allowed sysctls follow it
-	SystemDefaultRegistry string
-	SupervisorPort        int // https-listen-port
+	ClusterIPRanges      []string // cluster-cidr
+	ServiceIPRanges      []string // service-cidr
+	ClusterDNS           []string // cluster-dns
+	ClusterDomain        string
+	ServiceNodePortRange string
+	FlannelBackend       string // vxlan, host-gw, none...
+	FlannelIPv6Masq      bool
+	EgressSelectorMode   string
+	DisableKubeProxy     bool
+	DisableServiceLB     bool // "servicelb" in --disable: the kubelet's allowed sysctls follow it
+	// DisableCloudController: no cloud controller initializes nodes, so
+	// kubelets must not wait for one (--cloud-provider=external).
+	DisableCloudController bool
+	SystemDefaultRegistry  string
+	SupervisorPort         int // https-listen-port
 }
 
 // ClusterConfigOf is the ClusterConfig a server hands out.
 func ClusterConfigOf(s *config.ServerConfig) ClusterConfig {
 	c := ClusterConfig{
-		ClusterDomain:         s.ClusterDomain,
-		ServiceNodePortRange:  s.ServiceNodePortRange,
-		FlannelBackend:        s.FlannelBackend,
-		FlannelIPv6Masq:       s.FlannelIPv6Masq,
-		EgressSelectorMode:    s.EgressSelectorMode,
-		DisableKubeProxy:      s.DisableKubeProxy,
-		DisableServiceLB:      s.Disabled("servicelb"),
-		SystemDefaultRegistry: s.SystemDefaultRegistry,
-		SupervisorPort:        s.HTTPSListenPort,
+		ClusterDomain:          s.ClusterDomain,
+		ServiceNodePortRange:   s.ServiceNodePortRange,
+		FlannelBackend:         s.FlannelBackend,
+		FlannelIPv6Masq:        s.FlannelIPv6Masq,
+		EgressSelectorMode:     s.EgressSelectorMode,
+		DisableKubeProxy:       s.DisableKubeProxy,
+		DisableServiceLB:       s.Disabled("servicelb"),
+		DisableCloudController: s.DisableCloudController,
+		SystemDefaultRegistry:  s.SystemDefaultRegistry,
+		SupervisorPort:         s.HTTPSListenPort,
 	}
 	for _, p := range s.ClusterCIDRs {
 		c.ClusterIPRanges = append(c.ClusterIPRanges, p.String())
@@ -83,6 +87,7 @@ func (c ClusterConfig) ApplyTo(s *config.ServerConfig) error {
 	s.FlannelIPv6Masq = c.FlannelIPv6Masq
 	s.EgressSelectorMode = c.EgressSelectorMode
 	s.DisableKubeProxy = c.DisableKubeProxy
+	s.DisableCloudController = c.DisableCloudController
 	s.Disable = nil
 	if c.DisableServiceLB {
 		s.Disable = []string{"servicelb"}
