@@ -70,19 +70,23 @@ func TestComposeExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	project := fmt.Sprintf("ballastcompose%d", time.Now().UnixNano()%1e6)
-	run := func(args ...string) (string, error) {
+	runCtx := func(ctx context.Context, args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, compose[0], append(append(compose[1:], "-p", project), args...)...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "K3S_TOKEN=compose-test-secret")
 		out, err := cmd.CombinedOutput()
 		return strings.TrimSpace(string(out)), err
 	}
+	run := func(args ...string) (string, error) { return runCtx(ctx, args...) }
 	t.Cleanup(func() {
+		// ctx has ended by now: the test's own deferred cancel ran.
+		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer ccancel()
 		if t.Failed() {
-			out, _ := run("logs", "--tail", "30")
+			out, _ := runCtx(cctx, "logs", "--tail", "30")
 			t.Logf("compose logs:\n%s", out)
 		}
-		if out, err := run("down", "-v", "-t", "10"); err != nil {
+		if out, err := runCtx(cctx, "down", "-v", "-t", "10"); err != nil {
 			t.Logf("compose down: %v\n%s", err, out)
 		}
 	})
@@ -91,7 +95,8 @@ func TestComposeExample(t *testing.T) {
 	}
 	start := time.Now()
 	err = WaitFor(ctx, 5*time.Minute, 3*time.Second, func() error {
-		out, err := run("exec", "-T", "server", "k3s", "kubectl", "get", "nodes", "--no-headers")
+		// The server wrote its kubeconfig where K3S_KUBECONFIG_OUTPUT said.
+		out, err := run("exec", "-T", "server", "k3s", "kubectl", "--kubeconfig", "/output/kubeconfig.yaml", "get", "nodes", "--no-headers")
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}
