@@ -119,24 +119,10 @@ func Addresses(name string, annotations map[string]string, current []Address) []
 	return append(out, Address{"Hostname", host})
 }
 
-// Run lists and watches the nodes until ctx ends.
+// Run lists and watches the nodes until ctx ends; after an error (the
+// API server restarting, a watch too old) it lists again.
 func (c *Controller) Run(ctx context.Context) {
-	retry := c.Retry
-	if retry == 0 {
-		retry = 2 * time.Second
-	}
-	lastErr := ""
-	for ctx.Err() == nil {
-		err := c.runOnce(ctx)
-		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
-			lastErr = err.Error()
-			c.logf("cloud controller: %v", err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(retry):
-		}
-	}
+	kubeapi.Follow(ctx, c.Retry, func(err error) { c.logf("cloud controller: %v", err) }, c.runOnce)
 }
 
 func (c *Controller) runOnce(ctx context.Context) error {

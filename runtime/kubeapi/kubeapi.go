@@ -9,8 +9,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -254,6 +254,27 @@ func (k *Client) Watch(ctx context.Context, path, resourceVersion string, f func
 		}
 		if err := f(ev); err != nil {
 			return err
+		}
+	}
+}
+
+// Follow runs f (typically a list, then a watch from its version) again
+// and again until ctx ends, retry apart (2 s when 0): a watch ends when
+// the API server restarts or times it out, and the caller lists again.
+// report gets each error, but not the same one twice in a row.
+func Follow(ctx context.Context, retry time.Duration, report func(error), f func(context.Context) error) {
+	if retry == 0 {
+		retry = 2 * time.Second
+	}
+	last := ""
+	for ctx.Err() == nil {
+		if err := f(ctx); err != nil && ctx.Err() == nil && err.Error() != last {
+			last = err.Error()
+			report(err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(retry):
 		}
 	}
 }

@@ -81,29 +81,12 @@ func (o nodeObject) node() Node {
 	return n
 }
 
-// Run lists and watches until ctx ends; after an error (the API server
-// restarting, a watch too old) it lists again.
+// Run lists and watches the nodes until ctx ends; after an error (the
+// API server restarting, a watch too old) it lists again.
 func (c *Controller) Run(ctx context.Context) {
-	retry := c.Retry
-	if retry == 0 {
-		retry = 2 * time.Second
-	}
-	lastErr := ""
-	for ctx.Err() == nil {
-		err := c.runOnce(ctx)
-		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
-			lastErr = err.Error()
-			c.logf("node controller: %v", err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(retry):
-		}
-	}
+	kubeapi.Follow(ctx, c.Retry, func(err error) { c.logf("node controller: %v", err) }, c.runOnce)
 }
 
-// runOnce lists the nodes, writes NodeHosts, then applies every watch
-// event until the watch ends.
 func (c *Controller) runOnce(ctx context.Context) error {
 	var list struct {
 		Metadata struct{ ResourceVersion string }
