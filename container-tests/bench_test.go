@@ -16,21 +16,7 @@ import (
 // container, a minute after Ready, with no pods of its own), per component.
 // Targets: join under 20 s on this machine, idle below 200 MB.
 func BenchmarkAgent(b *testing.B) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	runtime, err := EnsureDaemon(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	id, err := LoadImage(ctx, imageArchive(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := NewCluster(ctx, id, runtime, b.Logf)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c, ctx := newCluster(b)
 	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "bench"}, "server")
 	if err != nil {
 		b.Fatal(err)

@@ -23,23 +23,31 @@ func imageArchive(t testing.TB) string {
 	return filepath.Join(filepath.Dir(file), "..", "out", "ballast-cluster-test-x86_64.oci.tar")
 }
 
-// newCluster starts the daemon if needed, loads the image and makes a
-// network; the cluster is removed when the test ends (kept with
-// BALLAST_KEEP_CLUSTER=1 for a look after a failure).
-func newCluster(t *testing.T) (*Cluster, context.Context) {
+// testBed starts the daemon if needed and loads the image under test:
+// the context (ended with the test), the OCI runtime privileged nodes
+// need ("" for the daemon's default) and the image ID.
+func testBed(t testing.TB, timeout time.Duration) (ctx context.Context, runtime, image string) {
 	if testing.Short() {
 		t.Skip("container test bed: starts Docker containers (make test runs it)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	runtime, err := EnsureDaemon(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := LoadImage(ctx, imageArchive(t))
+	image, err = LoadImage(ctx, imageArchive(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ctx, runtime, image
+}
+
+// newCluster makes a network for nodes of the image under test; the
+// cluster is removed when the test ends (kept with
+// BALLAST_KEEP_CLUSTER=1 for a look after a failure).
+func newCluster(t testing.TB) (*Cluster, context.Context) {
+	ctx, runtime, id := testBed(t, 30*time.Minute)
 	c, err := NewCluster(ctx, id, runtime, t.Logf)
 	if err != nil {
 		t.Fatal(err)

@@ -29,19 +29,7 @@ func composeCommand(ctx context.Context) ([]string, error) {
 // project directory. An override keeps the network internal (and, on a
 // machine that cannot grant every capability, uses runc-caps).
 func TestComposeExample(t *testing.T) {
-	if testing.Short() {
-		t.Skip("container test bed: starts Docker containers (make test runs it)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	runtime, err := EnsureDaemon(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := LoadImage(ctx, imageArchive(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, runtime, id := testBed(t, 20*time.Minute)
 	compose, err := composeCommand(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +67,7 @@ func TestComposeExample(t *testing.T) {
 	}
 	run := func(args ...string) (string, error) { return runCtx(ctx, args...) }
 	t.Cleanup(func() {
-		// ctx has ended by now: the test's own deferred cancel ran.
+		// ctx may have ended by now (its cleanup runs first).
 		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer ccancel()
 		if t.Failed() {
