@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -158,7 +157,7 @@ func TestDisablePackaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	v := packaged.Values{NodeName: "n1", NodeIPs: []netip.Addr{netip.MustParseAddr("10.0.2.15")}}
+	v := packaged.Values{}
 	if _, err := packaged.Stage(dir, v, nil); err != nil {
 		t.Fatal(err)
 	}
