@@ -118,15 +118,24 @@ func (a *app) agent(ctx context.Context, args []string) error {
 	return a.runPlan(ctx, logs, plan, fmt.Sprintf("k3s agent is up: node %s joined %s", nodeName, ac.ServerURL))
 }
 
+// valueOrFile is a flag's value, else the trimmed contents of the file
+// its -file twin names (--token / --token-file), else "".
+func valueOrFile(value, file, fileFlag string) (string, error) {
+	if value != "" || file == "" {
+		return value, nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--%s: %w", fileFlag, err)
+	}
+	return strings.TrimSpace(string(data)), nil
+}
+
 // agentToken is --token, else the contents of --token-file.
 func agentToken(ac *config.AgentConfig) (token.Token, error) {
-	raw := ac.Token
-	if raw == "" && ac.TokenFile != "" {
-		data, err := os.ReadFile(ac.TokenFile)
-		if err != nil {
-			return token.Token{}, fmt.Errorf("--token-file: %w", err)
-		}
-		raw = strings.TrimSpace(string(data))
+	raw, err := valueOrFile(ac.Token, ac.TokenFile, "token-file")
+	if err != nil {
+		return token.Token{}, err
 	}
 	if raw == "" {
 		return token.Token{}, fmt.Errorf("%w: k3s agent needs --token (K3S_TOKEN) or --token-file: the server's /var/lib/rancher/k3s/server/node-token or agent-token", config.ErrUsage)

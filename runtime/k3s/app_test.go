@@ -143,3 +143,20 @@ func TestNeedsContainerInit(t *testing.T) {
 		}
 	}
 }
+
+func TestValueOrFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(f, []byte("  from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ value, file, want string }{
+		{"flag", f, "flag"}, {"", f, "from-file"}, {"", "", ""},
+	} {
+		if got, err := valueOrFile(tc.value, tc.file, "token-file"); err != nil || got != tc.want {
+			t.Errorf("%q %q: %q %v, want %q", tc.value, tc.file, got, err, tc.want)
+		}
+	}
+	if _, err := valueOrFile("", "/nonexistent/token", "agent-token-file"); err == nil || !strings.Contains(err.Error(), "--agent-token-file") {
+		t.Errorf("missing file: %v", err)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/ballast-os/ballast/runtime/certs"
 	"github.com/ballast-os/ballast/runtime/cloudprovider"
@@ -64,18 +63,18 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	tok := s.Token
-	if tok == "" && s.TokenFile != "" {
-		data, err := os.ReadFile(s.TokenFile)
-		if err != nil {
-			return fmt.Errorf("--token-file: %w", err)
-		}
-		tok = strings.TrimSpace(string(data))
+	tok, err := valueOrFile(s.Token, s.TokenFile, "token-file")
+	if err != nil {
+		return err
+	}
+	agentTok, err := valueOrFile(s.AgentToken, s.AgentTokenFile, "agent-token-file")
+	if err != nil {
+		return err
 	}
 	if _, err := token.EnsureServer(token.Files{
 		Token: lay.TokenFile(), NodeToken: lay.NodeTokenFile(), AgentToken: lay.AgentTokenFile(),
 		Passwd: filepath.Join(lay.Cred(), "passwd"),
-	}, ca, tok, s.AgentToken); err != nil {
+	}, ca, tok, agentTok); err != nil {
 		return err
 	}
 	if err := certs.WriteAdminKubeconfig(s.DataDir, s.WriteKubeconfig, s.HTTPSListenPort, s.WriteKubeconfigMode); err != nil {
