@@ -2,11 +2,16 @@ package qemutest
 
 import (
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // TestE2ECluster boots two machines from the same runtime image, made a
@@ -54,15 +59,22 @@ k3s:
 	server := startMachine(t, Options{
 		Disk: img, DiskSize: 8 << 30, Memory: 3072, CPUs: 2,
 		UserData:  userData("server1", sc.pubkey, serverIP, "52:54:00:4c:00:01", "  token: "+token+"\n"),
-		Forwards:  map[int]int{6443: 0},
+		Forwards:  map[int]int{6443: 0, 22: 0},
 		ExtraArgs: nic("listen", "52:54:00:4c:00:01"),
 	})
 	agentVM := startMachine(t, Options{
 		Disk: img, DiskSize: 8 << 30, Memory: 2048, CPUs: 2,
 		UserData:  userData("agent1", sc.pubkey, agentIP, "52:54:00:4c:00:02", "  server: https://"+serverIP+":6443\n  token: "+token+"\n"),
-		Forwards:  map[int]int{testServerNodePort: 0},
+		Forwards:  map[int]int{testServerNodePort: 0, 22: 0},
 		ExtraArgs: nic("connect", "52:54:00:4c:00:02"),
 	})
+	// A developer watching a slow run can log in to either.
+	if key, err := ssh.MarshalPrivateKey(sc.priv, "qemutest"); err == nil {
+		p := filepath.Join(server.Dir(), "id_ed25519")
+		if os.WriteFile(p, pem.EncodeToMemory(key), 0o600) == nil {
+			t.Logf("log in: ssh -i %s -p %d (server1) or -p %d (agent1) -o StrictHostKeyChecking=no root@127.0.0.1", p, server.HostPort(22), agentVM.HostPort(22))
+		}
+	}
 	waitReady(t, server)
 	waitReady(t, agentVM)
 	logNode(t, waitNodeReady(t, server, runtimeDeadline))
