@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
@@ -147,10 +148,15 @@ type fakeArchive struct {
 	extraR string // extra Release fields
 }
 
+// testKeyTime is when test keys and signatures are made: a fixed day in
+// the past, so that a test that verifies "as of" some date (Valid-Until)
+// does not meet a key made after it.
+var testKeyTime = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
 func newTestKey(t testing.TB) *openpgp.Entity {
 	t.Helper()
 	e, err := openpgp.NewEntity("ballast test archive", "", "test@example.invalid",
-		&packet.Config{Algorithm: packet.PubKeyAlgoEdDSA})
+		&packet.Config{Algorithm: packet.PubKeyAlgoEdDSA, Time: func() time.Time { return testKeyTime }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +222,7 @@ func (fa *fakeArchive) sign() {
 func clearSign(t testing.TB, key *openpgp.Entity, text string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w, err := clearsign.Encode(&buf, key.PrivateKey, nil)
+	w, err := clearsign.Encode(&buf, key.PrivateKey, &packet.Config{Time: func() time.Time { return testKeyTime }})
 	if err != nil {
 		t.Fatal(err)
 	}
