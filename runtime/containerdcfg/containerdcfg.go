@@ -23,25 +23,25 @@ import (
 
 // Config is the data the templates see.
 type Config struct {
-	Root            string // agent/containerd
-	State           string // /run/k3s/containerd
-	Address         string // containerd.sock
-	Snapshotter     string // overlayfs, native, stargz, ...
-	SandboxImage    string
-	CNIBinDir       string
-	CNIConfDir      string
-	CertsDir        string // agent/etc/containerd/certs.d
-	SELinux         bool
-	SystemdCgroup   bool
+	Root          string // agent/containerd
+	State         string // /run/k3s/containerd
+	Address       string // containerd.sock
+	Snapshotter   string // overlayfs, native, stargz, ...
+	SandboxImage  string
+	CNIBinDir     string
+	CNIConfDir    string
+	CertsDir      string // agent/etc/containerd/certs.d
+	SELinux       bool
+	SystemdCgroup bool
 	// RestrictOOMScoreAdj keeps containers' oom_score_adj at or above
 	// containerd's own: set where the node cannot lower it (no
 	// CAP_SYS_RESOURCE: rootless, or a node in a restricted container),
 	// else every pod sandbox fails to start.
 	RestrictOOMScoreAdj bool
-	DefaultRuntime  string
-	Runtimes        []Runtime
-	Registry        *Registry
-	PrivateRegistry string // where Registry came from, for comments
+	DefaultRuntime      string
+	Runtimes            []Runtime
+	Registry            *Registry
+	PrivateRegistry     string // where Registry came from, for comments
 }
 
 // Runtime is an extra runc-v2 runtime (NVIDIA and others).

@@ -1,7 +1,6 @@
 package packaged
 
 import (
-
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/datadir"
 )
