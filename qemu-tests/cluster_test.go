@@ -2,16 +2,11 @@ package qemutest
 
 import (
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 )
 
 // TestE2ECluster boots two machines from the same runtime image, made a
@@ -68,12 +63,8 @@ k3s:
 		Forwards:  map[int]int{testServerNodePort: 0, 22: 0},
 		ExtraArgs: nic("connect", "52:54:00:4c:00:02"),
 	})
-	// A developer watching a slow run can log in to either.
-	if key, err := ssh.MarshalPrivateKey(sc.priv, "qemutest"); err == nil {
-		p := filepath.Join(server.Dir(), "id_ed25519")
-		if os.WriteFile(p, pem.EncodeToMemory(key), 0o600) == nil {
-			t.Logf("log in: ssh -i %s -p %d (server1) or -p %d (agent1) -o StrictHostKeyChecking=no root@127.0.0.1", p, server.HostPort(22), agentVM.HostPort(22))
-		}
+	if p := writeLoginKey(sc, server); p != "" {
+		t.Logf("log in: ssh -i %s -p %d (server1) or -p %d (agent1) -o StrictHostKeyChecking=no root@127.0.0.1", p, server.HostPort(22), agentVM.HostPort(22))
 	}
 	waitReady(t, server)
 	waitReady(t, agentVM)

@@ -110,12 +110,8 @@ func TestE2ERuntime(t *testing.T) {
 		UserData: runtimeUserData("node1", sc.pubkey),
 		Forwards: map[int]int{testServerNodePort: 0, 22: 0, 6443: 0},
 	})
-	// A developer watching a slow run can log in while the test holds the agent.
-	if key, err := ssh.MarshalPrivateKey(sc.priv, "qemutest"); err == nil {
-		p := filepath.Join(m.Dir(), "id_ed25519")
-		if os.WriteFile(p, pem.EncodeToMemory(key), 0o600) == nil {
-			t.Logf("log in: ssh -i %s -p %d -o StrictHostKeyChecking=no root@127.0.0.1", p, m.HostPort(22))
-		}
+	if p := writeLoginKey(sc, m); p != "" {
+		t.Logf("log in: ssh -i %s -p %d -o StrictHostKeyChecking=no root@127.0.0.1", p, m.HostPort(22))
 	}
 	waitReady(t, m)
 	st := waitNodeReady(t, m, runtimeDeadline)
@@ -175,6 +171,21 @@ func TestE2ERuntime(t *testing.T) {
 	if got := httpGet(t, m, url+"/resolve?name=kubernetes.default.svc.cluster.local", 3*time.Minute); !strings.Contains(got, "10.43.0.1") {
 		t.Errorf("after reboot kubernetes.default resolved in the pod to %q; want 10.43.0.1", got)
 	}
+}
+
+// writeLoginKey writes the scenario's private key into m's directory, so
+// that a developer watching a slow run can log in while the test holds the
+// control agent; "" when it could not.
+func writeLoginKey(sc scenario, m *Machine) string {
+	key, err := ssh.MarshalPrivateKey(sc.priv, "qemutest")
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(m.Dir(), "id_ed25519")
+	if os.WriteFile(p, pem.EncodeToMemory(key), 0o600) != nil {
+		return ""
+	}
+	return p
 }
 
 // apiClient talks to the guest's API server through the 6443 forward as
