@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ballast-os/ballast/runtime/atomicfile"
 	"github.com/ballast-os/ballast/runtime/token"
 )
 
@@ -31,11 +32,7 @@ func NodePassword(path string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", fmt.Errorf("node password: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(p+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("node password: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, []byte(p+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("node password: %w", err)
 	}
 	return p, nil

@@ -250,3 +250,58 @@ func TestHalfCARefused(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// A power cut during the first start can leave a CA's key without its
+// certificate, or a zero-length file: with nothing issued yet, the next
+// start makes the CA afresh instead of failing on every boot.
+func TestTornCABeforeAnyLeaf(t *testing.T) {
+	c := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	for name, tear := range map[string]func(o Options){
+		"key only": func(o Options) {
+			os.WriteFile(o.tls("server-ca.key"), []byte("-----BEGIN EC PRIVATE KEY-----\n"), 0o600)
+		},
+		"empty certificate": func(o Options) {
+			os.WriteFile(o.tls("client-ca.crt"), nil, 0o644)
+			os.WriteFile(o.tls("client-ca.key"), nil, 0o600)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := opts(t, c)
+			if err := os.MkdirAll(o.tls(), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			tear(o)
+			r, err := Ensure(o)
+			if err != nil {
+				t.Fatalf("Ensure after a torn first start: %v", err)
+			}
+			if !slices.Contains(r.Created, o.tls("server-ca.crt")) || !slices.Contains(r.Created, o.tls("client-ca.crt")) {
+				t.Errorf("created %v; want the CAs", r.Created)
+			}
+			ca := readCert(t, o.tls("server-ca.crt"))
+			leaf := readCert(t, o.tls("serving-kube-apiserver.crt"))
+			if err := leaf.CheckSignatureFrom(ca); err != nil {
+				t.Errorf("the apiserver's certificate is not signed by the new server CA: %v", err)
+			}
+		})
+	}
+}
+
+// Once certificates are issued, a torn CA is an error that names the file:
+// replacing it would cut off every node that trusts it.
+func TestTornCAAfterLeavesRefused(t *testing.T) {
+	c := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	o := opts(t, c)
+	if _, err := Ensure(o); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(o.tls("server-ca.key"))
+	os.WriteFile(o.tls("server-ca.crt"), nil, 0o644)
+	_, err := Ensure(o)
+	if err == nil || !strings.Contains(err.Error(), "server-ca.crt") || !strings.Contains(err.Error(), "not replaced") {
+		t.Fatalf("err = %v", err)
+	}
+	if after, _ := os.ReadFile(o.tls("server-ca.key")); !bytes.Equal(before, after) {
+		t.Error("the CA key was replaced")
+	}
+}

@@ -91,6 +91,10 @@ type cas struct{ client, server, requestHeader, etcdServer, etcdPeer *ca }
 
 func (o *Options) loadCAs(r *Report, now time.Time) (*cas, error) {
 	var c cas
+	issued, err := o.leavesIssued()
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
 	for _, x := range []struct {
 		dst  **ca
 		path string
@@ -102,7 +106,7 @@ func (o *Options) loadCAs(r *Report, now time.Time) (*cas, error) {
 		{&c.etcdServer, o.tls("etcd", "server-ca"), "etcd-server-ca"},
 		{&c.etcdPeer, o.tls("etcd", "peer-ca"), "etcd-peer-ca"},
 	} {
-		got, created, err := loadOrCreateCA(x.path+".crt", x.path+".key", x.name, now)
+		got, created, err := loadOrCreateCA(x.path+".crt", x.path+".key", x.name, now, issued)
 		if err != nil {
 			return nil, fmt.Errorf("certs: %w", err)
 		}
@@ -124,6 +128,24 @@ func (o *Options) loadCAs(r *Report, now time.Time) (*cas, error) {
 		}
 	}
 	return &c, nil
+}
+
+// leavesIssued reports whether any certificate other than the CAs exists
+// under server/tls: Ensure writes every CA before the first leaf.
+func (o *Options) leavesIssued() (bool, error) {
+	for _, dir := range []string{o.tls(), o.tls("etcd")} {
+		ents, err := os.ReadDir(dir)
+		if err != nil && !os.IsNotExist(err) {
+			return false, err
+		}
+		for _, e := range ents {
+			n := e.Name()
+			if strings.HasSuffix(n, ".crt") && !strings.HasSuffix(n, "-ca.crt") && !strings.HasSuffix(n, "-ca.nochain.crt") {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 // leaves lists every certificate of the server (and local agent).

@@ -24,7 +24,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/ballast-os/ballast/runtime/atomicfile"
 )
 
 const (
@@ -119,41 +122,49 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, data, mode)
 }
 
 // loadOrCreateCA loads certFile/keyFile or creates a self-signed CA named
 // "<name>@<unix time>" as k3s does. created reports a new CA.
-func loadOrCreateCA(certFile, keyFile, name string, now time.Time) (c *ca, created bool, err error) {
+//
+// A CA that is missing, empty or unreadable on either side is torn (a power
+// cut while it was first written, before writes were synced). With nothing
+// issued yet (leavesIssued false) it is made afresh: no certificate, token
+// or agent can know the old one. Once leaves exist it is never replaced
+// silently: they, and every joined node, trust it.
+func loadOrCreateCA(certFile, keyFile, name string, now time.Time, leavesIssued bool) (c *ca, created bool, err error) {
 	certData, errC := os.ReadFile(certFile)
 	keyData, errK := os.ReadFile(keyFile)
-	if errC == nil && errK == nil {
-		cert, err := ParseCert(certData)
-		if err != nil {
-			return nil, false, fmt.Errorf("%s: %w", certFile, err)
+	for _, e := range []error{errC, errK} {
+		if e != nil && !os.IsNotExist(e) {
+			return nil, false, e
 		}
-		key, err := decodeKey(keyData)
-		if err != nil {
-			return nil, false, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	var bad []string
+	var oldCert *x509.Certificate
+	var oldKey crypto.Signer
+	if errC == nil {
+		if oldCert, err = ParseCert(certData); err != nil {
+			bad = append(bad, fmt.Sprintf("%s: %v", certFile, err))
 		}
-		return &ca{cert: cert, key: key, pem: certData}, false, nil
+	} else {
+		bad = append(bad, certFile+" is missing")
 	}
-	if !os.IsNotExist(errC) && errC != nil {
-		return nil, false, errC
+	if errK == nil {
+		if oldKey, err = decodeKey(keyData); err != nil {
+			bad = append(bad, fmt.Sprintf("%s: %v", keyFile, err))
+		}
+	} else {
+		bad = append(bad, keyFile+" is missing")
 	}
-	if !os.IsNotExist(errK) && errK != nil {
-		return nil, false, errK
-	}
-	if errC == nil || errK == nil {
-		// Half a CA: never silently replace a CA whose key exists.
-		return nil, false, fmt.Errorf("%s and %s: one exists without the other; restore both or remove both", certFile, keyFile)
+	switch {
+	case len(bad) == 0:
+		return &ca{cert: oldCert, key: oldKey, pem: certData}, false, nil
+	case errC != nil && errK != nil:
+		// Neither exists: the first start.
+	case leavesIssued:
+		return nil, false, fmt.Errorf("%s; certificates signed by this CA exist, so it is not replaced: restore both files from a backup (k3s certificate rotate keeps one under server/tls-<time>)", strings.Join(bad, "; "))
 	}
 	key, err := newKey()
 	if err != nil {

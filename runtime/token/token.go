@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/ballast-os/ballast/runtime/atomicfile"
 )
 
 const prefix = "K10"
@@ -197,10 +199,7 @@ func password(flag, file, hash string) (string, error) {
 }
 
 func writeFile(path, data string) error {
-	if err := os.WriteFile(path+".tmp", []byte(data), 0o600); err != nil {
-		return fmt.Errorf("token: %w", err)
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
+	if err := atomicfile.Write(path, []byte(data), 0o600); err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
 	return nil

@@ -26,6 +26,8 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/ballast-os/ballast/runtime/atomicfile"
 )
 
 // CRI labels (containerd's internal/cri/labels): the CRI lists managed
@@ -116,11 +118,7 @@ func saveState(path string, m map[string]stamp) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // present reports whether every image of a remembered archive is still in
