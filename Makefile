@@ -8,7 +8,9 @@ export GOTOOLCHAIN ?= auto
 # Tests that boot QEMU share two cores here: keep package-level parallelism low.
 # -count=1: a QEMU boot depends on files Go's test cache does not track (QEMU,
 # firmware, the images' packages), so CI always boots for real.
-TESTFLAGS ?= -p 2 -count=1 -timeout 60m
+# -parallel 16: the QEMU tests run in parallel and wait for a free host core
+# each (qemu-tests/vmslots_test.go), so every one of them must be able to wait.
+TESTFLAGS ?= -p 2 -parallel 16 -count=1 -timeout 60m
 
 .PHONY: image images-arm64 image-runtime-e2e image-oci test unit e2e deps-build deps-test ballast bench fuzz clean
 

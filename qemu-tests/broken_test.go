@@ -54,6 +54,7 @@ func expectBootFailure(t *testing.T, opts Options, wantLines ...string) {
 
 // TestBrokenDiskBIOS: a disk with no boot loader at all.
 func TestBrokenDiskBIOS(t *testing.T) {
+	useCores(t, prioShort, 1)
 	disk := filepath.Join(t.TempDir(), "empty.img")
 	if err := os.WriteFile(disk, make([]byte, 4<<20), 0o644); err != nil {
 		t.Fatal(err)
@@ -63,6 +64,7 @@ func TestBrokenDiskBIOS(t *testing.T) {
 
 // TestBrokenDiskUEFI: OVMF finds nothing to boot.
 func TestBrokenDiskUEFI(t *testing.T) {
+	useCores(t, prioShort, 1)
 	disk := filepath.Join(t.TempDir(), "garbage.img")
 	garbage := []byte(strings.Repeat("not a disk image ", 1<<18))
 	if err := os.WriteFile(disk, garbage, 0o644); err != nil {
@@ -74,6 +76,7 @@ func TestBrokenDiskUEFI(t *testing.T) {
 // TestBrokenRootLabel: a real Debian kernel told to boot from a root
 // label no disk has panics; the panic is the failure, with its reason.
 func TestBrokenRootLabel(t *testing.T) {
+	useCores(t, prioShort, 1)
 	if testing.Short() {
 		t.Skip("boots QEMU: not in -short (make unit)")
 	}

@@ -17,6 +17,7 @@ import (
 // API (server to pod over flannel's vxlan). Cluster behaviour in depth is
 // the container bed's (container-tests); this shows the images do it.
 func TestE2ECluster(t *testing.T) {
+	useCores(t, prioWide, 2)
 	img := testImage(t, ImageRuntimeEnv, "ballast-runtime-e2e-x86_64.img")
 	// A TCP socket network between the two: the server's QEMU listens,
 	// the agent's connects.

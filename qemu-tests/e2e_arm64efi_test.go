@@ -10,5 +10,6 @@ const ImageARM64Env = "BALLAST_TEST_IMAGE_ARM64"
 // machine with AAVMF through the same scenario as the x86_64 raw disk: two
 // boots, cloud-config, SSH, the data partition grown, a clean poweroff.
 func TestE2EARM64UEFI(t *testing.T) {
+	useCores(t, prioShort, 1)
 	testRawDiskImage(t, ARM64, UEFI, testImage(t, ImageARM64Env, "ballast-arm64-efi.img"))
 }

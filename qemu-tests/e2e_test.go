@@ -151,7 +151,24 @@ func nodeExec(t *testing.T, m *Machine, argv ...string) string {
 		t.Fatalf("exec %q: %v", argv, err)
 	}
 	if res.ExitCode != 0 {
-		t.Fatalf("exec %q: exit %d\nstdout: %s\nstderr: %s", argv, res.ExitCode, res.Stdout, res.Stderr)
+		killed := ""
+		if res.ExitCode == -1 {
+			// Killed by a signal: the kernel's log says whether it was
+			// the OOM killer.
+			killed = "\nkilled by a signal; the guest kernel's last messages:\n" + kernelTail(m)
+		}
+		t.Fatalf("exec %q: exit %d\nstdout: %s\nstderr: %s%s", argv, res.ExitCode, res.Stdout, res.Stderr, killed)
+	}
+	return res.Stdout
+}
+
+// kernelTail is the end of the guest's kernel log, for a failure message.
+func kernelTail(m *Machine) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := m.Exec(ctx, "sh", "-c", "dmesg | tail -n 40")
+	if err != nil {
+		return err.Error()
 	}
 	return res.Stdout
 }
@@ -309,11 +326,12 @@ func testRawDiskImage(t *testing.T, arch Arch, fw Firmware, img string) {
 	}
 }
 
-func TestE2ERawBIOS(t *testing.T) { testRawDisk(t, BIOS) }
-func TestE2ERawUEFI(t *testing.T) { testRawDisk(t, UEFI) }
+func TestE2ERawBIOS(t *testing.T) { useCores(t, prioShort, 1); testRawDisk(t, BIOS) }
+func TestE2ERawUEFI(t *testing.T) { useCores(t, prioShort, 1); testRawDisk(t, UEFI) }
 
 // TestE2EISO boots the hybrid ISO live, with no disk.
 func TestE2EISO(t *testing.T) {
+	useCores(t, prioShort, 1)
 	iso := testImage(t, ImageISOEnv, "ballast-x86_64.iso")
 	bootLive(t, "e2e-live", Options{ISO: iso})
 }
@@ -339,6 +357,7 @@ func bootLive(t *testing.T, hostname string, opts Options) {
 // and still powers off (through the ACPI button, as the agent is not
 // privileged without a good config).
 func TestE2EBadConfig(t *testing.T) {
+	useCores(t, prioShort, 1)
 	img := testImage(t, ImageRawEnv, "ballast-x86_64.img")
 	bad := []byte("#cloud-config\nhostname: bad-config\nhostnme: typo\nwrite_files:\n  - path: /etc/x\n    permissions: \"999\"\n")
 	m := startMachine(t, Options{Disk: img, UserData: bad})
@@ -367,6 +386,7 @@ func TestE2EBadConfig(t *testing.T) {
 // after `dd` to a USB stick: through the MBR's GRUB code under SeaBIOS,
 // and through the EFI System partition entry under OVMF.
 func TestE2EISOAsUSBStick(t *testing.T) {
+	useCores(t, prioShort, 1)
 	iso := testImage(t, ImageISOEnv, "ballast-x86_64.iso")
 	for _, fw := range []Firmware{BIOS, UEFI} {
 		t.Run(string(fw), func(t *testing.T) {
@@ -378,6 +398,7 @@ func TestE2EISOAsUSBStick(t *testing.T) {
 // TestE2EPowerButton presses the ACPI power button (QMP system_powerdown)
 // and expects the init to stop its services and power the machine off.
 func TestE2EPowerButton(t *testing.T) {
+	useCores(t, prioShort, 1)
 	img := testImage(t, ImageRawEnv, "ballast-x86_64.img")
 	m := startMachine(t, Options{Disk: img, UserData: []byte("#cloud-config\nhostname: e2e-button\nballast:\n  runtime: none\n")})
 	waitReady(t, m)

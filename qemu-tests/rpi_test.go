@@ -138,6 +138,7 @@ func configTxt(t *testing.T, data []byte) (kernel, initramfs string) {
 // raspi3b has no virtio, so the agent cannot run: the test reads the
 // serial console (the mini UART, ttyS1, QEMU's second serial port).
 func TestRPi3Boot(t *testing.T) {
+	useCores(t, prioShort, 1)
 	img := testImage(t, ImageRPi3Env, "ballast-rpi3.img")
 	if _, err := exec.LookPath("qemu-system-aarch64"); err != nil {
 		t.Fatalf("qemu-system-aarch64 missing (apt-get install qemu-system-arm): %v", err)

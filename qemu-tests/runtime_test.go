@@ -103,6 +103,7 @@ manifests:
 }
 
 func TestE2ERuntime(t *testing.T) {
+	useCores(t, prioLong, 1)
 	img := testImage(t, ImageRuntimeEnv, "ballast-runtime-e2e-x86_64.img")
 	sc := newScenario(t, "node1")
 	m := startMachine(t, Options{

@@ -22,6 +22,7 @@ import (
 // network namespace so the node's ping really crosses the simulated air
 // (two local addresses would be answered by the loopback).
 func TestWiFiHwsim(t *testing.T) {
+	useCores(t, prioShort, 1)
 	if testing.Short() {
 		t.Skip("builds an image and boots QEMU: not in -short (make unit)")
 	}
