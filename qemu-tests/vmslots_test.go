@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Under TCG each machine keeps one host core busy for as long as it runs
@@ -21,7 +22,9 @@ import (
 // $BALLAST_QEMU_CORES sets how many machines run at once (default: the
 // host's CPU count). Waiting tests start lowest priority value first; one
 // that does not fit lets smaller ones behind it start meanwhile, so the
-// cores never idle while a wide test waits.
+// cores never idle while a wide test waits. go test releases the paused
+// parallel tests together, in no set order: the first cores are granted a
+// moment after the first test asks (gatherWindow), once all have asked.
 
 // CoresEnv overrides how many machines the tests run at once.
 const CoresEnv = "BALLAST_QEMU_CORES"
@@ -39,7 +42,13 @@ type coreScheduler struct {
 	free    int
 	total   int
 	waiting []*coreWaiter
+	window  time.Duration
+	gather  *time.Timer // started by the first acquire
+	open    bool        // the gather window has passed
 }
+
+// gatherWindow is how long the first test waits for the others to ask.
+const gatherWindow = 500 * time.Millisecond
 
 type coreWaiter struct {
 	prio, n int
@@ -47,7 +56,7 @@ type coreWaiter struct {
 	granted bool
 }
 
-var cores = newCoreScheduler(hostCores())
+var cores = newCoreScheduler(hostCores(), gatherWindow)
 
 func hostCores() int {
 	if v, err := strconv.Atoi(os.Getenv(CoresEnv)); err == nil && v > 0 {
@@ -56,8 +65,8 @@ func hostCores() int {
 	return max(1, runtime.NumCPU())
 }
 
-func newCoreScheduler(n int) *coreScheduler {
-	s := &coreScheduler{free: n, total: n}
+func newCoreScheduler(n int, window time.Duration) *coreScheduler {
+	s := &coreScheduler{free: n, total: n, window: window, open: window <= 0}
 	s.cond = sync.NewCond(&s.mu)
 	return s
 }
@@ -73,6 +82,14 @@ func (s *coreScheduler) acquire(prio, n int) int {
 	waiterSeq++
 	w := &coreWaiter{prio: prio, n: n, seq: waiterSeq}
 	s.waiting = append(s.waiting, w)
+	if !s.open && s.gather == nil {
+		s.gather = time.AfterFunc(s.window, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.open = true
+			s.grant()
+		})
+	}
 	s.grant()
 	for !w.granted {
 		s.cond.Wait()
@@ -89,6 +106,9 @@ func (s *coreScheduler) release(n int) {
 
 // grant starts every waiter that fits, best priority (then arrival) first.
 func (s *coreScheduler) grant() {
+	if !s.open {
+		return
+	}
 	slices.SortStableFunc(s.waiting, func(a, b *coreWaiter) int {
 		if a.prio != b.prio {
 			return a.prio - b.prio

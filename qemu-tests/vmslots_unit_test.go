@@ -8,7 +8,7 @@ import (
 // The scheduler starts the best-priority waiter that fits and lets smaller
 // ones fill the cores a wide one cannot use yet.
 func TestCoreScheduler(t *testing.T) {
-	s := newCoreScheduler(2)
+	s := newCoreScheduler(2, 0)
 	long := s.acquire(prioLong, 1) // one core busy
 	started := make(chan string, 4)
 	go func() { s.acquire(prioWide, 2); started <- "wide" }()
@@ -51,4 +51,18 @@ func waitWaiting(t *testing.T, s *coreScheduler, n int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatalf("%d waiters never queued", n)
+}
+
+// Tests released together start by priority, not by who asked first.
+func TestCoreSchedulerGathers(t *testing.T) {
+	s := newCoreScheduler(1, 100*time.Millisecond)
+	started := make(chan string, 2)
+	go func() { s.acquire(prioShort, 1); started <- "short" }()
+	waitWaiting(t, s, 1)
+	go func() { s.acquire(prioLong, 1); started <- "long" }()
+	if got := <-started; got != "long" {
+		t.Errorf("first to start: %s; want the long scenario", got)
+	}
+	s.release(1)
+	<-started
 }

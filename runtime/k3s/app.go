@@ -68,6 +68,13 @@ var components = []string{"kube-apiserver", "kube-controller-manager", "kube-sch
 // into this runtime yet".
 type Components map[string]func(args []string) int
 
+// InProcess maps a component to an entry point that runs inside the k3s
+// process (processes.Component.Run) rather than as a re-executed process
+// of its own, as k3s runs flannel and its image import: each process pays
+// the whole binary's start-up memory. It gets the same arguments as the
+// component's process entry point and writes its log lines to log.
+type InProcess map[string]func(ctx context.Context, args []string, log io.Writer) error
+
 // app is one invocation: arguments and the outside world, injectable for tests.
 type app struct {
 	args       []string
@@ -75,6 +82,7 @@ type app struct {
 	stderr     io.Writer
 	lookupEnv  func(string) (string, bool)
 	components Components
+	inProcess  InProcess
 	// self is the program the process runner re-executes; "" is os.Executable.
 	self string
 }
@@ -89,7 +97,7 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 // code. Component and tool sub-commands (k3s kube-apiserver ..., kubectl)
 // call their entry point directly, before Main installs any signal
 // handling: upstream components install their own process-global handler.
-func Main(args []string, c Components) int {
+func Main(args []string, c Components, in InProcess) int {
 	if len(args) > 1 {
 		if f, ok := c[args[1]]; ok && (isComponent(args[1]) || isTool(args[1])) {
 			return f(args[2:])
@@ -105,7 +113,7 @@ func Main(args []string, c Components) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	a := &app{args: args, stdout: os.Stdout, stderr: os.Stderr, lookupEnv: os.LookupEnv, components: c}
+	a := &app{args: args, stdout: os.Stdout, stderr: os.Stderr, lookupEnv: os.LookupEnv, components: c, inProcess: in}
 	return a.run(ctx)
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -70,7 +71,7 @@ func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *compon
 func (a *app) checkBuilt(plan []processes.Component) error {
 	var missing []string
 	for _, c := range plan {
-		if _, ok := a.components[c.Name]; !ok {
+		if _, ok := a.components[c.Name]; !ok && c.Run == nil {
 			missing = append(missing, c.Name)
 		}
 	}
@@ -215,7 +216,21 @@ func (a *app) agentPlan(s *config.ServerConfig, lay datadir.Layout, n *component
 	if args := n.Flannel(); args != nil {
 		plan = append(plan, comp("flannel", args, fileReady(componentargs.FlannelSubnetFile)))
 	}
+	for i := range plan {
+		a.runInProcess(&plan[i])
+	}
 	return plan
+}
+
+// runInProcess makes c run inside this process when it has an in-process
+// entry point (InProcess): the image importer and flannel.
+func (a *app) runInProcess(c *processes.Component) {
+	f := a.inProcess[c.Name]
+	if f == nil {
+		return
+	}
+	args := c.Args[1:] // Args[0] is the component's name
+	c.Run = func(ctx context.Context, log io.Writer) error { return f(ctx, args, log) }
 }
 
 // fileReady is ready once path exists and is not empty.

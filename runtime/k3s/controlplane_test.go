@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ballast-os/ballast/runtime/processes"
 )
 
 // The test binary doubles as fake components: the server under test
@@ -202,13 +205,41 @@ func TestMainDispatchesComponents(t *testing.T) {
 		"kine":    func(args []string) int { got = args; return 7 },
 		"kubectl": func(args []string) int { got = args; return 3 },
 	}
-	if code := Main([]string{"/usr/bin/k3s", "kine", "--endpoint=x"}, c); code != 7 || len(got) != 1 || got[0] != "--endpoint=x" {
+	if code := Main([]string{"/usr/bin/k3s", "kine", "--endpoint=x"}, c, nil); code != 7 || len(got) != 1 || got[0] != "--endpoint=x" {
 		t.Errorf("k3s kine: %d %v", code, got)
 	}
-	if code := Main([]string{"/usr/local/bin/kubectl", "get", "ns"}, c); code != 3 || strings.Join(got, " ") != "get ns" {
+	if code := Main([]string{"/usr/local/bin/kubectl", "get", "ns"}, c, nil); code != 3 || strings.Join(got, " ") != "get ns" {
 		t.Errorf("kubectl personality: %d %v", code, got)
 	}
-	if code := Main([]string{"k3s", "kubectl", "version"}, c); code != 3 || strings.Join(got, " ") != "version" {
+	if code := Main([]string{"k3s", "kubectl", "version"}, c, nil); code != 3 || strings.Join(got, " ") != "version" {
 		t.Errorf("k3s kubectl: %d %v", code, got)
+	}
+}
+
+// A component with an in-process entry point runs in the k3s process with
+// the arguments its process would get; the others stay processes.
+func TestRunInProcess(t *testing.T) {
+	var got []string
+	a := &app{inProcess: InProcess{"flannel": func(ctx context.Context, args []string, log io.Writer) error {
+		got = args
+		fmt.Fprint(log, "flannel up")
+		return nil
+	}}}
+	fl := processes.Component{Name: "flannel", Args: []string{"flannel", "--iface=10.0.2.15"}}
+	kl := processes.Component{Name: "kubelet", Args: []string{"kubelet", "--v=0"}}
+	a.runInProcess(&fl)
+	a.runInProcess(&kl)
+	if kl.Run != nil {
+		t.Error("the kubelet got an in-process entry point")
+	}
+	if fl.Run == nil {
+		t.Fatal("flannel runs as a process")
+	}
+	var log bytes.Buffer
+	if err := fl.Run(context.Background(), &log); err != nil || strings.Join(got, " ") != "--iface=10.0.2.15" || log.String() != "flannel up" {
+		t.Errorf("Run: %v, args %q, log %q", err, got, log.String())
+	}
+	if err := a.checkBuilt([]processes.Component{fl}); err != nil {
+		t.Errorf("checkBuilt refuses an in-process component: %v", err)
 	}
 }

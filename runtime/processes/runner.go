@@ -9,7 +9,11 @@
 //
 // Components start in order, each after the previous one reports ready;
 // a component that exits is restarted with exponential back-off; on stop
-// they are signalled in reverse order.
+// they are signalled in reverse order. A component without a global signal
+// handler of its own (flannel, the image importer) can instead run in this
+// process (Component.Run): every re-executed process pays the start-up
+// cost of the whole binary (Kubernetes' package init, ~20 MiB each), which
+// is what a small agent cannot afford.
 package processes
 
 import (
@@ -21,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -41,6 +46,11 @@ type Component struct {
 	Ready func(ctx context.Context) error
 	// StopTimeout is how long to wait after SIGTERM before SIGKILL (10 s).
 	StopTimeout time.Duration
+	// Run, when set, runs the component in this process instead of
+	// starting Path: it gets a context cancelled at stop and the log file
+	// (or io.Discard), and is restarted like a process when it returns or
+	// panics. It must return once ctx ends.
+	Run func(ctx context.Context, log io.Writer) error
 }
 
 // Status of a component.
@@ -58,7 +68,14 @@ type Runner struct {
 	// BackoffInitial and BackoffMax bound the restart delay (1 s, 30 s). The
 	// delay doubles per crash and resets once a process ran BackoffMax.
 	BackoffInitial, BackoffMax time.Duration
-	// ReadyInterval is how often Ready is polled (1 s).
+	// MaxLogSize is the size past which a component's LogFile is rotated
+	// (10 MiB); KeepLogs how many rotated copies are kept (2), checked
+	// every LogCheckInterval (30 s).
+	MaxLogSize       int64
+	KeepLogs         int
+	LogCheckInterval time.Duration
+	// ReadyInterval is how often Ready is polled until the component is
+	// ready (1 s); after that, ten times less often.
 	ReadyInterval time.Duration
 	Logger        *slog.Logger
 
@@ -101,6 +118,9 @@ func (s *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("processes: %w", err)
 	}
+	rotStop := make(chan struct{})
+	defer close(rotStop)
+	go s.rotateLogs(rotStop)
 	var startErr error
 	for _, c := range s.Components {
 		if c.Path == "" {
@@ -196,6 +216,9 @@ func (r *proc) loop() {
 
 // runOnce starts the process and waits for it to exit or for stop.
 func (r *proc) runOnce(log *slog.Logger) error {
+	if r.c.Run != nil {
+		return r.runInProcess(log)
+	}
 	cmd := exec.Command(r.c.Path, r.c.Args...)
 	cmd.Env = append(os.Environ(), r.c.Env...)
 	// A component must not outlive the runner (e.g. when it is killed).
@@ -239,6 +262,52 @@ func (r *proc) runOnce(log *slog.Logger) error {
 	}
 }
 
+// runInProcess runs Component.Run in a goroutine and waits for it to
+// return or for stop, then cancels it and waits StopTimeout for it.
+func (r *proc) runInProcess(log *slog.Logger) error {
+	var w io.Writer = io.Discard
+	if r.c.LogFile != "" {
+		f, err := os.OpenFile(r.c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return fmt.Errorf("log file: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	exited := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				fmt.Fprintf(w, "panic: %v\n%s", p, debug.Stack())
+				exited <- fmt.Errorf("panic: %v", p)
+			}
+		}()
+		exited <- r.c.Run(ctx, w)
+	}()
+	r.mu.Lock()
+	r.status.PID = os.Getpid()
+	r.mu.Unlock()
+	log.Info("component started in this process")
+	pollCtx, cancelPoll := context.WithCancel(context.Background())
+	defer cancelPoll()
+	go r.pollReady(pollCtx)
+	select {
+	case err := <-exited:
+		return exitError(err)
+	case <-r.stop:
+		cancel()
+		select {
+		case err := <-exited:
+			return exitError(err)
+		case <-time.After(orDefault(r.c.StopTimeout, 10*time.Second)):
+			log.Warn("component did not stop; leaving it")
+			return errors.New("did not stop")
+		}
+	}
+}
+
 func exitError(err error) error {
 	if err == nil {
 		return errors.New("exited with status 0")
@@ -260,10 +329,16 @@ func (r *proc) pollReady(ctx context.Context) {
 			return
 		}
 		r.setReady(err == nil)
+		next := interval
+		if err == nil {
+			// Ready: a slower pace (an apiserver /readyz is a datastore
+			// query; every second of it is CPU a small node lacks).
+			next = interval * 10
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case <-time.After(next):
 		}
 	}
 }

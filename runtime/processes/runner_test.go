@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -164,5 +166,57 @@ func TestHTTPReady(t *testing.T) {
 	ok = false
 	if err := check(context.Background()); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// An in-process component logs to its file, is restarted with back-off
+// when it returns or panics, and is stopped by cancelling its context.
+func TestInProcess(t *testing.T) {
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "flannel.log")
+	var runs atomic.Int32
+	stopped := make(chan struct{})
+	s := &Runner{
+		Components: []Component{{
+			Name:    "flannel",
+			LogFile: logFile,
+			Run: func(ctx context.Context, log io.Writer) error {
+				n := runs.Add(1)
+				fmt.Fprintf(log, "run %d\n", n)
+				switch n {
+				case 1:
+					return errors.New("lost the subnet lease")
+				case 2:
+					panic("nil map")
+				}
+				<-ctx.Done()
+				close(stopped)
+				return ctx.Err()
+			},
+		}},
+		BackoffInitial: 10 * time.Millisecond,
+		ReadyInterval:  10 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "the third run, ready", func() bool {
+		st := s.Status()
+		return runs.Load() == 3 && len(st) == 1 && st[0].Ready
+	})
+	st := s.Status()[0]
+	if st.PID != os.Getpid() || st.Restarts != 2 || !strings.Contains(st.LastExit, "panic: nil map") {
+		t.Errorf("status %+v", st)
+	}
+	cancel()
+	<-done
+	select {
+	case <-stopped:
+	default:
+		t.Error("the component's context was not cancelled at stop")
+	}
+	out, _ := os.ReadFile(logFile)
+	if !strings.Contains(string(out), "run 1\nrun 2\npanic: nil map") || !strings.Contains(string(out), "run 3") {
+		t.Errorf("log file %q", out)
 	}
 }

@@ -36,5 +36,8 @@ func main() {
 		"kube-proxy":              kubeproxy.Main,
 		"ctr":                     containerd.Ctr,
 		"flannel":                 flannel.Main,
+	}, k3s.InProcess{
+		"image-import": imageimport.RunInProcess,
+		"flannel":      flannel.RunInProcess,
 	}))
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -59,6 +60,24 @@ func Main(args []string) int {
 	return 0
 }
 
+// RunInProcess is flannel as the k3s process runs it, as k3s does (no
+// process of its own): args as Main takes them, klog's lines to log, until
+// ctx ends. klog is process-global: the k3s process has no other klog
+// output worth keeping apart.
+func RunInProcess(ctx context.Context, args []string, log io.Writer) error {
+	o, err := ParseFlags(args, log)
+	if err != nil {
+		return err
+	}
+	klog.LogToStderr(false)
+	klog.SetOutput(log)
+	defer klog.Flush()
+	if err := Run(ctx, o); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
 // Run sets up the node's pod network and keeps it in step with the other
 // nodes until ctx ends.
 func Run(ctx context.Context, o Options) error {
@@ -89,7 +108,8 @@ func Run(ctx context.Context, o Options) error {
 	klog.Infof("flannel: node %s has podCIDR %s", o.NodeName, cidr)
 
 	// The kube subnet manager takes the node name from the environment
-	// only; this process is flannel's alone.
+	// only. In the k3s process the processes it starts after this inherit
+	// it: the same node's name, which none of them reads.
 	if err := os.Setenv("NODE_NAME", o.NodeName); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -64,16 +65,10 @@ type Options struct {
 
 // Main runs the importer with flags; it returns when SIGTERM arrives.
 func Main(args []string) int {
-	fs := flag.NewFlagSet("image-import", flag.ContinueOnError)
-	o := Options{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
-	fs.StringVar(&o.Address, "address", "/run/k3s/containerd/containerd.sock", "containerd socket")
-	fs.StringVar(&o.Namespace, "namespace", "k8s.io", "containerd namespace")
-	fs.StringVar(&o.Dir, "dir", "/var/lib/rancher/k3s/agent/images", "directory of image archives")
-	fs.StringVar(&o.Snapshotter, "snapshotter", "overlayfs", "snapshotter to unpack into")
-	fs.StringVar(&o.ReadyFile, "ready-file", "", "file written once the first import pass is done")
-	fs.StringVar(&o.StateFile, "state-file", "", "file remembering what was imported, to skip it at the next start")
-	fs.DurationVar(&o.Interval, "interval", 10*time.Second, "how often to look for new or changed archives")
-	if err := fs.Parse(args); err != nil {
+	o, err := parseFlags(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	} else if err != nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -83,6 +78,35 @@ func Main(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// RunInProcess is the importer as the k3s process runs it (no process of
+// its own): args as Main takes them, log lines to log, until ctx ends.
+func RunInProcess(ctx context.Context, args []string, log io.Writer) error {
+	o, err := parseFlags(args, log)
+	if err != nil {
+		return err
+	}
+	o.Log = slog.New(slog.NewTextHandler(log, nil))
+	if err := Run(ctx, o); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+func parseFlags(args []string, output io.Writer) (Options, error) {
+	fs := flag.NewFlagSet("image-import", flag.ContinueOnError)
+	fs.SetOutput(output)
+	o := Options{Log: slog.New(slog.NewTextHandler(output, nil))}
+	fs.StringVar(&o.Address, "address", "/run/k3s/containerd/containerd.sock", "containerd socket")
+	fs.StringVar(&o.Namespace, "namespace", "k8s.io", "containerd namespace")
+	fs.StringVar(&o.Dir, "dir", "/var/lib/rancher/k3s/agent/images", "directory of image archives")
+	fs.StringVar(&o.Snapshotter, "snapshotter", "overlayfs", "snapshotter to unpack into")
+	fs.StringVar(&o.ReadyFile, "ready-file", "", "file written once the first import pass is done")
+	fs.StringVar(&o.StateFile, "state-file", "", "file remembering what was imported, to skip it at the next start")
+	fs.DurationVar(&o.Interval, "interval", 10*time.Second, "how often to look for new or changed archives")
+	err := fs.Parse(args)
+	return o, err
 }
 
 type stamp struct {
