@@ -433,4 +433,37 @@ func TestCluster(t *testing.T) {
 	if uid2, _ := server.Kubectl(ctx, "get", "node", "agent2", "-o", "jsonpath={.metadata.uid}"); uid2 != uid {
 		t.Errorf("agent2 came back as another node object: uid %s, was %s", uid2, uid)
 	}
+
+	// k3s token rotate (with the token from server/token): the server's
+	// token files carry the new one, an agent with the old token is
+	// refused, one with the new token joins.
+	const rotated = "ballast-rotated-secret"
+	if out, err := server.Exec(ctx, "k3s", "token", "rotate", "--new-token", rotated); err != nil || !strings.Contains(out, "Token rotated") {
+		t.Fatalf("k3s token rotate: %v %q", err, out)
+	}
+	if nt, err := server.Exec(ctx, "cat", "/var/lib/rancher/k3s/server/node-token"); err != nil || nt != "K10"+hash+"::server:"+rotated {
+		t.Errorf("node-token after the rotation: %q %v", nt, err)
+	}
+	stale, err := c.Start(ctx, "stale", map[string]string{"K3S_URL": url, "K3S_TOKEN": secret}, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := c.Start(ctx, "fresh", map[string]string{"K3S_URL": url, "K3S_TOKEN": rotated}, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, server, "True", 3*time.Minute, "fresh")
+	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+		if logs := stale.Logs(ctx); !strings.Contains(logs, "the server refused the token") {
+			return fmt.Errorf("agent with the old token: output lacks the refusal:\n%s", tail(logs, 10))
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	for _, n := range []*Node{stale, fresh} {
+		if err := n.Remove(ctx); err != nil {
+			t.Error(err)
+		}
+	}
 }

@@ -302,3 +302,38 @@ func TestAPIProxy(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRotateToken: k3s token rotate needs the server token; afterwards the
+// old server token no longer joins, the new one does, and the separate
+// agent token is left alone.
+func TestRotateToken(t *testing.T) {
+	c := startServer(t)
+	ctx := context.Background()
+	if err := agent.RotateToken(ctx, c.url, c.serverToken.Agent, "newpw"); !errors.Is(err, agent.ErrWrongToken) {
+		t.Errorf("rotate with the agent token: %v", err)
+	}
+	wrongCA := c.serverToken.Server
+	wrongCA.CAHash = strings.Repeat("0", 64)
+	if err := agent.RotateToken(ctx, c.url, wrongCA, "newpw"); !errors.Is(err, token.ErrCAHash) {
+		t.Errorf("rotate against another CA: %v", err)
+	}
+	// A bare server password is sent as user "server".
+	if err := agent.RotateToken(ctx, c.url, token.Token{Password: c.serverToken.Server.Password}, "newpw"); err != nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	if _, _, err := c.join(t, c.serverToken.Server, "agent1", "pw1"); !errors.Is(err, agent.ErrWrongToken) {
+		t.Errorf("join with the old server token: %v", err)
+	}
+	newTok := c.serverToken.Server
+	newTok.Password = "newpw"
+	if _, _, err := c.join(t, newTok, "agent2", "pw2"); err != nil {
+		t.Errorf("join with the new server token: %v", err)
+	}
+	if _, _, err := c.join(t, c.serverToken.Agent, "agent3", "pw3"); err != nil {
+		t.Errorf("join with the agent token: %v", err)
+	}
+	data, _ := os.ReadFile(datadir.Layout{Root: c.dataDir}.TokenFile())
+	if strings.TrimSpace(string(data)) != newTok.String() {
+		t.Errorf("server/token = %q, want %q", data, newTok.String())
+	}
+}

@@ -189,6 +189,7 @@ func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, nodeI
 		AdvertiseAddress: adv,
 		APIServer:        fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()),
 		Cluster:          supervisor.ClusterConfigOf(s),
+		AgentTokenSet:    s.AgentToken != "" || s.AgentTokenFile != "",
 		Logf:             func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) },
 	}
 	if err := sup.Load(); err != nil {

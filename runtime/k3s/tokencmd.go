@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ballast-os/ballast/runtime/agent"
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/datadir"
 	"github.com/ballast-os/ballast/runtime/kubeapi"
@@ -22,6 +23,7 @@ import (
 // tokenFlags are the flags of k3s token's subcommands.
 type tokenFlags struct {
 	dataDir, kubeconfig, description, output string
+	token, newToken, server                  string
 	groups, usages                           []string
 	ttl                                      time.Duration
 	args                                     []string
@@ -35,6 +37,13 @@ func (a *app) parseTokenFlags(args []string) (*tokenFlags, error) {
 	}
 	if v, ok := a.lookupEnv("KUBECONFIG"); ok && v != "" {
 		f.kubeconfig = v
+	}
+	if v, ok := a.lookupEnv("K3S_TOKEN"); ok && v != "" {
+		f.token = v
+	}
+	f.server = "https://127.0.0.1:6443"
+	if v, ok := a.lookupEnv("K3S_URL"); ok && v != "" {
+		f.server = v
 	}
 	for i := 0; i < len(args); i++ {
 		if !strings.HasPrefix(args[i], "-") {
@@ -54,6 +63,12 @@ func (a *app) parseTokenFlags(args []string) (*tokenFlags, error) {
 			f.dataDir = val
 		case "kubeconfig":
 			f.kubeconfig = val
+		case "token", "t":
+			f.token = val
+		case "new-token":
+			f.newToken = val
+		case "server", "s":
+			f.server = val
 		case "description":
 			f.description = val
 		case "groups":
@@ -89,10 +104,11 @@ func (f *tokenFlags) client() (*kubeapi.Client, error) {
 // token is `k3s token generate|create|list|delete`: bootstrap tokens,
 // stored as bootstrap.kubernetes.io/token secrets that the API server
 // authenticates and the controller-manager's tokencleaner deletes when
-// they expire; agents join with K10<CA hash>::<id>.<secret>.
+// they expire; agents join with K10<CA hash>::<id>.<secret>. `rotate`
+// changes the server token itself.
 func (a *app) token(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: k3s token needs a subcommand: generate, create, list, delete", config.ErrUsage)
+		return fmt.Errorf("%w: k3s token needs a subcommand: generate, create, list, delete, rotate", config.ErrUsage)
 	}
 	f, err := a.parseTokenFlags(args[1:])
 	if err != nil {
@@ -113,7 +129,7 @@ func (a *app) token(ctx context.Context, args []string) error {
 	case "delete":
 		return a.tokenDelete(ctx, f)
 	case "rotate":
-		return notBuilt("k3s token rotate (the server token is fixed at the first start; agents may use bootstrap tokens)")
+		return a.tokenRotate(ctx, f)
 	}
 	return fmt.Errorf("%w: unknown token subcommand %q", config.ErrUsage, args[0])
 }
@@ -247,5 +263,32 @@ func (a *app) tokenDelete(ctx context.Context, f *tokenFlags) error {
 		}
 		fmt.Fprintf(a.stdout, "bootstrap token %q deleted\n", id)
 	}
+	return nil
+}
+
+// tokenRotate is `k3s token rotate [--token T] [--new-token N] [--server URL]`:
+// the server's token (from --token, else <data-dir>/server/token) proves
+// the caller may; the server writes the new one to its token file and
+// joins need it from then on. Nodes that joined keep their certificates;
+// their config's token must be changed before they next join.
+func (a *app) tokenRotate(ctx context.Context, f *tokenFlags) error {
+	cur := f.token
+	if cur == "" {
+		p := datadir.Layout{Root: f.dataDir}.TokenFile()
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("k3s token rotate: no --token, and the server's token file: %w", err)
+		}
+		cur = strings.TrimSpace(string(data))
+	}
+	t, err := token.Parse(cur)
+	if err != nil {
+		return fmt.Errorf("k3s token rotate: --token: %w", err)
+	}
+	fmt.Fprintln(a.stdout, "WARNING: Recommended to keep a record of the old token. If restoring from a snapshot, you must use the token associated with that snapshot.")
+	if err := agent.RotateToken(ctx, f.server, t, f.newToken); err != nil {
+		return fmt.Errorf("k3s token rotate: %w", err)
+	}
+	fmt.Fprintln(a.stdout, "Token rotated, restart k3s nodes with new token")
 	return nil
 }

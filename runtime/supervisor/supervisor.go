@@ -24,11 +24,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ballast-os/ballast/runtime/certs"
 	"github.com/ballast-os/ballast/runtime/datadir"
 	"github.com/ballast-os/ballast/runtime/kubeapi"
+	"github.com/ballast-os/ballast/runtime/token"
 )
 
 // Server is one server's supervisor listener.
@@ -51,10 +53,14 @@ type Server struct {
 	Logf func(format string, args ...any)
 	// Now is the clock for signing; nil means time.Now.
 	Now func() time.Time
+	// AgentTokenSet: the server was given an agent token of its own, which
+	// `k3s token rotate` leaves alone.
+	AgentTokenSet bool
 
 	serverCAPEM, clientCAPEM []byte
 	serverCA, clientCA       *certs.CA
 	clientPool               *x509.CertPool
+	usersMu                  sync.RWMutex
 	users                    map[string]string // user -> password (server/cred/passwd)
 	api                      *kubeapi.Client
 	passwords                *nodePasswords
@@ -119,8 +125,8 @@ func (s *Server) Load() error {
 	if err != nil {
 		return fmt.Errorf("supervisor: client certificate: %w", err)
 	}
-	if s.users, err = readPasswd(filepath.Join(datadir.Layout{Root: s.DataDir}.Cred(), "passwd")); err != nil {
-		return err
+	if s.users, err = token.ReadPasswd(filepath.Join(datadir.Layout{Root: s.DataDir}.Cred(), "passwd")); err != nil {
+		return fmt.Errorf("supervisor: %w", err)
 	}
 	apiURL, err := url.Parse(s.APIServer)
 	if err != nil {
@@ -132,27 +138,6 @@ func (s *Server) Load() error {
 	}
 	s.passwords = &nodePasswords{api: s.api}
 	return nil
-}
-
-// readPasswd reads k3s's server/cred/passwd: "password,user,uid,group" lines.
-func readPasswd(path string) (map[string]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("supervisor: %w", err)
-	}
-	users := map[string]string{}
-	for i, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		f := strings.Split(line, ",")
-		if len(f) < 2 || f[0] == "" || f[1] == "" {
-			return nil, fmt.Errorf("supervisor: %s:%d: want password,user,uid,group", path, i+1)
-		}
-		users[f[1]] = f[0]
-	}
-	return users, nil
 }
 
 // Run listens on Listen and serves until ctx ends; it also keeps the
@@ -215,6 +200,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, s.apiServers())
 	}))
 	mux.Handle("GET "+p+"/readyz", agent(s.readyz))
+	mux.Handle("PUT "+p+"/token", s.serverAuth(http.HandlerFunc(s.rotateToken)))
 	mux.Handle("POST "+p+"/serving-kubelet.crt", agent(s.nodeCert(true, func(node string) certs.Request {
 		return certs.Request{CommonName: node, Server: true}
 	})))
@@ -256,7 +242,7 @@ func (s *Server) file(data []byte) http.HandlerFunc {
 func (s *Server) agentAuth(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if user, pass, ok := r.BasicAuth(); ok {
-			if want, known := s.users[user]; known && constantTimeEqual(want, pass) {
+			if s.checkUser(user, pass) {
 				h.ServeHTTP(w, r)
 				return
 			}
@@ -289,6 +275,72 @@ func (s *Server) agentAuth(h http.Handler) http.Handler {
 		w.Header().Set("WWW-Authenticate", `Basic realm="k3s"`)
 		http.Error(w, "Unauthorized: a join token is needed", http.StatusUnauthorized)
 	})
+}
+
+func (s *Server) checkUser(user, pass string) bool {
+	s.usersMu.RLock()
+	defer s.usersMu.RUnlock()
+	want, known := s.users[user]
+	return known && constantTimeEqual(want, pass)
+}
+
+// serverAuth admits the server token only (user "server"), as k3s's
+// server-only endpoints do.
+func (s *Server) serverAuth(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user, pass, ok := r.BasicAuth(); ok && user == "server" && s.checkUser(user, pass) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		s.logf("join API: %s %s from %s: not the server token", r.Method, r.URL.Path, r.RemoteAddr)
+		w.Header().Set("WWW-Authenticate", `Basic realm="k3s"`)
+		http.Error(w, "Unauthorized: this needs the server token (server/token), not an agent or bootstrap token", http.StatusUnauthorized)
+	})
+}
+
+// TokenRotateRequest is the body of PUT /v1-k3s/token (k3s token rotate).
+type TokenRotateRequest struct {
+	NewToken *string `json:"newToken,omitempty"`
+}
+
+// rotateToken gives the server a new token (token.Rotate) and answers
+// joins with it from now on.
+func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request) {
+	var req TokenRotateRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+		http.Error(w, "want JSON {\"newToken\": \"...\"}: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	newPassword := ""
+	if req.NewToken != nil && *req.NewToken != "" {
+		t, err := token.Parse(*req.NewToken)
+		if err != nil {
+			http.Error(w, "newToken: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := t.VerifyCA(s.serverCAPEM); t.CAHash != "" && err != nil {
+			http.Error(w, "newToken: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		newPassword = t.Password
+	}
+	lay := datadir.Layout{Root: s.DataDir}
+	passwd := filepath.Join(lay.Cred(), "passwd")
+	s.usersMu.Lock()
+	defer s.usersMu.Unlock()
+	if _, err := token.Rotate(token.Files{Token: lay.TokenFile(), Passwd: passwd}, s.serverCAPEM, newPassword, s.AgentTokenSet); err != nil {
+		s.logf("token rotate: %v", err)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	users, err := token.ReadPasswd(passwd)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.users = users
+	s.logf("token rotated by %s: new joins need the new token (%s)", r.RemoteAddr, lay.TokenFile())
+	w.WriteHeader(http.StatusOK)
 }
 
 // reviewToken asks the API server who a bearer token is (TokenReview):

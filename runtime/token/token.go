@@ -39,6 +39,10 @@ var ErrFormat = errors.New("invalid token format: want K10<sha256 hex>::<user>:<
 // ErrCAHash is returned when the server's CA bundle does not match the token.
 var ErrCAHash = errors.New("the server's CA certificates do not match the token's hash")
 
+// ErrTokenChanged is returned when --token is not the token the server
+// already has.
+var ErrTokenChanged = errors.New("not this server's token: a server's token is changed with `k3s token rotate`, and the config's token must then be the new one")
+
 var hexHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Parse reads a token as k3s does.
@@ -127,6 +131,16 @@ func EnsureServer(f Files, caBundle []byte, serverToken, agentToken string) (Ser
 	if err != nil {
 		return ServerTokens{}, fmt.Errorf("token: --token: %w", err)
 	}
+	if serverToken != "" {
+		// As k3s (whose datastore is encrypted with the token): a server's
+		// token changes only through k3s token rotate, never by editing
+		// the config, which would lock out every node that has it.
+		if current, err := password("", f.Token, hash); err != nil {
+			return ServerTokens{}, fmt.Errorf("token: %s: %w", f.Token, err)
+		} else if current != "" && current != pw {
+			return ServerTokens{}, fmt.Errorf("token: --token: %w (%s)", ErrTokenChanged, f.Token)
+		}
+	}
 	if pw == "" {
 		if pw, err = RandomPassword(); err != nil {
 			return ServerTokens{}, err
@@ -203,6 +217,77 @@ func writeFile(path, data string) error {
 		return fmt.Errorf("token: %w", err)
 	}
 	return nil
+}
+
+// Rotate gives the server a new token, as `k3s token rotate` does: the
+// server user's password in passwd and the token file (node-token follows
+// it) become newPassword, or a random one when it is empty. The agent
+// user ("node") changes too when it had the server's password and no
+// agent token of its own was configured (agentTokenSet false): agents
+// that joined keep working with their certificates; new ones need the new
+// token. It returns the new server token.
+func Rotate(f Files, caBundle []byte, newPassword string, agentTokenSet bool) (Token, error) {
+	users, err := ReadPasswd(f.Passwd)
+	if err != nil {
+		return Token{}, err
+	}
+	old, ok := users["server"]
+	if !ok {
+		return Token{}, fmt.Errorf("token: %s has no server user", f.Passwd)
+	}
+	if newPassword == "" {
+		if newPassword, err = RandomPassword(); err != nil {
+			return Token{}, err
+		}
+	}
+	if err := validPassword(newPassword); err != nil {
+		return Token{}, err
+	}
+	agent := users["node"]
+	if agent == "" || (agent == old && !agentTokenSet) {
+		agent = newPassword
+	}
+	t := Token{CAHash: CAHash(caBundle), Username: "server", Password: newPassword}
+	// passwd first: the supervisor answers from it; the token file is
+	// what people read the token from.
+	if err := writeFile(f.Passwd, fmt.Sprintf("%s,server,server,k3s:server\n%s,node,node,k3s:agent\n", newPassword, agent)); err != nil {
+		return Token{}, err
+	}
+	if err := writeFile(f.Token, t.String()+"\n"); err != nil {
+		return Token{}, err
+	}
+	return t, nil
+}
+
+// validPassword: a password must fit passwd's comma-separated lines and a
+// K10 token.
+func validPassword(p string) error {
+	if strings.ContainsAny(p, ",:") || strings.IndexFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return errors.New("token: the new token may not contain commas, colons, spaces or control characters")
+	}
+	return nil
+}
+
+// ReadPasswd reads server/cred/passwd ("password,user,uid,group" lines)
+// into user -> password.
+func ReadPasswd(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("token: %w", err)
+	}
+	users := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		f := strings.Split(line, ",")
+		if len(f) < 2 || f[0] == "" || f[1] == "" {
+			return nil, fmt.Errorf("token: %s:%d: want password,user,uid,group", path, i+1)
+		}
+		users[f[1]] = f[0]
+	}
+	return users, nil
 }
 
 // GenerateBootstrap makes a kubeadm-style bootstrap token

@@ -75,7 +75,18 @@ func TestEnsureServer(t *testing.T) {
 	if err != nil || again.Server != got.Server {
 		t.Errorf("restart changed token: %+v %v", again, err)
 	}
-	// --token and --agent-token as bare passwords.
+	// A --token that is not the token the server has is refused, as k3s
+	// refuses one its datastore was not encrypted with.
+	if _, err := EnsureServer(f, ca, "another", ""); !errors.Is(err, ErrTokenChanged) {
+		t.Errorf("a changed --token: err = %v", err)
+	}
+	if _, err := EnsureServer(f, ca, got.Server.Password, ""); err != nil {
+		t.Errorf("the same --token, bare: %v", err)
+	}
+	// --token and --agent-token as bare passwords, on a new server.
+	for _, p := range []string{f.Token, f.Passwd} {
+		os.Remove(p)
+	}
 	withFlags, err := EnsureServer(f, ca, "pw1", "pw2")
 	if err != nil {
 		t.Fatal(err)
@@ -122,4 +133,68 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip %q -> %+v -> %+v (%v)", s, tok, again, err)
 		}
 	})
+}
+
+func TestRotate(t *testing.T) {
+	ca := []byte("ca bundle")
+	for _, tc := range []struct {
+		name          string
+		agentToken    string
+		newPassword   string
+		wantAgentSame bool // the agent password follows the server's
+	}{
+		{"agent token from the server token", "", "newpw", true},
+		{"own agent token", "agentpw", "newpw", false},
+		{"random", "", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			f := Files{Token: filepath.Join(dir, "token"), NodeToken: filepath.Join(dir, "node-token"), AgentToken: filepath.Join(dir, "agent-token"), Passwd: filepath.Join(dir, "passwd")}
+			old, err := EnsureServer(f, ca, "oldpw", tc.agentToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nt, err := Rotate(f, ca, tc.newPassword, tc.agentToken != "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.newPassword != "" && nt.Password != tc.newPassword || nt.Password == "oldpw" || nt.Username != "server" || nt.CAHash != CAHash(ca) {
+				t.Errorf("new token %+v", nt)
+			}
+			data, _ := os.ReadFile(f.NodeToken) // the symlink follows the file
+			if strings.TrimSpace(string(data)) != nt.String() {
+				t.Errorf("node-token = %q, want %q", data, nt.String())
+			}
+			users, err := ReadPasswd(f.Passwd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantAgent := old.Agent.Password
+			if tc.wantAgentSame {
+				wantAgent = nt.Password
+			}
+			if users["server"] != nt.Password || users["node"] != wantAgent {
+				t.Errorf("passwd users %v; want server %s, node %s", users, nt.Password, wantAgent)
+			}
+			// The next start with the new token in the config keeps it;
+			// with the old one it is refused.
+			if _, err := EnsureServer(f, ca, nt.Password, tc.agentToken); err != nil {
+				t.Errorf("restart with the new token: %v", err)
+			}
+			if _, err := EnsureServer(f, ca, "oldpw", tc.agentToken); !errors.Is(err, ErrTokenChanged) {
+				t.Errorf("restart with the old token: %v", err)
+			}
+		})
+	}
+	if _, err := Rotate(Files{Passwd: filepath.Join(t.TempDir(), "passwd")}, ca, "x", false); err == nil {
+		t.Error("Rotate without a passwd file succeeded")
+	}
+	dir := t.TempDir()
+	f := Files{Token: filepath.Join(dir, "token"), Passwd: filepath.Join(dir, "passwd")}
+	if _, err := EnsureServer(f, ca, "oldpw", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Rotate(f, ca, "a,b", false); err == nil {
+		t.Error("a password with a comma was accepted")
+	}
 }
