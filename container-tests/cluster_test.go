@@ -448,11 +448,24 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := c.Start(ctx, "fresh", map[string]string{"K3S_URL": url, "K3S_TOKEN": rotated}, "agent")
+	// The new token's agent also names itself with --with-node-id:
+	// "<hostname>-<id of /etc/rancher/node/id>".
+	fresh, err := c.Start(ctx, "fresh", map[string]string{"K3S_URL": url, "K3S_TOKEN": rotated}, "agent", "--with-node-id")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitReady(ctx, t, server, "True", 3*time.Minute, "fresh")
+	var nodeID string
+	if err := WaitFor(ctx, time.Minute, time.Second, func() error {
+		id, err := fresh.Exec(ctx, "cat", "/etc/rancher/node/id")
+		if err == nil && len(id) != 8 {
+			err = fmt.Errorf("/etc/rancher/node/id = %q", id)
+		}
+		nodeID = id
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, server, "True", 3*time.Minute, "fresh-"+nodeID)
 	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
 		if logs := stale.Logs(ctx); !strings.Contains(logs, "the server refused the token") {
 			return fmt.Errorf("agent with the old token: output lacks the refusal:\n%s", tail(logs, 10))

@@ -67,23 +67,39 @@ func linkImages(src, dst string) error {
 	return errors.Join(errs...)
 }
 
+// nodeIDFile is where k3s keeps the id that with-node-id appends.
+const nodeIDFile = "/etc/rancher/node/id"
+
 // nodeName is the node name k3s registers: the k3s config's node-name,
-// else the hostname in lower case.
-func nodeName(cfg *cloudconfig.Config, hostname string) string {
+// else the hostname in lower case; with with-node-id, "-<id>" from
+// /etc/rancher/node/id after it, which k3s writes at its first start: ""
+// until then.
+func nodeName(cfg *cloudconfig.Config, hostname string, readFile func(string) ([]byte, error)) string {
+	name := ""
 	if v, ok := cfg.K3s["node-name"].(string); ok && v != "" {
-		return v
+		name = v
+	} else {
+		if hostname == "" {
+			hostname, _ = os.Hostname()
+		}
+		name = strings.ToLower(hostname)
 	}
-	if hostname == "" {
-		hostname, _ = os.Hostname()
+	if on, _ := cfg.K3s["with-node-id"].(bool); on {
+		id, err := readFile(nodeIDFile)
+		if err != nil || strings.TrimSpace(string(id)) == "" {
+			return ""
+		}
+		name += "-" + strings.TrimSpace(string(id))
 	}
-	return strings.ToLower(hostname)
+	return name
 }
 
 // watchNode records the runtime's milestones for the agent's status (the
 // API answering, the node registered, the node Ready) and whether the
 // node is Ready now: every 2 s until Ready, then every 10 s.
-func (s *system) watchNode(ctx context.Context, name, kubeconfig string) {
+func (s *system) watchNode(ctx context.Context, nodeName func() string, kubeconfig string) {
 	start := time.Now()
+	name := nodeName()
 	s.mu.Lock()
 	ks := s.boot.KernelStart
 	s.node = &agent.Node{Name: name}
@@ -104,6 +120,14 @@ func (s *system) watchNode(ctx context.Context, name, kubeconfig string) {
 	mark("runtime-start", start)
 	var c *kubenode.Client
 	for {
+		if name == "" {
+			// with-node-id: the name is known once k3s wrote the id.
+			if name = nodeName(); name != "" {
+				s.mu.Lock()
+				s.node.Name = name
+				s.mu.Unlock()
+			}
+		}
 		ready, err := s.pollNode(ctx, &c, kubeconfig, name, start, mark)
 		s.mu.Lock()
 		s.node.Ready = ready
@@ -138,6 +162,9 @@ func (s *system) pollNode(ctx context.Context, c **kubenode.Client, kubeconfig, 
 		return false, err
 	}
 	mark("api", time.Now())
+	if name == "" {
+		return false, errors.New("waiting for k3s to write " + nodeIDFile + " (with-node-id)")
+	}
 	ready, err := (*c).NodeReady(ctx, name, since)
 	if err != nil {
 		return false, err

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	cloudconfig "github.com/ballast-os/ballast/cloud-config"
 )
 
 // The shipped archives get links in k3s's images dir; a link to an
@@ -44,5 +46,30 @@ func TestLinkImagesWithoutShippedImages(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "dst")); !os.IsNotExist(err) {
 		t.Error("created the images dir with nothing to link")
+	}
+}
+
+func TestNodeName(t *testing.T) {
+	noFile := func(string) ([]byte, error) { return nil, os.ErrNotExist }
+	withID := func(p string) ([]byte, error) {
+		if p != nodeIDFile {
+			t.Errorf("read %s", p)
+		}
+		return []byte("0a1b2c3d\n"), nil
+	}
+	for _, tc := range []struct {
+		k3s  map[string]any
+		read func(string) ([]byte, error)
+		want string
+	}{
+		{nil, noFile, "pi-rack-1"},
+		{map[string]any{"node-name": "edge"}, noFile, "edge"},
+		{map[string]any{"with-node-id": true}, withID, "pi-rack-1-0a1b2c3d"},
+		{map[string]any{"with-node-id": true, "node-name": "edge"}, withID, "edge-0a1b2c3d"},
+		{map[string]any{"with-node-id": true}, noFile, ""}, // k3s has not written the id yet
+	} {
+		if got := nodeName(&cloudconfig.Config{K3s: tc.k3s}, "Pi-Rack-1", tc.read); got != tc.want {
+			t.Errorf("k3s %v: node name %q, want %q", tc.k3s, got, tc.want)
+		}
 	}
 }

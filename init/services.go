@@ -212,7 +212,9 @@ func (s *system) startRuntime(ctx context.Context, cfg *cloudconfig.Config) erro
 	if cfg.RoleOrDefault() == "agent" {
 		kubeconfig = k3sAgentKC
 	}
-	go s.watchNode(ctx, nodeName(cfg, s.hostname), kubeconfig)
+	go s.watchNode(ctx, func() string {
+		return nodeName(cfg, s.hostname, func(p string) ([]byte, error) { return os.ReadFile(s.path(p)) })
+	}, kubeconfig)
 	return nil
 }
 

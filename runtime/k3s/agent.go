@@ -53,14 +53,11 @@ func (a *app) agent(ctx context.Context, args []string) error {
 	if ac.ServerURL == "" {
 		return fmt.Errorf("%w: k3s agent needs --server (K3S_URL), e.g. https://10.0.0.1:6443", config.ErrUsage)
 	}
-	if ac.WithNodeID {
-		return fmt.Errorf("%w: --with-node-id is not supported by this runtime yet; set --node-name to a unique name", config.ErrUsage)
-	}
 	tok, err := agentToken(ac)
 	if err != nil {
 		return err
 	}
-	nodeName, nodeIPs, err := nodeIdentity(ac.NodeName, ac.NodeIPs)
+	nodeName, nodeIPs, err := nodeIdentity(ac.NodeName, ac.NodeIPs, ac.WithNodeID)
 	if err != nil {
 		return err
 	}
@@ -148,8 +145,9 @@ func agentToken(ac *config.AgentConfig) (token.Token, error) {
 }
 
 // nodeIdentity is the node name (--node-name, else the lower-cased
-// hostname) and addresses (--node-ip, else the first global address).
-func nodeIdentity(name string, ips []netip.Addr) (string, []netip.Addr, error) {
+// hostname; with --with-node-id, "-<id>" from /etc/rancher/node/id after
+// it) and addresses (--node-ip, else the first global address).
+func nodeIdentity(name string, ips []netip.Addr, withNodeID bool) (string, []netip.Addr, error) {
 	if name == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -157,11 +155,21 @@ func nodeIdentity(name string, ips []netip.Addr) (string, []netip.Addr, error) {
 		}
 		name = strings.ToLower(h)
 	}
+	if withNodeID {
+		id, err := agent.NodeID(nodeIDFile)
+		if err != nil {
+			return "", nil, err
+		}
+		name += "-" + id
+	}
 	if len(ips) == 0 {
 		ips = []netip.Addr{defaultNodeIP()}
 	}
 	return name, ips, nil
 }
+
+// nodeIDFile is agent.NodeIDFile; a variable for tests.
+var nodeIDFile = agent.NodeIDFile
 
 // nodeClient asks the API server as this node's kubelet (which may read
 // its own Node object), trusting the server CA the join fetched.

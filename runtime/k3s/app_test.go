@@ -160,3 +160,26 @@ func TestValueOrFile(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// --with-node-id appends the id kept in /etc/rancher/node/id, the same at
+// every start.
+func TestNodeIdentityWithNodeID(t *testing.T) {
+	old := nodeIDFile
+	nodeIDFile = filepath.Join(t.TempDir(), "node", "id")
+	defer func() { nodeIDFile = old }()
+	name, _, err := nodeIdentity("pi", nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := os.ReadFile(nodeIDFile)
+	if len(strings.TrimSpace(string(id))) != 8 || name != "pi-"+strings.TrimSpace(string(id)) {
+		t.Errorf("name %q, id file %q", name, id)
+	}
+	again, _, err := nodeIdentity("pi", nil, true)
+	if err != nil || again != name {
+		t.Errorf("second start: %q %v, want %q", again, err, name)
+	}
+	if plain, _, _ := nodeIdentity("pi", nil, false); plain != "pi" {
+		t.Errorf("without --with-node-id: %q", plain)
+	}
+}

@@ -37,7 +37,7 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	nodeName, nodeIPs, err := nodeIdentity(s.NodeName, s.NodeIPs)
+	nodeName, nodeIPs, err := nodeIdentity(s.NodeName, s.NodeIPs, s.WithNodeID)
 	if err != nil {
 		return err
 	}
