@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -140,25 +138,9 @@ func (h *handler) Logs(p agent.LogsParams) (agent.Logs, error) {
 }
 
 func (h *handler) Exec(ctx context.Context, p agent.ExecParams) (agent.ExecResult, error) {
-	if len(p.Argv) == 0 {
-		return agent.ExecResult{}, errors.New("exec: empty argv")
-	}
-	cmd := exec.CommandContext(ctx, p.Argv[0], p.Argv[1:]...)
-	cmd.Env = append(h.s.serviceEnv(), p.Env...)
-	cmd.Stdin = strings.NewReader(p.Stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := agent.ExecResult{Stdout: trimOutput(stdout.Bytes(), 1<<20), Stderr: trimOutput(stderr.Bytes(), 1<<20)}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		res.ExitCode = ee.ExitCode()
-	default:
-		return res, fmt.Errorf("exec %s: %w", p.Argv[0], err)
-	}
-	return res, nil
+	// The service environment (proxy settings), then the caller's.
+	p.Env = append(h.s.serviceEnv(), p.Env...)
+	return agent.RunCommand(ctx, p)
 }
 
 func (h *handler) Poweroff() error {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -260,12 +259,4 @@ func (s *system) startAgent(ctx context.Context) {
 			s.log.Info("agent: no vsock", "err", err)
 		}
 	}()
-}
-
-// trimOutput keeps the end of long output.
-func trimOutput(b []byte, max int) string {
-	if len(b) > max {
-		b = append([]byte("[...]\n"), b[len(b)-max:]...)
-	}
-	return string(bytes.ToValidUTF8(b, []byte("?")))
 }

@@ -144,7 +144,9 @@ func logTimings(t testing.TB, st *agent.Status) {
 
 func nodeExec(t *testing.T, m *Machine, argv ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Generous: `k3s kubectl` on an emulated node whose API server is busy
+	// has taken over a minute.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	res, err := m.Exec(ctx, argv...)
 	if err != nil {

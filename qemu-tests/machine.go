@@ -464,7 +464,12 @@ func (m *Machine) Exec(ctx context.Context, argv ...string) (*agent.ExecResult, 
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.Exec(ctx, agent.ExecParams{Argv: argv})
+	p := agent.ExecParams{Argv: argv}
+	if dl, ok := ctx.Deadline(); ok {
+		// The guest's own limit (60 s unless told) follows the caller's.
+		p.Timeout = max(1, int(time.Until(dl).Seconds()))
+	}
+	res, err := c.Exec(ctx, p)
 	if err != nil {
 		return nil, m.fail(fmt.Sprintf("Exec %q", argv), m.current(), err)
 	}
