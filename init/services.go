@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	cloudconfig "github.com/ballast-os/ballast/cloud-config"
@@ -63,18 +65,15 @@ func commandArgv(c cloudconfig.Command) []string {
 	return []string{"/bin/sh", "-c", c.Shell}
 }
 
-// runCommands runs each command in order, logging output; a failure is
-// logged and the next command still runs. It returns how many failed.
+// runCommands runs each command in order, its output appended to
+// /var/log/<kind>.log and echoed to the init's log; a failure is logged
+// and the next command still runs. It returns how many failed.
 func (s *system) runCommands(ctx context.Context, kind string, cmds []cloudconfig.Command) int {
 	failed := 0
 	for i, c := range cmds {
 		argv := commandArgv(c)
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
-		cmd.Env = s.serviceEnv()
-		out, err := cmd.CombinedOutput()
-		cancel()
-		for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		out, err := runLogged(ctx, argv, s.serviceEnv(), s.path("/var/log/"+kind+".log"), commandTimeout)
+		for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
 			if l != "" {
 				s.log.Info(kind+" output", "n", i, "line", l)
 			}
@@ -85,6 +84,54 @@ func (s *system) runCommands(ctx context.Context, kind string, cmds []cloudconfi
 		}
 	}
 	return failed
+}
+
+// commandTimeout bounds one bootcmd or runcmd command.
+const commandTimeout = 10 * time.Minute
+
+// maxCommandLog is the size past which a command log starts afresh (the
+// previous one kept as .1): bootcmd runs at every boot.
+const maxCommandLog = 1 << 20
+
+// runLogged runs argv in its own process group with its output appended
+// to logPath, and returns that output (its first 64 KiB). It waits for
+// the command itself, not for what the command left running: `daemon &`
+// returns at once and the daemon's output keeps going to the file, as
+// with a service. At the time-out the whole group is killed.
+func runLogged(ctx context.Context, argv, env []string, logPath string, timeout time.Duration) (string, error) {
+	if fi, err := os.Stat(logPath); err == nil && fi.Size() > maxCommandLog {
+		_ = os.Rename(logPath, logPath+".1")
+	}
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	start, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return "", err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	err = cmd.Run()
+	if err != nil && cctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		err = fmt.Errorf("timed out after %v; its process group was killed", timeout)
+	}
+	out := ""
+	if r, rerr := os.Open(logPath); rerr == nil {
+		b, _ := io.ReadAll(io.LimitReader(io.NewSectionReader(r, start, 1<<62), 64<<10))
+		r.Close()
+		out = string(b)
+	}
+	return out, err
 }
 
 func (s *system) bootCmd(ctx context.Context) error {

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A command that starts a daemon with & returns when the command does, not
+// when the daemon does; the daemon's later output goes to the same log.
+func TestRunLoggedBackground(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "var", "log", "runcmd.log")
+	begin := time.Now()
+	out, err := runLogged(context.Background(), []string{"/bin/sh", "-c", "(sleep 1; echo daemon still here) & echo started"}, os.Environ(), log, time.Minute)
+	if err != nil || strings.TrimSpace(out) != "started" {
+		t.Fatalf("runLogged: %q, %v", out, err)
+	}
+	if el := time.Since(begin); el > 900*time.Millisecond {
+		t.Errorf("took %v: waited for the background job", el)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, _ := os.ReadFile(log)
+		if strings.Contains(string(data), "daemon still here") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon's output never reached the log: %q", data)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// At the time-out the whole process group is killed and the error says so.
+func TestRunLoggedTimeout(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child.pid")
+	_, err := runLogged(context.Background(), []string{"/bin/sh", "-c", "sleep 60 & echo $! > " + pidFile + "; wait"}, os.Environ(), filepath.Join(dir, "bootcmd.log"), 300*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("err = %v", err)
+	}
+	data, _ := os.ReadFile(pidFile)
+	pid := strings.TrimSpace(string(data))
+	time.Sleep(100 * time.Millisecond)
+	if _, err := os.Stat("/proc/" + pid); pid == "" || err == nil {
+		stat, _ := os.ReadFile("/proc/" + pid + "/stat")
+		if !strings.Contains(string(stat), ") Z ") {
+			t.Errorf("the background sleep (pid %q) survived the time-out", pid)
+		}
+	}
+}
+
+// A failing command's output is returned with its error.
+func TestRunLoggedFailure(t *testing.T) {
+	out, err := runLogged(context.Background(), []string{"/bin/sh", "-c", "echo nope >&2; exit 3"}, os.Environ(), filepath.Join(t.TempDir(), "bootcmd.log"), time.Minute)
+	if err == nil || strings.TrimSpace(out) != "nope" {
+		t.Errorf("out %q, err %v", out, err)
+	}
+}
