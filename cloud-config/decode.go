@@ -28,9 +28,10 @@ type checker struct {
 	warns  []Warning
 	// budget bounds the work of expanding aliases: "a: &a [*b, *b, ...]"
 	// chains grow exponentially, and init must never hang on a config.
-	budget    int
-	expanding map[*yaml.Node]bool
-	exhausted bool
+	budget     int
+	byteBudget int
+	expanding  map[*yaml.Node]bool
+	exhausted  bool
 	// validating is set after decoding; bad holds the key paths that
 	// failed to decode, whose (zero) values validation then skips.
 	validating bool
@@ -205,11 +206,18 @@ func isNull(n *yaml.Node) bool {
 // counting the work against the budget. ok is false when decoding must
 // not descend.
 func (c *checker) resolve(n *yaml.Node, path string) (*yaml.Node, func(), bool) {
-	c.budget--
-	if c.budget < 0 {
+	if len(c.expanding) > 0 {
+		// Only what aliases repeat costs: the document's own values are
+		// bounded by its size (MaxSize).
+		c.budget--
+		if n.Kind == yaml.ScalarNode {
+			c.byteBudget -= len(n.Value)
+		}
+	}
+	if c.budget < 0 || c.byteBudget < 0 {
 		if !c.exhausted {
 			c.exhausted = true
-			c.errorAt(n, path, "the document expands to too many values (aliases nested too deep?)")
+			c.errorAt(n, path, "the document expands to too many values through its aliases (more than %d values or %d MiB repeated: an alias bomb?)", expansionBudget, expansionBytes>>20)
 		}
 		return nil, nil, false
 	}

@@ -34,15 +34,30 @@ func Parse(name string, data []byte) (*Config, error) {
 	return cfg, err
 }
 
+// MaxSize bounds a cloud-config document.
+const MaxSize = 4 << 20
+
+// The alias expansion budget: values reached through aliases, and the
+// bytes of the scalars among them.
+const (
+	expansionBudget = 100000
+	expansionBytes  = 16 << 20
+)
+
 // ParseWithWarnings is Parse, also returning the warnings (unknown k3s
 // options, k3OS keys ballast ignores), which do not stop the config from
 // being applied. Warnings are returned even when there are errors.
 func ParseWithWarnings(name string, data []byte) (*Config, []Warning, error) {
 	c := newChecker(name)
-	// Alias expansion may cost a few times the document's size; anything
-	// far beyond that is a "billion laughs" document.
-	c.budget = 16*len(data) + 10000
-	cfg := c.parse(data)
+	// A fixed budget for what aliases repeat, whatever the document's
+	// size: a "billion laughs" document must not take PID 1's memory.
+	c.budget, c.byteBudget = expansionBudget, expansionBytes
+	var cfg *Config
+	if len(data) > MaxSize {
+		c.errs = append(c.errs, &Error{Source: name, Line: 1, Message: fmt.Sprintf("the cloud-config is %d bytes; ballast reads at most %d MiB (put large files in the image or fetch them in runcmd)", len(data), MaxSize>>20)})
+	} else {
+		cfg = c.parse(data)
+	}
 	if cfg != nil {
 		c.validating = true
 		cfg.check(c)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sshKey builds a well-formed authorized_keys line of the given type with
@@ -575,4 +576,50 @@ func TestPaths(t *testing.T) {
 	if got := joinKey("k3os.labels", `a["b"].c`); got != `k3os.labels["a[\"b\"].c"]` {
 		t.Errorf("joinKey = %s", got)
 	}
+}
+
+// The expansion budget is fixed, not a multiple of the document: a few
+// repeats of a large scalar are refused at once, a large document without
+// aliases is not, and a document past MaxSize is refused unread.
+func TestExpansionBudget(t *testing.T) {
+	big := strings.Repeat("x", 100<<10)
+	var b strings.Builder
+	b.WriteString("#cloud-config\nk3s:\n  a: &a \"" + big + "\"\n  b: [")
+	for i := range 200 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("*a")
+	}
+	b.WriteString("]\n")
+	start := time.Now()
+	got := errorLines(t, b.String())
+	if !strings.Contains(strings.Join(got, "\n"), "too many values through its aliases") {
+		t.Errorf("repeated large scalar: %q", got)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("took %v to refuse", el)
+	}
+
+	content := strings.Repeat("line of a large file\n", (2<<20)/21)
+	doc := "#cloud-config\nwrite_files:\n  - path: /etc/big\n    content: |\n" + indent(content, "      ")
+	if _, err := Parse("user-data", []byte(doc)); err != nil {
+		t.Errorf("a 2 MiB document without aliases: %v", err)
+	}
+
+	huge := "#cloud-config\nhostname: x\n# " + strings.Repeat("y", MaxSize) + "\n"
+	got = errorLines(t, huge)
+	if len(got) != 1 || !strings.Contains(got[0], "ballast reads at most 4 MiB") {
+		t.Errorf("a document past MaxSize: %q", got)
+	}
+}
+
+func indent(s, prefix string) string {
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if l != "" {
+			b.WriteString(prefix + l)
+		}
+	}
+	return b.String()
 }
