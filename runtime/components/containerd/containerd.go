@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"time"
 
 	_ "github.com/containerd/containerd/v2/cmd/containerd/builtins" // snapshotters, CRI, services
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
@@ -23,11 +25,24 @@ const (
 
 // Main runs the containerd daemon with args (flags only).
 func Main(args []string) int {
+	go releaseMemory(time.Minute)
 	if err := command.App().Run(context.Background(), append([]string{"containerd"}, args...)); err != nil {
 		fmt.Fprintln(os.Stderr, "containerd:", err)
 		return 1
 	}
 	return 0
+}
+
+// releaseMemory hands containerd's free heap back to the system every
+// period. Unpacking images at boot grows its heap by tens of MiB that the
+// runtime's scavenger returns only slowly: an idle agent measured 43 MiB
+// for containerd after a forced collection and 78 MiB without.
+func releaseMemory(period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for range t.C {
+		debug.FreeOSMemory()
+	}
 }
 
 // Ctr runs ctr against k3s's containerd and the k8s.io namespace unless

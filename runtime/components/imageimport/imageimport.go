@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -185,6 +186,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	first := true
 	for {
+		imported := false
 		for _, p := range scan(o.Dir, seen) {
 			st, err := os.Stat(p)
 			if err != nil {
@@ -201,6 +203,13 @@ func Run(ctx context.Context, o Options) error {
 				o.Log.Warn("saving import state", "err", err)
 			}
 			o.Log.Info("imported", "file", p, "images", strings.Join(refs, ","), "took", time.Since(start).Round(time.Millisecond))
+			imported = true
+		}
+		if imported {
+			// Decompressing archives grew the heap; hand what is free
+			// back now rather than at the scavenger's pace (this runs
+			// in the k3s process, whose idle memory small nodes count).
+			debug.FreeOSMemory()
 		}
 		if first && o.ReadyFile != "" {
 			if err := os.WriteFile(o.ReadyFile, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
