@@ -19,25 +19,7 @@ const NodePasswordFile = "/etc/rancher/node/password"
 // NodePassword reads the node's password from path, making one (random,
 // 0600) on the first start.
 func NodePassword(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err == nil {
-		if p := strings.TrimSpace(string(data)); p != "" {
-			return p, nil
-		}
-	} else if !os.IsNotExist(err) {
-		return "", fmt.Errorf("node password: %w", err)
-	}
-	p, err := token.RandomPassword()
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", fmt.Errorf("node password: %w", err)
-	}
-	if err := atomicfile.Write(path, []byte(p+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("node password: %w", err)
-	}
-	return p, nil
+	return readOrMake(path, "node password", 0o600, token.RandomPassword)
 }
 
 // NodeIDFile holds the id --with-node-id appends to the node name ("-<id>").
@@ -47,24 +29,35 @@ const NodeIDFile = "/etc/rancher/node/id"
 // first start, as k3s does for --with-node-id: the name stays the same
 // across restarts, and machines with one hostname get distinct nodes.
 func NodeID(path string) (string, error) {
+	return readOrMake(path, "node id", 0o644, func() (string, error) {
+		b := make([]byte, 4)
+		if _, err := rand.Read(b); err != nil {
+			return "", err
+		}
+		return hex.EncodeToString(b), nil
+	})
+}
+
+// readOrMake reads a one-line value kept in path, or makes it and writes
+// it (durably, mode perm) when the file is missing or empty.
+func readOrMake(path, what string, perm os.FileMode, generate func() (string, error)) (string, error) {
 	data, err := os.ReadFile(path)
 	if err == nil {
-		if id := strings.TrimSpace(string(data)); id != "" {
-			return id, nil
+		if v := strings.TrimSpace(string(data)); v != "" {
+			return v, nil
 		}
 	} else if !os.IsNotExist(err) {
-		return "", fmt.Errorf("node id: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
+	v, err := generate()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
-	id := hex.EncodeToString(b)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", fmt.Errorf("node id: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
-	if err := atomicfile.Write(path, []byte(id+"\n"), 0o644); err != nil {
-		return "", fmt.Errorf("node id: %w", err)
+	if err := atomicfile.Write(path, []byte(v+"\n"), perm); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
-	return id, nil
+	return v, nil
 }

@@ -216,20 +216,22 @@ func (r *proc) loop() {
 
 // runOnce starts the process and waits for it to exit or for stop.
 func (r *proc) runOnce(log *slog.Logger) error {
+	logFile, err := r.openLog()
+	if err != nil {
+		return err
+	}
+	if logFile != nil {
+		defer logFile.Close()
+	}
 	if r.c.Run != nil {
-		return r.runInProcess(log)
+		return r.runInProcess(log, logFile)
 	}
 	cmd := exec.Command(r.c.Path, r.c.Args...)
 	cmd.Env = append(os.Environ(), r.c.Env...)
 	// A component must not outlive the runner (e.g. when it is killed).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if r.c.LogFile != "" {
-		f, err := os.OpenFile(r.c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-		if err != nil {
-			return fmt.Errorf("log file: %w", err)
-		}
-		defer f.Close()
-		cmd.Stdout, cmd.Stderr = f, f
+	if logFile != nil {
+		cmd.Stdout, cmd.Stderr = logFile, logFile
 	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start: %w", err)
@@ -242,37 +244,31 @@ func (r *proc) runOnce(log *slog.Logger) error {
 
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	pollCtx, cancelPoll := context.WithCancel(context.Background())
-	defer cancelPoll()
-	go r.pollReady(pollCtx)
+	return r.await(exited, func() { _ = cmd.Process.Signal(syscall.SIGTERM) }, func() error {
+		log.Warn("component did not stop; killing")
+		_ = cmd.Process.Kill()
+		return exitError(<-exited)
+	})
+}
 
-	select {
-	case err := <-exited:
-		return exitError(err)
-	case <-r.stop:
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			return exitError(err)
-		case <-time.After(orDefault(r.c.StopTimeout, 10*time.Second)):
-			log.Warn("component did not stop; killing")
-			_ = cmd.Process.Kill()
-			return exitError(<-exited)
-		}
+// openLog opens the component's log file for appending; nil without one.
+func (r *proc) openLog() (*os.File, error) {
+	if r.c.LogFile == "" {
+		return nil, nil
 	}
+	f, err := os.OpenFile(r.c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
+	return f, nil
 }
 
 // runInProcess runs Component.Run in a goroutine and waits for it to
 // return or for stop, then cancels it and waits StopTimeout for it.
-func (r *proc) runInProcess(log *slog.Logger) error {
+func (r *proc) runInProcess(log *slog.Logger, logFile *os.File) error {
 	var w io.Writer = io.Discard
-	if r.c.LogFile != "" {
-		f, err := os.OpenFile(r.c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-		if err != nil {
-			return fmt.Errorf("log file: %w", err)
-		}
-		defer f.Close()
-		w = f
+	if logFile != nil {
+		w = logFile
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -290,6 +286,16 @@ func (r *proc) runInProcess(log *slog.Logger) error {
 	r.status.PID = os.Getpid()
 	r.mu.Unlock()
 	log.Info("component started in this process")
+	return r.await(exited, cancel, func() error {
+		log.Warn("component did not stop; leaving it")
+		return errors.New("did not stop")
+	})
+}
+
+// await polls readiness while the component runs and returns when it
+// exits; at stop it asks it to end (term) and, if it has not within
+// StopTimeout, returns what kill does.
+func (r *proc) await(exited <-chan error, term func(), kill func() error) error {
 	pollCtx, cancelPoll := context.WithCancel(context.Background())
 	defer cancelPoll()
 	go r.pollReady(pollCtx)
@@ -297,13 +303,12 @@ func (r *proc) runInProcess(log *slog.Logger) error {
 	case err := <-exited:
 		return exitError(err)
 	case <-r.stop:
-		cancel()
+		term()
 		select {
 		case err := <-exited:
 			return exitError(err)
 		case <-time.After(orDefault(r.c.StopTimeout, 10*time.Second)):
-			log.Warn("component did not stop; leaving it")
-			return errors.New("did not stop")
+			return kill()
 		}
 	}
 }
