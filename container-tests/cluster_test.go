@@ -480,3 +480,46 @@ func TestCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterHostGW: flannel's host-gw backend (routes instead of vxlan,
+// for nodes on one L2 network) carries pod traffic between a server and
+// an agent, which takes the backend from the server's /v1-k3s/config.
+func TestClusterHostGW(t *testing.T) {
+	c, ctx := newCluster(t)
+	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, server, "True", 5*time.Minute, "server")
+	agent, err := c.Start(ctx, "agent", map[string]string{"K3S_URL": "https://" + server.IP + ":6443", "K3S_TOKEN": "hostgw"}, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, server, "True", 3*time.Minute, "agent")
+	manifest := strings.Replace(clusterManifest, "replicas: 3", "replicas: 2", 1)
+	if out, err := server.Exec(ctx, "sh", "-c", "cat > /tmp/app.yaml <<'EOF'\n"+manifest+"\nEOF\nk3s kubectl apply -f /tmp/app.yaml"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	var pods []pod
+	if err := WaitFor(ctx, 3*time.Minute, 2*time.Second, func() error {
+		var err error
+		pods, err = testserverPods(ctx, server)
+		if err == nil && (len(pods) != 2 || pods[0].Node == pods[1].Node) {
+			err = fmt.Errorf("want one ready testserver pod on each node: %+v", pods)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// No vxlan device: the route to the other node's pods goes via its address.
+	if out, err := agent.Exec(ctx, "ip", "-o", "link", "show", "flannel.1"); err == nil {
+		t.Errorf("host-gw node has a vxlan device: %s", out)
+	}
+	for _, from := range pods {
+		for _, to := range pods {
+			if body, err := podGet(ctx, server, from, "/fetch?url=http://"+to.IP+":8080/"); err != nil || !strings.Contains(body, "hostname: "+to.Name) {
+				t.Errorf("host-gw: pod on %s -> pod on %s: %v %q", from.Node, to.Node, err, body)
+			}
+		}
+	}
+}

@@ -5,9 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -113,16 +116,28 @@ func (p *Preparer) Prepare(ctx context.Context, rootDisk string, live bool) (Res
 		res.Grew = grew
 	}
 
-	f, err := os.Open(res.Device)
+	hasFS, blank, err := inspect(res.Device)
 	if err != nil {
-		return res, fmt.Errorf("opening data partition: %w", err)
+		return res, err
 	}
-	hasFS, err := blockdevHasExt4(f)
-	f.Close()
-	if err != nil {
-		return res, fmt.Errorf("%s: %w", res.Device, err)
+	if !hasFS && !blank {
+		// Something is there, but no ext4 superblock reads back: a
+		// flaky card, a bad read, a torn write. Never format it: try
+		// e2fsck from a backup superblock, else run without it.
+		hasFS = p.repair(ctx, res.Device)
+		if !hasFS {
+			res.TmpFS = true
+			if err := p.mountTmpfs(); err != nil {
+				return res, err
+			}
+			return res, fmt.Errorf("%s holds data but no readable ext4 file system, and e2fsck could not repair it from a backup superblock: NOT formatting it (the node's cluster state, volumes and keys may be on it). Data kept on tmpfs for this boot. Repair it by hand (e2fsck -b 32768 %s), or zero its first MiB to start afresh", res.Device, res.Device)
+		}
 	}
-	if !hasFS {
+	switch {
+	case hasFS:
+		p.fsck(ctx, res.Device)
+	default:
+		// The builder's placeholder: the first MiB is zeros.
 		p.Log.Info("creating file system on data partition", "device", res.Device)
 		if out, err := p.Run(ctx, "mkfs.ext4", "-q", "-F", "-L", Label, res.Device); err != nil {
 			return res, fmt.Errorf("mkfs.ext4 %s: %w: %s", res.Device, err, out)
@@ -156,7 +171,66 @@ func (p *Preparer) isMBR(disk string) bool {
 	return ok
 }
 
-func blockdevHasExt4(f *os.File) (bool, error) { return blockdev.HasExt4(f) }
+// placeholderSize is how much of the data partition the image builder
+// leaves zeroed: a partition whose first MiB is all zeros was never
+// formatted, and is the only kind the init formats.
+const placeholderSize = 1 << 20
+
+// inspect reports whether dev has an ext4 superblock, and whether it is
+// the builder's untouched placeholder (its first MiB zeros).
+func inspect(dev string) (hasFS, blank bool, err error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return false, false, fmt.Errorf("opening data partition: %w", err)
+	}
+	defer f.Close()
+	if hasFS, err = blockdev.HasExt4(f); err != nil || hasFS {
+		if err != nil {
+			err = fmt.Errorf("%s: %w", dev, err)
+		}
+		return hasFS, false, err
+	}
+	buf := make([]byte, placeholderSize)
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, false, fmt.Errorf("%s: %w", dev, err)
+	}
+	for _, b := range buf[:n] {
+		if b != 0 {
+			return false, false, nil
+		}
+	}
+	return false, true, nil
+}
+
+// fsck runs `e2fsck -p` before the mount, as a boot's fsck pass does.
+// What it cannot fix is logged; the kernel's ext4 then decides (errors
+// remount it read-only) rather than the node losing its data partition.
+func (p *Preparer) fsck(ctx context.Context, dev string) {
+	out, err := p.Run(ctx, "e2fsck", "-p", dev)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee) && ee.ExitCode() < 4:
+		p.Log.Info("e2fsck repaired the data file system", "device", dev, "output", strings.TrimSpace(string(out)))
+	default:
+		p.Log.Error("e2fsck found errors it could not repair; mounting anyway", "device", dev, "err", err, "output", strings.TrimSpace(string(out)))
+	}
+}
+
+// repair tries e2fsck with the backup superblocks mkfs.ext4 leaves (4 KiB
+// blocks, then 1 KiB) and reports whether an ext4 superblock reads back.
+func (p *Preparer) repair(ctx context.Context, dev string) bool {
+	for _, sb := range [][2]string{{"32768", "4096"}, {"8193", "1024"}} {
+		out, err := p.Run(ctx, "e2fsck", "-y", "-b", sb[0], "-B", sb[1], dev)
+		p.Log.Warn("data partition has no readable superblock; e2fsck from a backup", "device", dev, "superblock", sb[0], "err", err, "output", strings.TrimSpace(string(out)))
+		if ok, _, err := inspect(dev); err == nil && ok {
+			p.Log.Warn("data file system repaired from a backup superblock", "device", dev)
+			return true
+		}
+	}
+	return false
+}
 
 func (p *Preparer) mountTmpfs() error {
 	m := mounts.Mount{Source: "tmpfs", Target: MountPoint, FSType: "tmpfs", Data: "mode=0755", Flags: unix.MS_NOSUID | unix.MS_NODEV}

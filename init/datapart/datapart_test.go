@@ -112,13 +112,14 @@ func TestPrepareFirstBootGrowsFormatsMountsAndBinds(t *testing.T) {
 	}
 	sfdiskVerify(t, filepath.Join(tb.dev, "vda"))
 
-	// Second boot: nothing to grow or format; the ext4 fills its partition.
+	// Second boot: nothing to grow or format; the ext4 fills its
+	// partition; e2fsck -p checks it before the mount.
 	tb.ran, tb.resized, tb.mnt.calls = nil, nil, nil
 	res, err = tb.p.Prepare(context.Background(), "vda", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.FirstBoot || res.Grew || len(tb.resized) != 0 || len(tb.ran) != 0 {
+	if res.FirstBoot || res.Grew || len(tb.resized) != 0 || len(tb.ran) != 1 || tb.ran[0] != "e2fsck -p "+filepath.Join(tb.dev, "vda4") {
 		t.Fatalf("second boot: res=%+v resized=%q ran=%q", res, tb.resized, tb.ran)
 	}
 }
@@ -134,8 +135,67 @@ func TestPrepareGrowsFileSystemLeftSmall(t *testing.T) {
 	if err != nil || res.FirstBoot {
 		t.Fatalf("res = %+v, %v", res, err)
 	}
-	if len(tb.ran) != 1 || tb.ran[0] != "resize2fs "+filepath.Join(tb.dev, "vda4") {
+	if len(tb.ran) != 2 || tb.ran[0] != "e2fsck -p "+filepath.Join(tb.dev, "vda4") || tb.ran[1] != "resize2fs "+filepath.Join(tb.dev, "vda4") {
 		t.Fatalf("ran = %q", tb.ran)
+	}
+}
+
+// A data partition that is neither the builder's zeroed placeholder nor a
+// readable ext4 (a flaky card, a torn write) is never formatted: e2fsck
+// repairs it from a backup superblock when it can, and otherwise the node
+// runs on tmpfs and says why.
+func TestPrepareNeverFormatsData(t *testing.T) {
+	if _, err := exec.LookPath("e2fsck"); err != nil {
+		t.Fatalf("e2fsck missing (apt-get install e2fsprogs): %v", err)
+	}
+	dev := func(tb *testbed) string { return filepath.Join(tb.dev, "vda4") }
+	realRun := func(tb *testbed) {
+		tb.p.Run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
+			tb.ran = append(tb.ran, name+" "+strings.Join(args, " "))
+			return exec.CommandContext(ctx, name, args...).CombinedOutput()
+		}
+	}
+
+	// The primary superblock is gone; a backup is not (1 KiB blocks: a
+	// 16 MiB file system has its first backup at block 8193).
+	tb := newTestbed(t, 64*mib, true)
+	realRun(tb)
+	os.Truncate(dev(tb), 16*mib)
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "1024", "-L", Label, dev(tb)).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v %s", err, out)
+	}
+	f, _ := os.OpenFile(dev(tb), os.O_WRONLY, 0)
+	f.WriteAt(make([]byte, 1024), 1024)
+	f.Close()
+	res, err := tb.p.Prepare(context.Background(), "vda", false)
+	if err != nil || res.TmpFS || res.FirstBoot {
+		t.Fatalf("torn superblock: res = %+v, %v (ran %q)", res, err, tb.ran)
+	}
+	for _, r := range tb.ran {
+		if strings.HasPrefix(r, "mkfs") {
+			t.Errorf("formatted: %q", tb.ran)
+		}
+	}
+	if len(tb.ran) < 2 || !strings.HasPrefix(tb.ran[0], "e2fsck -y -b 32768 -B 4096 ") || !strings.HasPrefix(tb.ran[1], "e2fsck -y -b 8193 -B 1024 ") {
+		t.Errorf("ran = %q; want e2fsck from the backup superblocks", tb.ran)
+	}
+
+	// Nothing an e2fsck can use: left alone, tmpfs, an error that says so.
+	tb = newTestbed(t, 32*mib, true)
+	realRun(tb)
+	garbage := []byte(strings.Repeat("not a file system ", 1<<16))
+	os.WriteFile(dev(tb), garbage, 0o644)
+	res, err = tb.p.Prepare(context.Background(), "vda", false)
+	if err == nil || !strings.Contains(err.Error(), "NOT formatting it") || !res.TmpFS {
+		t.Fatalf("garbage: res = %+v, err = %v", res, err)
+	}
+	if got, _ := os.ReadFile(dev(tb)); string(got[:len(garbage)]) != string(garbage) {
+		t.Error("the partition's contents changed")
+	}
+	for _, r := range tb.ran {
+		if strings.HasPrefix(r, "mkfs") {
+			t.Errorf("formatted: %q", tb.ran)
+		}
 	}
 }
 
