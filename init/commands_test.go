@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ballast-os/ballast/init/datapart"
 )
 
 // A command that starts a daemon with & returns when the command does, not
@@ -58,5 +60,24 @@ func TestRunLoggedFailure(t *testing.T) {
 	out, err := runLogged(context.Background(), []string{"/bin/sh", "-c", "echo nope >&2; exit 3"}, os.Environ(), filepath.Join(t.TempDir(), "bootcmd.log"), time.Minute)
 	if err == nil || strings.TrimSpace(out) != "nope" {
 		t.Errorf("out %q, err %v", out, err)
+	}
+}
+
+// A disk boot without its data partition runs neither k3s nor runcmd; a
+// live boot (the ISO) runs both on tmpfs by design.
+func TestPersistent(t *testing.T) {
+	for _, tc := range []struct {
+		data datapart.Result
+		live bool
+		ok   bool
+	}{
+		{datapart.Result{Device: "/dev/vda4"}, false, true},
+		{datapart.Result{TmpFS: true}, false, false},
+		{datapart.Result{TmpFS: true}, true, true},
+	} {
+		s := &system{data: tc.data, rootInfo: rootInfo{Live: tc.live}}
+		if err := s.persistent(); (err == nil) != tc.ok {
+			t.Errorf("data %+v live %v: %v", tc.data, tc.live, err)
+		}
 	}
 }

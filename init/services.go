@@ -147,6 +147,20 @@ func (s *system) bootCmd(ctx context.Context) error {
 
 // runOnceKey names this instance for runcmd: the config's instance_id, or
 // the state database's node ID (one per data partition).
+// persistent says why this boot has no persistent storage: a disk boot
+// whose data partition is missing or was refused runs on tmpfs, where k3s
+// would make a new node at every boot (a new identity, a throwaway
+// cluster) and runcmd, which runs once per node, would run every boot.
+// A live boot (the ISO) is ephemeral by design.
+func (s *system) persistent() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.data.TmpFS && !s.rootInfo.Live {
+		return errors.New("the data partition is not mounted (see the data-partition step): everything would be lost at reboot")
+	}
+	return nil
+}
+
 func runOnceKey(cfg *cloudconfig.Config, nodeID string) string {
 	if cfg.InstanceID != "" {
 		return "runcmd:instance:" + cfg.InstanceID
@@ -158,6 +172,9 @@ func (s *system) runCmdOnce(ctx context.Context) error {
 	cfg := s.config()
 	if len(cfg.RunCmd) == 0 {
 		return bootstep.Skip("no runcmd")
+	}
+	if err := s.persistent(); err != nil {
+		return fmt.Errorf("runcmd not run: %w", err)
 	}
 	s.mu.Lock()
 	db := s.db
@@ -233,6 +250,9 @@ var k3sBinaries = []string{"/usr/bin/k3s", "/usr/local/bin/k3s"}
 func (s *system) startRuntime(ctx context.Context, cfg *cloudconfig.Config) error {
 	if cfg.RuntimeOrDefault() == "none" || s.cmdline["ballast.runtime"] == "none" {
 		return nil
+	}
+	if err := s.persistent(); err != nil {
+		return fmt.Errorf("not starting k3s: %w", err)
 	}
 	bin := ""
 	for _, b := range k3sBinaries {
