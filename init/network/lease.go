@@ -86,8 +86,12 @@ func ConfigFromACK(ack *dhcpv4.DHCPv4) (LeaseConfig, error) {
 		}
 	}
 	if ds := ack.DomainSearch(); ds != nil && len(ds.Labels) > 0 {
-		c.Search = append(c.Search, ds.Labels...)
-	} else if dn := strings.TrimSpace(ack.DomainName()); dn != "" && !strings.ContainsAny(dn, " \t\n") {
+		for _, l := range ds.Labels {
+			if ValidSearchDomain(l) {
+				c.Search = append(c.Search, l)
+			}
+		}
+	} else if dn := strings.TrimSpace(ack.DomainName()); ValidSearchDomain(dn) {
 		c.Search = []string{dn}
 	}
 	if b := ack.Options.Get(dhcpv4.OptionInterfaceMTU); len(b) == 2 {

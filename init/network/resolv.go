@@ -2,6 +2,7 @@ package network
 
 import (
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -13,6 +14,7 @@ import (
 func RenderResolvConf(nameservers []netip.Addr, search []string) string {
 	var b strings.Builder
 	b.WriteString("# Written by ballast from the cloud-config and DHCP leases.\n")
+	search = slices.DeleteFunc(slices.Clone(search), func(d string) bool { return !ValidSearchDomain(d) })
 	if len(search) > 0 {
 		b.WriteString("search " + strings.Join(search, " ") + "\n")
 	}
@@ -50,4 +52,16 @@ func dedup[T comparable](s []T) []T {
 		}
 	}
 	return out
+}
+
+// searchDomain is a DNS name as resolv.conf's search line takes it:
+// letters, digits, hyphens and underscores in dot-separated labels of 1 to
+// 63 characters, an optional final dot.
+var searchDomain = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$`)
+
+// ValidSearchDomain reports whether d may go on resolv.conf's search line.
+// A DHCP server's search list (option 119) is outside input: a "label"
+// with a newline in it would otherwise add a nameserver line of its own.
+func ValidSearchDomain(d string) bool {
+	return len(d) <= 253 && searchDomain.MatchString(d)
 }
