@@ -131,11 +131,19 @@ func ServeVsock(ctx context.Context, port uint32, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("agent: vsock port %d: %w", port, err)
 	}
-	return serveListener(ctx, l, h)
+	return serveListener(ctx, l, h, hostOnly)
 }
 
-// serveListener serves every connection accepted on l until ctx is done.
-func serveListener(ctx context.Context, l net.Listener, h Handler) error {
+// hostOnly admits the hypervisor (CID 2) alone: another guest on the same
+// host must not drive this node's init.
+func hostOnly(a net.Addr) bool {
+	v, ok := a.(*vsock.Addr)
+	return ok && v.ContextID == vsock.Host
+}
+
+// serveListener serves every connection accepted on l until ctx is done;
+// a connection whose peer allow refuses (nil allows all) is closed unread.
+func serveListener(ctx context.Context, l net.Listener, h Handler, allow func(net.Addr) bool) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { l.Close() })
@@ -148,6 +156,10 @@ func serveListener(ctx context.Context, l net.Listener, h Handler) error {
 			}
 			l.Close()
 			return fmt.Errorf("agent: accepting on %s: %w", l.Addr(), err)
+		}
+		if allow != nil && !allow(conn.RemoteAddr()) {
+			conn.Close()
+			continue
 		}
 		wg.Add(1)
 		go func() {

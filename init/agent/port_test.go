@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mdlayher/vsock"
 )
 
 func TestOpenVirtioPort(t *testing.T) {
@@ -137,7 +139,7 @@ func TestServeListener(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveListener(ctx, l, &fakeHandler{}) }()
+	go func() { done <- serveListener(ctx, l, &fakeHandler{}, nil) }()
 	for range 2 {
 		c, err := Dial(ctx, "unix", l.Addr().String())
 		if err != nil {
@@ -151,5 +153,30 @@ func TestServeListener(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("serveListener returned %v, want context.Canceled", err)
+	}
+}
+
+// A peer the listener does not allow is closed unread; vsock allows the
+// host (CID 2) alone.
+func TestServeListenerRefusesPeers(t *testing.T) {
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "agent.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go serveListener(ctx, l, &fakeHandler{}, func(net.Addr) bool { return false })
+	c, err := Dial(ctx, "unix", l.Addr().String())
+	if err == nil {
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = c.Status(sctx)
+		scancel()
+		c.Close()
+	}
+	if err == nil {
+		t.Error("a refused peer got an answer")
+	}
+	if !hostOnly(&vsock.Addr{ContextID: vsock.Host, Port: 1024}) || hostOnly(&vsock.Addr{ContextID: 7, Port: 1024}) || hostOnly(&net.UnixAddr{Name: "x"}) {
+		t.Error("hostOnly admits the wrong peers")
 	}
 }
