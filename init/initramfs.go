@@ -229,7 +229,8 @@ func (s *initramfs) handoff(context.Context) error {
 			continue
 		}
 		if err == nil {
-			err = os.WriteFile(filepath.Join("/run/ballast", f), b, 0o644)
+			// The baked config may hold the k3s token and password hashes.
+			err = os.WriteFile(filepath.Join("/run/ballast", f), b, 0o600)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("handing over %s: %w", f, err))

@@ -250,7 +250,7 @@ func (s *system) gatherConfig(ctx context.Context) error {
 	if u, ok := datasource.ConfigURL(s.cmdline); ok {
 		// The network is not up yet; fetch after the network step instead.
 		s.mu.Lock()
-		s.cfgInfo.Sources = append(s.cfgInfo.Sources, agent.ConfigSource{Name: datasource.NameCmdlineURL, Path: u, Error: "fetched after the network is up"})
+		s.cfgInfo.Sources = append(s.cfgInfo.Sources, agent.ConfigSource{Name: datasource.NameCmdlineURL, Path: datasource.RedactURL(u), Error: "fetched after the network is up"})
 		s.mu.Unlock()
 	}
 	cfg, info := parseSources(sources)

@@ -224,13 +224,15 @@ func bootPartition(env Env, devs []probed, scanErr error) (Source, bool) {
 	}
 	shown := dev.path + ":/" + UserDataFile
 	target := env.path(BootMount)
-	if err := os.MkdirAll(target, 0o755); err != nil {
+	if err := os.MkdirAll(target, 0o700); err != nil {
 		return Source{Name: NameBootPartition, Path: shown, Err: err}, true
 	}
 	// A second Gather in the same boot finds it mounted already; mounting
 	// again would stack a second mount on the first.
 	if !isMountpoint(target) {
-		if err := env.mount(dev.path, target, "vfat", roFlags, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		// Root only: user-data may hold the k3s token, the Wi-Fi key and
+		// password hashes.
+		if err := env.mount(dev.path, target, "vfat", roFlags, "umask=0077"); err != nil && !errors.Is(err, unix.EBUSY) {
 			return Source{Name: NameBootPartition, Path: shown, Err: fmt.Errorf("mounting %s (%s) on %s: %w", dev.path, BootPartName, BootMount, err)}, true
 		}
 	}

@@ -25,7 +25,7 @@ func ConfigURL(args map[string]string) (string, bool) {
 // connection failures every second until timeout: the network may have
 // come up a moment ago. A non-200 answer is an error, not retried.
 func FetchURL(ctx context.Context, rawURL string, timeout time.Duration) Source {
-	src := Source{Name: NameCmdlineURL, Path: rawURL}
+	src := Source{Name: NameCmdlineURL, Path: RedactURL(rawURL)}
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		src.Err = fmt.Errorf("%s=%q: want an http or https URL", CmdlineKey, rawURL)
@@ -75,4 +75,23 @@ func get(ctx context.Context, c *http.Client, u string) (data []byte, retry bool
 		return nil, false, errors.New("larger than 16 MiB")
 	}
 	return b, false, nil
+}
+
+// RedactURL is rawURL as status and logs show it: the password and every
+// query value (a config URL may carry a token) replaced by "xxxxx".
+func RedactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(an unparsable URL)"
+	}
+	if q := u.Query(); len(q) > 0 {
+		for k, vs := range q {
+			for i := range vs {
+				vs[i] = "xxxxx"
+			}
+			q[k] = vs
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }

@@ -95,3 +95,15 @@ func FuzzConfigURL(f *testing.F) {
 		}
 	})
 }
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://cfg.example.com/node.yaml":                     "https://cfg.example.com/node.yaml",
+		"https://cfg.example.com/node.yaml?token=s3cret&node=a": "https://cfg.example.com/node.yaml?node=xxxxx&token=xxxxx",
+		"https://user:pass@cfg.example.com/x":                   "https://user:xxxxx@cfg.example.com/x",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
