@@ -340,21 +340,40 @@ func setupHome(root string, a Account, opts Options) error {
 	if err := opts.chown(home, a.UID, a.GID); err != nil {
 		return err
 	}
-	sshDir := filepath.Join(home, ".ssh")
+	// The home directory is the user's: ~/.ssh and what is in it may be
+	// links they made. Everything below goes through an os.Root on the
+	// home, which refuses to follow a link out of it, and ~/.ssh must be a
+	// real directory: as root, following ~/.ssh -> /root/.ssh would hand
+	// the user root's authorized_keys.
+	r, err := os.OpenRoot(home)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
 	if len(a.Keys) == 0 {
 		// Remove keys we wrote for a config that no longer has any.
-		if err := os.Remove(filepath.Join(sshDir, "authorized_keys")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := r.Remove(".ssh/authorized_keys"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		return nil
 	}
-	if err := os.Mkdir(sshDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := r.Mkdir(".ssh", 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	if err := os.Chmod(sshDir, 0o700); err != nil {
+	if fi, err := r.Lstat(".ssh"); err != nil {
+		return err
+	} else if !fi.IsDir() {
+		return fmt.Errorf("%s/.ssh is not a directory (%s): not following it as root; authorized_keys not written", a.Home, fi.Mode().Type())
+	}
+	if err := r.Chmod(".ssh", 0o700); err != nil {
 		return err
 	}
-	if err := opts.chown(sshDir, a.UID, a.GID); err != nil {
+	if opts.Chown != nil {
+		err = opts.Chown(filepath.Join(home, ".ssh"), a.UID, a.GID)
+	} else {
+		err = r.Lchown(".ssh", a.UID, a.GID)
+	}
+	if err != nil {
 		return err
 	}
 	var b strings.Builder
@@ -365,7 +384,34 @@ func setupHome(root string, a Account, opts Options) error {
 		}
 		b.WriteString(k + "\n")
 	}
-	return writeFile(root, filepath.Join(a.Home, ".ssh/authorized_keys"), []byte(b.String()), 0o600, a.UID, a.GID, opts)
+	tmp := fmt.Sprintf(".ssh/.authorized_keys.%d.tmp", os.Getpid())
+	f, err := r.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer r.Remove(tmp)
+	_, err = f.WriteString(b.String())
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err == nil && opts.Chown != nil {
+		err = opts.Chown(filepath.Join(home, tmp), a.UID, a.GID)
+	} else if err == nil {
+		err = f.Chown(a.UID, a.GID)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = r.Rename(tmp, ".ssh/authorized_keys")
+	}
+	if err != nil {
+		return fmt.Errorf("%s/.ssh/authorized_keys: %w", a.Home, err)
+	}
+	return nil
 }
 
 // writeFile writes root+p atomically with the given mode and owner.

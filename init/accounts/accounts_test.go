@@ -218,3 +218,31 @@ func TestBasePasswdEntriesAdded(t *testing.T) {
 		t.Errorf("groups %s", g)
 	}
 }
+
+// A user's ~/.ssh that is a link (here to root's) is not followed as root:
+// root's authorized_keys stays root's, and alice gets an error, not keys
+// written through the link.
+func TestSSHDirSymlinkNotFollowed(t *testing.T) {
+	root := newRoot(t, true)
+	if err := Apply(root, testConfig(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	rootKeys := read(t, filepath.Join(root, "root/.ssh/authorized_keys"))
+	aliceSSH := filepath.Join(root, "home/alice/.ssh")
+	if err := os.RemoveAll(aliceSSH); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(root, "root/.ssh"), aliceSSH); err != nil {
+		t.Fatal(err)
+	}
+	err := Apply(root, testConfig(), Options{})
+	if err == nil || !strings.Contains(err.Error(), "not following it as root") {
+		t.Errorf("Apply with ~alice/.ssh a link: %v", err)
+	}
+	if got := read(t, filepath.Join(root, "root/.ssh/authorized_keys")); got != rootKeys {
+		t.Errorf("root's authorized_keys changed through alice's link:\n%s", got)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "root/.ssh")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("root's .ssh: %v %v", fi, err)
+	}
+}
