@@ -41,7 +41,7 @@ func (s *system) configureNetwork(ctx context.Context) error {
 	s.net = st
 	s.mu.Unlock()
 	if u, ok := datasource.ConfigURL(s.cmdline); ok {
-		src := datasource.FetchURL(ctx, u, 30*time.Second)
+		src := datasource.FetchURL(ctx, u, s.cmdline[datasource.PinKey], 30*time.Second)
 		s.log.Info("fetched cloud-config", "url", datasource.RedactURL(u), "err", src.Err)
 		// Re-merge with the URL document last, as the design orders sources.
 		env := datasource.Env{Root: s.root}

@@ -2,11 +2,14 @@ package datasource
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -21,32 +24,64 @@ func ConfigURL(args map[string]string) (string, bool) {
 	return v, v != ""
 }
 
-// FetchURL GETs the cloud-config at rawURL (http or https), retrying
-// connection failures every second until timeout: the network may have
-// come up a moment ago. A non-200 answer is an error, not retried.
-func FetchURL(ctx context.Context, rawURL string, timeout time.Duration) Source {
-	src := Source{Name: NameCmdlineURL, Path: RedactURL(rawURL)}
+// PinKey is the kernel command-line parameter that pins the config URL's
+// document: its SHA-256, in hex.
+const PinKey = "ballast.config_sha256"
+
+// errInsecure is a refusal that retrying cannot change.
+var errInsecure = errors.New("insecure")
+
+// FetchURL GETs the cloud-config at rawURL, retrying connection failures
+// every second until timeout: the network may have come up a moment ago.
+// A non-200 answer is an error, not retried. The URL must be https, or
+// the document pinned (pin, ballast.config_sha256=): the config decides
+// who may log in and what runs as root, so a plain-http fetch or a
+// redirect from https to http must not let anyone on the path rewrite it.
+func FetchURL(ctx context.Context, rawURL, pin string, timeout time.Duration) Source {
+	shown := RedactURL(rawURL)
+	src := Source{Name: NameCmdlineURL, Path: shown}
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		src.Err = fmt.Errorf("%s=%q: want an http or https URL", CmdlineKey, rawURL)
+		src.Err = fmt.Errorf("%s=%q: want an https URL", CmdlineKey, shown)
+		return src
+	}
+	pin = strings.ToLower(strings.TrimSpace(pin))
+	if b, err := hex.DecodeString(pin); pin != "" && (err != nil || len(b) != sha256.Size) {
+		src.Err = fmt.Errorf("%s=%q: want the document's SHA-256 as 64 hex digits", PinKey, pin)
+		return src
+	}
+	if u.Scheme == "http" && pin == "" {
+		src.Err = fmt.Errorf("%s=%q: plain http lets anyone on the path rewrite the config: use https, or pin the document with %s=<its sha256>", CmdlineKey, shown, PinKey)
 		return src
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	client := &http.Client{}
+	client := &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if pin == "" && req.URL.Scheme != "https" {
+			return fmt.Errorf("%w: redirected to %s, which is not https", errInsecure, RedactURL(req.URL.String()))
+		}
+		if len(via) >= 10 {
+			return fmt.Errorf("%w: stopped after 10 redirects", errInsecure)
+		}
+		return nil
+	}}
 	for {
 		b, retry, err := get(ctx, client, rawURL)
 		if err == nil {
+			if sum := sha256.Sum256(b); pin != "" && hex.EncodeToString(sum[:]) != pin {
+				src.Err = fmt.Errorf("fetching %s: the document's SHA-256 is %x, %s wants %s: not using it", shown, sum, PinKey, pin)
+				return src
+			}
 			src.Data = b
 			return src
 		}
 		if !retry || ctx.Err() != nil {
-			src.Err = fmt.Errorf("fetching %s: %w", rawURL, err)
+			src.Err = fmt.Errorf("fetching %s: %w", shown, err)
 			return src
 		}
 		select {
 		case <-ctx.Done():
-			src.Err = fmt.Errorf("fetching %s: %w (gave up after %v)", rawURL, err, timeout)
+			src.Err = fmt.Errorf("fetching %s: %w (gave up after %v)", shown, err, timeout)
 			return src
 		case <-time.After(time.Second):
 		}
@@ -61,7 +96,7 @@ func get(ctx context.Context, c *http.Client, u string) (data []byte, retry bool
 	req.Header.Set("User-Agent", "ballast-init")
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, true, err
+		return nil, !errors.Is(err, errInsecure), err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

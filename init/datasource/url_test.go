@@ -2,6 +2,8 @@ package datasource
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,29 +30,72 @@ func TestConfigURL(t *testing.T) {
 	}
 }
 
+func sha(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
 func TestFetchURL(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	const doc = "#cloud-config\nhostname: url\n"
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/c.yaml" {
-			w.Write([]byte("#cloud-config\nhostname: url\n"))
+			w.Write([]byte(doc))
 			return
 		}
 		http.NotFound(w, r)
-	}))
+	})
+	srv := httptest.NewServer(handler)
 	defer srv.Close()
-	s := FetchURL(context.Background(), srv.URL+"/c.yaml", 5*time.Second)
-	if s.Err != nil || string(s.Data) != "#cloud-config\nhostname: url\n" || s.Name != "cmdline-url" || s.Path != srv.URL+"/c.yaml" {
+	// Plain http: only with the document pinned.
+	s := FetchURL(context.Background(), srv.URL+"/c.yaml", sha(doc), 5*time.Second)
+	if s.Err != nil || string(s.Data) != doc || s.Name != "cmdline-url" || s.Path != srv.URL+"/c.yaml" {
 		t.Errorf("%+v", s)
 	}
+	if s := FetchURL(context.Background(), srv.URL+"/c.yaml", "", 5*time.Second); s.Err == nil || !strings.Contains(s.Err.Error(), "plain http") || s.Data != nil {
+		t.Errorf("http without a pin: %+v", s)
+	}
+	if s := FetchURL(context.Background(), srv.URL+"/c.yaml", sha("another document"), 5*time.Second); s.Err == nil || !strings.Contains(s.Err.Error(), "not using it") || s.Data != nil {
+		t.Errorf("a document that is not the pinned one: %+v", s)
+	}
+	if s := FetchURL(context.Background(), srv.URL+"/c.yaml", "abc", 5*time.Second); s.Err == nil || !strings.Contains(s.Err.Error(), "64 hex digits") {
+		t.Errorf("a malformed pin: %+v", s)
+	}
 	start := time.Now()
-	s = FetchURL(context.Background(), srv.URL+"/missing", 5*time.Second)
+	s = FetchURL(context.Background(), srv.URL+"/missing", sha(doc), 5*time.Second)
 	if s.Err == nil || !strings.Contains(s.Err.Error(), "404") || time.Since(start) > time.Second {
 		t.Errorf("404: %+v after %v (must fail at once)", s, time.Since(start))
 	}
 	for _, bad := range []string{"file:///etc/passwd", "ftp://x/y", "http://", "::"} {
-		if s := FetchURL(context.Background(), bad, time.Second); s.Err == nil {
+		if s := FetchURL(context.Background(), bad, sha(doc), time.Second); s.Err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+
+	// https, unpinned: fine, but a redirect down to http is refused at once.
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/down" {
+			http.Redirect(w, r, srv.URL+"/c.yaml", http.StatusFound)
+			return
+		}
+		handler.ServeHTTP(w, r)
+	}))
+	defer tlsSrv.Close()
+	trustTestServer(t, tlsSrv)
+	if s := FetchURL(context.Background(), tlsSrv.URL+"/c.yaml", "", 5*time.Second); s.Err != nil || string(s.Data) != doc {
+		t.Errorf("https: %+v", s)
+	}
+	start = time.Now()
+	if s := FetchURL(context.Background(), tlsSrv.URL+"/down", "", 5*time.Second); s.Err == nil || !strings.Contains(s.Err.Error(), "not https") || time.Since(start) > time.Second {
+		t.Errorf("https -> http redirect: %+v after %v", s, time.Since(start))
+	}
+}
+
+// trustTestServer makes the default transport trust srv's certificate,
+// as the image's CA bundle trusts a real server's.
+func trustTestServer(t *testing.T, srv *httptest.Server) {
+	old := http.DefaultTransport
+	http.DefaultTransport = srv.Client().Transport
+	t.Cleanup(func() { http.DefaultTransport = old })
 }
 
 func TestFetchURLRetriesUntilUp(t *testing.T) {
@@ -72,14 +117,14 @@ func TestFetchURLRetriesUntilUp(t *testing.T) {
 		srv.Serve(l)
 	}()
 	defer srv.Close()
-	s := FetchURL(context.Background(), "http://"+addr+"/", 10*time.Second)
+	s := FetchURL(context.Background(), "http://"+addr+"/", sha("late\n"), 10*time.Second)
 	if s.Err != nil || string(s.Data) != "late\n" {
 		t.Errorf("%+v", s)
 	}
 
 	// Nothing ever listens: gives up at the timeout.
 	start := time.Now()
-	s = FetchURL(context.Background(), "http://"+addr+"1/", 1500*time.Millisecond)
+	s = FetchURL(context.Background(), "http://"+addr+"1/", sha("late\n"), 1500*time.Millisecond)
 	if s.Err == nil || time.Since(start) > 3*time.Second {
 		t.Errorf("%+v after %v", s, time.Since(start))
 	}
