@@ -102,8 +102,12 @@ func (f *flasher) flash(ctx context.Context, image, device string) error {
 		}
 	}
 
-	out, err := os.OpenFile(device, os.O_WRONLY, 0)
-	if err != nil {
+	// O_EXCL on a block device: the kernel refuses it (EBUSY) while
+	// anything mounts or holds it, whatever the checks above missed.
+	out, err := os.OpenFile(device, os.O_WRONLY|os.O_EXCL, 0)
+	if errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("flash: %w: the kernel says %s is busy (mounted, swap, or held): nothing written", ErrDeviceInUse, device)
+	} else if err != nil {
 		return fmt.Errorf("flash: %w", err)
 	}
 	sum, err := f.copy(ctx, out, img, size)
@@ -232,8 +236,17 @@ func (f *flasher) checkUnused(device string, st os.FileInfo) error {
 	if err != nil {
 		return fmt.Errorf("flash: %w", err)
 	}
+	byPath := map[string]string{}
+	for _, name := range devs {
+		byPath["/dev/"+name] = name
+	}
 	for _, m := range mounts {
+		// By device number, and by source: btrfs and ZFS report an
+		// anonymous 0:NN device for what is mounted from /dev/sda2.
 		name, ok := devs[m.dev]
+		if !ok {
+			name, ok = byPath[m.source]
+		}
 		if !ok {
 			continue
 		}

@@ -154,6 +154,19 @@ func TestFlashRefusesMountedPartition(t *testing.T) {
 	}
 }
 
+// btrfs (and ZFS) report an anonymous 0:NN device in mountinfo: the
+// mount's source names the partition.
+func TestFlashRefusesBtrfsRoot(t *testing.T) {
+	f, st, _ := fakeDisk(t, "")
+	os.WriteFile(f.mountInfo, []byte(`22 1 0:21 / /proc rw,nosuid - proc proc rw
+25 1 0:45 /@ / rw,relatime - btrfs /dev/sda2 rw,subvol=/@
+`), 0o644)
+	err := f.checkUnused("/dev/sda", st)
+	if !errors.Is(err, ErrDeviceInUse) || !strings.Contains(err.Error(), "the disk this computer runs from") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func TestFlashRefusesHostDisk(t *testing.T) {
 	f, st, _ := fakeDisk(t, "")
 	os.WriteFile(f.mountInfo, []byte(`25 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
