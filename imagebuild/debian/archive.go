@@ -235,6 +235,9 @@ func (a *Archive) LoadIndexes(ctx context.Context) error {
 			irURL, ErrSignature, rel.Suite, rel.Codename, a.cfg.Suite)
 	}
 	if !a.cfg.Offline {
+		if err := a.checkNotOlder(irCache, irURL, rel, now); err != nil {
+			return err
+		}
 		if err := writeFileAtomic(irCache, data); err != nil {
 			return fmt.Errorf("debian: caching %s: %w", irURL, err)
 		}
@@ -254,6 +257,30 @@ func (a *Archive) LoadIndexes(ctx context.Context) error {
 	}
 	u.sort()
 	a.release, a.index = rel, u
+	return nil
+}
+
+// checkNotOlder refuses a Release dated before the one cached from the
+// same mirror and suite: a validly signed but older InRelease (replayed
+// by a mirror or a man in the middle) would bring back packages with
+// known holes. A cache that no longer verifies does not count.
+func (a *Archive) checkNotOlder(irCache, irURL string, rel *Release, now time.Time) error {
+	old, err := os.ReadFile(irCache)
+	if err != nil {
+		return nil
+	}
+	text, err := VerifyInRelease(old, irCache, a.keyring, now)
+	if err != nil {
+		return nil
+	}
+	prev, err := ParseRelease(text, irCache)
+	if err != nil || prev.Date.IsZero() || rel.Date.IsZero() {
+		return nil
+	}
+	if rel.Date.Before(prev.Date) {
+		return fmt.Errorf("debian: %s: %w: it is dated %s, older than the one fetched from it before (%s, in %s): refusing to go back in time",
+			irURL, ErrRollback, rel.Date.Format(time.RFC1123), prev.Date.Format(time.RFC1123), irCache)
+	}
 	return nil
 }
 

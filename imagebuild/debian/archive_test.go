@@ -404,6 +404,31 @@ func TestReleaseForAnotherSuiteRejected(t *testing.T) {
 	}
 }
 
+// A mirror that answers with an older, validly signed InRelease than the
+// one cached from it before (a replay, a rollback) is refused, as apt
+// refuses going back in time; the cache keeps the newer one.
+func TestOlderInReleaseRefused(t *testing.T) {
+	cache := t.TempDir()
+	fa := newFakeArchive(t, testDebs())
+	fa.date = "Sat, 21 Nov 2026 09:15:44 UTC"
+	fa.sign()
+	if err := openFake(t, fa, cache, nil).LoadIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fa.date = "Sat, 14 Nov 2026 09:15:44 UTC"
+	fa.sign()
+	err := openFake(t, fa, cache, nil).LoadIndexes(context.Background())
+	if !errors.Is(err, ErrRollback) || !strings.Contains(err.Error(), "older than the one") {
+		t.Fatalf("an older InRelease: err = %v, want ErrRollback", err)
+	}
+	// The same day again (a mirror that did not change) is fine.
+	fa.date = "Sat, 21 Nov 2026 09:15:44 UTC"
+	fa.sign()
+	if err := openFake(t, fa, cache, nil).LoadIndexes(context.Background()); err != nil {
+		t.Fatalf("the same InRelease again: %v", err)
+	}
+}
+
 func TestProgressLines(t *testing.T) {
 	fa := newFakeArchive(t, testDebs())
 	var out bytes.Buffer

@@ -146,6 +146,7 @@ type fakeArchive struct {
 	debs   map[string][]byte // name -> .deb
 	pkgs   map[string]*Package
 	extraR string // extra Release fields
+	date   string // the Release's Date; "" is a fixed day
 }
 
 // testKeyTime is when test keys and signatures are made: a fixed day in
@@ -198,8 +199,12 @@ func newFakeArchive(t testing.TB, debs []*fakeDeb) *fakeArchive {
 // releaseText is the Release file listing the current index files.
 func (fa *fakeArchive) releaseText() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Origin: Debian\nSuite: stable\nCodename: %s\nDate: Sat, 21 Nov 2026 09:15:44 UTC\n%sArchitectures: amd64\nComponents: main non-free-firmware\nSHA256:\n",
-		fa.suite, fa.extraR)
+	date := fa.date
+	if date == "" {
+		date = "Sat, 21 Nov 2026 09:15:44 UTC"
+	}
+	fmt.Fprintf(&b, "Origin: Debian\nSuite: stable\nCodename: %s\nDate: %s\n%sArchitectures: amd64\nComponents: main non-free-firmware\nSHA256:\n",
+		fa.suite, date, fa.extraR)
 	var paths []string
 	for p := range fa.files {
 		if strings.HasPrefix(p, "dists/") && strings.HasSuffix(p, "Packages.xz") {

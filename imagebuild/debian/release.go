@@ -20,6 +20,9 @@ var ErrSignature = errors.New("bad or missing OpenPGP signature")
 // ErrExpired is wrapped when a Release file is past its Valid-Until date.
 var ErrExpired = errors.New("release file expired")
 
+// ErrRollback is returned for a Release older than one fetched before.
+var ErrRollback = errors.New("release file older than the cached one")
+
 // FileHash is an index file listed in a Release file's SHA256 section.
 type FileHash struct {
 	Size   int64
