@@ -235,10 +235,15 @@ func (a *Archive) LoadIndexes(ctx context.Context) error {
 			irURL, ErrSignature, rel.Suite, rel.Codename, a.cfg.Suite)
 	}
 	if !a.cfg.Offline {
-		if err := a.checkNotOlder(irCache, irURL, rel, now); err != nil {
-			return err
-		}
-		if err := writeFileAtomic(irCache, data); err != nil {
+		if prev, err := a.checkNotOlder(irCache, irURL, rel, now); err != nil {
+			// Never go back in time: keep building from the newer
+			// index fetched before (a mirror behind a CDN can lag),
+			// and say so.
+			if a.cfg.Progress != nil {
+				fmt.Fprintf(a.cfg.Progress, "warning: %v; using the cached index instead\n", err)
+			}
+			rel = prev
+		} else if err := writeFileAtomic(irCache, data); err != nil {
 			return fmt.Errorf("debian: caching %s: %w", irURL, err)
 		}
 	}
@@ -261,27 +266,28 @@ func (a *Archive) LoadIndexes(ctx context.Context) error {
 }
 
 // checkNotOlder refuses a Release dated before the one cached from the
-// same mirror and suite: a validly signed but older InRelease (replayed
-// by a mirror or a man in the middle) would bring back packages with
-// known holes. A cache that no longer verifies does not count.
-func (a *Archive) checkNotOlder(irCache, irURL string, rel *Release, now time.Time) error {
+// same mirror and suite (ErrRollback), returning the cached one: a validly
+// signed but older InRelease (replayed by a mirror or a man in the middle)
+// would bring back packages with known holes. A cache that no longer
+// verifies does not count.
+func (a *Archive) checkNotOlder(irCache, irURL string, rel *Release, now time.Time) (*Release, error) {
 	old, err := os.ReadFile(irCache)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	text, err := VerifyInRelease(old, irCache, a.keyring, now)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	prev, err := ParseRelease(text, irCache)
-	if err != nil || prev.Date.IsZero() || rel.Date.IsZero() {
-		return nil
+	if err != nil || prev.Date.IsZero() || rel.Date.IsZero() || prev.CheckValid(now, irCache) != nil {
+		return nil, nil
 	}
 	if rel.Date.Before(prev.Date) {
-		return fmt.Errorf("debian: %s: %w: it is dated %s, older than the one fetched from it before (%s, in %s): refusing to go back in time",
+		return prev, fmt.Errorf("debian: %s: %w: it is dated %s, older than the one fetched from it before (%s, in %s)",
 			irURL, ErrRollback, rel.Date.Format(time.RFC1123), prev.Date.Format(time.RFC1123), irCache)
 	}
-	return nil
+	return nil, nil
 }
 
 func (a *Archive) loadPackages(ctx context.Context, rel *Release, comp string) ([]Package, error) {
