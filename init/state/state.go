@@ -110,6 +110,28 @@ type Boot struct {
 	Result string `json:"result"`
 }
 
+// How many boot records and config generations the database keeps: a
+// node that reboots for years must not fill its data partition with them.
+const (
+	KeepBoots   = 200
+	KeepConfigs = 50
+)
+
+// prune deletes the oldest entries of b (keys are sequence numbers) past keep.
+func prune(b *bolt.Bucket, keep int) error {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	for _, k := range keys[:max(0, len(keys)-keep)] {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func itob(n uint64) []byte { b := make([]byte, 8); binary.BigEndian.PutUint64(b, n); return b }
 
 // StartBoot records a new boot and returns its number (1 for the first).
@@ -123,7 +145,10 @@ func (d *DB) StartBoot(id string, t time.Time) (int, error) {
 		}
 		n = int(seq)
 		v, _ := json.Marshal(Boot{Number: n, ID: id, Time: t, Result: "booting"})
-		return b.Put(itob(seq), v)
+		if err := b.Put(itob(seq), v); err != nil {
+			return err
+		}
+		return prune(b, KeepBoots)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("recording boot: %w", err)
@@ -201,7 +226,10 @@ func (d *DB) RecordConfig(hash string, sources []string, config json.RawMessage,
 		if err != nil {
 			return err
 		}
-		return b.Put(itob(seq), v)
+		if err := b.Put(itob(seq), v); err != nil {
+			return err
+		}
+		return prune(b, KeepConfigs)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("recording config: %w", err)

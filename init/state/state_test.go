@@ -3,11 +3,14 @@ package state
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/ballast-os/ballast/init/agent"
 )
@@ -106,5 +109,38 @@ func TestTruncatedDBMovedAside(t *testing.T) {
 	defer db.Close()
 	if moved == "" {
 		t.Fatal("truncated db reused")
+	}
+}
+
+// Boot records and config generations are pruned to the newest Keep*.
+func TestPrune(t *testing.T) {
+	db, _, err := Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now()
+	for i := range KeepBoots + 25 {
+		if _, err := db.StartBoot(fmt.Sprint(i), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	boots, err := db.Boots()
+	if err != nil || len(boots) != KeepBoots || boots[0].Number != 26 || boots[len(boots)-1].Number != KeepBoots+25 {
+		t.Errorf("%d boots kept (%v), first %d", len(boots), err, boots[0].Number)
+	}
+	for i := range KeepConfigs + 3 {
+		if _, err := db.RecordConfig(fmt.Sprint("hash", i), nil, json.RawMessage(`{}`), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := db.LastGoodConfig()
+	if err != nil || g.Number != KeepConfigs+3 {
+		t.Errorf("last good config %d, %v", g.Number, err)
+	}
+	n := 0
+	db.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketConfigs).Stats().KeyN; return nil })
+	if n != KeepConfigs {
+		t.Errorf("%d config generations kept, want %d", n, KeepConfigs)
 	}
 }
