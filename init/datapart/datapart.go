@@ -120,6 +120,12 @@ func (p *Preparer) Prepare(ctx context.Context, rootDisk string, live bool) (Res
 	if err != nil {
 		return res, err
 	}
+	if !hasFS && !blank && formatting(res.Device) {
+		// A power cut during the first boot's mkfs: nothing was ever
+		// stored here; format again.
+		p.Log.Warn("data partition: an earlier format did not finish; formatting again", "device", res.Device)
+		blank = true
+	}
 	if !hasFS && !blank {
 		// Something is there, but no ext4 superblock reads back: a
 		// flaky card, a bad read, a torn write. Never format it: try
@@ -139,8 +145,15 @@ func (p *Preparer) Prepare(ctx context.Context, rootDisk string, live bool) (Res
 	default:
 		// The builder's placeholder: the first MiB is zeros.
 		p.Log.Info("creating file system on data partition", "device", res.Device)
-		if out, err := p.Run(ctx, "mkfs.ext4", "-q", "-F", "-L", Label, res.Device); err != nil {
+		if err := setFormatting(res.Device, true); err != nil {
+			return res, err
+		}
+		// nodiscard: a discard would erase the marker at the end too.
+		if out, err := p.Run(ctx, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-L", Label, res.Device); err != nil {
 			return res, fmt.Errorf("mkfs.ext4 %s: %w: %s", res.Device, err, out)
+		}
+		if err := setFormatting(res.Device, false); err != nil {
+			return res, err
 		}
 		res.FirstBoot = true
 	}
@@ -201,6 +214,68 @@ func inspect(dev string) (hasFS, blank bool, err error) {
 		}
 	}
 	return false, true, nil
+}
+
+// formattingMarker is written in the data partition's last 4 KiB while
+// mkfs.ext4 runs: mkfs zeroes the start of the partition first and writes
+// the superblock last, so a power cut in between leaves neither the
+// builder's zeros nor an ext4, and only this marker (where mkfs never
+// writes) tells that torn format from a card that lost its superblock.
+const formattingMarker = "BALLAST_DATA: mkfs.ext4 in progress\n"
+
+const markerBlock = 4096
+
+func markerOffset(f *os.File) (int64, error) {
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	if size < 2*placeholderSize {
+		return 0, fmt.Errorf("%s: %d bytes is too small for a data partition", f.Name(), size)
+	}
+	return size - markerBlock, nil
+}
+
+// setFormatting writes (on) or clears the marker, synced.
+func setFormatting(dev string, on bool) error {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("data partition: %w", err)
+	}
+	defer f.Close()
+	off, err := markerOffset(f)
+	if err != nil {
+		return err
+	}
+	block := make([]byte, markerBlock)
+	if on {
+		copy(block, formattingMarker)
+	}
+	if _, err := f.WriteAt(block, off); err != nil {
+		return fmt.Errorf("data partition: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("data partition: %w", err)
+	}
+	return nil
+}
+
+// formatting reports whether the marker is there.
+func formatting(dev string) bool {
+	f, err := os.Open(dev)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	off, err := markerOffset(f)
+	if err != nil {
+		return false
+	}
+	b := make([]byte, len(formattingMarker))
+	if _, err := f.ReadAt(b, off); err != nil {
+		return false
+	}
+	return string(b) == formattingMarker
 }
 
 // fsck runs `e2fsck -p` before the mount, as a boot's fsck pass does.

@@ -2,6 +2,7 @@ package datapart
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -94,7 +95,7 @@ func TestPrepareFirstBootGrowsFormatsMountsAndBinds(t *testing.T) {
 	if want := fmt.Sprintf("4 %d %d", 25*mib, 74*mib); len(tb.resized) != 1 || tb.resized[0] != want {
 		t.Fatalf("resized = %q, want %q", tb.resized, want)
 	}
-	if len(tb.ran) != 1 || !strings.HasPrefix(tb.ran[0], "mkfs.ext4 -q -F -L BALLAST_DATA ") {
+	if len(tb.ran) != 1 || !strings.HasPrefix(tb.ran[0], "mkfs.ext4 -q -F -E nodiscard -L BALLAST_DATA ") {
 		t.Fatalf("ran = %q", tb.ran)
 	}
 	mounts := strings.Join(tb.mnt.calls, "\n")
@@ -178,6 +179,28 @@ func TestPrepareNeverFormatsData(t *testing.T) {
 	}
 	if len(tb.ran) < 2 || !strings.HasPrefix(tb.ran[0], "e2fsck -y -b 32768 -B 4096 ") || !strings.HasPrefix(tb.ran[1], "e2fsck -y -b 8193 -B 1024 ") {
 		t.Errorf("ran = %q; want e2fsck from the backup superblocks", tb.ran)
+	}
+
+	// A first boot's mkfs cut short by a power cut (the start written,
+	// no superblock yet, the marker at the end): formatted again.
+	tb = newTestbed(t, 64*mib, true)
+	tb.p.Run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
+		// The cut: mkfs has zeroed the start and written some tables.
+		f, _ := os.OpenFile(dev(tb), os.O_WRONLY, 0)
+		f.WriteAt([]byte("half-written inode tables"), 8192)
+		f.Close()
+		return nil, errors.New("power cut")
+	}
+	if _, err := tb.p.Prepare(context.Background(), "vda", false); err == nil {
+		t.Fatal("the cut format succeeded")
+	}
+	realRun(tb)
+	res, err = tb.p.Prepare(context.Background(), "vda", false)
+	if err != nil || res.TmpFS || !res.FirstBoot {
+		t.Fatalf("torn first format: res = %+v, %v (ran %q)", res, err, tb.ran)
+	}
+	if formatting(dev(tb)) {
+		t.Error("the formatting marker is still there after mkfs")
 	}
 
 	// Nothing an e2fsck can use: left alone, tmpfs, an error that says so.
