@@ -81,3 +81,30 @@ func TestPersistent(t *testing.T) {
 		}
 	}
 }
+
+// A shutdown request during the boot steps cancels them and is returned;
+// without one the steps run to their end and the request channel is left
+// for later.
+func TestRunUntilShutdown(t *testing.T) {
+	ch := make(chan shutdownRequest, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		ch <- shutdownRequest{poweroff: true, why: "power button"}
+	}()
+	req, err := runUntilShutdown(context.Background(), ch, func(ctx context.Context) error {
+		<-ctx.Done() // a long bootcmd
+		return ctx.Err()
+	})
+	if req == nil || req.why != "power button" || err == nil {
+		t.Fatalf("req %+v, err %v", req, err)
+	}
+
+	req, err = runUntilShutdown(context.Background(), ch, func(context.Context) error { return nil })
+	if req != nil || err != nil {
+		t.Fatalf("no request: req %+v, err %v", req, err)
+	}
+	ch <- shutdownRequest{why: "later"}
+	if r := <-ch; r.why != "later" {
+		t.Errorf("a request after the boot went to %q", r.why)
+	}
+}

@@ -106,7 +106,9 @@ func (s *system) steps() []bootstep.Step {
 	return []bootstep.Step{
 		{Name: "mounts", Run: s.checkMounts},
 		{Name: "devices", Run: s.coldplug},
-		{Name: "data-partition", Run: s.dataPartition},
+		// Not cancelled by a shutdown request: a format or a partition
+		// table rewrite cut short is what bricks a node.
+		{Name: "data-partition", Run: func(ctx context.Context) error { return s.dataPartition(context.WithoutCancel(ctx)) }},
 		{Name: "cgroups", Run: s.setupCgroups},
 		{Name: "state", Run: s.openState},
 		{Name: "cloud-config", Run: s.gatherConfig},
@@ -140,7 +142,10 @@ func runSystem(ctx context.Context, s *system) {
 	// The agent starts before the boot steps so even a broken boot is reported.
 	s.startAgent(ctx)
 
-	err := s.run.Run(ctx, s.steps())
+	early, err := runUntilShutdown(ctx, s.shutdown, func(ctx context.Context) error { return s.run.Run(ctx, s.steps()) })
+	if early != nil {
+		s.log.Warn("shutdown requested while booting: the boot steps were stopped", "why", early.why)
+	}
 	s.mu.Lock()
 	s.boot.Ready = err == nil
 	readyAfter := time.Since(s.boot.KernelStart).Milliseconds()
@@ -162,8 +167,41 @@ func runSystem(ctx context.Context, s *system) {
 			s.log.Error("recording boot", "err", err)
 		}
 	}
+	if early != nil {
+		s.doShutdown(*early)
+		return
+	}
 	req := <-s.shutdown
 	s.doShutdown(req)
+}
+
+// runUntilShutdown runs the boot steps with a context that a shutdown
+// request cancels (a power button pressed during a 10-minute bootcmd must
+// not wait for it), and returns the request that stopped them, if any.
+func runUntilShutdown(ctx context.Context, shutdown <-chan shutdownRequest, steps func(context.Context) error) (*shutdownRequest, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	got := make(chan shutdownRequest, 1)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case r := <-shutdown:
+			got <- r
+			cancel()
+		case <-done:
+		}
+	}()
+	err := steps(ctx)
+	close(done)
+	<-watched
+	select {
+	case r := <-got:
+		return &r, err
+	default:
+		return nil, err
+	}
 }
 
 func readCmdline(path string) map[string]string {
