@@ -50,7 +50,7 @@ func (s *system) configureNetwork(ctx context.Context) error {
 		s.cfgInfo.Sources = nil
 		s.mu.Unlock()
 		cfg, info := parseSources(srcs)
-		if err := s.applyConfigChoice(cfg, info); err != nil {
+		if err := s.applyConfigChoice(cfg, info, configChoice{need: datasource.NameCmdlineURL}); err != nil {
 			return errors.Join(netErr, err)
 		}
 	}

@@ -292,7 +292,25 @@ func (s *system) gatherConfig(ctx context.Context) error {
 		s.mu.Unlock()
 	}
 	cfg, info := parseSources(sources)
-	return s.applyConfigChoice(cfg, info)
+	_, viaURL := datasource.ConfigURL(s.cmdline)
+	return s.applyConfigChoice(cfg, info, configChoice{provisional: viaURL, need: urlSource(viaURL)})
+}
+
+// configChoice says how a merged config may be recorded and replaced.
+type configChoice struct {
+	// provisional: not the whole config yet (the config URL is fetched
+	// after the network is up), so not recorded as a good generation.
+	provisional bool
+	// need names a source the config must have come from: on errors the
+	// fallback is the last generation that included it.
+	need string
+}
+
+func urlSource(viaURL bool) string {
+	if viaURL {
+		return datasource.NameCmdlineURL
+	}
+	return ""
 }
 
 // parseSources parses each source; info lists sources and errors.
@@ -319,7 +337,7 @@ func parseSources(sources []datasource.Source) (*cloudconfig.Config, agent.Confi
 	return cloudconfig.Merge(parsed...), info
 }
 
-func (s *system) applyConfigChoice(cfg *cloudconfig.Config, info agent.Config) error {
+func (s *system) applyConfigChoice(cfg *cloudconfig.Config, info agent.Config, choice configChoice) error {
 	var names []string
 	for _, src := range info.Sources {
 		names = append(names, src.Name)
@@ -334,8 +352,21 @@ func (s *system) applyConfigChoice(cfg *cloudconfig.Config, info agent.Config) e
 		}
 		info.UsedLastGood = true
 		cfg = &cloudconfig.Config{}
+		if choice.need != "" {
+			// Without a generation that had the needed source, the
+			// config applied before it was fetched stays.
+			s.mu.Lock()
+			if s.cfg != nil {
+				cfg = s.cfg
+			}
+			s.mu.Unlock()
+		}
 		if db != nil {
-			if g, err := db.LastGoodConfig(); err == nil {
+			last := db.LastGoodConfig
+			if choice.need != "" {
+				last = func() (state.Generation, error) { return db.LastGoodConfigWith(choice.need) }
+			}
+			if g, err := last(); err == nil {
 				var last cloudconfig.Config
 				if err := json.Unmarshal(g.Config, &last); err == nil {
 					cfg = &last
@@ -344,7 +375,7 @@ func (s *system) applyConfigChoice(cfg *cloudconfig.Config, info agent.Config) e
 			}
 		}
 		s.log.Warn("using the last good cloud-config", "generation", info.Generation)
-	} else if db != nil {
+	} else if db != nil && !choice.provisional {
 		raw, _ := json.Marshal(cfg)
 		g, err := db.RecordConfig(cfg.Hash(), names, raw, time.Now())
 		if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -121,7 +122,7 @@ func TestBrokenConfigUsesLastGood(t *testing.T) {
 	s.db = db
 	good := []datasource.Source{{Name: "baked", Path: "/run/ballast/baked.yaml", Data: []byte("#cloud-config\nhostname: node1\n")}}
 	cfg, info := parseSources(good)
-	if err := s.applyConfigChoice(cfg, info); err != nil {
+	if err := s.applyConfigChoice(cfg, info, configChoice{}); err != nil {
 		t.Fatal(err)
 	}
 	if s.cfg.Hostname != "node1" || s.cfgInfo.Generation != 1 || s.cfgInfo.Hash == "" {
@@ -130,7 +131,7 @@ func TestBrokenConfigUsesLastGood(t *testing.T) {
 	s.cfgInfo.Sources = nil
 	bad := append(good, datasource.Source{Name: "fw_cfg", Path: "opt/ballast/user-data", Data: []byte("#cloud-config\nhostnme: typo\n")})
 	cfg, info = parseSources(bad)
-	err = s.applyConfigChoice(cfg, info)
+	err = s.applyConfigChoice(cfg, info, configChoice{})
 	if err == nil {
 		t.Fatal("broken config accepted")
 	}
@@ -230,5 +231,47 @@ func TestMemoryFromProc(t *testing.T) {
 	const k = 1024
 	if m.Total != 1000000*k || m.Used != 150000*k || m.Free != 800000*k || m.Cache != 25000*k || m.UsedNoCache != 175000*k || m.InitRSS != 18000*k {
 		t.Fatalf("memory = %+v", m)
+	}
+}
+
+// With ballast.config_url, the config merged before the network is up is
+// not recorded as a good generation; when a later boot cannot fetch the
+// URL, the fallback is the last generation that had it (an agent stays an
+// agent), not the local-only config.
+func TestConfigURLGenerations(t *testing.T) {
+	s := testSystem(t)
+	db, _, err := state.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s.db = db
+	local := []datasource.Source{{Name: "baked", Path: "/run/ballast/baked.yaml", Data: []byte("#cloud-config\nhostname: node1\n")}}
+	viaURL := append(local, datasource.Source{Name: datasource.NameCmdlineURL, Path: "https://cfg/x", Data: []byte("#cloud-config\nk3s:\n  server: https://10.0.0.1:6443\n  token: secret\n")})
+	failed := append(local, datasource.Source{Name: datasource.NameCmdlineURL, Path: "https://cfg/x", Err: errors.New("connection refused")})
+	apply := func(srcs []datasource.Source, choice configChoice) error {
+		s.cfgInfo.Sources = nil
+		cfg, info := parseSources(srcs)
+		return s.applyConfigChoice(cfg, info, choice)
+	}
+	// First boot: local (provisional), then the URL.
+	if err := apply(local, configChoice{provisional: true, need: datasource.NameCmdlineURL}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.LastGoodConfig(); !errors.Is(err, state.ErrNoConfig) {
+		t.Fatalf("the provisional local config was recorded: %v", err)
+	}
+	if err := apply(viaURL, configChoice{need: datasource.NameCmdlineURL}); err != nil {
+		t.Fatal(err)
+	}
+	// A later boot: local again (provisional), then the URL fails.
+	if err := apply(local, configChoice{provisional: true, need: datasource.NameCmdlineURL}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(failed, configChoice{need: datasource.NameCmdlineURL}); err == nil {
+		t.Fatal("a failed URL fetch was not reported")
+	}
+	if s.cfg.K3s["server"] != "https://10.0.0.1:6443" || !s.cfgInfo.UsedLastGood {
+		t.Errorf("after a failed fetch: k3s %v, info %+v; want the generation that had the URL (an agent)", s.cfg.K3s, s.cfgInfo)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -249,6 +250,28 @@ func (d *DB) LastGoodConfig() (Generation, error) {
 			return ErrNoConfig
 		}
 		return json.Unmarshal(v, &g)
+	})
+	return g, err
+}
+
+// LastGoodConfigWith returns the latest generation whose sources include
+// source (a config URL's "cmdline-url"): when that source cannot be read,
+// the fallback must be a config that had it, not one merged without it.
+func (d *DB) LastGoodConfigWith(source string) (Generation, error) {
+	var g Generation
+	err := d.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketConfigs).Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			var cand Generation
+			if json.Unmarshal(v, &cand) != nil {
+				continue
+			}
+			if slices.Contains(cand.Sources, source) {
+				g = cand
+				return nil
+			}
+		}
+		return ErrNoConfig
 	})
 	return g, err
 }
