@@ -108,3 +108,29 @@ func TestRunUntilShutdown(t *testing.T) {
 		t.Errorf("a request after the boot went to %q", r.why)
 	}
 }
+
+func TestClockFloor(t *testing.T) {
+	build := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	saved := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	epoch := time.Unix(0, 0)
+	if got, set := floorTime(epoch, build, time.Time{}); !set || !got.Equal(build) {
+		t.Errorf("1970 without a saved time: %v %v, want the build epoch", got, set)
+	}
+	if got, set := floorTime(epoch, build, saved); !set || !got.Equal(saved) {
+		t.Errorf("1970 with a saved time: %v %v, want the saved time", got, set)
+	}
+	now := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	if got, set := floorTime(now, build, saved); set || !got.Equal(now) {
+		t.Errorf("a sane clock: %v %v", got, set)
+	}
+
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "usr/lib/ballast"), 0o755)
+	os.MkdirAll(filepath.Join(root, "var/lib/ballast"), 0o755)
+	os.WriteFile(filepath.Join(root, buildManifest), []byte(`{"ballast":"dev","source_date_epoch":1767225600}`), 0o644)
+	os.WriteFile(filepath.Join(root, clockFile), []byte(saved.Format(time.RFC3339)+"\n"), 0o644)
+	b, s := clockFloor(root)
+	if !b.Equal(build) || !s.Equal(saved) {
+		t.Errorf("clockFloor: build %v, saved %v", b, s)
+	}
+}

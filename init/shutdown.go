@@ -122,6 +122,7 @@ func (s *system) doShutdown(r shutdownRequest) {
 	unix.Kill(-1, unix.SIGTERM)
 	time.Sleep(500 * time.Millisecond)
 	unix.Kill(-1, unix.SIGKILL)
+	s.saveClock()
 	s.mu.Lock()
 	db := s.db
 	s.db = nil

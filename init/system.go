@@ -261,6 +261,9 @@ func runCombined(ctx context.Context, name string, args ...string) ([]byte, erro
 }
 
 func (s *system) openState(context.Context) error {
+	// The data partition is mounted: the floor's saved time is readable,
+	// and the boot record below gets a sane time.
+	s.applyClockFloor()
 	path := s.path("/var/lib/ballast/state.db")
 	db, moved, err := state.Open(path)
 	if moved != "" {
@@ -583,6 +586,7 @@ func (s *system) syncTime(ctx context.Context) error {
 		return bootstep.Warn(err)
 	}
 	s.log.Info("clock synchronised", "offset", off)
+	s.saveClock()
 	go timesync.Run(context.Background(), servers, time.Hour, timesync.Options{Log: s.log})
 	return nil
 }
