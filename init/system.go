@@ -578,16 +578,18 @@ func (s *system) syncTime(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 	}
-	off, err := timesync.Sync(ctx, servers, timesync.Options{Log: s.log})
+	build, _ := clockFloor(s.root)
+	opts := timesync.Options{Log: s.log, Floor: build}
+	off, err := timesync.Sync(ctx, servers, opts)
 	if err != nil {
 		// Keep syncing in the background; certificates may be wrong until then.
-		go timesync.Run(context.Background(), servers, 15*time.Minute, timesync.Options{Log: s.log})
+		go timesync.Run(context.Background(), servers, 15*time.Minute, opts)
 		// An air-gapped node has no NTP server: worth a warning, not a failed boot.
 		return bootstep.Warn(err)
 	}
 	s.log.Info("clock synchronised", "offset", off)
 	s.saveClock()
-	go timesync.Run(context.Background(), servers, time.Hour, timesync.Options{Log: s.log})
+	go timesync.Run(context.Background(), servers, time.Hour, opts)
 	return nil
 }
 

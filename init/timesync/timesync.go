@@ -36,7 +36,15 @@ type Options struct {
 	Now func() time.Time
 	// Log receives Run's reports; default discards.
 	Log *slog.Logger
+	// Floor: an answer before it (the image's build time) is refused, as
+	// is one more than MaxAhead past the local clock when that clock is
+	// itself at or above the floor: one bad or hostile answer must not
+	// make every certificate expired or not yet valid.
+	Floor time.Time
 }
+
+// MaxAhead bounds how far forward a sane local clock is stepped.
+const MaxAhead = 5 * 365 * 24 * time.Hour
 
 func (o Options) now() time.Time {
 	if o.Now != nil {
@@ -102,7 +110,17 @@ func Sync(ctx context.Context, servers []string, opts Options) (time.Duration, e
 			errs = append(errs, fmt.Errorf("%s: %w", s, err))
 			continue
 		}
-		if err := setClock(opts.now().Add(resp.ClockOffset)); err != nil {
+		now := opts.now()
+		t := now.Add(resp.ClockOffset)
+		if !opts.Floor.IsZero() && t.Before(opts.Floor) {
+			errs = append(errs, fmt.Errorf("%s: says %s, before this image was built (%s): refused", s, t.UTC().Format(time.RFC3339), opts.Floor.UTC().Format(time.RFC3339)))
+			continue
+		}
+		if !opts.Floor.IsZero() && !now.Before(opts.Floor) && resp.ClockOffset > MaxAhead {
+			errs = append(errs, fmt.Errorf("%s: would step the clock %v forward: refused", s, resp.ClockOffset.Round(time.Hour)))
+			continue
+		}
+		if err := setClock(t); err != nil {
 			return resp.ClockOffset, fmt.Errorf("timesync: %s answered, offset %v: %w", s, resp.ClockOffset, err)
 		}
 		return resp.ClockOffset, nil

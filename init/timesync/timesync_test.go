@@ -143,3 +143,21 @@ func TestRunKeepsSyncing(t *testing.T) {
 		t.Errorf("clock set %d times in 5 s at a 50 ms interval", len(rec.set))
 	}
 }
+
+// An answer before the image's build time, or one that would step a sane
+// clock years forward, is refused; the next server is asked.
+func TestSyncRefusesAbsurdAnswers(t *testing.T) {
+	var rec recorder
+	floor := time.Now().Add(-24 * time.Hour)
+	back := fakeServer(t, -20*365*24*time.Hour) // says 2006
+	ahead := fakeServer(t, 10*365*24*time.Hour) // says 2036
+	good := fakeServer(t, time.Minute)
+	off, err := Sync(context.Background(), []string{back, ahead, good}, Options{SetClock: rec.SetClock, Floor: floor, Timeout: 10 * time.Second})
+	if err != nil || off < 50*time.Second || off > 70*time.Second || len(rec.set) != 1 {
+		t.Fatalf("offset %v, err %v, set %v", off, err, rec.set)
+	}
+	_, err = Sync(context.Background(), []string{back, ahead}, Options{SetClock: rec.SetClock, Floor: floor, Timeout: 10 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "before this image was built") || !strings.Contains(err.Error(), "forward: refused") {
+		t.Errorf("err = %v", err)
+	}
+}
