@@ -112,14 +112,20 @@ func TestDefaultHostname(t *testing.T) {
 	}
 }
 
-func TestBrokenConfigUsesLastGood(t *testing.T) {
+// testSystemWithState is testSystem with a state database.
+func testSystemWithState(t *testing.T) *system {
 	s := testSystem(t)
 	db, _, err := state.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	s.db = db
+	return s
+}
+
+func TestBrokenConfigUsesLastGood(t *testing.T) {
+	s := testSystemWithState(t)
 	good := []datasource.Source{{Name: "baked", Path: "/run/ballast/baked.yaml", Data: []byte("#cloud-config\nhostname: node1\n")}}
 	cfg, info := parseSources(good)
 	if err := s.applyConfigChoice(cfg, info, configChoice{}); err != nil {
@@ -131,7 +137,7 @@ func TestBrokenConfigUsesLastGood(t *testing.T) {
 	s.cfgInfo.Sources = nil
 	bad := append(good, datasource.Source{Name: "fw_cfg", Path: "opt/ballast/user-data", Data: []byte("#cloud-config\nhostnme: typo\n")})
 	cfg, info = parseSources(bad)
-	err = s.applyConfigChoice(cfg, info, configChoice{})
+	err := s.applyConfigChoice(cfg, info, configChoice{})
 	if err == nil {
 		t.Fatal("broken config accepted")
 	}
@@ -239,13 +245,8 @@ func TestMemoryFromProc(t *testing.T) {
 // URL, the fallback is the last generation that had it (an agent stays an
 // agent), not the local-only config.
 func TestConfigURLGenerations(t *testing.T) {
-	s := testSystem(t)
-	db, _, err := state.Open(filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s.db = db
+	s := testSystemWithState(t)
+	db := s.db
 	local := []datasource.Source{{Name: "baked", Path: "/run/ballast/baked.yaml", Data: []byte("#cloud-config\nhostname: node1\n")}}
 	viaURL := append(local, datasource.Source{Name: datasource.NameCmdlineURL, Path: "https://cfg/x", Data: []byte("#cloud-config\nk3s:\n  server: https://10.0.0.1:6443\n  token: secret\n")})
 	failed := append(local, datasource.Source{Name: datasource.NameCmdlineURL, Path: "https://cfg/x", Err: errors.New("connection refused")})
