@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +60,9 @@ k3s:
 		Forwards:  map[int]int{6443: 0, 22: 0},
 		ExtraArgs: nic("listen", "52:54:00:4c:00:01"),
 	})
+	// QEMU 7.2's socket netdev does not retry a refused connect: the
+	// agent's QEMU would run with its cluster link down for good.
+	waitListening(t, link, time.Minute)
 	agentVM := startMachine(t, Options{
 		Disk: img, DiskSize: 8 << 30, Memory: 2048, CPUs: 2,
 		UserData:  userData("agent1", sc.pubkey, agentIP, "52:54:00:4c:00:02", "  server: https://"+serverIP+":6443\n  token: "+token+"\n"),
@@ -145,4 +150,41 @@ spec:
 	if !strings.Contains(proxied, "hostname: "+pods.Items[0].Metadata.Name) {
 		t.Errorf("the server's proxy to the pod on agent1: %q", proxied)
 	}
+}
+
+// waitListening waits until something listens on the TCP address addr
+// (127.0.0.1:port), read from /proc/net/tcp: a test connection would be
+// taken by a QEMU socket netdev as its one peer.
+func waitListening(t *testing.T, addr string, d time.Duration) {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(":%04X ", mustAtoi(t, port))
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			// local_address rem_address st: 0A is LISTEN.
+			if len(f) > 3 && strings.HasSuffix(f[1]+" ", want) && f[3] == "0A" {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on %s after %v", addr, d)
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -1,6 +1,7 @@
 package qemutest
 
 import (
+	"net"
 	"testing"
 	"time"
 )
@@ -65,4 +66,14 @@ func TestCoreSchedulerGathers(t *testing.T) {
 	}
 	s.release(1)
 	<-started
+}
+
+// waitListening sees a listener through /proc/net/tcp without connecting.
+func TestWaitListening(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	waitListening(t, ln.Addr().String(), 2*time.Second)
 }
