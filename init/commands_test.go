@@ -99,9 +99,14 @@ func TestRunUntilShutdown(t *testing.T) {
 		t.Fatalf("req %+v, err %v", req, err)
 	}
 
-	req, err = runUntilShutdown(context.Background(), ch, func(context.Context) error { return nil })
+	var stepCtx context.Context
+	req, err = runUntilShutdown(context.Background(), ch, func(ctx context.Context) error { stepCtx = ctx; return nil })
 	if req != nil || err != nil {
 		t.Fatalf("no request: req %+v, err %v", req, err)
+	}
+	// What the steps started (the node watch) lives on after them.
+	if stepCtx.Err() != nil {
+		t.Fatalf("the steps' context was cancelled when they ended: %v", stepCtx.Err())
 	}
 	ch <- shutdownRequest{why: "later"}
 	if r := <-ch; r.why != "later" {

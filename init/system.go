@@ -178,9 +178,11 @@ func runSystem(ctx context.Context, s *system) {
 // runUntilShutdown runs the boot steps with a context that a shutdown
 // request cancels (a power button pressed during a 10-minute bootcmd must
 // not wait for it), and returns the request that stopped them, if any.
+//
+// The steps' context is not cancelled when they end: services they start
+// (the node watch, the agent) live on with it.
 func runUntilShutdown(ctx context.Context, shutdown <-chan shutdownRequest, steps func(context.Context) error) (*shutdownRequest, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	done := make(chan struct{})
 	got := make(chan shutdownRequest, 1)
 	watched := make(chan struct{})
