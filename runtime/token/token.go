@@ -175,7 +175,7 @@ func EnsureServer(f Files, caBundle []byte, serverToken, agentToken string) (Ser
 		}
 	}
 	if f.Passwd != "" {
-		passwd := fmt.Sprintf("%s,server,server,k3s:server\n%s,node,node,k3s:agent\n", pw, apw)
+		passwd := passwdText(pw, apw)
 		if err := writeFile(f.Passwd, passwd); err != nil {
 			return out, err
 		}
@@ -250,13 +250,18 @@ func Rotate(f Files, caBundle []byte, newPassword string, agentTokenSet bool) (T
 	t := Token{CAHash: CAHash(caBundle), Username: "server", Password: newPassword}
 	// passwd first: the supervisor answers from it; the token file is
 	// what people read the token from.
-	if err := writeFile(f.Passwd, fmt.Sprintf("%s,server,server,k3s:server\n%s,node,node,k3s:agent\n", newPassword, agent)); err != nil {
+	if err := writeFile(f.Passwd, passwdText(newPassword, agent)); err != nil {
 		return Token{}, err
 	}
 	if err := writeFile(f.Token, t.String()+"\n"); err != nil {
 		return Token{}, err
 	}
 	return t, nil
+}
+
+// passwdText is server/cred/passwd for the server and agent passwords.
+func passwdText(server, agent string) string {
+	return fmt.Sprintf("%s,server,server,k3s:server\n%s,node,node,k3s:agent\n", server, agent)
 }
 
 // validPassword: a password must fit passwd's comma-separated lines and a
