@@ -73,14 +73,10 @@ func (j *Join) Run(ctx context.Context) (*Joined, error) {
 	if err := j.Token.VerifyCA(caPEM); err != nil {
 		return nil, fmt.Errorf("%s/cacerts: %w (is --token from this server's %s?)", base, err, "/var/lib/rancher/k3s/server/token")
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("%s/cacerts: no certificates in the answer", base)
+	c, err := pinnedClient(base, caPEM, j.Token)
+	if err != nil {
+		return nil, err
 	}
-	c := &client{base: base.String(), token: j.Token, http: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
-	}}
 	j.c = c
 	out := &Joined{}
 	if err := c.getJSON(ctx, "/config", &out.Cluster); err != nil {
@@ -234,6 +230,19 @@ func (j *Join) kubeconfigs(lay datadir.Layout) error {
 }
 
 // client speaks the join API with the token's credentials.
+// pinnedClient is the join API at base, trusting caPEM (checked against
+// the token already) and authenticating with tok.
+func pinnedClient(base *url.URL, caPEM []byte, tok token.Token) (*client, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s/cacerts: no certificates in the answer", base)
+	}
+	return &client{base: base.String(), token: tok, http: &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+	}}, nil
+}
+
 type client struct {
 	base  string
 	token token.Token

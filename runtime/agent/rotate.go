@@ -2,14 +2,11 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/ballast-os/ballast/runtime/supervisor"
 	"github.com/ballast-os/ballast/runtime/token"
@@ -32,15 +29,11 @@ func RotateToken(ctx context.Context, serverURL string, current token.Token, new
 	if err := current.VerifyCA(caPEM); err != nil {
 		return fmt.Errorf("%s/cacerts: %w", base, err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return fmt.Errorf("%s/cacerts: no certificates in the answer", base)
-	}
 	current.Username = "server"
-	c := &client{base: base.String(), token: current, http: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
-	}}
+	c, err := pinnedClient(base, caPEM, current)
+	if err != nil {
+		return err
+	}
 	body, err := json.Marshal(supervisor.TokenRotateRequest{NewToken: &newToken})
 	if err != nil {
 		return err
