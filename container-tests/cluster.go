@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"os/exec"
 	"strings"
 	"time"
 )
@@ -15,6 +16,7 @@ type Cluster struct {
 	Runtime string // the OCI runtime nodes run with ("": the daemon's default)
 	Network string
 	prefix  string
+	bridge  string // the network's bridge device on the host
 	nodes   []*Node
 	// Logf receives progress lines (t.Logf).
 	Logf func(format string, args ...any)
@@ -22,14 +24,44 @@ type Cluster struct {
 
 // NewCluster creates an --internal network: the nodes reach each other
 // and the host, and nothing beyond, as an air-gapped site.
+//
+// The network is one L2 segment, as flannel's host-gw backend needs: a
+// node routes another node's pod subnet via that node's address. Docker
+// isolates an internal network with host FORWARD rules that drop any
+// packet on its bridge whose address is outside the network's subnet,
+// and with br_netfilter loaded (bridge-nf-call-iptables=1) frames bridged
+// between two containers pass those rules too, so pod addresses would be
+// dropped on the wire. A DOCKER-USER rule (evaluated first) accepts what
+// stays on this bridge; traffic leaving it is still dropped.
 func NewCluster(ctx context.Context, image, runtime string, logf func(string, ...any)) (*Cluster, error) {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	prefix := "ballast-" + hex.EncodeToString(b)
-	if _, err := docker(ctx, "network", "create", "--internal", "--label", "ballast-test=1", prefix); err != nil {
+	id := hex.EncodeToString(b)
+	prefix := "ballast-" + id
+	c := &Cluster{Image: image, Runtime: runtime, Network: prefix, prefix: prefix, bridge: "bl" + id, Logf: logf}
+	if _, err := docker(ctx, "network", "create", "--internal", "--label", "ballast-test=1",
+		"-o", "com.docker.network.bridge.name="+c.bridge, prefix); err != nil {
 		return nil, err
 	}
-	return &Cluster{Image: image, Runtime: runtime, Network: prefix, prefix: prefix, Logf: logf}, nil
+	if err := c.bridgeRule(ctx, "-I"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// bridgeRule inserts (-I) or deletes (-D) the DOCKER-USER rule that lets
+// traffic between this network's nodes through whatever its addresses.
+// A daemon without the chain (--iptables=false) filters nothing.
+func (c *Cluster) bridgeRule(ctx context.Context, op string) error {
+	if exec.CommandContext(ctx, "iptables", "-w", "-n", "-L", "DOCKER-USER").Run() != nil {
+		return nil
+	}
+	out, err := exec.CommandContext(ctx, "iptables", "-w", op, "DOCKER-USER", "-i", c.bridge, "-o", c.bridge, "-j", "ACCEPT").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("iptables %s DOCKER-USER for %s: %v: %s", op, c.bridge, err, out)
+	}
+	return nil
 }
 
 // Close removes every node (with its volumes) and the network.
@@ -39,6 +71,7 @@ func (c *Cluster) Close() {
 	for _, n := range c.nodes {
 		_, _ = docker(ctx, "rm", "-f", "-v", n.Container)
 	}
+	_ = c.bridgeRule(ctx, "-D")
 	_, _ = docker(ctx, "network", "rm", c.Network)
 }
 
