@@ -156,6 +156,13 @@ func (n *Node) Stop(ctx context.Context) error {
 	return err
 }
 
+// Kill stops the container at once (SIGKILL to every process): the
+// machine loses power.
+func (n *Node) Kill(ctx context.Context) error {
+	_, err := docker(ctx, "kill", n.Container)
+	return err
+}
+
 // Remove deletes the container and its volumes: the machine is gone.
 func (n *Node) Remove(ctx context.Context) error {
 	_, err := docker(ctx, "rm", "-f", "-v", n.Container)

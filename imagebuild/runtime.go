@@ -34,7 +34,7 @@ const (
 )
 
 // runtimeLinks are the personalities of the ballast runtime's k3s binary.
-var runtimeLinks = []string{"usr/bin/kubectl", "usr/bin/crictl", "usr/bin/ctr"}
+var runtimeLinks = []string{"usr/bin/kubectl", "usr/bin/crictl", "usr/bin/ctr", "usr/bin/etcdctl"}
 
 // RuntimePackages are the Debian packages an image with a runtime needs
 // beside the base userland: the OCI runtime and the netfilter tools

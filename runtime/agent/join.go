@@ -250,7 +250,11 @@ type client struct {
 }
 
 func (c *client) do(ctx context.Context, method, path string, hdr http.Header, body []byte) ([]byte, error) {
-	u := c.base + "/v1-" + supervisor.Program + path
+	return c.doURL(ctx, method, c.base+"/v1-"+supervisor.Program+path, hdr, body)
+}
+
+// doURL is do for a path outside /v1-k3s (/db/info).
+func (c *client) doURL(ctx context.Context, method, u string, hdr http.Header, body []byte) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -298,6 +302,18 @@ func (c *client) getJSON(ctx context.Context, path string, out any) error {
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("%s/v1-%s%s: %w", c.base, supervisor.Program, path, err)
+	}
+	return nil
+}
+
+// getJSONAt is getJSON for a path outside /v1-k3s.
+func (c *client) getJSONAt(ctx context.Context, path string, out any) error {
+	data, err := c.doURL(ctx, http.MethodGet, c.base+path, nil, nil)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s%s: %w", c.base, path, err)
 	}
 	return nil
 }

@@ -93,6 +93,7 @@ type ServerConfig struct {
 	KubeSchedulerArgs         []string
 	KubeCloudControllerArgs   []string
 	EtcdArgs                  []string
+	EtcdExposeMetrics         bool
 }
 
 // Packaged components that --disable accepts.
@@ -313,6 +314,7 @@ func (l *Loaded) ServerConfig() (*ServerConfig, error) {
 		KubeSchedulerArgs:         c.list("kube-scheduler-arg"),
 		KubeCloudControllerArgs:   c.list("kube-cloud-controller-manager-arg"),
 		EtcdArgs:                  c.list("etcd-arg"),
+		EtcdExposeMetrics:         c.boolean("etcd-expose-metrics"),
 	}
 	s.WriteKubeconfigMode = 0o600
 	if v := c.str("write-kubeconfig-mode"); v != "" {

@@ -118,7 +118,9 @@ func Main(args []string, c Components, in InProcess) int {
 }
 
 // isTool: the CLIs that also answer as argv[0] personalities.
-func isTool(name string) bool { return name == "kubectl" || name == "crictl" || name == "ctr" }
+func isTool(name string) bool {
+	return name == "kubectl" || name == "crictl" || name == "ctr" || name == "etcdctl"
+}
 
 func isComponent(name string) bool {
 	for _, c := range components {
@@ -150,7 +152,7 @@ func (a *app) dispatch(ctx context.Context) error {
 	name := filepath.Base(a.args[0])
 	rest := a.args[1:]
 	switch name {
-	case "kubectl", "crictl", "ctr":
+	case "kubectl", "crictl", "ctr", "etcdctl":
 		return a.tool(name, rest)
 	}
 	if len(rest) == 0 {

@@ -25,16 +25,14 @@ import (
 const LogDir = "server/logs"
 
 // controlPlane is the supervised start order of a server: the datastore
-// (kine, unless the apiserver talks to etcd itself), kube-apiserver (ready
+// (embedded etcd with --cluster-init or --server; else kine, unless the
+// apiserver talks to an external etcd itself), kube-apiserver (ready
 // on /readyz with the admin client certificate), then kube-controller-manager
 // and kube-scheduler (ready on /healthz), then the deploy controller that
 // applies server/manifests. Every component must be linked
 // into this binary; the first one that is not is reported as not built,
 // after printing the command lines that would have run.
 func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node, deployArgs []string) ([]processes.Component, error) {
-	if s.ClusterInit || s.ServerURL != "" {
-		return nil, notBuilt("embedded etcd (--cluster-init, --server)")
-	}
 	pool, admin, err := serverTrust(lay)
 	if err != nil {
 		return nil, err
@@ -46,6 +44,13 @@ func (a *app) controlPlane(s *config.ServerConfig, lay datadir.Layout, n *compon
 		return processes.Component{Name: name, Path: a.self, Args: append([]string{name}, args...), LogFile: filepath.Join(logs, name+".log"), Ready: ready}
 	}
 	var plan []processes.Component
+	if embeddedEtcd(s) {
+		c, err := a.etcdComponent(s, comp)
+		if err != nil {
+			return nil, err
+		}
+		plan = append(plan, c)
+	}
 	if k := n.Kine(); k != nil {
 		plan = append(plan, comp("kine", k, unixReady(lay.KineSocket())))
 	}

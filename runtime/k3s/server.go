@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/ballast-os/ballast/runtime/agent"
 	"github.com/ballast-os/ballast/runtime/certs"
 	"github.com/ballast-os/ballast/runtime/cloudprovider"
 	"github.com/ballast-os/ballast/runtime/cniconf"
@@ -44,6 +45,15 @@ func (a *app) server(ctx context.Context, args []string) error {
 	lay := datadir.Layout{Root: s.DataDir}
 	if err := lay.Create(true, !s.DisableAgent); err != nil {
 		return err
+	}
+	var joinAPI *agent.ServerClient
+	if embeddedEtcd(s) {
+		if err := checkEtcdFlags(s); err != nil {
+			return err
+		}
+		if joinAPI, err = a.joinServer(ctx, s); err != nil {
+			return err
+		}
 	}
 	rep, err := certs.Ensure(certs.Options{
 		DataDir: s.DataDir, NodeName: nodeName, NodeIPs: nodeIPs, SANs: s.TLSSANs,
@@ -102,12 +112,22 @@ func (a *app) server(ctx context.Context, args []string) error {
 	for _, p := range staged.Written {
 		fmt.Fprintf(a.stderr, "staged %s\n", p)
 	}
+	adv := advertiseAddress(s, nodeIPs)
+	var member *etcdMember
+	if embeddedEtcd(s) {
+		if member, err = a.prepareEtcd(ctx, s, joinAPI, nodeName, adv); err != nil {
+			return err
+		}
+	}
 	plan, err := a.controlPlane(s, lay, n, staged.DeployControllerArgs())
 	if err != nil {
 		return err
 	}
-	if err := a.startSupervisor(ctx, s, nodeIPs); err != nil {
+	if err := a.startSupervisor(ctx, s, adv); err != nil {
 		return err
+	}
+	if member != nil {
+		go a.promote(ctx, s, member)
 	}
 	if err := a.startControllers(ctx, s, lay); err != nil {
 		return err
@@ -167,7 +187,7 @@ func localAPI(s *config.ServerConfig, lay datadir.Layout, cert string) (*kubeapi
 // apiserver on 127.0.0.1:apiserver-port) and serves it until ctx ends.
 // Nothing when apiserver-port is https-listen-port: the apiserver serves
 // that port itself and agents cannot join.
-func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, nodeIPs []netip.Addr) error {
+func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, adv netip.Addr) error {
 	if s.APIServerPortOrDefault() == s.HTTPSListenPort {
 		fmt.Fprintf(a.stderr, "warning: apiserver-port is https-listen-port (%d): no supervisor listener, agents cannot join this server\n", s.HTTPSListenPort)
 		return nil
@@ -175,12 +195,6 @@ func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, nodeI
 	bind := s.BindAddress
 	if bind == "" {
 		bind = "0.0.0.0"
-	}
-	adv := nodeIPs[0]
-	if s.AdvertiseAddress != "" {
-		if p, err := netip.ParseAddr(s.AdvertiseAddress); err == nil {
-			adv = p
-		}
 	}
 	sup := &supervisor.Server{
 		DataDir:          s.DataDir,
@@ -191,6 +205,9 @@ func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, nodeI
 		Cluster:          supervisor.ClusterConfigOf(s),
 		AgentTokenSet:    s.AgentToken != "" || s.AgentTokenFile != "",
 		Logf:             func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) },
+	}
+	if embeddedEtcd(s) {
+		sup.DBInfo = etcdDBInfo(s.DataDir)
 	}
 	if err := sup.Load(); err != nil {
 		return err
@@ -205,6 +222,15 @@ func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, nodeI
 		}
 	}()
 	return nil
+}
+
+// advertiseAddress is the address other nodes reach this server at:
+// advertise-address, else the first node IP.
+func advertiseAddress(s *config.ServerConfig, nodeIPs []netip.Addr) netip.Addr {
+	if p, err := netip.ParseAddr(s.AdvertiseAddress); err == nil {
+		return p
+	}
+	return nodeIPs[0]
 }
 
 // writeEgressSelectorConfig writes server/etc/egress-selector-config.yaml,

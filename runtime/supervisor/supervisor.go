@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,9 @@ type Server struct {
 	// AgentTokenSet: the server was given an agent token of its own, which
 	// `k3s token rotate` leaves alone.
 	AgentTokenSet bool
+	// DBInfo lists the etcd members for servers that join (nil: this
+	// server's datastore is not embedded etcd).
+	DBInfo DBInfo
 
 	serverCAPEM, clientCAPEM []byte
 	serverCA, clientCA       *certs.CA
@@ -66,6 +70,8 @@ type Server struct {
 	passwords                *nodePasswords
 	proxy                    *apiProxy
 	serving                  tls.Certificate
+	serversMu                sync.Mutex
+	servers                  []string // host:port of the servers with fresh leases
 }
 
 // Program is the name in k3s's join API paths (/v1-k3s/...) and headers.
@@ -164,7 +170,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 30 * time.Second,
 	}
 	if s.AdvertiseAddress.IsValid() {
-		go s.publishEndpoints(ctx, time.Minute)
+		go s.publishEndpoints(ctx)
 	}
 	go func() {
 		<-ctx.Done()
@@ -201,6 +207,8 @@ func (s *Server) Handler() http.Handler {
 	}))
 	mux.Handle("GET "+p+"/readyz", agent(s.readyz))
 	mux.Handle("PUT "+p+"/token", s.serverAuth(http.HandlerFunc(s.rotateToken)))
+	mux.Handle("GET "+p+"/server-bootstrap", s.serverAuth(http.HandlerFunc(s.serverBootstrap)))
+	mux.Handle("GET /db/info", s.serverAuth(http.HandlerFunc(s.dbInfo)))
 	mux.Handle("POST "+p+"/serving-kubelet.crt", agent(s.nodeCert(true, func(node string) certs.Request {
 		return certs.Request{CommonName: node, Server: true}
 	})))
@@ -465,12 +473,24 @@ func validNodeName(n string) bool {
 }
 
 // apiServers is what /v1-k3s/apiservers lists: the supervisor addresses
-// of the cluster's servers (this one until servers can join servers).
+// of the cluster's servers with a fresh lease (this one until the first
+// renewal).
 func (s *Server) apiServers() []string {
+	s.serversMu.Lock()
+	defer s.serversMu.Unlock()
+	if len(s.servers) > 0 {
+		return slices.Clone(s.servers)
+	}
 	if !s.AdvertiseAddress.IsValid() {
 		return []string{}
 	}
 	return []string{netip.AddrPortFrom(s.AdvertiseAddress, uint16(s.Port)).String()}
+}
+
+func (s *Server) setServers(list []string) {
+	s.serversMu.Lock()
+	defer s.serversMu.Unlock()
+	s.servers = list
 }
 
 // readyz answers as the API server's /readyz does.

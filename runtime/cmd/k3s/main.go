@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/ballast-os/ballast/runtime/components/containerd"
+	"github.com/ballast-os/ballast/runtime/components/etcd"
+	"github.com/ballast-os/ballast/runtime/components/etcdctl"
 	"github.com/ballast-os/ballast/runtime/components/flannel"
 	"github.com/ballast-os/ballast/runtime/components/imageimport"
 	"github.com/ballast-os/ballast/runtime/components/kine"
@@ -29,6 +31,8 @@ func main() {
 		"kube-scheduler":          kubescheduler.Main,
 		"kubectl":                 kubectl.Main,
 		"kine":                    kine.Main,
+		"etcd":                    etcd.Main,
+		"etcdctl":                 etcdctl.Main,
 		"deploy-controller":       deploy.Main,
 		"containerd":              containerd.Main,
 		"image-import":            imageimport.Main,

@@ -1,0 +1,208 @@
+package containertest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// etcdMembers is `etcdctl member list` on a server, as name -> learner.
+func etcdMembers(ctx context.Context, n *Node) (map[string]bool, error) {
+	out, err := n.Exec(ctx, "etcdctl", "member", "list", "-w", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Members []struct {
+			Name      string `json:"name"`
+			IsLearner bool   `json:"isLearner"`
+		} `json:"members"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return nil, fmt.Errorf("%w: %s", err, out)
+	}
+	m := map[string]bool{}
+	for _, x := range list.Members {
+		m[x.Name] = x.IsLearner
+	}
+	return m, nil
+}
+
+// etcdLeader is the node name of the etcd leader as n's member sees it
+// (member names are <node>-<8 hex>).
+func etcdLeader(ctx context.Context, n *Node) (string, error) {
+	out, err := n.Exec(ctx, "etcdctl", "endpoint", "status", "--cluster", "-w", "json")
+	if err != nil {
+		return "", err
+	}
+	var st []struct {
+		Endpoint string `json:"Endpoint"`
+		Status   struct {
+			Header struct {
+				MemberID uint64 `json:"member_id"`
+			} `json:"header"`
+			Leader uint64 `json:"leader"`
+		} `json:"Status"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return "", fmt.Errorf("%w: %s", err, out)
+	}
+	for _, s := range st {
+		if s.Status.Header.MemberID == s.Status.Leader && s.Status.Leader != 0 {
+			return s.Endpoint, nil
+		}
+	}
+	return "", fmt.Errorf("no leader in %s", out)
+}
+
+// TestClusterHA is the HA issue's scenario: three servers with embedded
+// etcd (cluster-init on the first, the others joining with --server and
+// the token) and an agent come Ready; objects written through server 1
+// are read through server 3; etcdctl lists three voting members;
+// killing the etcd leader's node keeps the API writable through the
+// other two, and the stopped server comes back as a member.
+func TestClusterHA(t *testing.T) {
+	c, ctx := newCluster(t)
+	env := map[string]string{"K3S_TOKEN": "ha-secret"}
+	s1, err := c.Start(ctx, "server1", env, "server", "--cluster-init", "--disable=metrics-server,local-storage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, s1, "True", 5*time.Minute, "server1")
+	join := map[string]string{"K3S_TOKEN": "ha-secret", "K3S_URL": "https://" + s1.IP + ":6443"}
+	servers := []*Node{s1}
+	for _, name := range []string{"server2", "server3"} {
+		n, err := c.Start(ctx, name, join, "server", "--disable=metrics-server,local-storage")
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, n)
+	}
+	if _, err := c.Start(ctx, "agent", join, "agent"); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, s1, "True", 5*time.Minute, "server2", "server3", "agent")
+	s3 := servers[2]
+
+	// Three voting members, as every server sees them.
+	for _, n := range servers {
+		if err := WaitFor(ctx, 2*time.Minute, 2*time.Second, func() error {
+			m, err := etcdMembers(ctx, n)
+			if err != nil {
+				return err
+			}
+			if len(m) != 3 {
+				return fmt.Errorf("%d members: %v", len(m), m)
+			}
+			for name, learner := range m {
+				if learner {
+					return fmt.Errorf("%s is still a learner", name)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("etcdctl member list on %s: %v", n.Name, err)
+		}
+	}
+	// The seed's line, verbatim.
+	if out, err := s1.Exec(ctx, "etcdctl", "version", "--cacert=/var/lib/rancher/k3s/server/tls/etcd/server-ca.crt",
+		"--cert=/var/lib/rancher/k3s/server/tls/etcd/client.crt", "--key=/var/lib/rancher/k3s/server/tls/etcd/client.key"); err != nil || !strings.Contains(out, "etcdctl version:") || !strings.Contains(out, "API version:") {
+		t.Errorf("etcdctl version: %v\n%s", err, out)
+	}
+
+	// Written through server 1, read through server 3.
+	if out, err := s1.Exec(ctx, "sh", "-c", "cat > /tmp/app.yaml <<'EOF'\n"+clusterManifest+"\nEOF\nk3s kubectl apply -f /tmp/app.yaml && k3s kubectl create configmap ha --from-literal=written-on=server1"); err != nil {
+		t.Fatalf("apply on server1: %v\n%s", err, out)
+	}
+	if out, err := s3.Kubectl(ctx, "get", "configmap", "ha", "-o", "jsonpath={.data.written-on}"); err != nil || out != "server1" {
+		t.Errorf("configmap through server3: %v %q", err, out)
+	}
+	if out, err := s3.Kubectl(ctx, "get", "deployment", "testserver", "-o", "jsonpath={.spec.replicas}"); err != nil || out != "3" {
+		t.Errorf("deployment through server3: %v %q", err, out)
+	}
+	// The kubernetes Service lists every server's supervisor.
+	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+		out, err := s1.Kubectl(ctx, "get", "endpointslice", "kubernetes", "-o", "jsonpath={.endpoints[*].addresses[0]}")
+		if err != nil {
+			return err
+		}
+		if got := len(strings.Fields(out)); got != 3 {
+			return fmt.Errorf("kubernetes endpoints %q, want the 3 servers", out)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+
+	// Kill the etcd leader's node (power lost): the other two keep the API writable.
+	leaderURL, err := etcdLeader(ctx, s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leader *Node
+	var others []*Node
+	for _, n := range servers {
+		if strings.Contains(leaderURL, "//"+n.IP+":") {
+			leader = n
+		} else {
+			others = append(others, n)
+		}
+	}
+	if leader == nil {
+		t.Fatalf("leader %s is none of the servers", leaderURL)
+	}
+	t.Logf("etcd leader: %s (%s); killing it", leader.Name, leaderURL)
+	if err := leader.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	for i, n := range others {
+		name := "after-leader-loss-" + strconv.Itoa(i)
+		if err := WaitFor(ctx, 30*time.Second-time.Since(stopped), time.Second, func() error {
+			_, err := n.Kubectl(ctx, "create", "configmap", name, "--from-literal=via="+n.Name)
+			if err != nil && strings.Contains(err.Error(), "AlreadyExists") {
+				return nil
+			}
+			return err
+		}); err != nil {
+			t.Errorf("write through %s within 30 s of stopping the leader: %v", n.Name, err)
+		} else {
+			t.Logf("write through %s succeeded %.1fs after the leader stopped", n.Name, time.Since(stopped).Seconds())
+		}
+	}
+	if out, err := others[1].Kubectl(ctx, "get", "configmap", "after-leader-loss-0", "-o", "jsonpath={.data.via}"); err != nil || out != others[0].Name {
+		t.Errorf("configmap written through %s, read through %s: %v %q", others[0].Name, others[1].Name, err, out)
+	}
+
+	// The stopped server comes back as a member.
+	if err := leader.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitFor(ctx, 5*time.Minute, 2*time.Second, func() error {
+		out, err := leader.Exec(ctx, "etcdctl", "endpoint", "health")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		m, err := etcdMembers(ctx, leader)
+		if err == nil && len(m) != 3 {
+			err = fmt.Errorf("%d members: %v", len(m), m)
+		}
+		return err
+	}); err != nil {
+		t.Errorf("%s after its restart: %v", leader.Name, err)
+	}
+	if err := WaitFor(ctx, 3*time.Minute, 2*time.Second, func() error {
+		out, err := leader.Kubectl(ctx, "get", "configmap", "after-leader-loss-1", "-o", "jsonpath={.data.via}")
+		if err == nil && out != others[1].Name {
+			err = fmt.Errorf("got %q", out)
+		}
+		return err
+	}); err != nil {
+		t.Errorf("%s after its restart reads what was written while it was down: %v", leader.Name, err)
+	}
+	waitReady(ctx, t, others[0], "True", 3*time.Minute, leader.Name)
+}

@@ -1,0 +1,51 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/ballast-os/ballast/runtime/supervisor"
+	"github.com/ballast-os/ballast/runtime/token"
+)
+
+// ServerClient is the join API of the server at serverURL for another
+// server (or `k3s token rotate`): the server's CA checked against the
+// token like a join, and the token sent as user "server" whatever user
+// it names.
+type ServerClient struct{ c *client }
+
+// NewServerClient fetches and checks the CA of the server at serverURL.
+func NewServerClient(ctx context.Context, serverURL string, tok token.Token) (*ServerClient, error) {
+	base, err := url.Parse(strings.TrimSuffix(serverURL, "/"))
+	if err != nil || base.Scheme != "https" || base.Host == "" {
+		return nil, fmt.Errorf("--server %q: want https://HOST:PORT", serverURL)
+	}
+	j := &Join{Token: tok}
+	caPEM, err := j.cacerts(ctx, base)
+	if err != nil {
+		return nil, err
+	}
+	if err := tok.VerifyCA(caPEM); err != nil {
+		return nil, fmt.Errorf("%s/cacerts: %w", base, err)
+	}
+	tok.Username = "server"
+	c, err := pinnedClient(base, caPEM, tok)
+	if err != nil {
+		return nil, err
+	}
+	return &ServerClient{c: c}, nil
+}
+
+// Bootstrap fetches the cluster's CAs, keys and passwords
+// (/v1-k3s/server-bootstrap).
+func (s *ServerClient) Bootstrap(ctx context.Context) (supervisor.Bootstrap, error) {
+	var b supervisor.Bootstrap
+	return b, s.c.getJSON(ctx, "/server-bootstrap", &b)
+}
+
+// DBInfo decodes the server's /db/info (its etcd members) into out.
+func (s *ServerClient) DBInfo(ctx context.Context, out any) error {
+	return s.c.getJSONAt(ctx, "/db/info", out)
+}
