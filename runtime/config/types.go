@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/robfig/cron/v3"
 	"net/netip"
 	"os"
 	"strconv"
@@ -94,6 +95,15 @@ type ServerConfig struct {
 	KubeCloudControllerArgs   []string
 	EtcdArgs                  []string
 	EtcdExposeMetrics         bool
+
+	ClusterResetRestorePath string
+	EtcdDisableSnapshots    bool
+	EtcdSnapshotName        string // scheduled snapshots' name (etcd-snapshot)
+	EtcdSnapshotCron        string
+	EtcdSnapshotRetention   int
+	EtcdSnapshotDir         string // "": server/db/snapshots
+	EtcdSnapshotCompress    bool
+	EtcdS3                  bool
 }
 
 // Packaged components that --disable accepts.
@@ -315,6 +325,22 @@ func (l *Loaded) ServerConfig() (*ServerConfig, error) {
 		KubeCloudControllerArgs:   c.list("kube-cloud-controller-manager-arg"),
 		EtcdArgs:                  c.list("etcd-arg"),
 		EtcdExposeMetrics:         c.boolean("etcd-expose-metrics"),
+		ClusterResetRestorePath:   c.str("cluster-reset-restore-path"),
+		EtcdDisableSnapshots:      c.boolean("etcd-disable-snapshots"),
+		EtcdSnapshotName:          c.str("etcd-snapshot-name"),
+		EtcdSnapshotCron:          c.str("etcd-snapshot-schedule-cron"),
+		EtcdSnapshotRetention:     c.integer("etcd-snapshot-retention"),
+		EtcdSnapshotDir:           c.str("etcd-snapshot-dir"),
+		EtcdSnapshotCompress:      c.boolean("etcd-snapshot-compress"),
+		EtcdS3:                    c.boolean("etcd-s3"),
+	}
+	if v := s.EtcdSnapshotCron; v != "" {
+		if _, err := cron.ParseStandard(v); err != nil {
+			c.fail("etcd-snapshot-schedule-cron", v, fmt.Errorf("not a cron schedule (five fields, e.g. \"0 */12 * * *\"): %w", err))
+		}
+	}
+	if s.ClusterResetRestorePath != "" && !s.ClusterReset {
+		c.fail("cluster-reset-restore-path", s.ClusterResetRestorePath, fmt.Errorf("needs cluster-reset: restoring a snapshot resets the cluster to this one member"))
 	}
 	s.WriteKubeconfigMode = 0o600
 	if v := c.str("write-kubeconfig-mode"); v != "" {

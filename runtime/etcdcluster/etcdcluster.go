@@ -165,9 +165,18 @@ func scalar(v string) any {
 
 // WriteConfig writes etcd's config file.
 func (o Options) WriteConfig(name, initialCluster string, state State) error {
+	return o.WriteConfigWith(name, initialCluster, state, nil)
+}
+
+// WriteConfigWith is WriteConfig with extra keys (force-new-cluster for a
+// cluster reset).
+func (o Options) WriteConfigWith(name, initialCluster string, state State, extra map[string]any) error {
 	c, err := o.Config(name, initialCluster, state)
 	if err != nil {
 		return err
+	}
+	for k, v := range extra {
+		c[k] = v
 	}
 	data, err := yaml.Marshal(c)
 	if err != nil {
@@ -321,23 +330,21 @@ func promoteOnce(ctx context.Context, cli *clientv3.Client, name string) error {
 	return errNotYet // not listed under its name until its etcd has started
 }
 
-// RemoveNode removes the member of the node called node (its name is
-// node-<hex>), as k3s does when a server's node is deleted. It reports
-// whether there was one.
-func RemoveNode(ctx context.Context, cli *clientv3.Client, node string) (bool, error) {
+// RemoveMember removes the member called name. It reports whether there
+// was one: another server may have removed it first.
+func RemoveMember(ctx context.Context, cli *clientv3.Client, name string) (bool, error) {
 	resp, err := cli.MemberList(ctx)
 	if err != nil {
 		return false, err
 	}
 	for _, m := range resp.Members {
-		rest, ok := strings.CutPrefix(m.Name, node+"-")
-		if !ok || len(rest) != 8 {
-			continue
-		}
-		if _, err := hex.DecodeString(rest); err != nil {
+		if m.Name != name {
 			continue
 		}
 		if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
+			if strings.Contains(err.Error(), "member not found") {
+				return false, nil
+			}
 			return false, err
 		}
 		return true, nil

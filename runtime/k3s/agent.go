@@ -110,7 +110,7 @@ func (a *app) agent(ctx context.Context, args []string) error {
 		return err
 	}
 	if c, err := nodeClient(lay); err == nil {
-		go a.watchNode(ctx, c, fmt.Sprintf("https://127.0.0.1:%d", lbPort), nodeName, nodeAnnotations(nodeName, nodeIPs, ac.NodeExternalIPs))
+		go a.watchNode(ctx, c, fmt.Sprintf("https://127.0.0.1:%d", lbPort), nodeName, nodeMeta{Annotations: nodeAnnotations(nodeName, nodeIPs, ac.NodeExternalIPs)})
 	}
 	return a.runPlan(ctx, logs, plan, fmt.Sprintf("k3s agent is up: node %s joined %s", nodeName, ac.ServerURL))
 }

@@ -177,7 +177,9 @@ func (a *app) dispatch(ctx context.Context) error {
 		return a.certificate(rest)
 	case "kubectl", "crictl", "ctr":
 		return a.tool(cmd, rest)
-	case "check-config", "etcd-snapshot", "secrets-encrypt", "completion":
+	case "etcd-snapshot":
+		return a.etcdSnapshot(ctx, rest)
+	case "check-config", "secrets-encrypt", "completion":
 		return notBuilt("k3s " + cmd)
 	}
 	if isComponent(cmd) {

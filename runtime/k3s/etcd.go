@@ -5,10 +5,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ballast-os/ballast/runtime/agent"
+	"github.com/ballast-os/ballast/runtime/atomicfile"
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/etcdcluster"
 	"github.com/ballast-os/ballast/runtime/processes"
@@ -17,9 +22,12 @@ import (
 )
 
 // embeddedEtcd reports whether the server's datastore is embedded etcd:
-// --cluster-init starts a cluster, --server joins one.
+// --cluster-init starts a cluster, --server joins one, --cluster-reset
+// resets one, and a server that has etcd data keeps using it (as k3s, it
+// does not fall back to an empty sqlite datastore when --cluster-init is
+// left out of a later start).
 func embeddedEtcd(s *config.ServerConfig) bool {
-	return s.ClusterInit || s.ServerURL != ""
+	return s.ClusterInit || s.ServerURL != "" || s.ClusterReset || etcdcluster.HasData(s.DataDir)
 }
 
 // checkEtcdFlags refuses the combinations k3s refuses, or that this
@@ -32,6 +40,10 @@ func checkEtcdFlags(s *config.ServerConfig) error {
 		return notBuilt("joining a server that uses an external datastore (--server with --datastore-endpoint)")
 	case s.DisableETCD:
 		return notBuilt("disable-etcd (control-plane-only servers)")
+	case s.EtcdS3:
+		return notBuilt("etcd snapshots to S3 (--etcd-s3)")
+	case s.ClusterReset && s.ClusterResetRestorePath == "" && !etcdcluster.HasData(s.DataDir):
+		return fmt.Errorf("--cluster-reset: %s has no etcd data to reset (give --cluster-reset-restore-path to restore a snapshot)", etcdcluster.Dir(s.DataDir))
 	}
 	return nil
 }
@@ -51,7 +63,7 @@ type etcdMember struct {
 // passwords, once, before this server lays out its own certificates. A
 // server that already has etcd data is a member and asks nothing.
 func (a *app) joinServer(ctx context.Context, s *config.ServerConfig) (*agent.ServerClient, error) {
-	if s.ServerURL == "" || etcdcluster.HasData(s.DataDir) {
+	if s.ServerURL == "" || etcdcluster.HasData(s.DataDir) || s.ClusterReset {
 		return nil, nil
 	}
 	raw, err := valueOrFile(s.Token, s.TokenFile, "token-file")
@@ -128,6 +140,137 @@ func (a *app) prepareEtcd(ctx context.Context, s *config.ServerConfig, sc *agent
 	return m, err
 }
 
+// resetFlag is written after a --cluster-reset; while it exists a start
+// with --cluster-reset still configured starts normally instead of
+// resetting again (a supervisor restarting k3s with the same config), and
+// a start without the flag removes it.
+func resetFlag(dataDir string) string { return filepath.Join(dataDir, "server", "db", "reset-flag") }
+
+// resetPending reports whether this start resets the cluster, and clears
+// a finished reset's flag when it does not.
+func (a *app) resetPending(s *config.ServerConfig) bool {
+	_, err := os.Stat(resetFlag(s.DataDir))
+	flagged := err == nil
+	switch {
+	case !s.ClusterReset:
+		if flagged {
+			_ = os.Remove(resetFlag(s.DataDir))
+		}
+		return false
+	case flagged:
+		fmt.Fprintf(a.stderr, "warning: --cluster-reset: this cluster was reset already (%s exists); starting normally. Remove cluster-reset (and cluster-reset-restore-path) from the config.\n", resetFlag(s.DataDir))
+		return false
+	}
+	return true
+}
+
+// clusterReset makes this member the only one of its cluster, keeping its
+// data, or with --cluster-reset-restore-path the data of a snapshot: etcd
+// runs once with force-new-cluster until it answers as a one-member
+// cluster, then the server exits, as k3s does, to be started again
+// without --cluster-reset.
+func (a *app) clusterReset(ctx context.Context, s *config.ServerConfig, m *etcdMember) error {
+	if p := s.ClusterResetRestorePath; p != "" {
+		st, err := os.Stat(p)
+		switch {
+		case err != nil:
+			return fmt.Errorf("etcd: snapshot path does not exist: %s", p)
+		case st.IsDir():
+			return fmt.Errorf("etcd: snapshot path must be a file, not a directory: %s", p)
+		}
+		old, err := m.opts.Restore(m.name, p, time.Now())
+		if err != nil {
+			return err
+		}
+		if old != "" {
+			fmt.Fprintf(a.stderr, "Pre-restore etcd database moved to %s\n", old)
+		}
+		fmt.Fprintf(a.stderr, "etcd: restored %s\n", p)
+	}
+	self := m.name + "=" + m.opts.PeerURL()
+	if err := m.opts.WriteConfigWith(m.name, self, etcdcluster.New, map[string]any{"force-new-cluster": true}); err != nil {
+		return err
+	}
+	logPath := filepath.Join(s.DataDir, LogDir, "etcd.log")
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(a.self, "etcd", "--config-file="+etcdcluster.ConfigPath(s.DataDir))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	err = a.retryQuiet(wctx, func() error {
+		select {
+		case err := <-exited:
+			exited <- err
+			return fmt.Errorf("etcd exited: %v (see %s)", err, logPath)
+		default:
+		}
+		cli, err := etcdcluster.Client(s.DataDir, []string{localEtcd})
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		cctx, ccancel := context.WithTimeout(wctx, 10*time.Second)
+		defer ccancel()
+		members, err := etcdcluster.Members(cctx, cli)
+		if err == nil && len(members) != 1 {
+			err = fmt.Errorf("%d members", len(members))
+		}
+		if err == nil {
+			_, err = cli.Get(cctx, "/registry/health")
+		}
+		return err
+	})
+	stop()
+	if err != nil {
+		return fmt.Errorf("--cluster-reset: etcd did not come up as a one-member cluster: %w", err)
+	}
+	if err := m.opts.WriteConfig(m.name, self, etcdcluster.New); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(resetFlag(s.DataDir), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stderr, "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. Backup and delete %s on each peer etcd server and rejoin the nodes\n", filepath.Join(s.DataDir, "server", "db"))
+	return nil
+}
+
+// retryQuiet runs f every second until it succeeds or ctx ends, and
+// returns its last error.
+func (a *app) retryQuiet(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // localEtcd is this server's etcd client URL on loopback.
 const localEtcd = "https://127.0.0.1:2379"
 
@@ -168,6 +311,36 @@ func etcdDBInfo(dataDir string) supervisor.DBInfo {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		return etcdcluster.Members(ctx, cli)
+	}
+}
+
+// etcdNodeNameAnnotation names a server node's etcd member, as in k3s.
+const etcdNodeNameAnnotation = "etcd.k3s.cattle.io/node-name"
+
+// removeEtcdMember is the node controller's hook: a deleted server node's
+// etcd member (named by its etcd.k3s.cattle.io/node-name annotation) is
+// removed, as k3s does, so that the cluster's quorum no longer counts it.
+// Every server sees the deletion; the first removes the member and the
+// others find none. This server's own member is left: its node object may
+// be deleted and come back while it runs.
+func (a *app) removeEtcdMember(s *config.ServerConfig, self string) func(context.Context, string, map[string]string) error {
+	return func(ctx context.Context, node string, annotations map[string]string) error {
+		member := annotations[etcdNodeNameAnnotation]
+		if node == self || member == "" {
+			return nil
+		}
+		cli, err := etcdcluster.Client(s.DataDir, []string{localEtcd})
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		removed, err := etcdcluster.RemoveMember(ctx, cli, member)
+		if removed {
+			fmt.Fprintf(a.stderr, "etcd: node %s deleted: removed its etcd member %s\n", node, member)
+		}
+		return err
 	}
 }
 

@@ -53,9 +53,21 @@ func nodeReady(ctx context.Context, c *http.Client, api, name string, since time
 	return false, nil
 }
 
-// annotateNode merges annotations into node name's metadata.
-func annotateNode(ctx context.Context, c *http.Client, api, name string, annotations map[string]string) error {
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
+// nodeMeta is what a node sets on its Node object once registered: the
+// annotations every node sets, and on a server the role labels, which
+// only the server may set (NodeRestriction keeps kubelets from them).
+type nodeMeta struct {
+	Labels      map[string]string
+	Annotations map[string]string
+}
+
+// annotateNode merges meta into node name's metadata.
+func annotateNode(ctx context.Context, c *http.Client, api, name string, meta nodeMeta) error {
+	md := map[string]any{"annotations": meta.Annotations}
+	if len(meta.Labels) > 0 {
+		md["labels"] = meta.Labels
+	}
+	body, err := json.Marshal(map[string]any{"metadata": md})
 	if err != nil {
 		return err
 	}
@@ -97,14 +109,14 @@ func nodeAnnotations(name string, internal, external []netip.Addr) map[string]st
 // stops being Ready), asking the API server at api with c every few
 // seconds until ctx ends. Once the node has registered it sets
 // annotations on it (the addresses the cloud controller reads), once.
-func (a *app) watchNode(ctx context.Context, c *http.Client, api, name string, annotations map[string]string) {
+func (a *app) watchNode(ctx context.Context, c *http.Client, api, name string, meta nodeMeta) {
 	start := time.Now()
 	was := false
-	annotated := len(annotations) == 0
+	annotated := len(meta.Annotations) == 0 && len(meta.Labels) == 0
 	for {
 		ready, err := nodeReady(ctx, c, api, name, start)
 		if err == nil && !annotated {
-			if aerr := annotateNode(ctx, c, api, name, annotations); aerr != nil {
+			if aerr := annotateNode(ctx, c, api, name, meta); aerr != nil {
 				fmt.Fprintf(a.stderr, "node %s: annotating: %v\n", name, aerr)
 			} else {
 				annotated = true

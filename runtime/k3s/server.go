@@ -118,6 +118,12 @@ func (a *app) server(ctx context.Context, args []string) error {
 		if member, err = a.prepareEtcd(ctx, s, joinAPI, nodeName, adv); err != nil {
 			return err
 		}
+		if a.resetPending(s) {
+			return a.clusterReset(ctx, s, member)
+		}
+		if !s.EtcdDisableSnapshots {
+			go a.scheduleSnapshots(ctx, s, nodeName)
+		}
 	}
 	plan, err := a.controlPlane(s, lay, n, staged.DeployControllerArgs())
 	if err != nil {
@@ -129,7 +135,7 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if member != nil {
 		go a.promote(ctx, s, member)
 	}
-	if err := a.startControllers(ctx, s, lay); err != nil {
+	if err := a.startControllers(ctx, s, lay, nodeName); err != nil {
 		return err
 	}
 	if !s.DisableAgent {
@@ -140,23 +146,44 @@ func (a *app) server(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		go a.watchNode(ctx, httpsClient(pool, &admin), fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), nodeName, nodeAnnotations(nodeName, nodeIPs, s.NodeExternalIPs))
+		go a.watchNode(ctx, httpsClient(pool, &admin), fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), nodeName, serverNodeMeta(nodeName, nodeIPs, s.NodeExternalIPs, member))
 	}
 	up := fmt.Sprintf("k3s server is up: API on https://127.0.0.1:%d, kubeconfig %s", s.HTTPSListenPort, s.WriteKubeconfig)
 	return a.runPlan(ctx, filepath.Join(s.DataDir, LogDir), plan, up)
+}
+
+// serverNodeMeta is a server node's metadata: the addresses, k3s's role
+// labels (control-plane and master; etcd with embedded etcd), and with
+// embedded etcd the member's name and address, by which the member is
+// removed when the node is deleted.
+func serverNodeMeta(name string, nodeIPs, external []netip.Addr, m *etcdMember) nodeMeta {
+	meta := nodeMeta{
+		Labels:      map[string]string{"node-role.kubernetes.io/control-plane": "true", "node-role.kubernetes.io/master": "true"},
+		Annotations: nodeAnnotations(name, nodeIPs, external),
+	}
+	if m != nil {
+		meta.Labels["node-role.kubernetes.io/etcd"] = "true"
+		meta.Annotations[etcdNodeNameAnnotation] = m.name
+		meta.Annotations["etcd.k3s.cattle.io/node-address"] = m.opts.Address.String()
+	}
+	return meta
 }
 
 // startControllers runs, in this process, the node controller (CoreDNS's
 // NodeHosts, deleted nodes' password secrets) and, unless disabled, the
 // cloud controller (node addresses, the uninitialized taint), each as the
 // identity k3s gives it, against the local API server.
-func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay datadir.Layout) error {
+func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, nodeName string) error {
 	logf := func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) }
 	api, err := localAPI(s, lay, "client-supervisor")
 	if err != nil {
 		return err
 	}
-	go (&nodecontroller.Controller{API: api, Logf: logf}).Run(ctx)
+	nc := &nodecontroller.Controller{API: api, Logf: logf}
+	if embeddedEtcd(s) {
+		nc.Deleted = a.removeEtcdMember(s, nodeName)
+	}
+	go nc.Run(ctx)
 	if s.DisableCloudController {
 		return nil
 	}

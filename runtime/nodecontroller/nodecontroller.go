@@ -3,7 +3,8 @@
 // NodeHosts (the coredns ConfigMap key that the hosts plugin reads, "IP
 // name" per node address) current as nodes come and go, so that pods
 // resolve node names; and when a node is deleted it deletes the node's
-// password secret, so that a machine may join again under that name.
+// password secret, so that a machine may join again under that name (and
+// the server removes a deleted server's etcd member).
 package nodecontroller
 
 import (
@@ -27,6 +28,10 @@ type Controller struct {
 	Logf func(format string, args ...any)
 	// Retry is the wait before listing again after an error (2 s).
 	Retry time.Duration
+	// Deleted, when set, is called for each node deleted from the
+	// cluster with its last annotations (a server's etcd member goes with
+	// its node).
+	Deleted func(ctx context.Context, node string, annotations map[string]string) error
 }
 
 // FieldManager is the controller's name in managedFields.
@@ -65,8 +70,11 @@ func (c *Controller) logf(format string, args ...any) {
 
 // nodeObject is the part of a Node object the controller reads.
 type nodeObject struct {
-	Metadata struct{ Name, ResourceVersion string }
-	Status   struct {
+	Metadata struct {
+		Name, ResourceVersion string
+		Annotations           map[string]string
+	}
+	Status struct {
 		Addresses []struct{ Type, Address string }
 	}
 }
@@ -115,6 +123,11 @@ func (c *Controller) runOnce(ctx context.Context) error {
 			delete(nodes, o.Metadata.Name)
 			if err := c.deletePassword(ctx, o.Metadata.Name); err != nil {
 				return err
+			}
+			if c.Deleted != nil {
+				if err := c.Deleted(ctx, o.Metadata.Name, o.Metadata.Annotations); err != nil {
+					return err
+				}
 			}
 		default:
 			return nil
