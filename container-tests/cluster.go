@@ -39,8 +39,20 @@ func NewCluster(ctx context.Context, image, runtime string, logf func(string, ..
 	id := hex.EncodeToString(b)
 	prefix := "ballast-" + id
 	c := &Cluster{Image: image, Runtime: runtime, Network: prefix, prefix: prefix, bridge: "bl" + id, Logf: logf}
-	if _, err := docker(ctx, "network", "create", "--internal", "--label", "ballast-test=1",
-		"-o", "com.docker.network.bridge.name="+c.bridge, prefix); err != nil {
+	// A subnet of its own (a random 10.199.x.0/24, another one when it is
+	// taken), so that a node may be run again at its address (RunOnce).
+	var err error
+	for try := 0; try < 8; try++ {
+		sub := make([]byte, 1)
+		_, _ = rand.Read(sub)
+		_, err = docker(ctx, "network", "create", "--internal", "--label", "ballast-test=1",
+			"--subnet", fmt.Sprintf("10.199.%d.0/24", sub[0]),
+			"-o", "com.docker.network.bridge.name="+c.bridge, prefix)
+		if err == nil || !strings.Contains(err.Error(), "overlap") {
+			break
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := c.bridgeRule(ctx, "-I"); err != nil {
@@ -173,6 +185,22 @@ func (n *Node) Remove(ctx context.Context) error {
 func (n *Node) Restart(ctx context.Context) error {
 	_, err := docker(ctx, "start", n.Container)
 	return err
+}
+
+// RunOnce runs the node's image once as the node itself while the node's
+// container is stopped: its volumes (the data dir), address and hostname,
+// with args; an entrypoint other than k3s when entrypoint is set. It is
+// `systemctl stop k3s; k3s server --cluster-reset ...` on a machine.
+func (n *Node) RunOnce(ctx context.Context, entrypoint string, args ...string) (string, error) {
+	run := []string{"run", "--rm", "--privileged", "--cgroupns=private", "--volumes-from", n.Container,
+		"--hostname", n.Name, "--network", n.c.Network, "--ip", n.IP, "--tmpfs", "/run", "--tmpfs", "/var/run", "--label", "ballast-test=1"}
+	if n.c.Runtime != "" {
+		run = append(run, "--runtime", n.c.Runtime)
+	}
+	if entrypoint != "" {
+		run = append(run, "--entrypoint", entrypoint)
+	}
+	return docker(ctx, append(append(run, n.c.Image), args...)...)
 }
 
 // WaitFor polls f every interval until it returns nil or the deadline,

@@ -205,4 +205,99 @@ func TestClusterHA(t *testing.T) {
 		t.Errorf("%s after its restart reads what was written while it was down: %v", leader.Name, err)
 	}
 	waitReady(ctx, t, others[0], "True", 3*time.Minute, leader.Name)
+
+	// A snapshot, then objects deleted, then server1 reset to the
+	// snapshot: the objects come back, and the other servers rejoin after
+	// their datastore is deleted, as k3s documents.
+	out, err := s1.Exec(ctx, "k3s", "etcd-snapshot", "save", "--name", "before-delete")
+	if err != nil || !strings.Contains(out, "Snapshot before-delete-server1-") {
+		t.Fatalf("etcd-snapshot save: %v\n%s", err, out)
+	}
+	t.Logf("%s", strings.TrimSpace(out))
+	ls, err := s1.Exec(ctx, "k3s", "etcd-snapshot", "ls")
+	snap := ""
+	for _, l := range strings.Split(ls, "\n") {
+		if f := strings.Fields(l); len(f) == 4 && strings.HasPrefix(f[0], "before-delete-server1-") {
+			snap = strings.TrimPrefix(f[1], "file://")
+		}
+	}
+	if err != nil || snap == "" || !strings.HasPrefix(ls, "Name") {
+		t.Fatalf("etcd-snapshot ls: %v\n%s", err, ls)
+	}
+	if out, err := s1.Kubectl(ctx, "create", "configmap", "after-snapshot"); err != nil {
+		t.Fatalf("create configmap: %v\n%s", err, out)
+	}
+	if out, err := s1.Kubectl(ctx, "delete", "configmap", "ha"); err != nil {
+		t.Fatalf("delete configmap: %v\n%s", err, out)
+	}
+	if out, err := s1.Kubectl(ctx, "delete", "deployment", "testserver"); err != nil {
+		t.Fatalf("delete deployment: %v\n%s", err, out)
+	}
+	for _, n := range servers {
+		if err := n.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resetStart := time.Now()
+	out, err = s1.RunOnce(ctx, "", "server", "--cluster-init", "--cluster-reset", "--cluster-reset-restore-path="+snap)
+	if err != nil || !strings.Contains(out, "Managed etcd cluster membership has been reset") {
+		t.Fatalf("cluster-reset with restore: %v\n%s", err, out)
+	}
+	t.Logf("cluster-reset with restore took %.1fs", time.Since(resetStart).Seconds())
+	for _, n := range others {
+		if out, err := n.RunOnce(ctx, "/bin/sh", "-c", "rm -rf /var/lib/rancher/k3s/server/db"); err != nil {
+			t.Fatalf("deleting %s's datastore: %v\n%s", n.Name, err, out)
+		}
+	}
+	for _, n := range servers {
+		if err := n.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := WaitFor(ctx, 5*time.Minute, 2*time.Second, func() error {
+		out, err := s3.Kubectl(ctx, "get", "configmap", "ha", "-o", "jsonpath={.data.written-on}")
+		if err == nil && out != "server1" {
+			err = fmt.Errorf("got %q", out)
+		}
+		if err == nil {
+			_, err = s3.Kubectl(ctx, "get", "deployment", "testserver")
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("after the restore, through server3: %v", err)
+	}
+	if err := WaitFor(ctx, 3*time.Minute, 2*time.Second, func() error {
+		m, err := etcdMembers(ctx, s1)
+		if err == nil && len(m) != 3 {
+			err = fmt.Errorf("%d members: %v", len(m), m)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("members after the restore: %v", err)
+	}
+	// Written after the snapshot: gone with the restore.
+	if out, err := s1.Kubectl(ctx, "get", "configmap", "after-snapshot", "--ignore-not-found", "-o", "name"); err != nil || out != "" {
+		t.Errorf("configmap written after the snapshot is there after the restore: %v %q", err, out)
+	}
+	waitReady(ctx, t, s1, "True", 3*time.Minute, "server1", "server2", "server3")
+
+	// A server that is gone for good: deleting its node removes its member.
+	if err := s3.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s1.Kubectl(ctx, "delete", "node", "server3"); err != nil {
+		t.Fatalf("delete node server3: %v\n%s", err, out)
+	}
+	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+		m, err := etcdMembers(ctx, s1)
+		if err == nil && len(m) != 2 {
+			err = fmt.Errorf("%d members: %v", len(m), m)
+		}
+		return err
+	}); err != nil {
+		t.Errorf("member of the deleted server3: %v", err)
+	}
+	if out, err := servers[1].Kubectl(ctx, "create", "configmap", "two-left"); err != nil {
+		t.Errorf("write with two servers left: %v\n%s", err, out)
+	}
 }

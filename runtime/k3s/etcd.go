@@ -200,7 +200,13 @@ func (a *app) clusterReset(ctx context.Context, s *config.ServerConfig, m *etcdM
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(a.self, "etcd", "--config-file="+etcdcluster.ConfigPath(s.DataDir))
+	prog := a.self
+	if prog == "" {
+		if prog, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	cmd := exec.Command(prog, "etcd", "--config-file="+etcdcluster.ConfigPath(s.DataDir))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("etcd: %w", err)
