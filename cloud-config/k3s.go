@@ -3,6 +3,7 @@ package cloudconfig
 import (
 	"bytes"
 	"fmt"
+	"github.com/robfig/cron/v3"
 	"net/url"
 	"regexp"
 	"slices"
@@ -135,7 +136,42 @@ func checkK3s(c *checker, p string, m map[string]any) {
 			if err := checkToken(values[len(values)-1]); err != nil {
 				c.errorf(kp, "%v", err)
 			}
+		case "etcd-snapshot-schedule-cron":
+			if _, err := cron.ParseStandard(values[len(values)-1]); err != nil {
+				c.errorf(kp, "not a cron schedule (five fields, e.g. \"0 */12 * * *\"): %v", err)
+			}
+		case "etcd-arg":
+			for i, s := range values {
+				if k, _, ok := strings.Cut(strings.TrimLeft(s, "-"), "="); !ok || k == "" {
+					c.errorf(listItemPath(kp, v, i), "etcd-arg %q: want key=value (an etcd config key, e.g. quota-backend-bytes=8589934592)", clip(s))
+				}
+			}
 		}
+	}
+	checkK3sCombinations(c, p, m)
+}
+
+// checkK3sCombinations refuses options that k3s refuses together.
+func checkK3sCombinations(c *checker, p string, m map[string]any) {
+	set := func(key string) bool {
+		values, ok := k3sValueStrings(m[key])
+		if !ok || len(values) == 0 {
+			return false
+		}
+		if k3sFlags[key] == 'b' {
+			b, err := strconv.ParseBool(values[len(values)-1])
+			return err == nil && b
+		}
+		return values[len(values)-1] != ""
+	}
+	if set("cluster-init") && set("datastore-endpoint") {
+		c.errorf(joinKey(p, "cluster-init"), "cluster-init (embedded etcd) cannot be used with datastore-endpoint (an external datastore): k3s refuses to start; remove one")
+	}
+	if set("cluster-reset-restore-path") && !set("cluster-reset") {
+		c.errorf(joinKey(p, "cluster-reset-restore-path"), "cluster-reset-restore-path needs cluster-reset: true (restoring a snapshot resets the cluster to this one server)")
+	}
+	if set("cluster-init") && set("server") {
+		c.keyWarnf(joinKey(p, "cluster-init"), "cluster-init is ignored on a server that joins another with server: (it joins that server's etcd cluster)")
 	}
 }
 

@@ -257,6 +257,21 @@ func TestParseErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "k3s etcd options that k3s refuses together",
+			doc: "k3s:\n" +
+				"  cluster-init: true\n" +
+				"  datastore-endpoint: postgres://db/k3s\n" +
+				"  cluster-reset-restore-path: /var/lib/rancher/k3s/server/db/snapshots/x\n" +
+				"  etcd-snapshot-schedule-cron: every day\n" +
+				"  etcd-arg: [quota-backend-bytes]\n",
+			want: []string{
+				`user-data:3:17: k3s.cluster-init: cluster-init (embedded etcd) cannot be used with datastore-endpoint (an external datastore): k3s refuses to start; remove one`,
+				`user-data:5:31: k3s.cluster-reset-restore-path: cluster-reset-restore-path needs cluster-reset: true (restoring a snapshot resets the cluster to this one server)`,
+				`user-data:6:32: k3s.etcd-snapshot-schedule-cron: not a cron schedule (five fields, e.g. "0 */12 * * *"): expected exactly 5 fields, found 2: [every day]`,
+				`user-data:7:14: k3s.etcd-arg[0]: etcd-arg "quota-backend-bytes": want key=value (an etcd config key, e.g. quota-backend-bytes=8589934592)`,
+			},
+		},
+		{
 			name: "k3os block",
 			doc: "k3os:\n" +
 				"  labels:\n" +
