@@ -59,6 +59,44 @@ func etcdLeader(ctx context.Context, n *Node) (string, error) {
 	return "", fmt.Errorf("no leader in %s", out)
 }
 
+// startHA starts three servers with embedded etcd, server1 with
+// --cluster-init and the others joining it with the token, and waits
+// until the three nodes are Ready.
+func startHA(ctx context.Context, tb testing.TB, c *Cluster, args ...string) []*Node {
+	tb.Helper()
+	start := time.Now()
+	s1, err := c.Start(ctx, "server1", map[string]string{"K3S_TOKEN": "ha-secret"}, append([]string{"server", "--cluster-init"}, args...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ready := func(name string) error {
+		got, err := nodeReady(ctx, s1, name)
+		if err == nil && got != "True" {
+			err = fmt.Errorf("node %s Ready=%q", name, got)
+		}
+		return err
+	}
+	if err := WaitFor(ctx, 5*time.Minute, time.Second, func() error { return ready("server1") }); err != nil {
+		tb.Fatal(err)
+	}
+	join := map[string]string{"K3S_TOKEN": "ha-secret", "K3S_URL": "https://" + s1.IP + ":6443"}
+	servers := []*Node{s1}
+	for _, name := range []string{"server2", "server3"} {
+		n, err := c.Start(ctx, name, join, append([]string{"server"}, args...)...)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		servers = append(servers, n)
+	}
+	for _, name := range []string{"server2", "server3"} {
+		if err := WaitFor(ctx, 5*time.Minute, time.Second, func() error { return ready(name) }); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	tb.Logf("three servers Ready %.1fs after the first started", time.Since(start).Seconds())
+	return servers
+}
+
 // TestClusterHA is the HA issue's scenario: three servers with embedded
 // etcd (cluster-init on the first, the others joining with --server and
 // the token) and an agent come Ready; objects written through server 1
@@ -67,25 +105,12 @@ func etcdLeader(ctx context.Context, n *Node) (string, error) {
 // other two, and the stopped server comes back as a member.
 func TestClusterHA(t *testing.T) {
 	c, ctx := newCluster(t)
-	env := map[string]string{"K3S_TOKEN": "ha-secret"}
-	s1, err := c.Start(ctx, "server1", env, "server", "--cluster-init", "--disable=metrics-server,local-storage")
-	if err != nil {
+	servers := startHA(ctx, t, c, "--disable=metrics-server,local-storage")
+	if _, err := c.Start(ctx, "agent", map[string]string{"K3S_TOKEN": "ha-secret", "K3S_URL": "https://" + servers[0].IP + ":6443"}, "agent"); err != nil {
 		t.Fatal(err)
 	}
-	waitReady(ctx, t, s1, "True", 5*time.Minute, "server1")
-	join := map[string]string{"K3S_TOKEN": "ha-secret", "K3S_URL": "https://" + s1.IP + ":6443"}
-	servers := []*Node{s1}
-	for _, name := range []string{"server2", "server3"} {
-		n, err := c.Start(ctx, name, join, "server", "--disable=metrics-server,local-storage")
-		if err != nil {
-			t.Fatal(err)
-		}
-		servers = append(servers, n)
-	}
-	if _, err := c.Start(ctx, "agent", join, "agent"); err != nil {
-		t.Fatal(err)
-	}
-	waitReady(ctx, t, s1, "True", 5*time.Minute, "server2", "server3", "agent")
+	s1 := servers[0]
+	waitReady(ctx, t, s1, "True", 5*time.Minute, "agent")
 	s3 := servers[2]
 
 	// Three voting members, as every server sees them.

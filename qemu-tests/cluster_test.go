@@ -1,6 +1,7 @@
 package qemutest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -16,7 +17,9 @@ import (
 // QEMU socket network beside each one's own user network: the agent joins
 // with the token, its node comes Ready, and a pod the server schedules on
 // it answers HTTP through the agent's NodePort and through the server's
-// API (server to pod over flannel's vxlan). Cluster behaviour in depth is
+// API (server to pod over flannel's vxlan). The server runs embedded etcd
+// (cluster-init: true), and the documented etcdctl line works on it as
+// written, as does etcdctl with no flags from an SSH login. Cluster behaviour in depth is
 // the container bed's (container-tests); this shows the images do it.
 func TestE2ECluster(t *testing.T) {
 	useCores(t, prioWide, 2)
@@ -56,7 +59,7 @@ k3s:
 	sc := newScenario(t, "server1")
 	server := startMachine(t, Options{
 		Disk: img, DiskSize: 8 << 30, Memory: 3072, CPUs: 2,
-		UserData:  userData("server1", sc.pubkey, serverIP, "52:54:00:4c:00:01", "  token: "+token+"\n"),
+		UserData:  userData("server1", sc.pubkey, serverIP, "52:54:00:4c:00:01", "  token: "+token+"\n  cluster-init: true\n"),
 		Forwards:  map[int]int{6443: 0, 22: 0},
 		ExtraArgs: nic("listen", "52:54:00:4c:00:01"),
 	})
@@ -80,6 +83,20 @@ k3s:
 	logNode(t, st)
 	if st.Node.Name != "agent1" {
 		t.Errorf("the agent's status names node %q", st.Node.Name)
+	}
+
+	// Embedded etcd: the seed's etcdctl line verbatim, then no flags over SSH.
+	out := nodeExec(t, server, "etcdctl", "version", "--cacert=/var/lib/rancher/k3s/server/tls/etcd/server-ca.crt",
+		"--cert=/var/lib/rancher/k3s/server/tls/etcd/client.crt", "--key=/var/lib/rancher/k3s/server/tls/etcd/client.key")
+	if !strings.Contains(out, "etcdctl version: 3.") || !strings.Contains(out, "API version: 3.") {
+		t.Errorf("etcdctl version on server1: %q", out)
+	}
+	t.Logf("etcdctl version on server1: %s", strings.Join(strings.Fields(out), " "))
+	sctx, scancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	members, err := server.SSH(sctx, sc.key, "etcdctl member list")
+	scancel()
+	if err != nil || !strings.Contains(members, "server1-") || !strings.Contains(members, "https://"+serverIP+":2380") {
+		t.Errorf("etcdctl member list over SSH: %v %q", err, members)
 	}
 
 	api := apiClient(t, server)
