@@ -107,9 +107,20 @@ func (c *Cluster) Start(ctx context.Context, name string, env map[string]string,
 // StartHost is Start with a hostname (the node name) other than the
 // container's name: two machines that claim one node name.
 func (c *Cluster) StartHost(ctx context.Context, container, name string, env map[string]string, args ...string) (*Node, error) {
+	return c.start(ctx, container, name, nil, env, args...)
+}
+
+// StartFrom replaces the stopped node old with a new container of the
+// same machine (its disks, address and hostname) run with other
+// arguments: the machine's k3s restarted with a changed config.
+func (c *Cluster) StartFrom(ctx context.Context, old *Node, container string, env map[string]string, args ...string) (*Node, error) {
+	return c.start(ctx, container, old.Name, []string{"--volumes-from", old.Container, "--ip", old.IP}, env, args...)
+}
+
+func (c *Cluster) start(ctx context.Context, container, name string, opts []string, env map[string]string, args ...string) (*Node, error) {
 	n := &Node{Name: name, Container: c.prefix + "-" + container, c: c}
-	run := []string{"run", "-d", "--privileged", "--cgroupns=private", "--name", n.Container, "--hostname", name,
-		"--network", c.Network, "--tmpfs", "/run", "--tmpfs", "/var/run", "--label", "ballast-test=1"}
+	run := append([]string{"run", "-d", "--privileged", "--cgroupns=private", "--name", n.Container, "--hostname", name,
+		"--network", c.Network, "--tmpfs", "/run", "--tmpfs", "/var/run", "--label", "ballast-test=1"}, opts...)
 	if c.Runtime != "" {
 		run = append(run, "--runtime", c.Runtime)
 	}

@@ -326,3 +326,42 @@ func TestClusterHA(t *testing.T) {
 		t.Errorf("write with two servers left: %v\n%s", err, out)
 	}
 }
+
+// TestClusterInitMovesSQLite: a server that ran on sqlite (kine) and is
+// started again with --cluster-init moves its objects into embedded etcd,
+// as k3s does, and its node and workload carry on.
+func TestClusterInitMovesSQLite(t *testing.T) {
+	c, ctx := newCluster(t)
+	env := map[string]string{"K3S_TOKEN": "migrate"}
+	old, err := c.Start(ctx, "sqlite", env, "server", "--disable=metrics-server,local-storage,coredns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, old, "True", 5*time.Minute, old.Name)
+	if out, err := old.Kubectl(ctx, "create", "configmap", "kept", "--from-literal=datastore=sqlite"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if err := old.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.StartFrom(ctx, old, "etcd", env, "server", "--cluster-init", "--disable=metrics-server,local-storage,coredns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitFor(ctx, 5*time.Minute, 2*time.Second, func() error {
+		out, err := n.Kubectl(ctx, "get", "configmap", "kept", "-o", "jsonpath={.data.datastore}")
+		if err == nil && out != "sqlite" {
+			err = fmt.Errorf("got %q", out)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("the configmap written on sqlite, read on etcd: %v\n%s", err, n.Logs(ctx))
+	}
+	if m, err := etcdMembers(ctx, n); err != nil || len(m) != 1 {
+		t.Errorf("etcd members: %v %v", m, err)
+	}
+	if logs := n.Logs(ctx); !strings.Contains(logs, "etcd: moved ") {
+		t.Errorf("no migration line in the server's output:\n%s", tail(logs, 30))
+	}
+	waitReady(ctx, t, n, "True", 3*time.Minute, n.Name)
+}

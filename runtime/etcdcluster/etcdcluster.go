@@ -351,3 +351,32 @@ func RemoveMember(ctx context.Context, cli *clientv3.Client, name string) (bool,
 	}
 	return false, nil
 }
+
+// Copy copies the Kubernetes objects (keys under /registry/) from src to
+// dst page by page and returns how many. Events are left behind: they
+// expire through leases, which a copy would not carry.
+func Copy(ctx context.Context, src, dst *clientv3.Client) (int, error) {
+	const prefix = "/registry/"
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	key := prefix
+	n := 0
+	for {
+		resp, err := src.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(500))
+		if err != nil {
+			return n, fmt.Errorf("reading %s: %w", key, err)
+		}
+		for _, kv := range resp.Kvs {
+			if strings.HasPrefix(string(kv.Key), prefix+"events/") {
+				continue
+			}
+			if _, err := dst.Put(ctx, string(kv.Key), string(kv.Value)); err != nil {
+				return n, fmt.Errorf("writing %s: %w", kv.Key, err)
+			}
+			n++
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return n, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}

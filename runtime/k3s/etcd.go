@@ -13,7 +13,11 @@ import (
 	"time"
 
 	"github.com/ballast-os/ballast/runtime/agent"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/ballast-os/ballast/runtime/atomicfile"
+	"github.com/ballast-os/ballast/runtime/componentargs"
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/etcdcluster"
 	"github.com/ballast-os/ballast/runtime/processes"
@@ -191,45 +195,15 @@ func (a *app) clusterReset(ctx context.Context, s *config.ServerConfig, m *etcdM
 	if err := m.opts.WriteConfigWith(m.name, self, etcdcluster.New, map[string]any{"force-new-cluster": true}); err != nil {
 		return err
 	}
-	logPath := filepath.Join(s.DataDir, LogDir, "etcd.log")
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
-		return err
-	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	etcd, err := a.startChild(s, "etcd", "--config-file="+etcdcluster.ConfigPath(s.DataDir))
 	if err != nil {
 		return err
-	}
-	defer logf.Close()
-	prog := a.self
-	if prog == "" {
-		if prog, err = os.Executable(); err != nil {
-			return err
-		}
-	}
-	cmd := exec.Command(prog, "etcd", "--config-file="+etcdcluster.ConfigPath(s.DataDir))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("etcd: %w", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	err = a.retryQuiet(wctx, func() error {
-		select {
-		case err := <-exited:
-			exited <- err
-			return fmt.Errorf("etcd exited: %v (see %s)", err, logPath)
-		default:
+		if err := etcd.exited(); err != nil {
+			return err
 		}
 		cli, err := etcdcluster.Client(s.DataDir, []string{localEtcd})
 		if err != nil {
@@ -247,7 +221,7 @@ func (a *app) clusterReset(ctx context.Context, s *config.ServerConfig, m *etcdM
 		}
 		return err
 	})
-	stop()
+	etcd.stop()
 	if err != nil {
 		return fmt.Errorf("--cluster-reset: etcd did not come up as a one-member cluster: %w", err)
 	}
@@ -259,6 +233,66 @@ func (a *app) clusterReset(ctx context.Context, s *config.ServerConfig, m *etcdM
 	}
 	fmt.Fprintf(a.stderr, "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. Backup and delete %s on each peer etcd server and rejoin the nodes\n", filepath.Join(s.DataDir, "server", "db"))
 	return nil
+}
+
+// child is a component run by the server itself for a one-off job
+// (cluster reset, datastore migration), outside the supervised plan.
+type child struct {
+	name, log string
+	cmd       *exec.Cmd
+	done      chan error
+}
+
+// startChild runs this program as component name with args, its output
+// appended to the component's log.
+func (a *app) startChild(s *config.ServerConfig, name string, args ...string) (*child, error) {
+	logPath := filepath.Join(s.DataDir, LogDir, name+".log")
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	prog := a.self
+	if prog == "" {
+		if prog, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	c := &child{name: name, log: logPath, cmd: exec.Command(prog, append([]string{name}, args...)...), done: make(chan error, 1)}
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	if err := c.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	go func() { c.done <- c.cmd.Wait() }()
+	return c, nil
+}
+
+// exited is an error once the child has exited.
+func (c *child) exited() error {
+	select {
+	case err := <-c.done:
+		c.done <- err
+		return fmt.Errorf("%s exited: %v (see %s)", c.name, err, c.log)
+	default:
+		return nil
+	}
+}
+
+// stop ends the child (SIGTERM, SIGKILL after 30 s) and waits for it.
+func (c *child) stop() {
+	if c.exited() != nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
 }
 
 // retryQuiet runs f every second until it succeeds or ctx ends, and
@@ -275,6 +309,86 @@ func (a *app) retryQuiet(ctx context.Context, f func() error) error {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// sqliteToMigrate is the sqlite datastore (server/db/state.db) a server
+// started for the first time with --cluster-init moves into etcd, as k3s
+// does; "" when there is nothing to move.
+func sqliteToMigrate(s *config.ServerConfig) string {
+	if !s.ClusterInit || s.ServerURL != "" || s.DatastoreEndpoint != "" || etcdcluster.HasData(s.DataDir) {
+		return ""
+	}
+	p := filepath.Join(s.DataDir, "server", "db", "state.db")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// migrateSQLite copies the Kubernetes objects of the sqlite datastore at
+// db into this member's new etcd: kine serves the sqlite file, etcd runs
+// with its data beside the real data dir, and only a finished copy is
+// moved into server/db/etcd, so a power cut during the move starts it
+// again. The sqlite file stays as it was, a backup.
+func (a *app) migrateSQLite(ctx context.Context, s *config.ServerConfig, m *etcdMember, db string) error {
+	dir := etcdcluster.Dir(s.DataDir)
+	tmp := filepath.Join(filepath.Dir(dir), "etcd-migrate")
+	sock := filepath.Join(filepath.Dir(dir), "migrate-kine.sock")
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	self := m.name + "=" + m.opts.PeerURL()
+	if err := m.opts.WriteConfigWith(m.name, self, etcdcluster.New, map[string]any{"data-dir": tmp}); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stderr, "etcd: moving the objects of %s into embedded etcd (--cluster-init on a server that used sqlite)\n", db)
+	etcd, err := a.startChild(s, "etcd", "--config-file="+etcdcluster.ConfigPath(s.DataDir))
+	if err != nil {
+		return err
+	}
+	defer etcd.stop()
+	kine, err := a.startChild(s, "kine", "--listen-address=unix://"+sock, "--endpoint=sqlite://"+db+"?"+componentargs.KineSQLiteParams)
+	if err != nil {
+		return err
+	}
+	defer kine.stop()
+	src, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + sock}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := etcdcluster.Client(s.DataDir, []string{localEtcd})
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	n := 0
+	err = a.retryQuiet(wctx, func() error {
+		for _, c := range []*child{etcd, kine} {
+			if err := c.exited(); err != nil {
+				return err
+			}
+		}
+		var err error
+		n, err = etcdcluster.Copy(wctx, src, dst)
+		return err
+	})
+	etcd.stop()
+	kine.stop()
+	if err != nil {
+		return fmt.Errorf("moving %s into etcd: %w", db, err)
+	}
+	if err := os.Rename(filepath.Join(tmp, "member"), filepath.Join(dir, "member")); err != nil {
+		return err
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return err
+	}
+	_ = os.RemoveAll(tmp)
+	fmt.Fprintf(a.stderr, "etcd: moved %d objects from %s (kept as a backup) into etcd\n", n, db)
+	return m.opts.WriteConfig(m.name, self, etcdcluster.New)
 }
 
 // localEtcd is this server's etcd client URL on loopback.

@@ -115,8 +115,14 @@ func (a *app) server(ctx context.Context, args []string) error {
 	adv := advertiseAddress(s, nodeIPs)
 	var member *etcdMember
 	if embeddedEtcd(s) {
+		sqlite := sqliteToMigrate(s)
 		if member, err = a.prepareEtcd(ctx, s, joinAPI, nodeName, adv); err != nil {
 			return err
+		}
+		if sqlite != "" {
+			if err := a.migrateSQLite(ctx, s, member, sqlite); err != nil {
+				return err
+			}
 		}
 		if a.resetPending(s) {
 			return a.clusterReset(ctx, s, member)
