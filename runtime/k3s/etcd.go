@@ -240,7 +240,8 @@ func (a *app) clusterReset(ctx context.Context, s *config.ServerConfig, m *etcdM
 type child struct {
 	name, log string
 	cmd       *exec.Cmd
-	done      chan error
+	done      chan struct{} // closed when the process has exited
+	err       error         // its exit, once done is closed
 }
 
 // startChild runs this program as component name with args, its output
@@ -261,21 +262,23 @@ func (a *app) startChild(s *config.ServerConfig, name string, args ...string) (*
 			return nil, err
 		}
 	}
-	c := &child{name: name, log: logPath, cmd: exec.Command(prog, append([]string{name}, args...)...), done: make(chan error, 1)}
+	c := &child{name: name, log: logPath, cmd: exec.Command(prog, append([]string{name}, args...)...), done: make(chan struct{})}
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	if err := c.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	go func() { c.done <- c.cmd.Wait() }()
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.done)
+	}()
 	return c, nil
 }
 
 // exited is an error once the child has exited.
 func (c *child) exited() error {
 	select {
-	case err := <-c.done:
-		c.done <- err
-		return fmt.Errorf("%s exited: %v (see %s)", c.name, err, c.log)
+	case <-c.done:
+		return fmt.Errorf("%s exited: %v (see %s)", c.name, c.err, c.log)
 	default:
 		return nil
 	}
