@@ -322,8 +322,14 @@ func TestClusterHA(t *testing.T) {
 	}); err != nil {
 		t.Errorf("member of the deleted server3: %v", err)
 	}
-	if out, err := servers[1].Kubectl(ctx, "create", "configmap", "two-left"); err != nil {
-		t.Errorf("write with two servers left: %v\n%s", err, out)
+	if err := WaitFor(ctx, 30*time.Second, time.Second, func() error {
+		_, err := servers[1].Kubectl(ctx, "create", "configmap", "two-left")
+		if err != nil && strings.Contains(err.Error(), "AlreadyExists") {
+			return nil
+		}
+		return err
+	}); err != nil {
+		t.Errorf("write with two servers left: %v", err)
 	}
 }
 
