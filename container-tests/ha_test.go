@@ -202,6 +202,24 @@ func TestClusterHA(t *testing.T) {
 	if out, err := others[1].Kubectl(ctx, "get", "configmap", "after-leader-loss-0", "-o", "jsonpath={.data.via}"); err != nil || out != others[0].Name {
 		t.Errorf("configmap written through %s, read through %s: %v %q", others[0].Name, others[1].Name, err, out)
 	}
+	// The agent joined through server1; its load balancer follows the
+	// servers, so its kubelet keeps renewing its node lease through the
+	// others while server1 is down.
+	if leader == s1 {
+		if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+			out, err := others[0].Kubectl(ctx, "get", "lease", "-n", "kube-node-lease", "agent", "-o", "jsonpath={.spec.renewTime}")
+			if err != nil {
+				return err
+			}
+			renewed, err := time.Parse(time.RFC3339Nano, out)
+			if err == nil && !renewed.After(stopped.Add(5*time.Second)) {
+				err = fmt.Errorf("agent's lease last renewed %s, server1 killed %s", out, stopped.UTC().Format(time.RFC3339))
+			}
+			return err
+		}); err != nil {
+			t.Errorf("agent with its server killed: %v", err)
+		}
+	}
 
 	// The stopped server comes back as a member.
 	if err := leader.Restart(ctx); err != nil {
@@ -321,6 +339,15 @@ func TestClusterHA(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Errorf("member of the deleted server3: %v", err)
+		for _, n := range servers[:2] {
+			var lines []string
+			for _, l := range strings.Split(n.Logs(ctx), "\n") {
+				if strings.Contains(l, "etcd") || strings.Contains(l, "node controller") {
+					lines = append(lines, l)
+				}
+			}
+			t.Logf("%s: etcd and node controller lines:\n%s", n.Name, strings.Join(lines, "\n"))
+		}
 	}
 	if err := WaitFor(ctx, 30*time.Second, time.Second, func() error {
 		_, err := servers[1].Kubectl(ctx, "create", "configmap", "two-left")
@@ -335,7 +362,8 @@ func TestClusterHA(t *testing.T) {
 
 // TestClusterInitMovesSQLite: a server that ran on sqlite (kine) and is
 // started again with --cluster-init moves its objects into embedded etcd,
-// as k3s does, and its node and workload carry on.
+// as k3s does, and its node carries on; its scheduled snapshots are taken
+// and pruned to the retention.
 func TestClusterInitMovesSQLite(t *testing.T) {
 	c, ctx := newCluster(t)
 	env := map[string]string{"K3S_TOKEN": "migrate"}
@@ -350,7 +378,9 @@ func TestClusterInitMovesSQLite(t *testing.T) {
 	if err := old.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	n, err := c.StartFrom(ctx, old, "etcd", env, "server", "--cluster-init", "--disable=metrics-server,local-storage,coredns")
+	// Scheduled snapshots too, every 3 s, the newest 2 kept.
+	n, err := c.StartFrom(ctx, old, "etcd", env, "server", "--cluster-init", "--disable=metrics-server,local-storage,coredns",
+		"--etcd-snapshot-schedule-cron=@every 3s", "--etcd-snapshot-retention=2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,4 +400,19 @@ func TestClusterInitMovesSQLite(t *testing.T) {
 		t.Errorf("no migration line in the server's output:\n%s", tail(logs, 30))
 	}
 	waitReady(ctx, t, n, "True", 3*time.Minute, n.Name)
+	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+		ls, err := n.Exec(ctx, "k3s", "etcd-snapshot", "ls")
+		if err != nil {
+			return err
+		}
+		if got := strings.Count(ls, "\netcd-snapshot-"+n.Name+"-"); got != 2 {
+			return fmt.Errorf("%d scheduled snapshots listed, want the 2 kept:\n%s", got, ls)
+		}
+		if !strings.Contains(n.Logs(ctx), "etcd snapshot retention=2: deleted") {
+			return fmt.Errorf("no older snapshot deleted yet:\n%s", ls)
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("scheduled snapshots: %v", err)
+	}
 }

@@ -444,8 +444,10 @@ const etcdNodeNameAnnotation = "etcd.k3s.cattle.io/node-name"
 // etcd member (named by its etcd.k3s.cattle.io/node-name annotation) is
 // removed, as k3s does, so that the cluster's quorum no longer counts it.
 // Every server sees the deletion; the first removes the member and the
-// others find none. This server's own member is left: its node object may
-// be deleted and come back while it runs.
+// others find none. An election under way (the deleted server may have
+// led) is waited out here, for up to two minutes, rather than failing the
+// watch, which would lose the deletion. This server's own member is left:
+// its node object may be deleted and come back while it runs.
 func (a *app) removeEtcdMember(s *config.ServerConfig, self string) func(context.Context, string, map[string]string) error {
 	return func(ctx context.Context, node string, annotations map[string]string) error {
 		member := annotations[etcdNodeNameAnnotation]
@@ -457,13 +459,21 @@ func (a *app) removeEtcdMember(s *config.ServerConfig, self string) func(context
 			return err
 		}
 		defer cli.Close()
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
-		removed, err := etcdcluster.RemoveMember(ctx, cli, member)
-		if removed {
-			fmt.Fprintf(a.stderr, "etcd: node %s deleted: removed its etcd member %s\n", node, member)
+		err = a.retry(ctx, "etcd: removing the member "+member+" of deleted node "+node, func() error {
+			cctx, ccancel := context.WithTimeout(ctx, 15*time.Second)
+			defer ccancel()
+			removed, err := etcdcluster.RemoveMember(cctx, cli, member)
+			if removed {
+				fmt.Fprintf(a.stderr, "etcd: node %s deleted: removed its etcd member %s\n", node, member)
+			}
+			return err
+		})
+		if err != nil {
+			fmt.Fprintf(a.stderr, "etcd: node %s deleted, its member %s is still there: %v (etcdctl member remove)\n", node, member, err)
 		}
-		return err
+		return nil
 	}
 }
 
