@@ -380,3 +380,24 @@ func Copy(ctx context.Context, src, dst *clientv3.Client) (int, error) {
 		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 }
+
+// RemoveNode removes the member named after node (<node>-<8 hex>), for
+// a node whose annotation does not name a current member. It reports
+// whether there was one.
+func RemoveNode(ctx context.Context, cli *clientv3.Client, node string) (bool, error) {
+	resp, err := cli.MemberList(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, m := range resp.Members {
+		rest, ok := strings.CutPrefix(m.Name, node+"-")
+		if !ok || len(rest) != 8 {
+			continue
+		}
+		if _, err := hex.DecodeString(rest); err != nil {
+			continue
+		}
+		return RemoveMember(ctx, cli, m.Name)
+	}
+	return false, nil
+}

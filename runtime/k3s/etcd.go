@@ -450,8 +450,8 @@ const etcdNodeNameAnnotation = "etcd.k3s.cattle.io/node-name"
 // its node object may be deleted and come back while it runs.
 func (a *app) removeEtcdMember(s *config.ServerConfig, self string) func(context.Context, string, map[string]string) error {
 	return func(ctx context.Context, node string, annotations map[string]string) error {
-		member := annotations[etcdNodeNameAnnotation]
-		if node == self || member == "" {
+		member, isServer := annotations[etcdNodeNameAnnotation]
+		if node == self || !isServer {
 			return nil
 		}
 		cli, err := etcdcluster.Client(s.DataDir, []string{localEtcd})
@@ -465,8 +465,14 @@ func (a *app) removeEtcdMember(s *config.ServerConfig, self string) func(context
 			cctx, ccancel := context.WithTimeout(ctx, 15*time.Second)
 			defer ccancel()
 			removed, err := etcdcluster.RemoveMember(cctx, cli, member)
+			if err == nil && !removed {
+				// The annotation may name the member of the node's
+				// earlier life (a restored datastore); members are
+				// named after their node.
+				removed, err = etcdcluster.RemoveNode(cctx, cli, node)
+			}
 			if removed {
-				fmt.Fprintf(a.stderr, "etcd: node %s deleted: removed its etcd member %s\n", node, member)
+				fmt.Fprintf(a.stderr, "etcd: node %s deleted: removed its etcd member\n", node)
 			}
 			return err
 		})

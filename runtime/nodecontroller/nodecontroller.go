@@ -32,6 +32,8 @@ type Controller struct {
 	// cluster with its last annotations (a server's etcd member goes with
 	// its node).
 	Deleted func(ctx context.Context, node string, annotations map[string]string) error
+
+	seen map[string]map[string]string // node -> annotations, as last listed or watched
 }
 
 // FieldManager is the controller's name in managedFields.
@@ -107,6 +109,19 @@ func (c *Controller) runOnce(ctx context.Context) error {
 	for _, it := range list.Items {
 		nodes[it.Metadata.Name] = it.node()
 	}
+	// A node deleted while the watch was down (between an error and this
+	// list) is handled now: what the last watch saw is remembered.
+	for name, annotations := range c.seen {
+		if _, ok := nodes[name]; !ok {
+			if err := c.deleted(ctx, name, annotations); err != nil {
+				return err
+			}
+		}
+	}
+	c.seen = map[string]map[string]string{}
+	for _, it := range list.Items {
+		c.seen[it.Metadata.Name] = it.Metadata.Annotations
+	}
 	hosts := NodeHosts(nodes)
 	if err := c.syncNodeHosts(ctx, hosts); err != nil {
 		return err
@@ -119,15 +134,11 @@ func (c *Controller) runOnce(ctx context.Context) error {
 		switch ev.Type {
 		case "ADDED", "MODIFIED":
 			nodes[o.Metadata.Name] = o.node()
+			c.seen[o.Metadata.Name] = o.Metadata.Annotations
 		case "DELETED":
 			delete(nodes, o.Metadata.Name)
-			if err := c.deletePassword(ctx, o.Metadata.Name); err != nil {
+			if err := c.deleted(ctx, o.Metadata.Name, o.Metadata.Annotations); err != nil {
 				return err
-			}
-			if c.Deleted != nil {
-				if err := c.Deleted(ctx, o.Metadata.Name, o.Metadata.Annotations); err != nil {
-					return err
-				}
 			}
 		default:
 			return nil
@@ -140,6 +151,21 @@ func (c *Controller) runOnce(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// deleted does what a node's deletion asks for; the node is forgotten
+// once done, and remembered (to try again after the next list) if not.
+func (c *Controller) deleted(ctx context.Context, node string, annotations map[string]string) error {
+	if err := c.deletePassword(ctx, node); err != nil {
+		return err
+	}
+	if c.Deleted != nil {
+		if err := c.Deleted(ctx, node, annotations); err != nil {
+			return err
+		}
+	}
+	delete(c.seen, node)
+	return nil
 }
 
 // deletePassword removes a deleted node's password secret, so that a

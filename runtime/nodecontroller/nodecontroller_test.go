@@ -26,6 +26,7 @@ type fakeAPI struct {
 	mu      sync.Mutex
 	hosts   string
 	deleted []string
+	items   []any // the list; two nodes when nil
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -40,6 +41,9 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for {
 			select {
 			case ev := <-f.events:
+				if ev["type"] == "CLOSE" { // the watch ends
+					return
+				}
 				_ = json.NewEncoder(w).Encode(ev)
 				w.(http.Flusher).Flush()
 			case <-r.Context().Done():
@@ -47,8 +51,13 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	case r.URL.Path == "/api/v1/nodes":
-		_ = json.NewEncoder(w).Encode(map[string]any{"metadata": map[string]any{"resourceVersion": "42"},
-			"items": []any{nodeJSON("server", "10.0.0.2"), nodeJSON("agent1", "10.0.0.3")}})
+		f.mu.Lock()
+		items := f.items
+		f.mu.Unlock()
+		if items == nil {
+			items = []any{nodeJSON("server", "10.0.0.2"), nodeJSON("agent1", "10.0.0.3")}
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"metadata": map[string]any{"resourceVersion": "42"}, "items": items})
 	case r.URL.Path == "/api/v1/namespaces/kube-system/configmaps/coredns":
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -115,5 +124,45 @@ func TestNodeHosts(t *testing.T) {
 	got := NodeHosts(map[string]Node{"b": {Name: "b", Addresses: []string{"10.0.0.9", "10.0.0.1"}}, "a": {Name: "a", Addresses: []string{"fd00::1"}}})
 	if want := "fd00::1 a\n10.0.0.1 b\n10.0.0.9 b\n"; got != want {
 		t.Errorf("%q, want %q", got, want)
+	}
+}
+
+// TestDeletedWhileNotWatching: a node deleted between a watch's end and
+// the next list is still handled (its password secret, the Deleted hook
+// with its last annotations).
+func TestDeletedWhileNotWatching(t *testing.T) {
+	f := &fakeAPI{events: make(chan map[string]any)}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	var mu sync.Mutex
+	var hooked []string
+	c := &Controller{API: &kubeapi.Client{Base: srv.URL, HTTP: srv.Client()}, Logf: t.Logf, Retry: 10 * time.Millisecond,
+		Deleted: func(_ context.Context, node string, annotations map[string]string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			hooked = append(hooked, node+"="+annotations["member"])
+			return nil
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	defer func() { cancel(); srv.CloseClientConnections(); <-done }()
+
+	f.wait(t, "NodeHosts after the list", func() bool { return strings.Contains(f.hosts, "agent1") })
+	server2 := nodeJSON("server2", "10.0.0.5")
+	server2["metadata"].(map[string]any)["annotations"] = map[string]string{"member": "server2-0123abcd"}
+	f.events <- map[string]any{"type": "ADDED", "object": server2}
+	f.wait(t, "server2 added", func() bool { return strings.Contains(f.hosts, "server2") })
+	f.mu.Lock()
+	f.items = []any{nodeJSON("server", "10.0.0.2")} // agent1 and server2 deleted while no watch runs
+	f.mu.Unlock()
+	f.events <- map[string]any{"type": "CLOSE"}
+	f.wait(t, "deletions seen at the next list", func() bool {
+		return !strings.Contains(f.hosts, "agent1") && len(f.deleted) == 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(hooked) != "[agent1= server2=server2-0123abcd]" && fmt.Sprint(hooked) != "[server2=server2-0123abcd agent1=]" {
+		t.Errorf("Deleted hook calls %v", hooked)
 	}
 }
