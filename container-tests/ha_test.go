@@ -194,7 +194,7 @@ func TestClusterHA(t *testing.T) {
 	for i, n := range others {
 		name := "after-leader-loss-" + strconv.Itoa(i)
 		if err := WaitFor(ctx, 30*time.Second-time.Since(stopped), time.Second, func() error {
-			_, err := n.Kubectl(ctx, "create", "configmap", name, "--from-literal=via="+n.Name)
+			_, err := n.Kubectl(ctx, "create", "configmap", name, "--from-literal=via="+n.Name, "--request-timeout=5s")
 			if err != nil && strings.Contains(err.Error(), "AlreadyExists") {
 				return nil
 			}
