@@ -638,3 +638,21 @@ func indent(s, prefix string) string {
 	}
 	return b.String()
 }
+
+// A server meant to join another (HA) without ballast.role: server would
+// come up as an agent; validate says so at the server option.
+func TestJoiningServerNeedsRole(t *testing.T) {
+	doc := "#cloud-config\nk3s:\n  server: https://10.0.0.1:6443\n  token: secret\n  tls-san: [k8s.example.com]\n"
+	_, warns, err := ParseWithWarnings("user-data", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `user-data:5:3: k3s.tls-san: tls-san is a server option, but k3s.server makes this node an agent, which ignores it; to join as another server (HA), add ballast.role: server`
+	if len(warns) != 1 || warns[0].String() != want {
+		t.Errorf("warnings %v, want %s", warns, want)
+	}
+	_, warns, err = ParseWithWarnings("user-data", []byte(doc+"ballast:\n  role: server\n"))
+	if err != nil || len(warns) != 0 {
+		t.Errorf("with ballast.role: server: %v %v", warns, err)
+	}
+}

@@ -76,6 +76,7 @@ func (cfg *Config) check(c *checker) {
 		}
 	}
 	checkK3s(c, "k3s", cfg.K3s)
+	checkJoiningServer(c, cfg)
 	if cfg.K3OS != nil {
 		cfg.K3OS.check(c, "k3os")
 	}
@@ -378,6 +379,26 @@ func (b *Ballast) check(c *checker, p string) {
 	case "", "server", "agent":
 	default:
 		c.errorf(p+".role", "%q is not a role (server or agent)", clip(b.Role))
+	}
+}
+
+// serverOnlyK3sKeys are options only a k3s server acts on, which say
+// that a config meant a server.
+var serverOnlyK3sKeys = []string{"cluster-init", "cluster-reset", "datastore-endpoint", "tls-san", "cluster-cidr", "service-cidr", "etcd-snapshot-schedule-cron", "etcd-arg", "agent-token", "disable"}
+
+// checkJoiningServer warns about a config that names a server to join
+// (k3s.server) and server options, but leaves the role to its default:
+// with k3s.server the node is an agent, and the agent ignores them. A
+// server that joins another (HA) says ballast.role: server.
+func checkJoiningServer(c *checker, cfg *Config) {
+	if s, _ := cfg.K3s["server"].(string); s == "" || (cfg.Ballast != nil && cfg.Ballast.Role != "") {
+		return
+	}
+	for _, key := range serverOnlyK3sKeys {
+		if _, ok := cfg.K3s[key]; ok {
+			c.keyWarnf(joinKey("k3s", key), "%s is a server option, but k3s.server makes this node an agent, which ignores it; to join as another server (HA), add ballast.role: server", key)
+			return
+		}
 	}
 }
 
