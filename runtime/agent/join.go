@@ -62,18 +62,7 @@ var (
 // are fetched again only when missing, due for renewal, or signed by
 // another CA.
 func (j *Join) Run(ctx context.Context) (*Joined, error) {
-	base, err := url.Parse(strings.TrimSuffix(j.ServerURL, "/"))
-	if err != nil || base.Scheme != "https" || base.Host == "" {
-		return nil, fmt.Errorf("--server %q: want https://HOST:PORT", j.ServerURL)
-	}
-	caPEM, err := j.cacerts(ctx, base)
-	if err != nil {
-		return nil, err
-	}
-	if err := j.Token.VerifyCA(caPEM); err != nil {
-		return nil, fmt.Errorf("%s/cacerts: %w (is --token from this server's %s?)", base, err, "/var/lib/rancher/k3s/server/token")
-	}
-	c, err := pinnedClient(base, caPEM, j.Token)
+	c, err := connect(ctx, j.ServerURL, j.Token)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +79,7 @@ func (j *Join) Run(ctx context.Context) (*Joined, error) {
 			return nil, err
 		}
 		if _, err := certs.ParseCert(data); err != nil {
-			return nil, fmt.Errorf("%s/v1-%s/%s: %w", base, supervisor.Program, name, err)
+			return nil, fmt.Errorf("%s/v1-%s/%s: %w", c.base, supervisor.Program, name, err)
 		}
 		if err := certs.WriteFile(lay.AgentFile(name), data, 0o644); err != nil {
 			return nil, err
@@ -119,9 +108,27 @@ func (j *Join) APIServers(ctx context.Context) ([]string, error) {
 	return out, j.c.getJSON(ctx, "/apiservers", &out)
 }
 
+// connect fetches the CA bundle of the server at serverURL, checks it
+// against the token's hash, and returns the join API trusting that CA
+// and authenticating with tok.
+func connect(ctx context.Context, serverURL string, tok token.Token) (*client, error) {
+	base, err := url.Parse(strings.TrimSuffix(serverURL, "/"))
+	if err != nil || base.Scheme != "https" || base.Host == "" {
+		return nil, fmt.Errorf("--server %q: want https://HOST:PORT", serverURL)
+	}
+	caPEM, err := cacerts(ctx, base)
+	if err != nil {
+		return nil, err
+	}
+	if err := tok.VerifyCA(caPEM); err != nil {
+		return nil, fmt.Errorf("%s/cacerts: %w (is --token from this server's %s?)", base, err, "/var/lib/rancher/k3s/server/token")
+	}
+	return pinnedClient(base, caPEM, tok)
+}
+
 // cacerts fetches the server's CA bundle without trusting anything yet:
 // the token's hash is what makes it trusted.
-func (j *Join) cacerts(ctx context.Context, base *url.URL) ([]byte, error) {
+func cacerts(ctx context.Context, base *url.URL) ([]byte, error) {
 	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
 		// The answer is checked against the token's hash before use.
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, //nolint:gosec

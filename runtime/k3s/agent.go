@@ -191,31 +191,22 @@ func nodeClient(lay datadir.Layout) (*http.Client, error) {
 // returns nil, nil). Each failure is one line saying why; the same reason
 // is not repeated at every try.
 func (a *app) joinWithBackoff(ctx context.Context, j *agent.Join) (*agent.Joined, error) {
-	delay := 2 * time.Second
-	last := ""
-	for {
-		joined, err := j.Run(ctx)
-		if err == nil {
-			return joined, nil
-		}
-		if ctx.Err() != nil {
-			return nil, nil
-		}
-		if msg := err.Error(); msg != last {
-			fmt.Fprintf(a.stderr, "k3s agent: joining %s: %v (retrying)\n", j.ServerURL, err)
-			last = msg
-		}
-		var perm *config.FieldError
-		if errors.As(err, &perm) {
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, nil
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 30*time.Second)
+	var joined *agent.Joined
+	err := a.retry(ctx, "k3s agent: joining "+j.ServerURL, isFieldError, func() error {
+		var err error
+		joined, err = j.Run(ctx)
+		return err
+	})
+	if ctx.Err() != nil {
+		return nil, nil
 	}
+	return joined, err
+}
+
+// isFieldError: a bad flag value, which no retry mends.
+func isFieldError(err error) bool {
+	var fe *config.FieldError
+	return errors.As(err, &fe)
 }
 
 // startLoadBalancer listens on 127.0.0.1:port and passes connections to

@@ -2,13 +2,13 @@ package k3s
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -59,9 +59,10 @@ type etcdMember struct {
 	// endpoints are the client URLs of the cluster (this member's last),
 	// for promotion.
 	endpoints []string
-	// sc is the join API of --server, when this server joins.
-	sc *agent.ServerClient
 }
+
+// alone is the initial cluster of this member by itself.
+func (m *etcdMember) alone() string { return m.name + "=" + m.opts.PeerURL() }
 
 // joinServer asks the server at --server for the cluster's CAs, keys and
 // passwords, once, before this server lays out its own certificates. A
@@ -82,7 +83,7 @@ func (a *app) joinServer(ctx context.Context, s *config.ServerConfig) (*agent.Se
 		return nil, &config.FieldError{Flag: "token", Value: "(hidden)", Err: err}
 	}
 	var sc *agent.ServerClient
-	err = a.retry(ctx, "joining "+s.ServerURL, func() error {
+	err = a.retry(ctx, "joining "+s.ServerURL, wrongToken, func() error {
 		var err error
 		if sc, err = agent.NewServerClient(ctx, s.ServerURL, tok); err != nil {
 			return err
@@ -104,17 +105,16 @@ func (a *app) joinServer(ctx context.Context, s *config.ServerConfig) (*agent.Se
 // one-member cluster (--cluster-init), a learner added to the cluster of
 // --server, or a member restarting from its data.
 func (a *app) prepareEtcd(ctx context.Context, s *config.ServerConfig, sc *agent.ServerClient, nodeName string, adv netip.Addr) (*etcdMember, error) {
-	m := &etcdMember{opts: etcdcluster.Options{DataDir: s.DataDir, NodeName: nodeName, Address: adv, ExposeMetrics: s.EtcdExposeMetrics, Args: s.EtcdArgs}, sc: sc}
+	m := &etcdMember{opts: etcdcluster.Options{DataDir: s.DataDir, NodeName: nodeName, Address: adv, ExposeMetrics: s.EtcdExposeMetrics, Args: s.EtcdArgs}}
 	var err error
 	if m.name, err = m.opts.MemberName(); err != nil {
 		return nil, fmt.Errorf("etcd: %w", err)
 	}
-	self := m.name + "=" + m.opts.PeerURL()
 	if sc == nil {
 		m.endpoints = []string{localEtcd}
-		return m, m.opts.WriteConfig(m.name, self, etcdcluster.New)
+		return m, m.opts.WriteConfig(m.name, m.alone(), etcdcluster.New)
 	}
-	err = a.retry(ctx, "adding this server to the etcd cluster of "+s.ServerURL, func() error {
+	err = a.retry(ctx, "adding this server to the etcd cluster of "+s.ServerURL, wrongToken, func() error {
 		var members []etcdcluster.Member
 		if err := sc.DBInfo(ctx, &members); err != nil {
 			return err
@@ -191,8 +191,7 @@ func (a *app) clusterReset(ctx context.Context, s *config.ServerConfig, m *etcdM
 		}
 		fmt.Fprintf(a.stderr, "etcd: restored %s\n", p)
 	}
-	self := m.name + "=" + m.opts.PeerURL()
-	if err := m.opts.WriteConfigWith(m.name, self, etcdcluster.New, map[string]any{"force-new-cluster": true}); err != nil {
+	if err := m.opts.WriteConfigWith(m.name, m.alone(), etcdcluster.New, map[string]any{"force-new-cluster": true}); err != nil {
 		return err
 	}
 	etcd, err := a.startChild(s, "etcd", "--config-file="+etcdcluster.ConfigPath(s.DataDir))
@@ -205,7 +204,7 @@ func (a *app) clusterReset(ctx context.Context, s *config.ServerConfig, m *etcdM
 		if err := etcd.exited(); err != nil {
 			return err
 		}
-		cli, err := etcdcluster.Client(s.DataDir, []string{localEtcd})
+		cli, err := localEtcdClient(s.DataDir)
 		if err != nil {
 			return err
 		}
@@ -225,7 +224,7 @@ func (a *app) clusterReset(ctx context.Context, s *config.ServerConfig, m *etcdM
 	if err != nil {
 		return fmt.Errorf("--cluster-reset: etcd did not come up as a one-member cluster: %w", err)
 	}
-	if err := m.opts.WriteConfig(m.name, self, etcdcluster.New); err != nil {
+	if err := m.opts.WriteConfig(m.name, m.alone(), etcdcluster.New); err != nil {
 		return err
 	}
 	if err := atomicfile.Write(resetFlag(s.DataDir), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
@@ -340,8 +339,7 @@ func (a *app) migrateSQLite(ctx context.Context, s *config.ServerConfig, m *etcd
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
-	self := m.name + "=" + m.opts.PeerURL()
-	if err := m.opts.WriteConfigWith(m.name, self, etcdcluster.New, map[string]any{"data-dir": tmp}); err != nil {
+	if err := m.opts.WriteConfigWith(m.name, m.alone(), etcdcluster.New, map[string]any{"data-dir": tmp}); err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stderr, "etcd: moving the objects of %s into embedded etcd (--cluster-init on a server that used sqlite)\n", db)
@@ -360,7 +358,7 @@ func (a *app) migrateSQLite(ctx context.Context, s *config.ServerConfig, m *etcd
 		return err
 	}
 	defer src.Close()
-	dst, err := etcdcluster.Client(s.DataDir, []string{localEtcd})
+	dst, err := localEtcdClient(s.DataDir)
 	if err != nil {
 		return err
 	}
@@ -391,11 +389,16 @@ func (a *app) migrateSQLite(ctx context.Context, s *config.ServerConfig, m *etcd
 	}
 	_ = os.RemoveAll(tmp)
 	fmt.Fprintf(a.stderr, "etcd: moved %d objects from %s (kept as a backup) into etcd\n", n, db)
-	return m.opts.WriteConfig(m.name, self, etcdcluster.New)
+	return m.opts.WriteConfig(m.name, m.alone(), etcdcluster.New)
 }
 
 // localEtcd is this server's etcd client URL on loopback.
 const localEtcd = "https://127.0.0.1:2379"
+
+// localEtcdClient is an etcd client of this server's member.
+func localEtcdClient(dataDir string) (*clientv3.Client, error) {
+	return etcdcluster.Client(dataDir, []string{localEtcd})
+}
 
 // etcdComponent is the supervised etcd process, ready when its /health
 // answers (a leader is known).
@@ -426,7 +429,7 @@ func (a *app) promote(ctx context.Context, s *config.ServerConfig, m *etcdMember
 // etcdDBInfo answers the supervisor's /db/info from the local member.
 func etcdDBInfo(dataDir string) supervisor.DBInfo {
 	return func(ctx context.Context) (any, error) {
-		cli, err := etcdcluster.Client(dataDir, []string{localEtcd})
+		cli, err := localEtcdClient(dataDir)
 		if err != nil {
 			return nil, err
 		}
@@ -454,14 +457,14 @@ func (a *app) removeEtcdMember(s *config.ServerConfig, self string) func(context
 		if node == self || !isServer {
 			return nil
 		}
-		cli, err := etcdcluster.Client(s.DataDir, []string{localEtcd})
+		cli, err := localEtcdClient(s.DataDir)
 		if err != nil {
 			return err
 		}
 		defer cli.Close()
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
-		err = a.retry(ctx, "etcd: removing the member "+member+" of deleted node "+node, func() error {
+		err = a.retry(ctx, "etcd: removing the member "+member+" of deleted node "+node, nil, func() error {
 			cctx, ccancel := context.WithTimeout(ctx, 15*time.Second)
 			defer ccancel()
 			removed, err := etcdcluster.RemoveMember(cctx, cli, member)
@@ -483,9 +486,10 @@ func (a *app) removeEtcdMember(s *config.ServerConfig, self string) func(context
 	}
 }
 
-// retry runs f until it succeeds or ctx ends, with back-off, saying once
-// per distinct failure what went wrong.
-func (a *app) retry(ctx context.Context, what string, f func() error) error {
+// retry runs f until it succeeds, ctx ends (ctx's error) or permanent
+// (when set) says an error will not go away (that error), with back-off,
+// saying once per distinct failure what went wrong.
+func (a *app) retry(ctx context.Context, what string, permanent func(error) bool, f func() error) error {
 	delay := 2 * time.Second
 	last := ""
 	for {
@@ -493,11 +497,14 @@ func (a *app) retry(ctx context.Context, what string, f func() error) error {
 		if err == nil {
 			return nil
 		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if msg := err.Error(); msg != last {
 			fmt.Fprintf(a.stderr, "%s: %v (retrying)\n", what, err)
 			last = msg
 		}
-		if strings.Contains(err.Error(), agent.ErrWrongToken.Error()) {
+		if permanent != nil && permanent(err) {
 			return err
 		}
 		select {
@@ -508,3 +515,6 @@ func (a *app) retry(ctx context.Context, what string, f func() error) error {
 		delay = min(2*delay, 30*time.Second)
 	}
 }
+
+// wrongToken: a server that refused the token will not take it later.
+func wrongToken(err error) bool { return errors.Is(err, agent.ErrWrongToken) }
