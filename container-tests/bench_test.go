@@ -168,31 +168,17 @@ func BenchmarkEtcd(b *testing.B) {
 	}
 	save := time.Since(start)
 	b.ReportMetric(save.Seconds(), "s/snapshot-save")
-	leaderURL, err := etcdLeader(ctx, servers[0])
+	leader, others, err := etcdLeader(ctx, servers)
 	if err != nil {
 		b.Fatal(err)
 	}
-	var leader, other *Node
-	for _, n := range servers {
-		if strings.Contains(leaderURL, "//"+n.IP+":") {
-			leader = n
-		} else {
-			other = n
-		}
-	}
-	if leader == nil {
-		b.Fatalf("leader %s is none of the servers", leaderURL)
-	}
+	other := others[len(others)-1]
 	if err := leader.Kill(ctx); err != nil {
 		b.Fatal(err)
 	}
 	killed := time.Now()
 	if err := WaitFor(ctx, 2*time.Minute, 200*time.Millisecond, func() error {
-		_, err := other.Kubectl(ctx, "create", "configmap", "after-leader-loss", "--request-timeout=5s")
-		if err != nil && strings.Contains(err.Error(), "AlreadyExists") {
-			return nil
-		}
-		return err
+		return writeConfigMap(ctx, other, "after-leader-loss")
 	}); err != nil {
 		b.Fatal(err)
 	}

@@ -86,7 +86,7 @@ func nodeReady(ctx context.Context, server *Node, name string) (string, error) {
 // waitReady waits until each node's Ready condition is want ("True"),
 // or, with want "!True", anything else: a node whose kubelet stopped
 // reporting is Unknown (kubectl's NotReady).
-func waitReady(ctx context.Context, t *testing.T, server *Node, want string, timeout time.Duration, names ...string) {
+func waitReady(ctx context.Context, t testing.TB, server *Node, want string, timeout time.Duration, names ...string) {
 	t.Helper()
 	start := time.Now()
 	for _, name := range names {

@@ -54,9 +54,28 @@ func waitVoting(ctx context.Context, t *testing.T, n *Node, want int) {
 	}
 }
 
-// etcdLeader is the node name of the etcd leader as n's member sees it
-// (member names are <node>-<8 hex>).
-func etcdLeader(ctx context.Context, n *Node) (string, error) {
+// etcdLeader is the server whose member leads, as servers[0]'s member
+// sees it, and the other servers.
+func etcdLeader(ctx context.Context, servers []*Node) (leader *Node, others []*Node, err error) {
+	url, err := etcdLeaderURL(ctx, servers[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, n := range servers {
+		if strings.Contains(url, "//"+n.IP+":") {
+			leader = n
+		} else {
+			others = append(others, n)
+		}
+	}
+	if leader == nil {
+		return nil, nil, fmt.Errorf("leader %s is none of the servers", url)
+	}
+	return leader, others, nil
+}
+
+// etcdLeaderURL is the client URL of the etcd leader as n's member sees it.
+func etcdLeaderURL(ctx context.Context, n *Node) (string, error) {
 	out, err := n.Exec(ctx, "etcdctl", "endpoint", "status", "--cluster", "-w", "json")
 	if err != nil {
 		return "", err
@@ -81,6 +100,16 @@ func etcdLeader(ctx context.Context, n *Node) (string, error) {
 	return "", fmt.Errorf("no leader in %s", out)
 }
 
+// writeConfigMap creates a ConfigMap through n, each try given 5 s; a
+// ConfigMap that a timed-out try did create counts as written.
+func writeConfigMap(ctx context.Context, n *Node, name string, args ...string) error {
+	_, err := n.Kubectl(ctx, append([]string{"create", "configmap", name, "--request-timeout=5s"}, args...)...)
+	if err != nil && strings.Contains(err.Error(), "AlreadyExists") {
+		return nil
+	}
+	return err
+}
+
 // startHA starts three servers with embedded etcd, server1 with
 // --cluster-init and the others joining it with the token, and waits
 // until the three nodes are Ready.
@@ -91,16 +120,7 @@ func startHA(ctx context.Context, tb testing.TB, c *Cluster, args ...string) []*
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ready := func(name string) error {
-		got, err := nodeReady(ctx, s1, name)
-		if err == nil && got != "True" {
-			err = fmt.Errorf("node %s Ready=%q", name, got)
-		}
-		return err
-	}
-	if err := WaitFor(ctx, 5*time.Minute, time.Second, func() error { return ready("server1") }); err != nil {
-		tb.Fatal(err)
-	}
+	waitReady(ctx, tb, s1, "True", 5*time.Minute, "server1")
 	join := map[string]string{"K3S_TOKEN": "ha-secret", "K3S_URL": "https://" + s1.IP + ":6443"}
 	servers := []*Node{s1}
 	for _, name := range []string{"server2", "server3"} {
@@ -110,11 +130,7 @@ func startHA(ctx context.Context, tb testing.TB, c *Cluster, args ...string) []*
 		}
 		servers = append(servers, n)
 	}
-	for _, name := range []string{"server2", "server3"} {
-		if err := WaitFor(ctx, 5*time.Minute, time.Second, func() error { return ready(name) }); err != nil {
-			tb.Fatal(err)
-		}
-	}
+	waitReady(ctx, tb, s1, "True", 5*time.Minute, "server2", "server3")
 	tb.Logf("three servers Ready %.1fs after the first started", time.Since(start).Seconds())
 	return servers
 }
@@ -170,23 +186,11 @@ func TestClusterHA(t *testing.T) {
 	}
 
 	// Kill the etcd leader's node (power lost): the other two keep the API writable.
-	leaderURL, err := etcdLeader(ctx, s1)
+	leader, others, err := etcdLeader(ctx, servers)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var leader *Node
-	var others []*Node
-	for _, n := range servers {
-		if strings.Contains(leaderURL, "//"+n.IP+":") {
-			leader = n
-		} else {
-			others = append(others, n)
-		}
-	}
-	if leader == nil {
-		t.Fatalf("leader %s is none of the servers", leaderURL)
-	}
-	t.Logf("etcd leader: %s (%s); killing it", leader.Name, leaderURL)
+	t.Logf("etcd leader: %s (%s); killing it", leader.Name, leader.IP)
 	if err := leader.Kill(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -194,11 +198,7 @@ func TestClusterHA(t *testing.T) {
 	for i, n := range others {
 		name := "after-leader-loss-" + strconv.Itoa(i)
 		if err := WaitFor(ctx, 30*time.Second-time.Since(stopped), time.Second, func() error {
-			_, err := n.Kubectl(ctx, "create", "configmap", name, "--from-literal=via="+n.Name, "--request-timeout=5s")
-			if err != nil && strings.Contains(err.Error(), "AlreadyExists") {
-				return nil
-			}
-			return err
+			return writeConfigMap(ctx, n, name, "--from-literal=via="+n.Name)
 		}); err != nil {
 			t.Errorf("write through %s within 30 s of stopping the leader: %v", n.Name, err)
 		} else {
@@ -354,11 +354,7 @@ func TestClusterHA(t *testing.T) {
 		}
 	}
 	if err := WaitFor(ctx, 30*time.Second, time.Second, func() error {
-		_, err := servers[1].Kubectl(ctx, "create", "configmap", "two-left")
-		if err != nil && strings.Contains(err.Error(), "AlreadyExists") {
-			return nil
-		}
-		return err
+		return writeConfigMap(ctx, servers[1], "two-left")
 	}); err != nil {
 		t.Errorf("write with two servers left: %v", err)
 	}
