@@ -280,6 +280,15 @@ func (cfg *Config) mergeFrom(src *Config) {
 		}
 		mergeString(&d.Runtime, s.Runtime)
 		mergeString(&d.Role, s.Role)
+		if t := s.ConfigTrial; t != nil {
+			if d.ConfigTrial == nil {
+				d.ConfigTrial = &ConfigTrial{}
+			}
+			if t.Boots != 0 {
+				d.ConfigTrial.Boots = t.Boots
+			}
+			mergeString(&d.ConfigTrial.Timeout, t.Timeout)
+		}
 	}
 }
 

@@ -299,7 +299,8 @@ func TestParseErrors(t *testing.T) {
 				"  environment: {\"1BAD\": x}\n" +
 				"  runtime: docker\n" +
 				"  role: master\n" +
-				"  ssh: {port: 70000}\n",
+				"  ssh: {port: 70000}\n" +
+				"  config_trial: {boots: -1, timeout: 10s}\n",
 			want: []string{
 				`user-data:3:27: ballast.modules[1]: "bad module" is not a kernel module name`,
 				`user-data:6:5: ballast.sysctls["../../etc/shadow"]: "../../etc/shadow" is not a sysctl name (e.g. net.ipv4.ip_forward)`,
@@ -307,6 +308,8 @@ func TestParseErrors(t *testing.T) {
 				`user-data:8:12: ballast.runtime: "docker" is not a runtime (k3s or none)`,
 				`user-data:9:9: ballast.role: "master" is not a role (server or agent)`,
 				`user-data:10:15: ballast.ssh.port: 70000 is not a TCP port (1 to 65535)`,
+				`user-data:11:25: ballast.config_trial.boots: -1 is not a number of boots (1 to 100)`,
+				`user-data:11:38: ballast.config_trial.timeout: "10s" is not a duration of a minute or more (e.g. 15m), or 0 to never reboot`,
 			},
 		},
 		{

@@ -10,6 +10,8 @@
 // can tell "not said" from "said false/empty". Use the XOrDefault accessors.
 package cloudconfig
 
+import "time"
+
 // Config is one parsed cloud-config document, or the merge of several.
 type Config struct {
 	Hostname          string   `yaml:"hostname,omitempty" json:"hostname,omitempty"`
@@ -153,6 +155,53 @@ type Ballast struct {
 	// when k3s.server names a server to join, else "server" (k3OS's rule).
 	// A k3OS k3s_args list that starts with "server" or "agent" sets it.
 	Role string `yaml:"role,omitempty" json:"role,omitempty"`
+	// ConfigTrial says how a changed config proves itself before it
+	// becomes the one a broken config falls back to.
+	ConfigTrial *ConfigTrial `yaml:"config_trial,omitempty" json:"config_trial,omitempty"`
+}
+
+// ConfigTrial: a changed config is on trial until a boot with it is ready
+// (and, where the node runs k3s, the node Ready). A config that fails
+// Boots boots in a row is set aside and the last good one applied again,
+// until the config changes. Unset fields take the defaults below.
+type ConfigTrial struct {
+	// Boots is how many boots a new config gets; 0 means DefaultTrialBoots.
+	Boots int `yaml:"boots,omitempty" json:"boots,omitempty"`
+	// Timeout: a boot whose config is on trial and not healthy after this
+	// long reboots (to try again, or to fall back), but only when a last
+	// good config exists. A Go duration ("15m"); "0" never reboots; unset
+	// means DefaultTrialTimeout.
+	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+}
+
+// Defaults of ConfigTrial.
+const (
+	DefaultTrialBoots   = 3
+	DefaultTrialTimeout = 15 * time.Minute
+)
+
+// BootsOrDefault returns Boots, or DefaultTrialBoots when unset.
+func (t *ConfigTrial) BootsOrDefault() int {
+	if t == nil || t.Boots <= 0 {
+		return DefaultTrialBoots
+	}
+	return t.Boots
+}
+
+// TimeoutOrDefault returns Timeout (0: never reboot), or
+// DefaultTrialTimeout when unset or unreadable (validate reports that).
+func (t *ConfigTrial) TimeoutOrDefault() time.Duration {
+	if t == nil || t.Timeout == "" {
+		return DefaultTrialTimeout
+	}
+	d, err := time.ParseDuration(t.Timeout)
+	if t.Timeout == "0" {
+		d, err = 0, nil
+	}
+	if err != nil || d < 0 {
+		return DefaultTrialTimeout
+	}
+	return d
 }
 
 // AgentSettings controls the control agent. Privileged calls (poweroff,

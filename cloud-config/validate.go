@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // check validates the typed config; c knows the positions (if any).
@@ -379,6 +380,16 @@ func (b *Ballast) check(c *checker, p string) {
 	case "", "server", "agent":
 	default:
 		c.errorf(p+".role", "%q is not a role (server or agent)", clip(b.Role))
+	}
+	if t := b.ConfigTrial; t != nil {
+		if t.Boots < 0 || t.Boots > 100 {
+			c.errorf(p+".config_trial.boots", "%d is not a number of boots (1 to 100)", t.Boots)
+		}
+		if t.Timeout != "" && t.Timeout != "0" {
+			if d, err := time.ParseDuration(t.Timeout); err != nil || d < time.Minute {
+				c.errorf(p+".config_trial.timeout", "%q is not a duration of a minute or more (e.g. 15m), or 0 to never reboot", clip(t.Timeout))
+			}
+		}
 	}
 }
 

@@ -96,8 +96,9 @@ func nodeName(cfg *cloudconfig.Config, hostname string, readFile func(string) ([
 
 // watchNode records the runtime's milestones for the agent's status (the
 // API answering, the node registered, the node Ready) and whether the
-// node is Ready now: every 2 s until Ready, then every 10 s.
-func (s *system) watchNode(ctx context.Context, nodeName func() string, kubeconfig string) {
+// node is Ready now: every 2 s until Ready, then every 10 s. It closes
+// ready when the node is first Ready.
+func (s *system) watchNode(ctx context.Context, ready chan<- struct{}, nodeName func() string, kubeconfig string) {
 	start := time.Now()
 	name := nodeName()
 	s.mu.Lock()
@@ -128,16 +129,20 @@ func (s *system) watchNode(ctx context.Context, nodeName func() string, kubeconf
 				s.mu.Unlock()
 			}
 		}
-		ready, err := s.pollNode(ctx, &c, kubeconfig, name, start, mark)
+		isReady, err := s.pollNode(ctx, &c, kubeconfig, name, start, mark)
+		if isReady && ready != nil {
+			close(ready)
+			ready = nil
+		}
 		s.mu.Lock()
-		s.node.Ready = ready
+		s.node.Ready = isReady
 		s.node.Error = ""
 		if err != nil {
 			s.node.Error = err.Error()
 		}
 		s.mu.Unlock()
 		wait := 2 * time.Second
-		if ready {
+		if isReady {
 			wait = 10 * time.Second
 		}
 		select {

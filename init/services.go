@@ -278,7 +278,11 @@ func (s *system) startRuntime(ctx context.Context, cfg *cloudconfig.Config) erro
 	if cfg.RoleOrDefault() == "agent" {
 		kubeconfig = k3sAgentKC
 	}
-	go s.watchNode(ctx, func() string {
+	ready := make(chan struct{})
+	s.mu.Lock()
+	s.nodeReady = ready
+	s.mu.Unlock()
+	go s.watchNode(ctx, ready, func() string {
 		return nodeName(cfg, s.hostname, func(p string) ([]byte, error) { return os.ReadFile(s.path(p)) })
 	}, kubeconfig)
 	return nil

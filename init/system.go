@@ -80,6 +80,10 @@ type system struct {
 	cmdline   map[string]string
 	bootIDHex string
 	node      *agent.Node // nil until the runtime starts
+	// nodeReady is closed when the node is first Ready in this boot; nil
+	// when this boot runs no k3s.
+	nodeReady chan struct{}
+	trial     trial // the config generation on trial, if any
 }
 
 func newSystem(log *slog.Logger, out io.Writer, ring *console.Ring, kernelStart time.Time) *system {
@@ -154,6 +158,9 @@ func runSystem(ctx context.Context, s *system) {
 	}
 	db, num := s.db, s.bootNum
 	s.mu.Unlock()
+	if early == nil {
+		go s.superviseTrial(ctx, err == nil)
+	}
 	result := "ready"
 	if err != nil {
 		result = "failed: " + err.Error()
@@ -367,26 +374,17 @@ func (s *system) applyConfigChoice(cfg *cloudconfig.Config, info agent.Config, c
 			s.mu.Unlock()
 		}
 		if db != nil {
-			last := db.LastGoodConfig
-			if choice.need != "" {
-				last = func() (state.Generation, error) { return db.LastGoodConfigWith(choice.need) }
-			}
-			if g, err := last(); err == nil {
+			if g, err := db.Fallback(choice.need); err == nil {
 				var last cloudconfig.Config
 				if err := json.Unmarshal(g.Config, &last); err == nil {
 					cfg = &last
-					info.Generation = g.Number
+					info.Generation, info.Confirmed = g.Number, g.Good()
 				}
 			}
 		}
 		s.log.Warn("using the last good cloud-config", "generation", info.Generation)
 	} else if db != nil && !choice.provisional {
-		raw, _ := json.Marshal(cfg)
-		g, err := db.RecordConfig(cfg.Hash(), names, raw, time.Now())
-		if err != nil {
-			s.log.Error("recording config", "err", err)
-		}
-		info.Generation = g
+		cfg, info = s.beginTrial(db, cfg, info, names, choice.need)
 	}
 	info.Hash = cfg.Hash()
 	s.mu.Lock()

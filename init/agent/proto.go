@@ -118,6 +118,15 @@ type Config struct {
 	// UsedLastGood is true when the new config was rejected and the last
 	// good one applied instead.
 	UsedLastGood bool `json:"used_last_good,omitempty"`
+	// Confirmed: the applied generation brought a boot to health (ready,
+	// and the node Ready where it runs k3s), so a later broken config
+	// falls back to it. Until then it is on trial: TrialBoots counts its
+	// boots, this one included.
+	Confirmed  bool `json:"confirmed"`
+	TrialBoots int  `json:"trial_boots,omitempty"`
+	// SetAside is a newer generation that failed its trial: the last good
+	// one (Generation) is applied instead until the config changes.
+	SetAside int `json:"set_aside,omitempty"`
 }
 
 // ConfigSource is one datasource's contribution.

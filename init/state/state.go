@@ -5,6 +5,7 @@
 package state
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -118,12 +119,15 @@ const (
 	KeepConfigs = 50
 )
 
-// prune deletes the oldest entries of b (keys are sequence numbers) past keep.
-func prune(b *bolt.Bucket, keep int) error {
+// prune deletes the oldest entries of b (keys are sequence numbers) past
+// keep, except those keepAlso names.
+func prune(b *bolt.Bucket, keep int, keepAlso ...[]byte) error {
 	var keys [][]byte
 	c := b.Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		keys = append(keys, append([]byte(nil), k...))
+		if !slices.ContainsFunc(keepAlso, func(x []byte) bool { return bytes.Equal(x, k) }) {
+			keys = append(keys, append([]byte(nil), k...))
+		}
 	}
 	for _, k := range keys[:max(0, len(keys)-keep)] {
 		if err := b.Delete(k); err != nil {
@@ -202,11 +206,26 @@ type Generation struct {
 	// Config is the merged config, JSON-encoded, so it can be reapplied
 	// when a later config is broken.
 	Config json.RawMessage `json:"config"`
+	// Trial is set while the generation has not yet brought a boot to
+	// health (ready, and the node Ready where it runs k3s): until then it
+	// is not a config to fall back to. Generations recorded before trials
+	// existed have none and count as good.
+	Trial *Trial `json:"trial,omitempty"`
 }
 
-// RecordConfig stores config as the last good one. A config with the same
-// hash as the latest generation is not stored again. It returns the
-// generation number.
+// Good says whether g brought a node up: a config a broken one falls
+// back to.
+func (g Generation) Good() bool { return g.Trial == nil }
+
+// Trial counts the boots a generation on trial was applied in.
+type Trial struct {
+	Boots int `json:"boots"`
+}
+
+// RecordConfig stores config as a new generation on trial, unless it has
+// the latest generation's hash (that one's number is returned). A config
+// that some good generation already had starts good: going back to a
+// config that worked needs no trial.
 func (d *DB) RecordConfig(hash string, sources []string, config json.RawMessage, t time.Time) (int, error) {
 	var n int
 	err := d.db.Update(func(tx *bolt.Tx) error {
@@ -218,19 +237,29 @@ func (d *DB) RecordConfig(hash string, sources []string, config json.RawMessage,
 				return nil
 			}
 		}
+		trial := &Trial{}
+		if _, err := lastGeneration(b, func(g Generation) bool { return g.Good() && g.Hash == hash }); err == nil {
+			trial = nil
+		}
 		seq, err := b.NextSequence()
 		if err != nil {
 			return err
 		}
 		n = int(seq)
-		v, err := json.Marshal(Generation{Number: n, Hash: hash, Sources: sources, Time: t, Config: config})
+		v, err := json.Marshal(Generation{Number: n, Hash: hash, Sources: sources, Time: t, Config: config, Trial: trial})
 		if err != nil {
 			return err
 		}
 		if err := b.Put(itob(seq), v); err != nil {
 			return err
 		}
-		return prune(b, KeepConfigs)
+		// However many configs failed their trial since, the newest good
+		// one stays: it is what they fall back to.
+		var keepGood [][]byte
+		if g, err := lastGeneration(b, Generation.Good); err == nil {
+			keepGood = append(keepGood, itob(uint64(g.Number)))
+		}
+		return prune(b, KeepConfigs, keepGood...)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("recording config: %w", err)
@@ -241,39 +270,137 @@ func (d *DB) RecordConfig(hash string, sources []string, config json.RawMessage,
 // ErrNoConfig is returned by LastGoodConfig before any config was recorded.
 var ErrNoConfig = errors.New("no config recorded")
 
-// LastGoodConfig returns the latest recorded generation.
-func (d *DB) LastGoodConfig() (Generation, error) {
+// lastGeneration returns the newest generation in b that match accepts.
+func lastGeneration(b *bolt.Bucket, match func(Generation) bool) (Generation, error) {
+	c := b.Cursor()
+	for k, v := c.Last(); k != nil; k, v = c.Prev() {
+		var g Generation
+		if json.Unmarshal(v, &g) != nil {
+			continue
+		}
+		if match(g) {
+			return g, nil
+		}
+	}
+	return Generation{}, ErrNoConfig
+}
+
+func (d *DB) lastGeneration(match func(Generation) bool) (Generation, error) {
 	var g Generation
 	err := d.db.View(func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(bucketConfigs).Cursor().Last()
-		if k == nil {
-			return ErrNoConfig
-		}
-		return json.Unmarshal(v, &g)
+		var err error
+		g, err = lastGeneration(tx.Bucket(bucketConfigs), match)
+		return err
 	})
 	return g, err
 }
 
-// LastGoodConfigWith returns the latest generation whose sources include
-// source (a config URL's "cmdline-url"): when that source cannot be read,
-// the fallback must be a config that had it, not one merged without it.
+// LastGoodConfig returns the latest good generation.
+func (d *DB) LastGoodConfig() (Generation, error) {
+	return d.LastGoodConfigWith("")
+}
+
+// LastGoodConfigWith returns the latest good generation whose sources
+// include source, or the latest good one when source is "".
 func (d *DB) LastGoodConfigWith(source string) (Generation, error) {
-	var g Generation
-	err := d.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketConfigs).Cursor()
-		for k, v := c.Last(); k != nil; k, v = c.Prev() {
-			var cand Generation
-			if json.Unmarshal(v, &cand) != nil {
-				continue
-			}
-			if slices.Contains(cand.Sources, source) {
-				g = cand
+	return d.lastGeneration(func(g Generation) bool { return g.Good() && (source == "" || slices.Contains(g.Sources, source)) })
+}
+
+// Fallback returns the config to apply when a new one is broken: the
+// latest good generation or, before any was good, the latest recorded;
+// with need set (a config URL's "cmdline-url"), only generations that had
+// that source: when it cannot be read, the fallback must be a config that
+// had it, not one merged without it.
+func (d *DB) Fallback(need string) (Generation, error) {
+	g, err := d.LastGoodConfigWith(need)
+	if errors.Is(err, ErrNoConfig) {
+		g, err = d.lastGeneration(func(g Generation) bool { return need == "" || slices.Contains(g.Sources, need) })
+	}
+	return g, err
+}
+
+// TrialResult says which generation a boot applies.
+type TrialResult struct {
+	// Apply is the generation to apply: the one asked for, or the
+	// fallback when that one used up its boots.
+	Apply Generation
+	// SetAside is the generation that used up its boots (Apply is then
+	// the last good one); zero otherwise.
+	SetAside int
+}
+
+// BeginTrial is called once per boot with the generation about to be
+// applied. A good one is applied as it is. One on trial counts this boot;
+// once it has had maxBoots boots without becoming good, the latest good
+// generation (one that had need among its sources, when need is set) is
+// applied instead, as long as the config stays the same. Without a good
+// generation to fall back to, the trial goes on: nothing better exists.
+func (d *DB) BeginTrial(n, maxBoots int, need string) (TrialResult, error) {
+	var res TrialResult
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketConfigs)
+		v := b.Get(itob(uint64(n)))
+		if v == nil {
+			return fmt.Errorf("no config generation %d", n)
+		}
+		var g Generation
+		if err := json.Unmarshal(v, &g); err != nil {
+			return fmt.Errorf("config generation %d: %w", n, err)
+		}
+		res.Apply = g
+		if g.Good() {
+			return nil
+		}
+		if g.Trial.Boots >= maxBoots {
+			good, err := lastGeneration(b, func(c Generation) bool {
+				return c.Good() && (need == "" || slices.Contains(c.Sources, need))
+			})
+			// (LastGoodConfigWith's test, inside this transaction.)
+			if err == nil {
+				res.Apply, res.SetAside = good, g.Number
 				return nil
 			}
 		}
-		return ErrNoConfig
+		g.Trial.Boots++
+		res.Apply = g
+		v, err := json.Marshal(g)
+		if err != nil {
+			return err
+		}
+		return b.Put(itob(uint64(n)), v)
 	})
-	return g, err
+	if err != nil {
+		return res, fmt.Errorf("config trial: %w", err)
+	}
+	return res, nil
+}
+
+// ConfirmConfig marks generation n good: a boot with it became healthy.
+func (d *DB) ConfirmConfig(n int) error {
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketConfigs)
+		v := b.Get(itob(uint64(n)))
+		if v == nil {
+			return fmt.Errorf("no config generation %d", n)
+		}
+		var g Generation
+		if err := json.Unmarshal(v, &g); err != nil {
+			return err
+		}
+		if g.Good() {
+			return nil
+		}
+		g.Trial = nil
+		v, err := json.Marshal(g)
+		if err != nil {
+			return err
+		}
+		return b.Put(itob(uint64(n)), v)
+	})
+	if err != nil {
+		return fmt.Errorf("confirming config generation %d: %w", n, err)
+	}
+	return nil
 }
 
 // RunOnceDone reports whether key was marked done.

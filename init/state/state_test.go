@@ -43,6 +43,14 @@ func TestBootsConfigsRunOnceSurviveReopen(t *testing.T) {
 	if g1 != 1 || g1again != 1 || g2 != 2 {
 		t.Fatalf("generations %d %d %d", g1, g1again, g2)
 	}
+	if _, err := db.LastGoodConfig(); !errors.Is(err, ErrNoConfig) {
+		t.Fatalf("a config on trial is a last good one: %v", err)
+	}
+	for _, g := range []int{g1, g2} {
+		if err := db.ConfirmConfig(g); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if db.RunOnceDone("runcmd:i-1") {
 		t.Fatal("marker set before marking")
 	}
@@ -130,17 +138,91 @@ func TestPrune(t *testing.T) {
 		t.Errorf("%d boots kept (%v), first %d", len(boots), err, boots[0].Number)
 	}
 	for i := range KeepConfigs + 3 {
-		if _, err := db.RecordConfig(fmt.Sprint("hash", i), nil, json.RawMessage(`{}`), now); err != nil {
+		n, err := db.RecordConfig(fmt.Sprint("hash", i), nil, json.RawMessage(`{}`), now)
+		if err != nil {
 			t.Fatal(err)
+		}
+		// Only the first is ever good: it outlives the pruning.
+		if i == 0 {
+			db.ConfirmConfig(n)
 		}
 	}
 	g, err := db.LastGoodConfig()
-	if err != nil || g.Number != KeepConfigs+3 {
+	if err != nil || g.Number != 1 {
 		t.Errorf("last good config %d, %v", g.Number, err)
 	}
 	n := 0
 	db.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketConfigs).Stats().KeyN; return nil })
-	if n != KeepConfigs {
-		t.Errorf("%d config generations kept, want %d", n, KeepConfigs)
+	if n != KeepConfigs+1 {
+		t.Errorf("%d config generations kept, want %d and the last good one", n, KeepConfigs)
+	}
+}
+
+// A new config is on trial: maxBoots boots without being confirmed and
+// the last good one is applied instead, until the config changes.
+func TestConfigTrial(t *testing.T) {
+	db, _, err := Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now()
+	begin := func(n int, need string) TrialResult {
+		t.Helper()
+		r, err := db.BeginTrial(n, 3, need)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+
+	// First config: nothing to fall back to, so its trial never ends.
+	g1, _ := db.RecordConfig("h1", []string{"baked"}, json.RawMessage(`{"hostname":"one"}`), now)
+	for range 5 {
+		if r := begin(g1, ""); r.Apply.Number != g1 || r.SetAside != 0 {
+			t.Fatalf("first config: %+v", r)
+		}
+	}
+	db.ConfirmConfig(g1)
+	if r := begin(g1, ""); r.Apply.Number != g1 || !r.Apply.Good() {
+		t.Fatalf("confirmed config: %+v", r)
+	}
+
+	// A broken second config gets three boots, then the first comes back.
+	g2, _ := db.RecordConfig("h2", []string{"baked", "cmdline-url"}, json.RawMessage(`{"hostname":"two"}`), now)
+	for boot := 1; boot <= 3; boot++ {
+		r := begin(g2, "")
+		if r.Apply.Number != g2 || r.Apply.Trial == nil || r.Apply.Trial.Boots != boot {
+			t.Fatalf("trial boot %d: %+v", boot, r)
+		}
+	}
+	for range 2 {
+		// The same config at later boots: still set aside.
+		if again, _ := db.RecordConfig("h2", nil, nil, now); again != g2 {
+			t.Fatalf("same config recorded as %d", again)
+		}
+		r := begin(g2, "")
+		if r.Apply.Number != g1 || r.SetAside != g2 || string(r.Apply.Config) != `{"hostname":"one"}` {
+			t.Fatalf("after three failed boots: %+v", r)
+		}
+	}
+	// A fallback that must include a source: none good has it, so the
+	// trial goes on.
+	if r := begin(g2, "cmdline-url"); r.Apply.Number != g2 || r.SetAside != 0 {
+		t.Fatalf("fallback without the needed source: %+v", r)
+	}
+
+	// A changed config gets its own trial; going back to the first
+	// config's content is good at once.
+	g3, _ := db.RecordConfig("h3", nil, json.RawMessage(`{"hostname":"three"}`), now)
+	if r := begin(g3, ""); r.Apply.Number != g3 || r.Apply.Trial == nil || r.Apply.Trial.Boots != 1 {
+		t.Fatalf("changed config: %+v", r)
+	}
+	g4, _ := db.RecordConfig("h1", nil, json.RawMessage(`{"hostname":"one"}`), now)
+	if r := begin(g4, ""); r.Apply.Number != g4 || !r.Apply.Good() {
+		t.Fatalf("a config that was good before: %+v", r)
+	}
+	if err := db.ConfirmConfig(99); err == nil {
+		t.Fatal("confirming a generation that does not exist")
 	}
 }
