@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/ballast-os/ballast/init/timesync"
+	"github.com/ballast-os/ballast/init/writefiles"
 )
 
 // The clock floor: a board without a battery-backed clock (a Pi) boots
@@ -66,9 +69,20 @@ func (s *system) applyClockFloor() {
 
 // saveClock records the time on the data partition for the next boot's floor.
 func (s *system) saveClock() {
-	p := s.path(clockFile)
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err == nil {
-		os.Rename(tmp, p)
+	// Synced: a Pi's power is pulled, not shut down, and a floor lost
+	// with the page cache is a boot in 1970 again.
+	if err := writefiles.WriteDurable(s.path(clockFile), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("saving the clock floor", "err", err)
 	}
+}
+
+// checkClockSane says why the clock cannot be trusted to make
+// certificates: it is below its floor (setting it there failed). k3s
+// waits: CAs made now would be dated in the past and expire early.
+func checkClockSane(root string, now time.Time) error {
+	build, saved := clockFloor(root)
+	if floor, below := floorTime(now, build, saved); below {
+		return fmt.Errorf("the clock reads %s, before %s (the image's build time or the time this node last saved), and setting it failed: certificates made now would be dated wrong", now.UTC().Format(time.RFC3339), floor.Format(time.RFC3339))
+	}
+	return nil
 }

@@ -138,4 +138,11 @@ func TestClockFloor(t *testing.T) {
 	if !b.Equal(build) || !s.Equal(saved) {
 		t.Errorf("clockFloor: build %v, saved %v", b, s)
 	}
+	// k3s is held while the clock is below the floor (setting it failed).
+	if err := checkClockSane(root, epoch); err == nil || !strings.Contains(err.Error(), "1970-01-01T00:00:00Z, before 2026-11-30T12:00:00Z") {
+		t.Errorf("a clock in 1970: %v", err)
+	}
+	if err := checkClockSane(root, now); err != nil {
+		t.Errorf("a sane clock: %v", err)
+	}
 }

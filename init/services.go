@@ -23,9 +23,7 @@ import (
 )
 
 // configureNetwork brings up the interfaces (DHCP on every wired one by
-// default; static ones as configured; Wi-Fi joined in the background),
-// then fetches the config URL
-// datasource if the cmdline names one, since it needs the network.
+// default; static ones as configured; Wi-Fi joined in the background).
 func (s *system) configureNetwork(ctx context.Context) error {
 	cfg := s.config()
 	st, netErr := network.Configure(ctx, cfg.Network, network.Options{
@@ -40,21 +38,26 @@ func (s *system) configureNetwork(ctx context.Context) error {
 	s.mu.Lock()
 	s.net = st
 	s.mu.Unlock()
-	if u, ok := datasource.ConfigURL(s.cmdline); ok {
-		src := datasource.FetchURL(ctx, u, s.cmdline[datasource.PinKey], 30*time.Second)
-		s.log.Info("fetched cloud-config", "url", datasource.RedactURL(u), "err", src.Err)
-		// Re-merge with the URL document last, as the design orders sources.
-		env := datasource.Env{Root: s.root}
-		srcs := append(datasource.Gather(env), src)
-		s.mu.Lock()
-		s.cfgInfo.Sources = nil
-		s.mu.Unlock()
-		cfg, info := parseSources(srcs)
-		if err := s.applyConfigChoice(cfg, info, configChoice{need: datasource.NameCmdlineURL}); err != nil {
-			return errors.Join(netErr, err)
-		}
-	}
 	return netErr
+}
+
+// fetchConfigURL fetches the config URL the cmdline names, once the
+// network is up and the clock synchronised (a board without a clock would
+// otherwise check the server's certificate against 1970 or its floor),
+// and merges it last, as the design orders sources.
+func (s *system) fetchConfigURL(ctx context.Context) error {
+	u, ok := datasource.ConfigURL(s.cmdline)
+	if !ok {
+		return bootstep.Skip("no ballast.config_url")
+	}
+	src := datasource.FetchURL(ctx, u, s.cmdline[datasource.PinKey], 30*time.Second)
+	s.log.Info("fetched cloud-config", "url", datasource.RedactURL(u), "err", src.Err)
+	srcs := append(datasource.Gather(datasource.Env{Root: s.root}), src)
+	s.mu.Lock()
+	s.cfgInfo.Sources = nil
+	s.mu.Unlock()
+	cfg, info := parseSources(srcs)
+	return s.applyConfigChoice(cfg, info, configChoice{need: datasource.NameCmdlineURL})
 }
 
 // commandArgv turns a cloud-config command into argv.
@@ -252,6 +255,9 @@ func (s *system) startRuntime(ctx context.Context, cfg *cloudconfig.Config) erro
 		return nil
 	}
 	if err := s.persistent(); err != nil {
+		return fmt.Errorf("not starting k3s: %w", err)
+	}
+	if err := checkClockSane(s.root, time.Now()); err != nil {
 		return fmt.Errorf("not starting k3s: %w", err)
 	}
 	bin := ""

@@ -121,6 +121,7 @@ func (s *system) steps() []bootstep.Step {
 		{Name: "hostname", Run: s.setHostname},
 		{Name: "network", Run: s.configureNetwork},
 		{Name: "time", Run: s.syncTime},
+		{Name: "config-url", Run: s.fetchConfigURL},
 		{Name: "users", Run: s.applyUsers},
 		{Name: "write-files", Run: s.writeFiles},
 		{Name: "bootcmd", Run: s.bootCmd},
@@ -298,9 +299,9 @@ func (s *system) gatherConfig(ctx context.Context) error {
 	}
 	sources := datasource.Gather(env)
 	if u, ok := datasource.ConfigURL(s.cmdline); ok {
-		// The network is not up yet; fetch after the network step instead.
+		// The network is not up yet: fetched by the config-url step.
 		s.mu.Lock()
-		s.cfgInfo.Sources = append(s.cfgInfo.Sources, agent.ConfigSource{Name: datasource.NameCmdlineURL, Path: datasource.RedactURL(u), Error: "fetched after the network is up"})
+		s.cfgInfo.Sources = append(s.cfgInfo.Sources, agent.ConfigSource{Name: datasource.NameCmdlineURL, Path: datasource.RedactURL(u), Error: "fetched after the network and the clock are up"})
 		s.mu.Unlock()
 	}
 	cfg, info := parseSources(sources)

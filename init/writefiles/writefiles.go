@@ -86,6 +86,13 @@ func mkdirAll(root, dir string) error {
 	return os.Lchown(dir, 0, 0)
 }
 
+// WriteDurable replaces dst with data (mode, owned by root) so that a power
+// cut leaves the old file or the new one, complete: a temporary file
+// beside it is synced, renamed over it, and the directory synced.
+func WriteDurable(dst string, data []byte, mode fs.FileMode) error {
+	return writeAtomic(dst, data, mode, 0, 0)
+}
+
 func writeAtomic(dst string, data []byte, mode fs.FileMode, uid, gid int) error {
 	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp*")
 	if err != nil {
