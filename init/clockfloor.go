@@ -69,6 +69,9 @@ func (s *system) applyClockFloor() {
 
 // saveClock records the time on the data partition for the next boot's floor.
 func (s *system) saveClock() {
+	if checkClockSane(s.root, time.Now()) != nil {
+		return // a clock below the floor must not lower it
+	}
 	// Synced: a Pi's power is pulled, not shut down, and a floor lost
 	// with the page cache is a boot in 1970 again.
 	if err := writefiles.WriteDurable(s.path(clockFile), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
