@@ -55,6 +55,14 @@ type Board struct {
 	// ConfigTxt is the Raspberry Pi firmware's config.txt, without the
 	// kernel= and initramfs lines, which the builder appends.
 	ConfigTxt string `yaml:"config_txt"`
+	// RuntimeDataMiB is the size of BALLAST_DATA, in MiB, in a raw image
+	// that carries a runtime and whose spec sets no image.size: enough for
+	// k3s to run when the image is booted as it is (a VM given the file, a
+	// disk exactly its size). Unwritten, the space is a hole: it costs
+	// nothing on disk, and `ballast flash` skips it. 0: the small
+	// placeholder, which the init grows to fill the disk (an SD card is
+	// always larger than the image).
+	RuntimeDataMiB int64 `yaml:"runtime_data_mib"`
 }
 
 // Firmware names the files of a firmware package that go onto the boot
@@ -179,6 +187,9 @@ func (b *Board) Validate() error {
 				errs = append(errs, fmt.Errorf("config_txt: %q is set by the builder, leave it out", f[0]))
 			}
 		}
+	}
+	if b.RuntimeDataMiB < 0 {
+		errs = append(errs, fmt.Errorf("runtime_data_mib: %d is negative", b.RuntimeDataMiB))
 	}
 	if b.PartitionScheme == "mbr" && !b.HasBootChain("rpi") {
 		errs = append(errs, errors.New("partition_scheme: mbr is only written for the rpi boot chain"))

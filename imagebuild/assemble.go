@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	cloudconfig "github.com/ballast-os/ballast/cloud-config"
 	"github.com/ballast-os/ballast/examples"
+	"github.com/ballast-os/ballast/imagebuild/bmap"
 	"github.com/ballast-os/ballast/imagebuild/debian"
 	"github.com/ballast-os/ballast/imagebuild/disk"
 	"github.com/ballast-os/ballast/imagebuild/filetree"
@@ -266,13 +268,40 @@ func (b *builder) writeRaw(ctx context.Context, out string, bt *filetree.Tree, b
 	if err != nil {
 		return err
 	}
-	if b.board.HasBootChain("rpi") {
-		return b.writeRPi(ctx, out, bt, bf, k, seed)
+	// A block map left from an earlier build must not outlive its image.
+	if err := os.Remove(bmap.PathFor(out)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
+	if b.board.HasBootChain("rpi") {
+		err = b.writeRPi(ctx, out, bt, bf, k, seed)
+	} else {
+		err = b.writeGPT(ctx, out, bt, bf, seed)
+	}
+	if err != nil {
+		return err
+	}
+	// Beside the image, for `ballast flash` and `bmaptool copy`: the
+	// ranges to write, the holes to skip.
+	return bmap.WriteFor(out)
+}
+
+// dataSize is the size of BALLAST_DATA in the raw image: the board's
+// RuntimeDataMiB when the image carries a runtime and the spec sets no
+// image.size (an explicit size wins, and the placeholder grows into it),
+// else 0, the small placeholder.
+func (b *builder) dataSize() int64 {
+	if b.spec.Image.Size != 0 || !b.hasRuntime() {
+		return 0
+	}
+	return b.board.RuntimeDataMiB << 20
+}
+
+func (b *builder) writeGPT(ctx context.Context, out string, bt *filetree.Tree, bf *bootFiles, seed string) error {
 	return disk.Write(ctx, out, disk.Layout{
 		Boot:           bt,
 		SystemA:        b.res.SquashfsPath,
 		SlotSize:       int64(b.spec.Image.SlotSize),
+		DataSize:       b.dataSize(),
 		ImageSize:      int64(b.spec.Image.Size),
 		Arch:           b.board.Arch,
 		Cmdline:        b.board.CmdlineString(),
@@ -354,6 +383,7 @@ func (b *builder) writeRPi(ctx context.Context, out string, bt *filetree.Tree, b
 		Boot:      bt,
 		SystemA:   b.res.SquashfsPath,
 		SlotSize:  int64(b.spec.Image.SlotSize),
+		DataSize:  b.dataSize(),
 		ImageSize: int64(b.spec.Image.Size),
 		Signature: sig,
 		ModTime:   b.epoch,

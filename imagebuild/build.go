@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ballast-os/ballast/boards"
+	"github.com/ballast-os/ballast/imagebuild/bmap"
 	"github.com/ballast-os/ballast/imagebuild/filetree"
 	"github.com/ballast-os/ballast/imagebuild/spec"
 )
@@ -59,6 +60,9 @@ type Image struct {
 	// (a raw image is sparse: its empty slots and data partition are holes).
 	Size      int64 `json:"size"`
 	Allocated int64 `json:"allocated"`
+	// Bmap is the raw image's block map (bmaptool's format) beside it:
+	// what `ballast flash` writes, the holes it skips.
+	Bmap string `json:"bmap,omitempty"`
 }
 
 // Result describes a finished build.
@@ -315,6 +319,9 @@ func describe(format, path string) (Image, error) {
 	img := Image{Format: format, Path: path, Size: st.Size()}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		img.Allocated = sys.Blocks * 512
+	}
+	if _, err := os.Stat(bmap.PathFor(path)); err == nil && format == "raw" {
+		img.Bmap = bmap.PathFor(path)
 	}
 	return img, nil
 }

@@ -130,6 +130,9 @@ func runBuild(ctx context.Context, env Env, args []string) error {
 	}
 	for _, img := range res.Images {
 		fmt.Fprintf(env.Stdout, "  %-4s %s  %d MB (%d MB on disk)\n", img.Format, img.Path, img.Size>>20, img.Allocated>>20)
+		if img.Bmap != "" {
+			fmt.Fprintf(env.Stdout, "       %s  (block map: `ballast flash` writes only the mapped blocks)\n", img.Bmap)
+		}
 	}
 	return nil
 }

@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
+	"github.com/ballast-os/ballast/imagebuild/bmap"
 	"github.com/ballast-os/ballast/imagebuild/filetree"
 )
 
@@ -441,5 +444,52 @@ func TestShortNames(t *testing.T) {
 		if strings.TrimRight(string(got[:]), " ") != strings.TrimRight(c.short, " ") || (lfn != nil) != c.lfn {
 			t.Errorf("%s: %q lfn=%v, want %q lfn=%v", c.long, got, lfn != nil, c.short, c.lfn)
 		}
+	}
+}
+
+// A large data partition (an image with a runtime) is a hole: the image
+// takes no more room on disk, the partition's first MiB reads as the
+// zeros the init formats, and a block map lists that MiB for a flash.
+func TestWriteLargeDataIsSparse(t *testing.T) {
+	dir := t.TempDir()
+	l := testLayout(t, dir)
+	l.GrubModulesDir = ""
+	l.DataSize = 3 << 30
+	img := filepath.Join(dir, "disk.img")
+	if err := Write(context.Background(), img, l); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := MiB + BootSize + 2*l.SlotSize + l.DataSize + MiB; st.Size() != want {
+		t.Errorf("image size %d, want %d", st.Size(), want)
+	}
+	if used := st.Sys().(*syscall.Stat_t).Blocks * 512; used > 16*MiB {
+		t.Errorf("the image takes %d bytes on disk; its data is under 16 MiB (holes were written)", used)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dataStart := MiB + BootSize + 2*l.SlotSize
+	first := make([]byte, MiB)
+	if _, err := f.ReadAt(first, dataStart); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first, make([]byte, MiB)) {
+		t.Error("the data partition's first MiB is not zeros")
+	}
+	spans, err := bmap.Map(f, bmap.BlockSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(spans, func(s bmap.Span) bool { return s.Off <= dataStart && s.End() >= dataStart+MiB }) {
+		t.Errorf("block map %v leaves out the data partition's first MiB at %d", spans, dataStart)
+	}
+	if mapped := bmap.Total(spans); mapped > 16*MiB {
+		t.Errorf("block map covers %d bytes of %d", mapped, st.Size())
 	}
 }

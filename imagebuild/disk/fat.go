@@ -274,12 +274,19 @@ func WriteFAT(w io.WriterAt, off int64, v FAT, tree *filetree.Tree) error {
 				}
 			}
 			b := dirBytes(n, n == root, parent, v.Label, stamp)
-			at := int64(0)
+			// The whole directory is written, zeros after the last entry
+			// included: a zero entry ends the listing, and a hole there
+			// would leave what a flashed device held before (`ballast
+			// flash` and bmaptool skip holes).
+			at, space := int64(0), int64(0)
 			if n == root && !l.fat32 {
 				at = int64(l.reserved+2*l.fatSectors) * sectorSize
+				space = int64(l.rootDirSectors) * sectorSize
 			} else {
 				at = l.clusterOffset(n.cluster)
+				space = int64(n.clusters) * l.clusterBytes()
 			}
+			b = append(b, make([]byte, space-int64(len(b)))...)
 			if err := write(b, at, "directory /"+e.Path); err != nil {
 				return err
 			}
