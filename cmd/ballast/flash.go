@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,6 +22,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/ballast-os/ballast/imagebuild/bmap"
 )
 
 // flasher writes an image to a device. The paths into /proc and /sys are
@@ -30,13 +34,16 @@ type flasher struct {
 	swaps     string // /proc/swaps
 	sysDev    string // /sys/dev/block
 	yes       bool
+	// bmap is the block map --bmap names; "" looks for IMAGE.bmap.
+	bmap string
 	// terminal draws a redrawn progress line instead of quiet lines.
 	terminal bool
 }
 
 func runFlash(ctx context.Context, env Env, args []string) error {
-	fs := newFlags(env, "flash", "[--yes] IMAGE DEVICE")
+	fs := newFlags(env, "flash", "[--yes] [--bmap FILE] IMAGE DEVICE")
 	yes := fs.Bool("yes", false, "do not ask before overwriting DEVICE")
+	bmapPath := fs.String("bmap", "", "the image's block map (default: IMAGE.bmap when it exists, else the image's holes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -44,7 +51,7 @@ func runFlash(ctx context.Context, env Env, args []string) error {
 		fs.Usage()
 		return fmt.Errorf("%w: name an image and a device (ballast flash out/ballast-rpi4.img /dev/sdX)", errUsage)
 	}
-	f := &flasher{env: env, mountInfo: "/proc/self/mountinfo", swaps: "/proc/swaps", sysDev: "/sys/dev/block", yes: *yes}
+	f := &flasher{env: env, mountInfo: "/proc/self/mountinfo", swaps: "/proc/swaps", sysDev: "/sys/dev/block", yes: *yes, bmap: *bmapPath}
 	if fd, ok := env.Stderr.(interface{ Fd() uintptr }); ok {
 		f.terminal = term.IsTerminal(int(fd.Fd()))
 	}
@@ -69,6 +76,10 @@ func (f *flasher) flash(ctx context.Context, image, device string) error {
 		return fmt.Errorf("flash: %s is not an image file", image)
 	}
 	size := ist.Size()
+	plan, err := f.plan(img, image, size)
+	if err != nil {
+		return err
+	}
 
 	dst, err := os.Stat(device)
 	if err != nil {
@@ -110,7 +121,8 @@ func (f *flasher) flash(ctx context.Context, image, device string) error {
 	} else if err != nil {
 		return fmt.Errorf("flash: %w", err)
 	}
-	sum, err := f.copy(ctx, out, img, size)
+	fmt.Fprintf(f.env.Stderr, "writing %s of %s (ranges from %s; holes skipped)\n", humanize.IBytes(uint64(plan.total())), humanize.IBytes(uint64(size)), plan.source)
+	err = f.write(ctx, out, img, plan)
 	if err == nil {
 		// The card must hold the bytes before anyone pulls it.
 		if err = out.Sync(); err != nil {
@@ -125,39 +137,138 @@ func (f *flasher) flash(ctx context.Context, image, device string) error {
 	}
 
 	fmt.Fprintf(f.env.Stderr, "verifying %s\n", device)
-	got, err := readBackSHA256(ctx, device, size)
-	if err != nil {
-		return fmt.Errorf("flash: reading back %s: %w", device, err)
-	}
-	if got != sum {
-		return fmt.Errorf("flash: %s reads back with SHA-256 %s, the image has %s: the device is faulty or was changed while writing", device, got, sum)
+	if err := readBack(ctx, device, plan); err != nil {
+		return fmt.Errorf("flash: %w", err)
 	}
 	if block {
 		rereadPartitions(device)
 	}
-	fmt.Fprintf(f.env.Stdout, "wrote %s to %s and read it back: sha256 %s\n", image, device, sum)
+	fmt.Fprintf(f.env.Stdout, "wrote %s to %s and read it back: %s in %d ranges of a %s image, SHA-256 of each range checked (the holes between them were not written)\n",
+		image, device, humanize.IBytes(uint64(plan.total())), len(plan.pieces), humanize.IBytes(uint64(size)))
 	return nil
 }
 
-// copy writes every byte of the image, zeros included: the init formats
-// the data partition only when it finds no file system there, so stale
-// data from the card's last life must not survive.
-func (f *flasher) copy(ctx context.Context, w io.Writer, r io.Reader, size int64) (string, error) {
-	h := sha256.New()
+// piece is one range of the image to write; sha256 is what the block map
+// says its bytes hash to ("" for a range found from the image itself),
+// and got what they hashed to while writing.
+type piece struct {
+	bmap.Span
+	sha256, got string
+}
+
+// flashPlan is what flash writes: the image's mapped ranges, in order.
+type flashPlan struct {
+	pieces []piece
+	source string // where the ranges came from, for the user
+}
+
+func (p *flashPlan) total() int64 {
+	var n int64
+	for _, pc := range p.pieces {
+		n += pc.Len
+	}
+	return n
+}
+
+// plan finds what to write: the ranges of the image's block map (--bmap,
+// else IMAGE.bmap when it exists) or, without one, the image's data found
+// through its holes. Either way the regions whose zeros matter (the
+// partition tables, the first MiB of every partition: the init formats
+// BALLAST_DATA only when its first MiB is zeros) are written too, whatever
+// a block map made elsewhere says, so nothing the device held before
+// survives where the image means zeros.
+func (f *flasher) plan(img *os.File, image string, size int64) (*flashPlan, error) {
+	path := f.bmap
+	if path == "" {
+		if _, err := os.Stat(bmap.PathFor(image)); err == nil {
+			path = bmap.PathFor(image)
+		}
+	}
+	if path == "" {
+		spans, err := bmap.Map(img, bmap.BlockSize)
+		if err != nil {
+			return nil, fmt.Errorf("flash: %s: %w", image, err)
+		}
+		p := &flashPlan{source: "the image's holes, no block map"}
+		for _, s := range spans {
+			p.pieces = append(p.pieces, piece{Span: s})
+		}
+		return p, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("flash: %w", err)
+	}
+	b, err := bmap.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("flash: %s: %w", path, err)
+	}
+	if b.ImageSize != size {
+		return nil, fmt.Errorf("flash: block map %s is for a %d-byte image; %s has %d bytes (rebuilt since? remove the map or give --bmap)", path, b.ImageSize, image, size)
+	}
+	key, err := bmap.KeySpans(img, size)
+	if err != nil {
+		return nil, fmt.Errorf("flash: %s: %w", image, err)
+	}
+	var mapped []bmap.Span
+	p := &flashPlan{source: "block map " + path}
+	for _, r := range b.Ranges {
+		p.pieces = append(p.pieces, piece{Span: b.Span(r), sha256: r.SHA256})
+		mapped = append(mapped, b.Span(r))
+	}
+	for _, k := range bmap.Merge(key, bmap.BlockSize, size) {
+		for _, s := range uncovered(k, mapped) {
+			p.pieces = append(p.pieces, piece{Span: s})
+		}
+	}
+	slices.SortFunc(p.pieces, func(a, b piece) int { return cmp.Compare(a.Off, b.Off) })
+	return p, nil
+}
+
+// uncovered returns the parts of s that no span in sorted covers.
+func uncovered(s bmap.Span, sorted []bmap.Span) []bmap.Span {
+	var out []bmap.Span
+	at := s.Off
+	for _, c := range sorted {
+		if c.End() <= at || c.Off >= s.End() {
+			continue
+		}
+		if c.Off > at {
+			out = append(out, bmap.Span{Off: at, Len: c.Off - at})
+		}
+		at = max(at, c.End())
+	}
+	if at < s.End() {
+		out = append(out, bmap.Span{Off: at, Len: s.End() - at})
+	}
+	return out
+}
+
+// write copies each range of the plan from the image to the same offset
+// of the device, hashing it as it goes, and stops at a range whose bytes
+// differ from its block map's checksum.
+func (f *flasher) write(ctx context.Context, w io.WriterAt, r io.ReaderAt, plan *flashPlan) error {
+	size := plan.total()
 	buf := make([]byte, 4<<20)
 	var done int64
 	start := time.Now()
 	lastPct := -1
-	for {
-		if err := ctx.Err(); err != nil {
-			return "", err
-		}
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil {
-				return "", fmt.Errorf("flash: writing at byte %d: %w", done, err)
+	for i := range plan.pieces {
+		pc := &plan.pieces[i]
+		h := sha256.New()
+		for off := pc.Off; off < pc.End(); {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			n := int(min(int64(len(buf)), pc.End()-off))
+			if _, err := r.ReadAt(buf[:n], off); err != nil {
+				return fmt.Errorf("flash: reading the image at byte %d: %w", off, err)
+			}
+			if _, err := w.WriteAt(buf[:n], off); err != nil {
+				return fmt.Errorf("flash: writing at byte %d: %w", off, err)
 			}
 			h.Write(buf[:n])
+			off += int64(n)
 			done += int64(n)
 			pct := int(done * 100 / max(size, 1))
 			switch {
@@ -169,39 +280,40 @@ func (f *flasher) copy(ctx context.Context, w io.Writer, r io.Reader, size int64
 			}
 			lastPct = pct
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			return "", fmt.Errorf("flash: reading image: %w", rerr)
+		pc.got = hex.EncodeToString(h.Sum(nil))
+		if pc.sha256 != "" && pc.got != pc.sha256 {
+			return fmt.Errorf("flash: the image's bytes %d-%d differ from its block map (SHA-256 %s, the map says %s): the image changed since the map was written; the device is partly written, flash again with a matching map", pc.Off, pc.End()-1, pc.got, pc.sha256)
 		}
 	}
 	if f.terminal {
 		fmt.Fprintln(f.env.Stderr)
 	}
-	if done != size {
-		return "", fmt.Errorf("flash: the image changed size while writing (%d of %d bytes)", done, size)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return nil
 }
 
-// readBackSHA256 hashes the first size bytes of device, after asking the
-// kernel to drop its cached pages so the bytes come from the medium.
-func readBackSHA256(ctx context.Context, device string, size int64) (string, error) {
+// readBack reads every range of the plan from device, after asking the
+// kernel to drop its cached pages so the bytes come from the medium, and
+// compares each range's SHA-256 with what was written.
+func readBack(ctx context.Context, device string, plan *flashPlan) error {
 	d, err := os.Open(device)
 	if err != nil {
-		return "", err
+		return fmt.Errorf("reading back %s: %w", device, err)
 	}
 	defer d.Close()
 	unix.Fadvise(int(d.Fd()), 0, 0, unix.FADV_DONTNEED)
 	if st, err := d.Stat(); err == nil && st.Mode()&os.ModeDevice != 0 {
 		unix.IoctlSetInt(int(d.Fd()), unix.BLKFLSBUF, 0)
 	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.LimitReader(&ctxReader{ctx, d}, size)); err != nil {
-		return "", err
+	for _, pc := range plan.pieces {
+		h := sha256.New()
+		if _, err := io.Copy(h, &ctxReader{ctx, io.NewSectionReader(d, pc.Off, pc.Len)}); err != nil {
+			return fmt.Errorf("reading back %s at byte %d: %w", device, pc.Off, err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != pc.got {
+			return fmt.Errorf("%s reads back bytes %d-%d with SHA-256 %s, the image has %s: the device is faulty or was changed while writing", device, pc.Off, pc.End()-1, got, pc.got)
+		}
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return nil
 }
 
 type ctxReader struct {

@@ -26,7 +26,8 @@ func runRun(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("%w: name one image (.img or .iso)", errUsage)
 	}
 	image := fs.Arg(0)
-	if _, err := os.Stat(image); err != nil {
+	st, err := os.Stat(image)
+	if err != nil {
 		return err
 	}
 	opts := qemutest.Options{Memory: *memory, CPUs: *cpus, Forwards: map[int]int{}, OpenNetwork: true}
@@ -35,6 +36,12 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	} else {
 		opts.Disk = image
 		opts.DiskSize = int64(*diskGiB) << 30
+		if opts.DiskSize > 0 && opts.DiskSize < st.Size() {
+			// The guest would lose the image's end: the backup GPT, and
+			// the data partition of an image with a runtime.
+			return fmt.Errorf("%w: --disk-size %d is smaller than %s (%.1f GiB): give at least %d, or 0 for the image's own size",
+				errUsage, *diskGiB, image, float64(st.Size())/(1<<30), (st.Size()+1<<30-1)>>30)
+		}
 	}
 	if *uefi {
 		opts.Firmware = qemutest.UEFI
