@@ -15,7 +15,8 @@ import (
 // a static address that cuts the node off, a bootcmd that fails. So a
 // changed config is on trial: it becomes the "last good config" (what a
 // broken config falls back to) only once a boot with it is healthy, that
-// is ready and, where the node runs k3s, its node Ready. A config that
+// is ready with no step failed and, where the node runs k3s, its node
+// Ready. A config that
 // has had its boots (ballast.config_trial.boots) without getting there is
 // set aside and the last good one applied until the config changes; a
 // boot that is not healthy within the time-out reboots to get there
@@ -74,7 +75,7 @@ func (s *system) beginTrial(db *state.DB, cfg *cloudconfig.Config, info agent.Co
 }
 
 // superviseTrial confirms the config on trial once this boot is healthy
-// (bootReady: the boot steps succeeded; then the node Ready, where k3s
+// (bootReady: every boot step succeeded; then the node Ready, where k3s
 // runs), or reboots when the boot is not healthy within the trial's
 // time-out and a good config exists to fall back to.
 func (s *system) superviseTrial(ctx context.Context, bootReady bool) {

@@ -35,6 +35,7 @@ import (
 	"github.com/ballast-os/ballast/init/state"
 	"github.com/ballast-os/ballast/init/supervise"
 	"github.com/ballast-os/ballast/init/timesync"
+	"github.com/ballast-os/ballast/init/watchdog"
 	"github.com/ballast-os/ballast/init/writefiles"
 )
 
@@ -84,6 +85,9 @@ type system struct {
 	// when this boot runs no k3s.
 	nodeReady chan struct{}
 	trial     trial // the config generation on trial, if any
+	// wd is the armed hardware watchdog: nil until the watchdog step,
+	// and on a machine without one.
+	wd *watchdog.Watchdog
 }
 
 func newSystem(log *slog.Logger, out io.Writer, ring *console.Ring, kernelStart time.Time) *system {
@@ -96,6 +100,7 @@ func newSystem(log *slog.Logger, out io.Writer, ring *console.Ring, kernelStart 
 	s.run = &bootstep.Runner{Phase: bootstep.PhaseSystem, Clock: bootstep.SystemClock{}, KernelStart: kernelStart, Log: log}
 	s.sup = &supervise.Supervisor{LogDir: "/var/log", Console: out, Log: log}
 	s.reap = &supervise.Reaper{Log: log}
+	s.reap.Tick = s.petWatchdog
 	var id [8]byte
 	rand.Read(id[:])
 	s.bootIDHex = hex.EncodeToString(id[:])
@@ -110,6 +115,9 @@ func (s *system) steps() []bootstep.Step {
 	return []bootstep.Step{
 		{Name: "mounts", Run: s.checkMounts},
 		{Name: "devices", Run: s.coldplug},
+		// As soon as its driver is loaded: from here a hung kernel or a
+		// wedged PID 1 resets the board.
+		{Name: "watchdog", Run: s.armWatchdog},
 		// Not cancelled by a shutdown request: a format or a partition
 		// table rewrite cut short is what bricks a node.
 		{Name: "data-partition", Run: func(ctx context.Context) error { return s.dataPartition(context.WithoutCancel(ctx)) }},
@@ -160,7 +168,11 @@ func runSystem(ctx context.Context, s *system) {
 	db, num := s.db, s.bootNum
 	s.mu.Unlock()
 	if early == nil {
-		go s.superviseTrial(ctx, err == nil)
+		// Healthy needs every step done without an error: a bootcmd
+		// that fails or a network that did not come up is a config that
+		// does not work, even where the boot goes on.
+		stepsOK := err == nil && !slices.ContainsFunc(s.run.Stages(), func(st agent.Stage) bool { return st.Error != "" })
+		go s.superviseTrial(ctx, stepsOK)
 	}
 	result := "ready"
 	if err != nil {

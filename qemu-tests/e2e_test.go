@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -203,6 +204,9 @@ func checkBoot(t *testing.T, m *Machine, sc scenario, st *agent.Status) {
 	if st.Hostname != sc.hostname {
 		t.Errorf("status hostname %q, want %q", st.Hostname, sc.hostname)
 	}
+	if m.opts.Arch == AMD64 {
+		checkWatchdog(t, m, st)
+	}
 	if got := strings.TrimSpace(nodeExec(t, m, "hostname")); got != sc.hostname {
 		t.Errorf("hostname on the node: %q, want %q", got, sc.hostname)
 	}
@@ -246,6 +250,51 @@ func checkBoot(t *testing.T, m *Machine, sc scenario, st *agent.Status) {
 	if t.Failed() {
 		t.Logf("sshd log:\n%s", nodeExec(t, m, "tail", "-n", "30", "/var/log/sshd.log"))
 	}
+}
+
+// watchdogLine is the init's console line for the harness's i6300esb.
+var watchdogLine = regexp.MustCompile(`^ballast: watchdog: i6300ESB timer, 60 s\b`)
+
+// checkWatchdog asserts that the init armed QEMU's i6300esb with a 60 s
+// timeout and keeps it alive: the status says so, the kernel's sysfs
+// shows the timer active with that timeout, and the keep-alives go on
+// (the count grows within two ping intervals).
+func checkWatchdog(t *testing.T, m *Machine, st *agent.Status) {
+	t.Helper()
+	w := st.Watchdog
+	if w == nil {
+		t.Errorf("status reports no watchdog; QEMU has an i6300esb")
+		return
+	}
+	if w.Device != "/dev/watchdog0" || w.Identity != "i6300ESB timer" || w.TimeoutS != 60 || w.State != "armed" || w.Pings < 1 {
+		t.Errorf("status watchdog %+v, want /dev/watchdog0, i6300ESB timer, 60 s, armed, pinged", *w)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	line, err := m.WaitConsole(ctx, watchdogLine)
+	if err != nil {
+		t.Errorf("console line %q: %v", watchdogLine, err)
+	}
+	sysfs := nodeExec(t, m, "sh", "-c", "cd /sys/class/watchdog/watchdog0 && cat identity state timeout")
+	t.Logf("TEMP watchdogs: %s", nodeExec(t, m, "sh", "-c", "ls /sys/class/watchdog; cat /sys/class/watchdog/*/identity; lsmod | grep -i -e wdt -e tco -e 6300 -e lpc -e softdog; ls /sys/class/watchdog/watchdog0/"))
+	if sysfs != "i6300ESB timer\nactive\n60\n" {
+		t.Errorf("guest sysfs identity, state, timeout: %q, want i6300ESB timer, active, 60", sysfs)
+	}
+	// Keep-alives every 15 s: within a minute the count grows.
+	var last *agent.Watchdog
+	err = m.WaitFor(ctx, "a watchdog keep-alive", 2*time.Second, func(ctx context.Context) (bool, error) {
+		s, err := m.Status(ctx)
+		if err != nil || s.Watchdog == nil {
+			return false, nil
+		}
+		last = s.Watchdog
+		return last.Pings > w.Pings && last.LastPing.After(w.LastPing), nil
+	})
+	if err != nil {
+		t.Errorf("no keep-alive after %d at %s: %v (last: %+v)", w.Pings, w.LastPing, err, last)
+		return
+	}
+	t.Logf("console %q; status %+v", line, *last)
 }
 
 func runcmdLines(t *testing.T, m *Machine) int {
@@ -414,5 +463,97 @@ func TestE2EPowerButton(t *testing.T) {
 	}
 	if err := m.Wait(ctx); err != nil {
 		t.Fatalf("QEMU did not exit after the power-off: %v", err)
+	}
+}
+
+// TestE2EConfigTrial: a config that parses but breaks the boot (a bootcmd
+// that fails: the boot goes on, with a failed step) is on trial: it never becomes the last good config, the node
+// reboots by itself when a trial boot is not healthy within its time-out,
+// and after its boots the last good config is applied again.
+func TestE2EConfigTrial(t *testing.T) {
+	useCores(t, prioShort, 1)
+	img := testImage(t, ImageRawEnv, "ballast-x86_64.img")
+	const base = "#cloud-config\nballast:\n  runtime: none\n  agent: {privileged: true}\n"
+	good := base + "hostname: trial-good\n"
+	bad := base + "  config_trial: {boots: 2, timeout: 1m}\nhostname: trial-bad\nbootcmd: [\"exit 3\"]\n"
+	m := startMachine(t, Options{Disk: img, UserData: []byte(good)})
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+
+	// status waits for this boot's config step and the end of its steps
+	// (ready, or failed by the bootcmd) and returns the status.
+	status := func(what string, done func(*agent.Status) bool) *agent.Status {
+		t.Helper()
+		var st *agent.Status
+		err := m.WaitFor(ctx, what, time.Second, func(ctx context.Context) (bool, error) {
+			s, err := m.Status(ctx)
+			if err != nil {
+				return false, nil
+			}
+			st = s
+			return done(s), nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v (last status: %+v)", what, err, st)
+		}
+		return st
+	}
+	stepsDone := func(st *agent.Status) bool {
+		for _, s := range st.Boot.Stages {
+			if s.Name == "runcmd" {
+				return true
+			}
+		}
+		return false
+	}
+
+	bootcmdFailed := func(st *agent.Status) bool {
+		return slices.ContainsFunc(st.Boot.Stages, func(s agent.Stage) bool { return s.Name == "bootcmd" && s.Error != "" })
+	}
+
+	st := status("the first config confirmed", func(st *agent.Status) bool { return st.Config.Confirmed })
+	if st.Config.Generation != 1 || !st.Boot.Ready {
+		t.Fatalf("first boot: config %+v, ready %v", st.Config, st.Boot.Ready)
+	}
+
+	if err := m.SetUserData([]byte(bad)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reboot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Trial boot 1: the boot fails and, after the 1m time-out, the node
+	// reboots by itself (QEMU runs with -no-reboot: it exits).
+	st = status("trial boot 1", stepsDone)
+	if st.Config.Generation != 2 || st.Config.Confirmed || st.Config.TrialBoots != 1 || st.Hostname != "trial-bad" || !bootcmdFailed(st) {
+		t.Fatalf("trial boot 1: config %+v, hostname %q, stages %+v", st.Config, st.Hostname, st.Boot.Stages)
+	}
+	if err := m.Wait(ctx); err != nil {
+		t.Fatalf("no reboot at the trial's time-out: %v", err)
+	}
+	if _, err := m.WaitConsole(ctx, regexp.MustCompile(`generation 2 is on trial \(boot 1 of 2\) and this boot is not healthy after 1m0s: rebooting to try it again`)); err != nil {
+		t.Errorf("the console does not say why it rebooted: %v", err)
+	}
+	if err := m.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Trial boot 2, rebooted by hand this time.
+	st = status("trial boot 2", stepsDone)
+	if st.Config.Generation != 2 || st.Config.TrialBoots != 2 || !bootcmdFailed(st) {
+		t.Fatalf("trial boot 2: config %+v, stages %+v", st.Config, st.Boot.Stages)
+	}
+	if err := m.Reboot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The trial is over: the last good config, and a ready boot.
+	st = waitReady(t, m)
+	if st.Config.Generation != 1 || st.Config.SetAside != 2 || !st.Config.Confirmed || !st.Config.UsedLastGood || st.Hostname != "trial-good" {
+		t.Fatalf("after the trial: config %+v, hostname %q", st.Config, st.Hostname)
+	}
+	if _, err := m.WaitConsole(ctx, regexp.MustCompile(`generation 2 did not bring this node up in 2 boots: applying the last good config \(generation 1\)`)); err != nil {
+		t.Errorf("the console does not say the config was set aside: %v", err)
+	}
+	if err := m.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
 	}
 }

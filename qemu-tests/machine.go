@@ -555,6 +555,16 @@ func (m *Machine) Reboot(ctx context.Context) error {
 	return m.start()
 }
 
+// SetUserData replaces the cloud-config passed through fw_cfg from the
+// next start of QEMU on (Reboot, Restart); the machine must have been
+// started with Options.UserData.
+func (m *Machine) SetUserData(doc []byte) error {
+	if m.lay.UserData == "" {
+		return errors.New("qemutest: SetUserData on a machine started without Options.UserData")
+	}
+	return os.WriteFile(m.lay.UserData, doc, 0o600)
+}
+
 // Restart starts QEMU again on the same disk after it exited (after
 // Shutdown, say).
 func (m *Machine) Restart(ctx context.Context) error {

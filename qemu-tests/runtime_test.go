@@ -114,10 +114,22 @@ func TestE2ERuntime(t *testing.T) {
 	if p := writeLoginKey(sc, m); p != "" {
 		t.Logf("log in: ssh -i %s -p %d -o StrictHostKeyChecking=no root@127.0.0.1", p, m.HostPort(22))
 	}
-	waitReady(t, m)
+	first := waitReady(t, m)
+	if first.Config.Confirmed || first.Config.TrialBoots != 1 {
+		t.Errorf("the first config is confirmed before the node is Ready: %+v", first.Config)
+	}
 	st := waitNodeReady(t, m, runtimeDeadline)
 	logNode(t, st)
 	api := apiClient(t, m)
+	// A Ready node confirms the config on trial: it is now the last good one.
+	cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+	if err := m.WaitFor(cctx, "config confirmed", time.Second, func(ctx context.Context) (bool, error) {
+		s, err := m.Status(ctx)
+		return err == nil && s.Config.Confirmed, nil
+	}); err != nil {
+		t.Errorf("the node is Ready and its config is still on trial: %v", err)
+	}
+	ccancel()
 
 	waitPodsRunning(t, m, api, runtimeDeadline, map[string]string{
 		"kube-system/coredns":                "k8s-app=kube-dns",
