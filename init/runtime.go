@@ -3,13 +3,17 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ballast-os/ballast/cloud-config"
 	"github.com/ballast-os/ballast/init/agent"
+	"github.com/ballast-os/ballast/init/datapart"
 	"github.com/ballast-os/ballast/init/kubenode"
 )
 
@@ -26,6 +30,67 @@ const (
 	// Node (an agent has no k3s.yaml); it points at the agent's load balancer.
 	k3sAgentKC = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 )
+
+// The data partition's room for k3s, checked before it starts.
+const (
+	// k3sImagesSize is what importing the packaged images takes on the
+	// data partition: 44 MB of zstd layers copied into containerd's
+	// content store and 175 MB unpacked into its snapshotter (the default
+	// image's agent/images, measured 2026-12-07), with the file system's
+	// rounding.
+	k3sImagesSize = 256 << 20
+	// k3sDataMin is the smallest data file system (statfs's size) k3s is
+	// started on: the images, the datastore and the components' first
+	// logs, under the 85% use at which the kubelet starts collecting
+	// images. Smaller, the import fills it: the kubelet reports
+	// DiskPressure, the images are only partly there, and the packaged
+	// pods stay ContainerCreating, pulling from the internet.
+	k3sDataMin = 384 << 20
+	// k3sFreeMin is the free space under which the boot warns: the
+	// kubelet evicts pods under 5% free (componentargs' evictionHard).
+	k3sFreeMin = 128 << 20
+)
+
+// dataSpace decides whether k3s starts on a data file system of size
+// bytes with free bytes available; imported tells whether containerd
+// already holds the images (a later boot). An error refuses k3s and says
+// what is needed; a warning starts it anyway, since a node that fills its
+// disk must come back once the space is freed.
+func dataSpace(size, free uint64, imported bool) (warning string, err error) {
+	mib := func(n uint64) uint64 { return n >> 20 }
+	switch {
+	case size < k3sDataMin:
+		return "", fmt.Errorf("the data partition is %d MiB; k3s needs at least %d MiB (its images alone take %d MiB): give the VM a larger disk or flash a larger card (the partition grows to fill the disk at the next boot)",
+			mib(size), mib(k3sDataMin), mib(k3sImagesSize))
+	case !imported && free < k3sImagesSize:
+		return "", fmt.Errorf("the data partition has %d MiB free of %d MiB; importing k3s's images needs %d MiB free: free some space (/var/lib/rancher, /var/log, /home) or grow the disk",
+			mib(free), mib(size), mib(k3sImagesSize))
+	case free < k3sFreeMin || free < size/10:
+		return fmt.Sprintf("the data partition has %d MiB free of %d MiB: the kubelet reports DiskPressure and evicts pods under 5%% free; free some space (pods' hostPath volumes, /var/log) or grow the disk",
+			mib(free), mib(size)), nil
+	}
+	return "", nil
+}
+
+// containerdRoot is where k3s's containerd keeps images and snapshots.
+const containerdRoot = "/var/lib/rancher/k3s/agent/containerd"
+
+// checkDataSpace applies dataSpace to the mounted data partition; a live
+// boot on tmpfs is not checked.
+func (s *system) checkDataSpace() (string, error) {
+	s.mu.Lock()
+	tmpfs := s.data.TmpFS
+	s.mu.Unlock()
+	if tmpfs {
+		return "", nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.path(datapart.MountPoint), &st); err != nil {
+		return "", fmt.Errorf("the data partition's free space: %w", err)
+	}
+	_, err := os.Stat(s.path(containerdRoot))
+	return dataSpace(st.Blocks*uint64(st.Bsize), st.Bavail*uint64(st.Bsize), err == nil)
+}
 
 // linkImages symlinks every archive in src into dst, and removes links in
 // dst that point into src at files no longer there.

@@ -236,13 +236,19 @@ func (s *system) startServices(ctx context.Context) error {
 			errs = append(errs, err.Error())
 		}
 	}
-	if err := s.startRuntime(ctx, cfg); err != nil {
+	var warning error
+	if err := s.startRuntime(ctx, cfg); errors.Is(err, bootstep.ErrWarn) {
+		warning = err
+	} else if err != nil {
 		errs = append(errs, err.Error())
 	}
 	if len(errs) > 0 {
+		if warning != nil {
+			errs = append(errs, warning.Error())
+		}
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
-	return nil
+	return warning
 }
 
 // k3sBinaries are where the runtime may be installed, first found wins.
@@ -271,6 +277,12 @@ func (s *system) startRuntime(ctx context.Context, cfg *cloudconfig.Config) erro
 		s.log.Info("no runtime in this image", "looked", strings.Join(k3sBinaries, " "))
 		return nil
 	}
+	// Before k3s fills a partition too small for its images and leaves
+	// the node half-pulled with nothing saying why.
+	warning, err := s.checkDataSpace()
+	if err != nil {
+		return fmt.Errorf("not starting k3s: %w", err)
+	}
 	if err := writeRuntimeConfig(s.root, cfg); err != nil {
 		return err
 	}
@@ -291,6 +303,9 @@ func (s *system) startRuntime(ctx context.Context, cfg *cloudconfig.Config) erro
 	go s.watchNode(ctx, ready, func() string {
 		return nodeName(cfg, s.hostname, func(p string) ([]byte, error) { return os.ReadFile(s.path(p)) })
 	}, kubeconfig)
+	if warning != "" {
+		return bootstep.Warn(errors.New(warning))
+	}
 	return nil
 }
 
