@@ -85,3 +85,22 @@ func TestPiBoardsCarryWiFi(t *testing.T) {
 		t.Error("x86_64 carries wpasupplicant: the default image must not grow")
 	}
 }
+
+// TestBoardsKeepWatchdogDrivers: the init arms the board's hardware
+// watchdog with the driver the devices step loads from the system image
+// (i6300esb in QEMU, iTCO_wdt on PCs, bcm2835_wdt on a Pi 3 and 4, where
+// the bcm2835-pm MFD is built into Debian's kernel and creates the
+// device the module binds to); no board may leave drivers/watchdog out.
+func TestBoardsKeepWatchdogDrivers(t *testing.T) {
+	for _, n := range Names() {
+		b, err := Get(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range b.ModuleExcludes {
+			if dir := "drivers/watchdog"; dir == x || strings.HasPrefix(dir, x+"/") || strings.HasPrefix(x, dir+"/") {
+				t.Errorf("%s: module_excludes %s drops watchdog drivers", n, x)
+			}
+		}
+	}
+}

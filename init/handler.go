@@ -38,7 +38,12 @@ func (h *handler) Status() agent.Status {
 		n.Stages = slices.Clone(n.Stages)
 		st.Node = &n
 	}
+	wd := s.wd
 	s.mu.Unlock()
+	if wd != nil {
+		w := wd.Status()
+		st.Watchdog = &w
+	}
 	st.Boot.Stages = s.run.Stages()
 	st.Kernel = unix.ByteSliceToString(u.Release[:])
 	st.Arch = goarch

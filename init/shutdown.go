@@ -108,6 +108,9 @@ func findInputDevice(sysClassInput, name string) string {
 	return ""
 }
 
+// serviceStopTimeout is how long each service has to stop at shutdown.
+const serviceStopTimeout = 10 * time.Second
+
 // doShutdown stops services, records the boot, syncs, unmounts the data
 // partition and its binds, remounts the root read-only and reboots or
 // powers off. It does not return.
@@ -117,7 +120,8 @@ func (s *system) doShutdown(r shutdownRequest) {
 		what = "poweroff"
 	}
 	s.log.Info("shutting down", "action", what, "why", r.why)
-	s.sup.StopAll(context.Background(), 10*time.Second)
+	s.watchdogForShutdown(len(s.sup.Status()))
+	s.sup.StopAll(context.Background(), serviceStopTimeout)
 	// What is left (orphans, commands) gets TERM, then KILL.
 	unix.Kill(-1, unix.SIGTERM)
 	time.Sleep(500 * time.Millisecond)
@@ -149,6 +153,9 @@ func (s *system) doShutdown(r shutdownRequest) {
 	cmd := unix.LINUX_REBOOT_CMD_RESTART
 	if r.poweroff {
 		cmd = unix.LINUX_REBOOT_CMD_POWER_OFF
+	}
+	if r.poweroff {
+		s.disarmWatchdogForPoweroff()
 	}
 	s.log.Info("bye", "action", what)
 	if err := unix.Reboot(cmd); err != nil {

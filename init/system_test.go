@@ -209,7 +209,7 @@ func TestSystemStepTableOrder(t *testing.T) {
 	for _, st := range testSystem(t).steps() {
 		names = append(names, st.Name)
 	}
-	want := "mounts,devices,data-partition,cgroups,state,cloud-config,modules,sysctls,hostname,network,time,config-url,users,write-files,bootcmd,services,runcmd"
+	want := "mounts,devices,watchdog,data-partition,cgroups,state,cloud-config,modules,sysctls,hostname,network,time,config-url,users,write-files,bootcmd,services,runcmd"
 	if strings.Join(names, ",") != want {
 		t.Fatalf("steps = %s", strings.Join(names, ","))
 	}

@@ -75,6 +75,24 @@ type Status struct {
 	Cgroups  Cgroups   `json:"cgroups"`
 	// Node is the Kubernetes node's state once a runtime runs; nil before.
 	Node *Node `json:"node,omitempty"`
+	// Watchdog is the hardware watchdog PID 1 keeps alive; nil when the
+	// machine has none (or before the boot step that arms it).
+	Watchdog *Watchdog `json:"watchdog,omitempty"`
+}
+
+// Watchdog is the armed hardware watchdog.
+type Watchdog struct {
+	Device   string `json:"device"`   // /dev/watchdog0
+	Identity string `json:"identity"` // the driver's name: "i6300ESB timer"
+	// TimeoutS is what the device reports: without a keep-alive for this
+	// long, the board resets.
+	TimeoutS int `json:"timeout_s"`
+	// State is "armed" (kept alive), "shutdown" (keep-alives stopped; the
+	// shutdown must end within TimeoutS) or "disarmed" (before power-off).
+	State string `json:"state"`
+	// Pings counts keep-alives in this boot; LastPing is the latest.
+	Pings    int       `json:"pings"`
+	LastPing time.Time `json:"last_ping"`
 }
 
 // Boot describes the current boot.

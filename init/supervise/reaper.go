@@ -29,6 +29,10 @@ type Reaper struct {
 	Proc  string        // /proc
 	Grace time.Duration // default 2s
 	Log   *slog.Logger
+	// Tick, when set, runs at every pass of the loop: at least every
+	// Grace/2 while the reaper is alive, never once it is stuck. PID 1
+	// keeps its hardware watchdog alive from here.
+	Tick func()
 
 	mu     sync.Mutex
 	seen   map[zombie]time.Time
@@ -74,6 +78,9 @@ func (r *Reaper) Run(ctx context.Context) {
 		r.mu.Unlock()
 		if pending || r.Proc != "/proc" || zombieChild() {
 			r.Scan(time.Now())
+		}
+		if r.Tick != nil {
+			r.Tick()
 		}
 		select {
 		case <-ctx.Done():

@@ -221,6 +221,34 @@ func TestReaperReapsOrphansWithoutRacingWait(t *testing.T) {
 	}
 }
 
+// Tick runs at every pass of the reaper's loop, at least every Grace/2
+// (PID 1's watchdog keep-alive rides on it), and not once the loop ended.
+func TestReaperTicks(t *testing.T) {
+	var mu sync.Mutex
+	ticks := 0
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Reaper{Proc: t.TempDir(), Grace: 100 * time.Millisecond, Tick: func() { mu.Lock(); ticks++; mu.Unlock() }}
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	time.Sleep(520 * time.Millisecond)
+	cancel()
+	<-done
+	mu.Lock()
+	n := ticks
+	mu.Unlock()
+	// One at the start, then one per 50 ms tick: about 11; a loaded
+	// machine may lose some.
+	if n < 5 {
+		t.Fatalf("%d ticks in 520 ms with Grace 100 ms, want about 11", n)
+	}
+	time.Sleep(150 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if ticks != n {
+		t.Fatalf("Tick ran %d more times after Run returned", ticks-n)
+	}
+}
+
 func TestReadStatParsesCommWithSpaces(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "stat")
 	os.WriteFile(p, []byte("42 (a) b (c) Z 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0\n"), 0o644)
