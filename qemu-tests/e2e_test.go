@@ -276,7 +276,6 @@ func checkWatchdog(t *testing.T, m *Machine, st *agent.Status) {
 		t.Errorf("console line %q: %v", watchdogLine, err)
 	}
 	sysfs := nodeExec(t, m, "sh", "-c", "cd /sys/class/watchdog/watchdog0 && cat identity state timeout")
-	t.Logf("TEMP watchdogs: %s", nodeExec(t, m, "sh", "-c", "ls /sys/class/watchdog; cat /sys/class/watchdog/*/identity; lsmod | grep -i -e wdt -e tco -e 6300 -e lpc -e softdog; ls /sys/class/watchdog/watchdog0/"))
 	if sysfs != "i6300ESB timer\nactive\n60\n" {
 		t.Errorf("guest sysfs identity, state, timeout: %q, want i6300ESB timer, active, 60", sysfs)
 	}

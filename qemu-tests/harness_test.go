@@ -53,6 +53,8 @@ func TestArgs(t *testing.T) {
 			{[]string{"-device", "virtserialport,bus=vser0.0,chardev=agent,name=org.ballast.agent.0"}, true},
 			{[]string{"-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"}, true},
 			{[]string{"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + ovmfCode}, false},
+			{[]string{"-device", "i6300esb"}, true},
+			{[]string{"-action", "watchdog=reset"}, true},
 		}},
 		{"amd64 uefi kvm iso", Options{Firmware: UEFI, ISO: "/live.iso", Memory: 2048, CPUs: 1}, "kvm", []check{
 			{[]string{"-machine", "q35,accel=kvm"}, true},
@@ -66,6 +68,7 @@ func TestArgs(t *testing.T) {
 		{"arm64 uefi tcg", Options{Arch: ARM64, Disk: "/img"}, "tcg", []check{
 			{[]string{"-machine", "virt", "-accel", "tcg,thread=single"}, true},
 			{[]string{"-cpu", "cortex-a72"}, true},
+			{[]string{"-device", "i6300esb"}, false},
 			{[]string{"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + aavmfCode}, true},
 		}},
 		{"direct kernel", Options{Kernel: "/vmlinuz", Initrd: "/initrd", Append: "console=ttyS0", ExtraArgs: []string{"-s"}}, "tcg", []check{

@@ -260,6 +260,14 @@ func args(o Options, l layout) []string {
 	a = append(a, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile=")
 
 	a = append(a, "-device", "virtio-rng-pci")
+	if o.Arch == AMD64 {
+		// A hardware watchdog, as on a Pi: the image arms it, so every
+		// boot runs with it. One that fires resets the machine, which
+		// under -no-reboot ends QEMU with no "Restarting system" on the
+		// console: a test's Reboot or Wait then fails.
+		a = append(a, "-device", "i6300esb")
+	}
+	a = append(a, "-action", "watchdog=reset")
 	a = append(a,
 		"-device", "virtio-serial-pci,id=vser0",
 		"-chardev", "socket,id=agent,path="+l.AgentSock+",server=on,wait=off",
