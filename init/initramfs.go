@@ -135,19 +135,33 @@ func (s *initramfs) findRoot(ctx context.Context) error {
 	}
 	// MBR disks (the Raspberry Pi's) have no partition names: the command
 	// line names the disk by its MBR signature and the slot is a number.
+	// GPT disks are named by their disk GUID, so that a USB stick with
+	// another ballast image (a BALLAST_A partition of its own) cannot take
+	// the node at its next reboot.
 	var (
-		mbrSig  uint32
-		mbrPart int
+		mbrSig   uint32
+		mbrPart  int
+		diskGUID string
 	)
 	if v, ok := args["ballast.disk"]; ok && !s.root.Live {
-		sig, err := blockdev.ParseDiskSignature(v)
-		if err != nil {
-			return fmt.Errorf("ballast.disk=%s: %w", v, err)
+		if len(v) == 36 {
+			g, err := blockdev.ParseDiskGUID(v)
+			if err != nil {
+				return fmt.Errorf("ballast.disk=%s: %w", v, err)
+			}
+			diskGUID = g
+			want = fmt.Sprintf("partition BALLAST_%s of the disk with GPT GUID %s", slot, g)
+		} else {
+			sig, err := blockdev.ParseDiskSignature(v)
+			if err != nil {
+				return fmt.Errorf("ballast.disk=%s: %w", v, err)
+			}
+			mbrSig, mbrPart = sig, mbrSlotPartition[slot]
+			want = fmt.Sprintf("partition %d (slot %s) of the disk with MBR signature %08x", mbrPart, slot, sig)
 		}
-		mbrSig, mbrPart = sig, mbrSlotPartition[slot]
-		want = fmt.Sprintf("partition %d (slot %s) of the disk with MBR signature %08x", mbrPart, slot, sig)
 	}
 	s.log.Info("looking for the root", "want", want)
+	warned := false
 	d, err := blockdev.Wait(ctx, rootWait, 50*time.Millisecond, func() (blockdev.Device, bool, error) {
 		devs, err := blockdev.Scan("/sys/class/block")
 		if err != nil {
@@ -160,6 +174,22 @@ func (s *initramfs) findRoot(ctx context.Context) error {
 		if mbrSig != 0 {
 			if disk, ok := blockdev.DiskBySignature(devs, "/dev", mbrSig); ok {
 				if p, ok := blockdev.Partition(devs, disk.Name, mbrPart); ok {
+					return p, true, nil
+				}
+			}
+			return blockdev.Device{}, false, nil
+		}
+		if diskGUID != "" {
+			disk, n := blockdev.DiskByGUID(devs, "/dev", diskGUID)
+			if n == 0 {
+				return blockdev.Device{}, false, nil
+			}
+			if n > 1 && !warned {
+				warned = true
+				s.log.Warn("several disks have this image's GPT GUID (the same image flashed twice?): using the first", "guid", diskGUID, "disk", disk.Name)
+			}
+			for _, p := range blockdev.ByPartName(devs, "BALLAST_"+slot) {
+				if p.Disk == disk.Name {
 					return p, true, nil
 				}
 			}

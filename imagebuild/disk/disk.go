@@ -395,12 +395,14 @@ func BootTree(l Layout) (*filetree.Tree, error) {
 	if err := t.Merge(l.Boot); err != nil {
 		return nil, err
 	}
-	files, err := SystemdBootFiles(l.Arch, l.SystemdBootEFI, "ballast (slot A)", l.Cmdline+" ballast.slot=A")
+	// The root is pinned to this disk by its GUID (init/initramfs.go).
+	cmdline := l.Cmdline + " ballast.disk=" + GUID(l.seed(), "disk") + " ballast.slot=A"
+	files, err := SystemdBootFiles(l.Arch, l.SystemdBootEFI, "ballast (slot A)", cmdline)
 	if err != nil {
 		return nil, err
 	}
 	if l.GrubModulesDir != "" {
-		cfg, err := GrubConfig("ballast (slot A)", l.Cmdline+" ballast.slot=A")
+		cfg, err := GrubConfig("ballast (slot A)", cmdline)
 		if err != nil {
 			return nil, err
 		}

@@ -61,6 +61,9 @@ type Report struct {
 	GrubCmdline string `json:"grub_cmdline,omitempty"`
 	// DiskSignature is the MBR disk signature ("b018e464"), MBR only.
 	DiskSignature string `json:"disk_signature,omitempty"`
+	// DiskGUID is the GPT disk GUID, which the boot entries' ballast.disk=
+	// must name (the init looks for the root on that disk only), GPT only.
+	DiskGUID string `json:"disk_guid,omitempty"`
 	// Firmware lists the Raspberry Pi firmware files on the boot
 	// partition (bootcode.bin, start*.elf, fixup*.dat).
 	Firmware []string `json:"firmware,omitempty"`
@@ -138,6 +141,7 @@ func (r *Report) readDisk(b backend.Storage) error {
 		return fmt.Errorf("reading GPT: %w", err)
 	}
 	r.Scheme = "gpt"
+	r.DiskGUID = strings.ToLower(table.GUID)
 	var boot *Partition
 	for i, pt := range table.Partitions {
 		if pt.Type == gpt.Unused {
@@ -607,6 +611,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if r.DiskSignature != "" {
 		fmt.Fprintf(bw, "disk id:  %s (MBR signature)\n", r.DiskSignature)
+	}
+	if r.DiskGUID != "" {
+		fmt.Fprintf(bw, "disk id:  %s (GPT disk GUID)\n", r.DiskGUID)
 	}
 	if len(r.Firmware) > 0 {
 		fmt.Fprintf(bw, "firmware: %s\n", strings.Join(r.Firmware, " "))

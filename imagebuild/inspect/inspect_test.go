@@ -85,7 +85,10 @@ func TestInspectDisk(t *testing.T) {
 			t.Errorf("partition %d: %+v, want %+v", i+1, r.Partitions[i], w)
 		}
 	}
-	check(t, r, "console=ttyS0,115200 panic=10 ballast.slot=A")
+	if r.DiskGUID == "" {
+		t.Fatal("no GPT disk GUID in the report")
+	}
+	check(t, r, "console=ttyS0,115200 panic=10 ballast.disk="+r.DiskGUID+" ballast.slot=A")
 	if r.BootLabel != disk.BootLabel {
 		t.Errorf("boot label %q", r.BootLabel)
 	}

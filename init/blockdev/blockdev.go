@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Device is a disk or a partition as sysfs shows it.
@@ -203,6 +205,68 @@ func MBRSignature(r io.ReaderAt) (sig uint32, ok bool) {
 		}
 	}
 	return uint32(mbr[440]) | uint32(mbr[441])<<8 | uint32(mbr[442])<<16 | uint32(mbr[443])<<24, true
+}
+
+// GPTDiskGUID reads the disk GUID from a GPT header (LBA 1, for 512- and
+// 4096-byte sectors), as the canonical string; ok is false without a GPT.
+// Only the signature is checked: the header's CRC is for the partition
+// code, and a torn primary still names its disk.
+func GPTDiskGUID(r io.ReaderAt) (guid string, ok bool) {
+	for _, ss := range []int64{512, 4096} {
+		var h [92]byte
+		if _, err := r.ReadAt(h[:], ss); err != nil {
+			continue
+		}
+		if string(h[:8]) != "EFI PART" {
+			continue
+		}
+		// Mixed-endian on disk: the first three fields little-endian.
+		g := h[56:72]
+		var u uuid.UUID
+		u[0], u[1], u[2], u[3] = g[3], g[2], g[1], g[0]
+		u[4], u[5] = g[5], g[4]
+		u[6], u[7] = g[7], g[6]
+		copy(u[8:], g[8:16])
+		return u.String(), true
+	}
+	return "", false
+}
+
+// DiskByGUID returns the whole disk whose GPT disk GUID is guid (the
+// ballast.disk= of a GPT image, which pins the root to the disk the node
+// was flashed on: a USB stick with another ballast image cannot take it),
+// and how many disks have it (more than one: the same image flashed
+// twice; the first is taken).
+func DiskByGUID(devs []Device, devDir, guid string) (Device, int) {
+	var found Device
+	n := 0
+	for _, d := range devs {
+		if d.IsPartition() || d.Sectors == 0 || strings.HasPrefix(d.Name, "loop") || strings.HasPrefix(d.Name, "ram") {
+			continue
+		}
+		f, err := os.Open(d.Path(devDir))
+		if err != nil {
+			continue
+		}
+		got, ok := GPTDiskGUID(f)
+		f.Close()
+		if ok && strings.EqualFold(got, guid) {
+			if n == 0 {
+				found = d
+			}
+			n++
+		}
+	}
+	return found, n
+}
+
+// ParseDiskGUID parses a GPT ballast.disk= value, a UUID.
+func ParseDiskGUID(s string) (string, error) {
+	u, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		return "", fmt.Errorf("disk GUID %q: want a UUID (8-4-4-4-12 hex digits)", s)
+	}
+	return u.String(), nil
 }
 
 // ParseDiskSignature parses the ballast.disk= value: 8 hex digits, the MBR

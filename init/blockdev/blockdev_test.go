@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/diskfs/go-diskfs/partition/gpt"
 )
 
 // fakeSys builds a /sys/class/block look-alike: real directories under
@@ -97,5 +99,41 @@ func TestHasExt4(t *testing.T) {
 	img[1024+56], img[1024+57] = 0x53, 0xEF
 	if ok, err := HasExt4(bytes.NewReader(img)); !ok || err != nil {
 		t.Fatalf("magic: %v %v", ok, err)
+	}
+}
+
+// The disk GUID read from the GPT header is the one go-diskfs (the image
+// builder) wrote, and survives a torn primary header's CRC.
+func TestGPTDiskGUID(t *testing.T) {
+	const guid = "2b4cac32-fb74-5b91-9611-bb8d3dfc2afc"
+	p := filepath.Join(t.TempDir(), "disk.img")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const size = 8 << 20
+	f.Truncate(size)
+	tab := &gpt.Table{LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true, GUID: guid,
+		Partitions: []*gpt.Partition{{Index: 1, Start: 2048, End: 4095, Type: gpt.LinuxFilesystem, Name: "BALLAST_A"}}}
+	if err := tab.Write(f, size); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := GPTDiskGUID(f)
+	if !ok || got != guid {
+		t.Fatalf("GPTDiskGUID = %q %v, want %s", got, ok, guid)
+	}
+	if _, err := ParseDiskGUID(strings.ToUpper(guid)); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"1234abcd", "2b4cac32fb745b919611bb8d3dfc2afc", "zb4cac32-fb74-5b91-9611-bb8d3dfc2afc"} {
+		if _, err := ParseDiskGUID(bad); err == nil {
+			t.Errorf("ParseDiskGUID(%q) accepted", bad)
+		}
+	}
+	// An MBR disk has no GPT GUID.
+	z := make([]byte, 4096)
+	if _, ok := GPTDiskGUID(bytes.NewReader(z)); ok {
+		t.Error("a GUID from zeros")
 	}
 }
