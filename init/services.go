@@ -52,7 +52,7 @@ func (s *system) fetchConfigURL(ctx context.Context) error {
 	}
 	src := datasource.FetchURL(ctx, u, s.cmdline[datasource.PinKey], 30*time.Second)
 	s.log.Info("fetched cloud-config", "url", datasource.RedactURL(u), "err", src.Err)
-	srcs := append(datasource.Gather(datasource.Env{Root: s.root}), src)
+	srcs := append(datasource.Gather(s.datasourceEnv()), src)
 	s.mu.Lock()
 	s.cfgInfo.Sources = nil
 	s.mu.Unlock()

@@ -85,6 +85,10 @@ type system struct {
 	// when this boot runs no k3s.
 	nodeReady chan struct{}
 	trial     trial // the config generation on trial, if any
+	// noCloud is this boot's NoCloud policy, and freshNode whether no
+	// config was recorded before it (datasource.Env's FirstBoot).
+	noCloud   string
+	freshNode bool
 	// wd is the armed hardware watchdog: nil until the watchdog step,
 	// and on a machine without one.
 	wd *watchdog.Watchdog
@@ -305,11 +309,19 @@ func (s *system) openState(context.Context) error {
 // with errors makes the whole new config suspect: the last good config is
 // applied instead, and the errors are reported.
 func (s *system) gatherConfig(ctx context.Context) error {
-	env := datasource.Env{Root: s.root}
-	if s.rootInfo.Live {
-		env.LiveMedia = liveMount
+	policy, err := datasource.NoCloudPolicy(s.cmdline)
+	if err != nil {
+		s.log.Error("cloud-config sources", "err", err)
 	}
-	sources := datasource.Gather(env)
+	fresh := true
+	s.mu.Lock()
+	if s.db != nil {
+		_, err := s.db.Fallback("")
+		fresh = errors.Is(err, state.ErrNoConfig)
+	}
+	s.noCloud, s.freshNode = policy, fresh
+	s.mu.Unlock()
+	sources := datasource.Gather(s.datasourceEnv())
 	if u, ok := datasource.ConfigURL(s.cmdline); ok {
 		// The network is not up yet: fetched by the config-url step.
 		s.mu.Lock()
@@ -319,6 +331,21 @@ func (s *system) gatherConfig(ctx context.Context) error {
 	cfg, info := parseSources(sources)
 	_, viaURL := datasource.ConfigURL(s.cmdline)
 	return s.applyConfigChoice(cfg, info, configChoice{provisional: viaURL, need: urlSource(viaURL)})
+}
+
+// datasourceEnv is where this boot reads its config: the live medium on a
+// live boot, NoCloud as the cmdline says (gatherConfig decides once).
+func (s *system) datasourceEnv() datasource.Env {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	env := datasource.Env{
+		Root: s.root, NoCloud: s.noCloud, FirstBoot: s.freshNode,
+		Warn: func(msg string) { s.log.Warn(msg) },
+	}
+	if s.rootInfo.Live {
+		env.LiveMedia = liveMount
+	}
+	return env
 }
 
 // configChoice says how a merged config may be recorded and replaced.

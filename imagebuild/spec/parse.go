@@ -228,6 +228,11 @@ func (s *Spec) validate(root *yaml.Node) ErrorList {
 	default:
 		add("image.compression", "unknown compression %q (known: zstd, xz)", s.Image.Compression)
 	}
+	switch s.Image.NoCloud {
+	case "", "first-boot", "always", "off":
+	default:
+		add("image.nocloud", "%q is not a NoCloud policy (first-boot, always or off)", s.Image.NoCloud)
+	}
 	if s.Image.SlotSize < 64<<20 {
 		add("image.slot_size", "%s is too small (at least 64MiB)", s.Image.SlotSize)
 	}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -142,6 +143,12 @@ type Image struct {
 	SlotSize Size `yaml:"slot_size"`
 	// Compression of the squashfs: "zstd" (default) or "xz".
 	Compression string `yaml:"compression"`
+	// NoCloud says when the node reads a NoCloud (CIDATA) volume:
+	// "first-boot" (default: until the node recorded its first config; a
+	// copy is kept for later boots, so a USB stick plugged in later cannot
+	// take the node), "always" (every boot, as cloud-init does) or "off".
+	// Written on the kernel command line as ballast.nocloud=.
+	NoCloud string `yaml:"nocloud"`
 }
 
 // Size is a byte count written as a number or with a unit (KiB, MiB, GiB, K, M, G).
@@ -269,4 +276,14 @@ func (s *Spec) Path(p string) string {
 }
 
 // Board loads the spec's board definition.
-func (s *Spec) LoadBoard() (*boards.Board, error) { return boards.Get(s.Board) }
+// LoadBoard returns the spec's board, its command line extended with what
+// the spec asks of the init (image.nocloud).
+func (s *Spec) LoadBoard() (*boards.Board, error) {
+	b, err := boards.Get(s.Board)
+	if err != nil || s.Image.NoCloud == "" || s.Image.NoCloud == "first-boot" {
+		return b, err
+	}
+	c := *b
+	c.Cmdline = append(slices.Clone(b.Cmdline), "ballast.nocloud="+s.Image.NoCloud)
+	return &c, nil
+}

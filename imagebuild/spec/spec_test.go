@@ -27,6 +27,18 @@ image:
 	if s.Lock != "node.lock" || s.Debian.Suite != "trixie" || s.Output != "out" {
 		t.Fatalf("defaults not filled: %+v", s)
 	}
+	b, err := s.LoadBoard()
+	if err != nil || strings.Contains(b.CmdlineString(), "ballast.nocloud") {
+		t.Fatalf("default NoCloud policy on the cmdline: %q %v", b.CmdlineString(), err)
+	}
+	// image.nocloud goes on the kernel command line, for this spec's board only.
+	s.Image.NoCloud = "off"
+	if b, err := s.LoadBoard(); err != nil || !strings.HasSuffix(b.CmdlineString(), " ballast.nocloud=off") {
+		t.Fatalf("nocloud off: %q %v", b.CmdlineString(), err)
+	}
+	if b2, _ := Default().LoadBoard(); strings.Contains(b2.CmdlineString(), "nocloud") {
+		t.Fatalf("the board's own command line changed: %q", b2.CmdlineString())
+	}
 }
 
 func TestParseKeepModules(t *testing.T) {
@@ -54,6 +66,7 @@ func TestParseErrorsNamePositionAndKey(t *testing.T) {
 		{"unknown key", "board: x86_64\nfromats: [raw]\n", []string{"s.yaml:2:1: fromats: unknown key \"fromats\" (did you mean \"formats\"?)"}},
 		{"nested unknown", "image:\n  sise: 1GiB\n", []string{"s.yaml:2:3: image.sise: unknown key", "did you mean \"size\""}},
 		{"wrong type", "formats: raw\n", []string{"s.yaml:1:10: formats: want a list"}},
+		{"bad nocloud", "image:\n  nocloud: sometimes\n", []string{"s.yaml:2:12: image.nocloud: \"sometimes\" is not a NoCloud policy (first-boot, always or off)"}},
 		{"bad size", "image:\n  size: lots\n", []string{"s.yaml:2:9: image.size: \"lots\" is not a size"}},
 		{"bad board", "board: pdp11\n", []string{"s.yaml:1:8: board: unknown board \"pdp11\""}},
 		{"bad format", "formats: [raw, floppy]\n", []string{"s.yaml:1:16: formats[1]: unknown format \"floppy\""}},

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ballast-os/ballast/init/blockdev"
 	"github.com/ballast-os/ballast/init/fsprobe"
+	"github.com/ballast-os/ballast/init/writefiles"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,12 +34,44 @@ const (
 	BootMount        = "/run/ballast/boot"
 	NoCloudMount     = "/run/ballast/cidata"
 	FwCfgPath        = "/sys/firmware/qemu_fw_cfg/by_name/opt/ballast/user-data/raw"
+	// SavedNoCloudPath keeps the NoCloud document read at the first boot
+	// (ballast.nocloud=first-boot), on the data partition.
+	SavedNoCloudPath = "/var/lib/ballast/nocloud-user-data"
 	BootPartName     = "BALLAST_BOOT"
 	// BootFATLabel finds the boot partition on an MBR disk (Raspberry
 	// Pi), which has no partition names.
 	BootFATLabel = "BALLASTBOOT"
 	UserDataFile = "user-data"
 )
+
+// NoCloudKey is the command-line key that says when a NoCloud (CIDATA)
+// volume is read, one of the NoCloud* values; the image spec's
+// image.nocloud sets it.
+const NoCloudKey = "ballast.nocloud"
+
+// When a CIDATA volume is read. A volume on any disk is merged above the
+// image's own config, so reading one at every boot lets whoever plugs in a
+// USB stick and reboots the node take it: by default it is read until the
+// node recorded its first config, and a copy kept on the data partition
+// stands in for it at later boots.
+const (
+	NoCloudFirstBoot = "first-boot"
+	NoCloudAlways    = "always"
+	NoCloudOff       = "off"
+)
+
+// NoCloudPolicy returns the cmdline's NoCloud policy, or an error naming
+// a value that is not one (the default, first-boot, then applies).
+func NoCloudPolicy(cmdline map[string]string) (string, error) {
+	switch v := cmdline[NoCloudKey]; v {
+	case "":
+		return NoCloudFirstBoot, nil
+	case NoCloudFirstBoot, NoCloudAlways, NoCloudOff:
+		return v, nil
+	default:
+		return NoCloudFirstBoot, fmt.Errorf("%s=%s: want %s, %s or %s; using %s", NoCloudKey, v, NoCloudFirstBoot, NoCloudAlways, NoCloudOff, NoCloudFirstBoot)
+	}
+}
 
 // NoCloudLabels are the volume labels of a NoCloud seed, as cloud-init
 // accepts them.
@@ -65,6 +98,14 @@ type Env struct {
 	// LiveMedia, when set, is the directory where the live ISO is mounted:
 	// its user-data stands in for the boot partition's.
 	LiveMedia string
+	// NoCloud is when a CIDATA volume is read (NoCloud*; "" is
+	// first-boot). FirstBoot says no config was recorded on this node
+	// yet: under first-boot the volume is read (and kept at
+	// SavedNoCloudPath) only then.
+	NoCloud   string
+	FirstBoot bool
+	// Warn is told about a CIDATA volume left unread; may be nil.
+	Warn func(msg string)
 	// Mount and Unmount default to mount(2) and umount(2).
 	Mount   func(source, target, fstype string, flags uintptr, data string) error
 	Unmount func(target string) error
@@ -110,7 +151,7 @@ func Gather(env Env) []Source {
 	if s, ok := bootPartition(env, devs, scanErr); ok {
 		out = append(out, s)
 	}
-	if s, ok := noCloud(env, devs, scanErr); ok {
+	if s, ok := noCloudByPolicy(env, devs, scanErr); ok {
 		out = append(out, s)
 	}
 	if s, ok := readFileSource(NameFwCfg, env.path(FwCfgPath), FwCfgPath); ok {
@@ -240,22 +281,61 @@ func bootPartition(env Env, devs []probed, scanErr error) (Source, bool) {
 	return s, ok
 }
 
+// noCloudByPolicy reads the NoCloud document as env.NoCloud says: the
+// volume (always, or first-boot at the first boot, keeping a copy), the
+// copy (first-boot, later boots), or nothing (off).
+func noCloudByPolicy(env Env, devs []probed, scanErr error) (Source, bool) {
+	warn := func(msg string) {
+		if env.Warn != nil {
+			env.Warn(msg)
+		}
+	}
+	switch env.NoCloud {
+	case NoCloudOff:
+		if dev := findNoCloud(devs); dev != nil {
+			warn(fmt.Sprintf("CIDATA volume %s not read: %s=%s", dev.path, NoCloudKey, NoCloudOff))
+		}
+		return Source{}, false
+	case NoCloudAlways:
+		return noCloud(env, devs, scanErr)
+	}
+	if !env.FirstBoot {
+		if dev := findNoCloud(devs); dev != nil {
+			warn(fmt.Sprintf("CIDATA volume %s not read: this node recorded its first config already, and NoCloud is read at the first boot only (%s=%s); the copy kept from then applies", dev.path, NoCloudKey, NoCloudFirstBoot))
+		}
+		return readFileSource(NameNoCloud, env.path(SavedNoCloudPath), SavedNoCloudPath)
+	}
+	src, ok := noCloud(env, devs, scanErr)
+	if ok && src.Err == nil {
+		p := env.path(SavedNoCloudPath)
+		err := os.MkdirAll(filepath.Dir(p), 0o755)
+		if err == nil {
+			err = writefiles.WriteDurable(p, src.Data, 0o600)
+		}
+		if err != nil {
+			src.Err, src.Data = fmt.Errorf("keeping a copy of the first boot's NoCloud document: %w", err), nil
+		}
+	}
+	return src, ok
+}
+
+// findNoCloud returns the first volume with a NoCloud label.
+func findNoCloud(devs []probed) *probed {
+	for _, l := range noCloudLabels {
+		for i := range devs {
+			if devs[i].fstype != "" && devs[i].label == l {
+				return &devs[i]
+			}
+		}
+	}
+	return nil
+}
+
 func noCloud(env Env, devs []probed, scanErr error) (Source, bool) {
 	if scanErr != nil {
 		return Source{Name: NameNoCloud, Err: fmt.Errorf("looking for a CIDATA volume: %w", scanErr)}, true
 	}
-	var dev *probed
-	for _, l := range noCloudLabels {
-		for i := range devs {
-			if devs[i].fstype != "" && devs[i].label == l {
-				dev = &devs[i]
-				break
-			}
-		}
-		if dev != nil {
-			break
-		}
-	}
+	dev := findNoCloud(devs)
 	if dev == nil {
 		return Source{}, false
 	}

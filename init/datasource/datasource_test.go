@@ -128,8 +128,9 @@ func (m *fakeMounter) Unmount(target string) error {
 	return nil
 }
 
+// env is a fresh node's: NoCloud is read (first-boot policy).
 func env(root string, m *fakeMounter) Env {
-	return Env{Root: root, Mount: m.Mount, Unmount: m.Unmount}
+	return Env{Root: root, Mount: m.Mount, Unmount: m.Unmount, FirstBoot: true}
 }
 
 func TestGatherAll(t *testing.T) {
@@ -233,7 +234,7 @@ func TestGatherErrors(t *testing.T) {
 	}
 
 	// No sysfs at all: both block-device sources say why.
-	got = Gather(Env{Root: t.TempDir(), Mount: m.Mount, Unmount: m.Unmount})
+	got = Gather(Env{Root: t.TempDir(), Mount: m.Mount, Unmount: m.Unmount, FirstBoot: true})
 	if len(got) != 2 || got[0].Err == nil || got[1].Err == nil {
 		t.Errorf("without sysfs: %+v", got)
 	}
@@ -246,5 +247,53 @@ func TestIsMountpoint(t *testing.T) {
 	// /proc is a mount point wherever these tests run.
 	if !isMountpoint("/proc") {
 		t.Error("/proc is not a mount point")
+	}
+}
+
+// A CIDATA volume is read at a fresh node's first boot and a copy kept;
+// later boots apply the copy and leave a new volume (a USB stick plugged
+// in later) unread; off reads none; always reads it every boot.
+func TestNoCloudPolicy(t *testing.T) {
+	root := fakeRoot(t, fakeDev{sysPath: "sdb", size: "1000", image: vfat("CIDATA")})
+	os.MkdirAll(filepath.Join(root, "var/lib/ballast"), 0o755)
+	m := &fakeMounter{root: root, contents: map[string]map[string]string{
+		"sdb": {"user-data": "#cloud-config\nhostname: first\n"},
+	}}
+	var warned []string
+	gather := func(policy string, first bool) []Source {
+		e := env(root, m)
+		e.NoCloud, e.FirstBoot = policy, first
+		e.Warn = func(msg string) { warned = append(warned, msg) }
+		return Gather(e)
+	}
+	got := gather("", true)
+	if len(got) != 1 || string(got[0].Data) != "#cloud-config\nhostname: first\n" || got[0].Err != nil {
+		t.Fatalf("first boot: %+v", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, SavedNoCloudPath)); err != nil || string(b) != "#cloud-config\nhostname: first\n" {
+		t.Fatalf("kept copy %q %v", b, err)
+	}
+
+	// A stranger's stick at a later boot.
+	m.contents["sdb"] = map[string]string{"user-data": "#cloud-config\nhostname: taken\n"}
+	got = gather(NoCloudFirstBoot, false)
+	if len(got) != 1 || string(got[0].Data) != "#cloud-config\nhostname: first\n" || got[0].Path != SavedNoCloudPath {
+		t.Fatalf("later boot: %+v", got)
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "not read") {
+		t.Errorf("warnings %q", warned)
+	}
+	if got := gather(NoCloudOff, true); len(got) != 0 || len(warned) != 2 {
+		t.Errorf("off: %+v, warnings %q", got, warned)
+	}
+	if got := gather(NoCloudAlways, false); len(got) != 1 || string(got[0].Data) != "#cloud-config\nhostname: taken\n" {
+		t.Errorf("always: %+v", got)
+	}
+
+	for v, ok := range map[string]bool{"": true, "off": true, "always": true, "first-boot": true, "sometimes": false} {
+		p, err := NoCloudPolicy(map[string]string{NoCloudKey: v})
+		if (err == nil) != ok || p == "" {
+			t.Errorf("NoCloudPolicy(%q) = %q, %v", v, p, err)
+		}
 	}
 }
