@@ -396,7 +396,10 @@ func BootTree(l Layout) (*filetree.Tree, error) {
 		return nil, err
 	}
 	// The root is pinned to this disk by its GUID (init/initramfs.go).
-	cmdline := l.Cmdline + " ballast.disk=" + GUID(l.seed(), "disk") + " ballast.slot=A"
+	// gpt: a primary GPT torn by a power cut during the first boot's
+	// partition grow (go-diskfs writes the backup first, then the primary)
+	// is read from the backup; without it Linux finds no partitions at all.
+	cmdline := l.Cmdline + " gpt ballast.disk=" + GUID(l.seed(), "disk") + " ballast.slot=A"
 	files, err := SystemdBootFiles(l.Arch, l.SystemdBootEFI, "ballast (slot A)", cmdline)
 	if err != nil {
 		return nil, err

@@ -202,7 +202,7 @@ func TestWriteBootFiles(t *testing.T) {
 	want := map[string][]byte{
 		"EFI/BOOT/BOOTX64.EFI": l.SystemdBootEFI,
 		LoaderEntry: []byte("title ballast (slot A)\nlinux /ballast/vmlinuz\ninitrd /ballast/initrd.img\n" +
-			"options console=tty0 console=ttyS0,115200 panic=10 ballast.disk=" + GUID(l.seed(), "disk") + " ballast.slot=A\n"),
+			"options console=tty0 console=ttyS0,115200 panic=10 gpt ballast.disk=" + GUID(l.seed(), "disk") + " ballast.slot=A\n"),
 	}
 	for _, e := range l.Boot.Entries() {
 		if e.Kind == filetree.File {
@@ -227,7 +227,7 @@ func TestWriteBootFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range []string{"serial --unit=0 --speed=115200", `menuentry "ballast (slot A)"`,
-		"linux /ballast/vmlinuz console=tty0 console=ttyS0,115200 panic=10 ballast.disk=" + GUID(l.seed(), "disk") + " ballast.slot=A", "initrd /ballast/initrd.img", "set timeout=0"} {
+		"linux /ballast/vmlinuz console=tty0 console=ttyS0,115200 panic=10 gpt ballast.disk=" + GUID(l.seed(), "disk") + " ballast.slot=A", "initrd /ballast/initrd.img", "set timeout=0"} {
 		if !strings.Contains(string(cfg), w) {
 			t.Errorf("grub.cfg lacks %q:\n%s", w, cfg)
 		}

@@ -88,7 +88,7 @@ func TestInspectDisk(t *testing.T) {
 	if r.DiskGUID == "" {
 		t.Fatal("no GPT disk GUID in the report")
 	}
-	check(t, r, "console=ttyS0,115200 panic=10 ballast.disk="+r.DiskGUID+" ballast.slot=A")
+	check(t, r, "console=ttyS0,115200 panic=10 gpt ballast.disk="+r.DiskGUID+" ballast.slot=A")
 	if r.BootLabel != disk.BootLabel {
 		t.Errorf("boot label %q", r.BootLabel)
 	}
