@@ -344,6 +344,8 @@ func (s *system) datasourceEnv() datasource.Env {
 	}
 	if s.rootInfo.Live {
 		env.LiveMedia = liveMount
+	} else {
+		env.Disk = s.rootInfo.Disk
 	}
 	return env
 }

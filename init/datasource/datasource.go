@@ -95,6 +95,9 @@ type Env struct {
 	Root string
 	// BakedPath is the baked-in cloud-config; default DefaultBakedPath.
 	BakedPath string
+	// Disk is the root's disk ("vda"): the boot partition is read from it
+	// alone. "" (tests, live boots) takes the first found.
+	Disk string
 	// LiveMedia, when set, is the directory where the live ISO is mounted:
 	// its user-data stands in for the boot partition's.
 	LiveMedia string
@@ -255,6 +258,11 @@ func bootPartition(env Env, devs []probed, scanErr error) (Source, bool) {
 	var dev *probed
 	for i := range devs {
 		d := devs[i]
+		// On the root's disk only: another disk's boot partition (a USB
+		// stick with a ballast image) must not configure this node.
+		if env.Disk != "" && d.Disk != env.Disk {
+			continue
+		}
 		if d.IsPartition() && (d.PartName == BootPartName || d.PartName == "" && d.fstype == "vfat" && d.label == BootFATLabel) {
 			dev = &devs[i]
 			break

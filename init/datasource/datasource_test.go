@@ -297,3 +297,24 @@ func TestNoCloudPolicy(t *testing.T) {
 		}
 	}
 }
+
+// The boot partition is read from the root's disk alone: a stick with a
+// ballast image of its own (sda, found first) does not configure the node.
+func TestBootPartitionOnRootDisk(t *testing.T) {
+	root := fakeRoot(t,
+		fakeDev{sysPath: "sda", size: "131072", image: blank(1 << 20)},
+		fakeDev{sysPath: "sda/sda1", uevent: "PARTNAME=BALLAST_BOOT\n", size: "32768", part: "1", image: vfat("BALLASTBOOT")},
+		fakeDev{sysPath: "vda", size: "131072", image: blank(1 << 20)},
+		fakeDev{sysPath: "vda/vda1", uevent: "PARTNAME=BALLAST_BOOT\n", size: "32768", part: "1", image: vfat("BALLASTBOOT")},
+	)
+	m := &fakeMounter{root: root, contents: map[string]map[string]string{
+		"sda1": {"user-data": "#cloud-config\nhostname: stranger\n"},
+		"vda1": {"user-data": "#cloud-config\nhostname: node\n"},
+	}}
+	e := env(root, m)
+	e.Disk = "vda"
+	got := Gather(e)
+	if len(got) != 1 || string(got[0].Data) != "#cloud-config\nhostname: node\n" {
+		t.Fatalf("sources %+v", got)
+	}
+}
