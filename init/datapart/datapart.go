@@ -216,24 +216,31 @@ func inspect(dev string) (hasFS, blank bool, err error) {
 	return false, true, nil
 }
 
-// formattingMarker is written in the data partition's last 4 KiB while
+// formattingMarker is written 1 MiB before the data partition's end while
 // mkfs.ext4 runs: mkfs zeroes the start of the partition first and writes
-// the superblock last, so a power cut in between leaves neither the
-// builder's zeros nor an ext4, and only this marker (where mkfs never
-// writes) tells that torn format from a card that lost its superblock.
+// the superblocks last, so a power cut in between leaves neither the
+// builder's zeros nor an ext4, and only this marker tells that torn format
+// from a card that lost its superblock. Not in the last blocks: mke2fs
+// zeroes the last 64-128 KiB (old RAID superblocks) before anything else,
+// which erased a marker there and made every torn format look like data
+// (found by the power-cut test); 1 MiB before the end is a data block of
+// the last group, which mkfs leaves alone.
 const formattingMarker = "BALLAST_DATA: mkfs.ext4 in progress\n"
 
-const markerBlock = 4096
+const (
+	markerBlock   = 4096
+	markerFromEnd = 1 << 20
+)
 
 func markerOffset(f *os.File) (int64, error) {
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		return 0, err
 	}
-	if size < 2*placeholderSize {
+	if size < placeholderSize+markerFromEnd {
 		return 0, fmt.Errorf("%s: %d bytes is too small for a data partition", f.Name(), size)
 	}
-	return size - markerBlock, nil
+	return (size - markerFromEnd) &^ (markerBlock - 1), nil
 }
 
 // setFormatting writes (on) or clears the marker, synced.

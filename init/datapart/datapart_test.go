@@ -185,8 +185,13 @@ func TestPrepareNeverFormatsData(t *testing.T) {
 	// no superblock yet, the marker at the end): formatted again.
 	tb = newTestbed(t, 64*mib, true)
 	tb.p.Run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
-		// The cut: mkfs has zeroed the start and written some tables.
+		// The cut: the real mkfs has done all it does (zeroed the start
+		// and the last blocks, written its tables) but the superblock.
+		if out, err := exec.CommandContext(ctx, name, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", name, err, out)
+		}
 		f, _ := os.OpenFile(dev(tb), os.O_WRONLY, 0)
+		f.WriteAt(make([]byte, 1024), 1024)
 		f.WriteAt([]byte("half-written inode tables"), 8192)
 		f.Close()
 		return nil, errors.New("power cut")
