@@ -12,7 +12,7 @@ export GOTOOLCHAIN ?= auto
 # each (qemu-tests/vmslots_test.go), so every one of them must be able to wait.
 TESTFLAGS ?= -p 2 -parallel 16 -count=1 -timeout 60m
 
-.PHONY: image images-arm64 image-runtime-e2e image-oci test unit e2e deps-build deps-test ballast bench fuzz clean
+.PHONY: image images-arm64 image-runtime-e2e image-oci test test-long unit e2e deps-build deps-test ballast bench fuzz clean
 
 image: deps-build
 	$(GO) run ./cmd/ballast build
@@ -51,6 +51,12 @@ test: deps-test image image-runtime-e2e images-arm64 image-oci
 	# emulated machines starve them on two cores.
 	$(GO) test $(TESTFLAGS) ./container-tests
 	cd runtime && $(GO) vet ./... && $(GO) test $(TESTFLAGS) ./...
+
+# The scenarios too slow for every run (each skips itself in make test):
+# TestPowerCut cuts the runtime image's power 10 times and fills its data
+# partition (~30 minutes under TCG).
+test-long: deps-test image-runtime-e2e
+	BALLAST_TEST_LONG=1 $(GO) test $(TESTFLAGS) -run '^TestPowerCut$$' -v ./qemu-tests
 
 # Only the fast tests: no Debian downloads, no QEMU.
 unit:

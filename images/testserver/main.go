@@ -118,7 +118,7 @@ func newHandler(dataDir string, res resolver) http.Handler {
 				return
 			}
 		}
-		if err := root.WriteFile(name, data, 0o644); err != nil {
+		if err := writeDurable(root, name, data); err != nil {
 			httpError(w, err)
 			return
 		}
@@ -181,4 +181,35 @@ func httpError(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	}
 	http.Error(w, err.Error(), code)
+}
+
+// writeDurable replaces name under root with data and returns only once
+// it is on disk (temporary file synced, renamed, directory synced): the
+// power-cut scenario counts an acknowledged PUT that a cut loses as lost.
+func writeDurable(root *os.Root, name string, data []byte) error {
+	tmp := name + ".tmp"
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = root.Rename(tmp, name)
+	}
+	if err != nil {
+		root.Remove(tmp)
+		return err
+	}
+	d, err := root.Open(path.Dir(name))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
