@@ -4,9 +4,46 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ballast-os/ballast/examples"
 )
+
+// aliasBomb is a "billion laughs" document of a few hundred bytes: six
+// levels of ten aliases each would expand to a million values. It is a
+// FuzzParse seed so that the fuzzer starts from a document that reaches
+// the expansion budget; TestAliasBombSeedHitsBudget checks that it does.
+const aliasBomb = "#cloud-config\nk3s:\n  x:\n" +
+	"  - &a [x, x, x, x, x, x, x, x, x, x]\n" +
+	"  - &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n" +
+	"  - &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n" +
+	"  - &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n" +
+	"  - &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n" +
+	"  - [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+
+func TestAliasBombSeedHitsBudget(t *testing.T) {
+	start := time.Now()
+	got := errorLines(t, aliasBomb)
+	// Besides the budget's error, only k3s.x's type (a list of lists) is
+	// wrong.
+	budget := 0
+	for _, e := range got {
+		switch {
+		case strings.Contains(e, "k3s.x[") && strings.Contains(e, "too many values through its aliases (more than 100000 values"):
+			budget++
+		case strings.Contains(e, "k3s.x: a k3s option's value is"):
+		default:
+			t.Errorf("unexpected error %q", e)
+		}
+	}
+	if budget != 1 {
+		t.Errorf("alias bomb seed: errors %q, want one from the expansion budget", got)
+	}
+	// The budget stops the expansion early, far below the million values.
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("took %v to refuse", el)
+	}
+}
 
 // FuzzParse: no input panics or hangs the parser; every error names the
 // source and a line; a config that parses also validates when built back
@@ -42,6 +79,7 @@ func FuzzParse(f *testing.F) {
 		"#cloud-config\n\tbad: indent\n",
 		strings.Replace(k3osConfig, "SSH_KEY", sshKey("ssh-rsa", "k"), 1),
 		string(examples.DefaultCloudConfig),
+		aliasBomb,
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/ballast-os/ballast/imagebuild/filetree"
 )
@@ -246,6 +247,9 @@ func unpackTo(r io.Reader, dir string) ([]ManifestEntry, error) {
 			if err != nil {
 				return err
 			}
+			if err := notSparse(h); err != nil {
+				return err
+			}
 			if h.Typeflag != tar.TypeReg || name == "" || path.Dir(name) != "." {
 				continue
 			}
@@ -284,6 +288,9 @@ func readDataTar(r io.Reader, root string) ([]ManifestEntry, error) {
 		}
 		if p == "" {
 			continue // "./": the root's metadata belongs to the image, not a package
+		}
+		if err := notSparse(h); err != nil {
+			return nil, err
 		}
 		e := ManifestEntry{Path: p, Mode: tarMode(h.Mode), UID: h.Uid, GID: h.Gid}
 		switch h.Typeflag {
@@ -330,6 +337,20 @@ func readDataTar(r io.Reader, root string) ([]ManifestEntry, error) {
 		}
 		entries = append(entries, e)
 	}
+}
+
+// notSparse refuses a PAX-format GNU sparse file: archive/tar reports it
+// as a regular file of its expanded size and fills the holes with zeros,
+// so a few KiB of tar could claim terabytes. dpkg-deb never writes them.
+// (Old GNU 'S' entries keep their own type: data.tar refuses them as an
+// unsupported type, control.tar skips them unread.)
+func notSparse(h *tar.Header) error {
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return fmt.Errorf("entry %q: a GNU sparse file, which a .deb does not hold", h.Name)
+		}
+	}
+	return nil
 }
 
 func writeHostFile(p string, r io.Reader) error {

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	iofs "io/fs"
 	"os"
@@ -136,7 +137,10 @@ func (r *Report) readDisk(b backend.Storage) error {
 	if isDOSMBR(mbr) {
 		return r.readMBRDisk(b, mbr)
 	}
-	table, err := gpt.Read(b, 512, 512)
+	if err := checkGPTEntryArrays(b, r.Size); err != nil {
+		return fmt.Errorf("reading GPT: %w", err)
+	}
+	table, err := guard1("GPT", func() (*gpt.Table, error) { return gpt.Read(b, 512, 512) })
 	if err != nil {
 		return fmt.Errorf("reading GPT: %w", err)
 	}
@@ -177,26 +181,21 @@ func (r *Report) readDisk(b backend.Storage) error {
 	if err != nil {
 		return fmt.Errorf("partition %d (%s): %w", boot.Number, boot.Name, err)
 	}
-	return r.readBootFAT(fs)
+	return r.readBootFAT(fs, boot.Size)
 }
 
-func (r *Report) readBootFAT(fs fatFS) error {
+// readBootFAT reads the boot files of the FAT volume fs of size bytes.
+func (r *Report) readBootFAT(fs fatFS, size int64) error {
 	r.BootLabel = strings.TrimSpace(fs.Label())
 	files, err := walkFAT(fs, "")
 	if err != nil {
 		return err
 	}
 	r.BootFiles = files
-	has := func(p string) bool {
-		for _, f := range files {
-			if f.Path == p {
-				return true
-			}
-		}
-		return false
-	}
 	read := func(p string) []byte {
-		if !has(p) {
+		// go-diskfs allocates the size a directory entry gives: more than
+		// the volume holds is a corrupt entry.
+		if n := fileSize(files, p); n < 0 || n > size {
 			return nil
 		}
 		b, err := fs.ReadFile(p)
@@ -270,6 +269,46 @@ const (
 	CmdlineTxtPath = "cmdline.txt"
 )
 
+// maxGPTEntries bounds the partition entry array: every partitioning tool
+// writes 128 entries of 128 bytes.
+const maxGPTEntries = 1024
+
+// checkGPTEntryArrays refuses a primary or backup GPT header (gpt.Read
+// falls back to the one at the end of the image) whose entry array is
+// implausibly large: go-diskfs allocates and reads count × size bytes as
+// the header says, so a few bytes could ask for hundreds of GiB, or
+// overflow into a panic. Headers without a valid signature and CRC are
+// left to gpt.Read to refuse.
+func checkGPTEntryArrays(b io.ReaderAt, size int64) error {
+	for _, lba := range []int64{1, size/512 - 1} {
+		h := make([]byte, 512)
+		if lba < 1 {
+			continue
+		}
+		if _, err := b.ReadAt(h, lba*512); err != nil || !isGPTHeader(h) {
+			continue
+		}
+		count, esize := binary.LittleEndian.Uint32(h[80:]), binary.LittleEndian.Uint32(h[84:])
+		if count > maxGPTEntries || esize != gpt.PartitionEntrySize {
+			return fmt.Errorf("GPT header at LBA %d: %d partition entries of %d bytes (at most %d of %d)",
+				lba, count, esize, maxGPTEntries, gpt.PartitionEntrySize)
+		}
+	}
+	return nil
+}
+
+// isGPTHeader reports whether h is a GPT header gpt.Read accepts:
+// signature, revision 1.0, 92 bytes, zero reserved field and CRC32.
+func isGPTHeader(h []byte) bool {
+	if string(h[:8]) != "EFI PART" || binary.LittleEndian.Uint32(h[8:]) != 0x10000 ||
+		binary.LittleEndian.Uint32(h[12:]) != 92 || binary.LittleEndian.Uint32(h[20:]) != 0 {
+		return false
+	}
+	c := bytes.Clone(h[:92])
+	clear(c[16:20])
+	return crc32.ChecksumIEEE(c) == binary.LittleEndian.Uint32(h[16:])
+}
+
 // isDOSMBR reports whether sector 0 is a DOS partition table rather than
 // a GPT's protective MBR (or an ISO's hybrid one, which readDisk never sees).
 func isDOSMBR(mbr []byte) bool {
@@ -328,7 +367,7 @@ func (r *Report) readMBRDisk(b backend.Storage, mbr []byte) error {
 	if err != nil {
 		return fmt.Errorf("partition %d: %w", boot.Number, err)
 	}
-	if err := r.readBootFAT(fs); err != nil {
+	if err := r.readBootFAT(fs, boot.Size); err != nil {
 		return err
 	}
 	// The init finds the partitions by number on the disk whose signature
@@ -343,11 +382,12 @@ func (r *Report) readMBRDisk(b backend.Storage, mbr []byte) error {
 
 func (r *Report) readISO(b backend.Storage) error {
 	r.Format = "iso"
-	fs, err := iso9660.Read(b, 0, 0, 2048)
+	isofs, err := guard1("ISO 9660", func() (*iso9660.FileSystem, error) { return iso9660.Read(b, 0, 0, 2048) })
 	if err != nil {
 		return fmt.Errorf("reading ISO 9660: %w", err)
 	}
-	files, err := walkISO(fs, "")
+	fs := guardedFS{isofs, "ISO 9660"}
+	files, err := walk(fs, "", 0)
 	if err != nil {
 		return err
 	}
@@ -378,6 +418,9 @@ func (r *Report) readISO(b backend.Storage) error {
 			if f.Path == p {
 				if f.Size == 0 {
 					return []byte{}
+				}
+				if f.Size > r.Size {
+					return nil // a corrupt directory record; see readBootFAT
 				}
 				b, err := fs.ReadFile(p)
 				if err == nil {
@@ -413,7 +456,7 @@ func (r *Report) readISO(b backend.Storage) error {
 		if err != nil {
 			return fmt.Errorf("EFI boot image: %w", err)
 		}
-		if err := r.readBootFAT(efs); err != nil {
+		if err := r.readBootFAT(efs, size); err != nil {
 			return fmt.Errorf("EFI boot image: %w", err)
 		}
 	}
@@ -448,22 +491,154 @@ func fatSize(b io.ReaderAt, start int64) (int64, error) {
 // openFAT opens the FAT16 or FAT32 volume at start: FAT32 has no 16-bit
 // FAT size (bytes 22..23 of the boot sector are zero).
 func openFAT(b backend.Storage, start, size int64) (fatFS, error) {
+	st, err := b.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if start < 0 || size < 512 || start > st.Size()-size {
+		return nil, fmt.Errorf("a FAT volume of %d bytes at %d does not lie within the image (%d bytes)", size, start, st.Size())
+	}
 	bs := make([]byte, 512)
 	if _, err := b.ReadAt(bs, start); err != nil {
 		return nil, err
 	}
+	if err := checkFAT(b, start, size, bs); err != nil {
+		return nil, err
+	}
 	if binary.LittleEndian.Uint16(bs[22:]) == 0 {
-		fs, err := fat32.Read(b, size, start, 512)
+		fs, err := guard1("FAT32", func() (*fat32.FileSystem, error) { return fat32.Read(b, size, start, 512) })
 		if err != nil {
 			return nil, fmt.Errorf("reading FAT32: %w", err)
 		}
-		return fs, nil
+		return guardedFS{fs, "FAT32"}, nil
 	}
-	fs, err := fat16.Read(b, size, start, 512)
+	fs, err := guard1("FAT16", func() (*fat16.FileSystem, error) { return fat16.Read(b, size, start, 512) })
 	if err != nil {
 		return nil, fmt.Errorf("reading FAT16: %w", err)
 	}
-	return fs, nil
+	return guardedFS{fs, "FAT16"}, nil
+}
+
+// checkFAT checks what go-diskfs trusts of the FAT volume of size bytes
+// at start whose boot sector is bs: it allocates the FATs the boot sector
+// describes, and follows cluster chains without noticing a loop (a
+// looping chain took all memory). The FATs must lie within the volume
+// and no chain may loop. The entries are read as go-diskfs reads them:
+// 32 bits when the 16-bit FAT size is zero, else 16.
+func checkFAT(b io.ReaderAt, start, size int64, bs []byte) error {
+	bps := int64(binary.LittleEndian.Uint16(bs[11:]))
+	reserved := int64(binary.LittleEndian.Uint16(bs[14:]))
+	fats := int64(bs[16])
+	rootEntries := int64(binary.LittleEndian.Uint16(bs[17:]))
+	if bps < 512 || bps > 4096 || bps&(bps-1) != 0 {
+		return fmt.Errorf("FAT boot sector: %d bytes per sector", bps)
+	}
+	fat32, entry := binary.LittleEndian.Uint16(bs[22:]) == 0, int64(2)
+	fatBytes := int64(binary.LittleEndian.Uint16(bs[22:])) * bps
+	if fat32 {
+		fats, entry = 2, 4 // go-diskfs reads both, whatever the count says
+		fatBytes = int64(binary.LittleEndian.Uint32(bs[36:])) * bps
+		rootEntries = 0
+	}
+	if end := reserved*bps + fats*fatBytes + rootEntries*32; fatBytes < 2*entry || end > size {
+		return fmt.Errorf("FAT boot sector: %d FATs of %d bytes after %d reserved sectors do not fit a volume of %d bytes",
+			fats, fatBytes, reserved, size)
+	}
+	fat := make([]byte, fatBytes)
+	if _, err := b.ReadAt(fat, start+reserved*bps); err != nil {
+		return fmt.Errorf("reading the FAT: %w", err)
+	}
+	n := uint32(fatBytes / entry) // go-diskfs's highest cluster number
+	next := func(c uint32) (uint32, bool) {
+		if c >= n {
+			return 0, false // not loaded: go-diskfs reads it as 0
+		}
+		if fat32 {
+			v := binary.LittleEndian.Uint32(fat[4*c:])
+			return v, v&0x0ffffff8 != 0x0ffffff8 && v >= 2 && v <= n
+		}
+		v := uint32(binary.LittleEndian.Uint16(fat[2*c:]))
+		return v, v < 0xfff8 && v >= 2 && v <= n
+	}
+	// Follow every chain once: 1 marks the chain being followed, 2 the
+	// clusters of chains known to end.
+	state := make([]byte, n+1)
+	for c := uint32(2); c < n; c++ {
+		x, ended := c, false
+		for state[x] == 0 {
+			state[x] = 1
+			v, ok := next(x)
+			if !ok {
+				ended = true
+				break
+			}
+			x = v
+		}
+		if !ended && state[x] == 1 {
+			return fmt.Errorf("FAT: the cluster chain through cluster %d loops", x)
+		}
+		for x = c; state[x] == 1; {
+			state[x] = 2
+			v, ok := next(x)
+			if !ok {
+				break
+			}
+			x = v
+		}
+	}
+	return nil
+}
+
+// errMalformed is what a go-diskfs reader's panic becomes: they index the
+// image by fields they do not all check (an ISO's Rock Ridge entries, for
+// one), and a malformed image must make inspect fail, not crash.
+var errMalformed = errors.New("malformed")
+
+func guard(what string, err *error) {
+	if v := recover(); v != nil {
+		*err = fmt.Errorf("%s: %w (go-diskfs: %v)", what, errMalformed, v)
+	}
+}
+
+// guard1 calls fn, turning a panic into errMalformed.
+func guard1[T any](what string, fn func() (T, error)) (v T, err error) {
+	defer guard(what, &err)
+	return fn()
+}
+
+// guardedFS is a go-diskfs file system whose panics are errMalformed.
+type guardedFS struct {
+	fs   fatFS
+	what string
+}
+
+func (g guardedFS) ReadDir(p string) (ents []iofs.DirEntry, err error) {
+	defer guard(g.what+" /"+p, &err)
+	return g.fs.ReadDir(p)
+}
+
+func (g guardedFS) ReadFile(p string) (b []byte, err error) {
+	defer guard(g.what+" /"+p, &err)
+	return g.fs.ReadFile(p)
+}
+
+func (g guardedFS) Label() (l string) {
+	defer func() {
+		if recover() != nil {
+			l = ""
+		}
+	}()
+	return g.fs.Label()
+}
+
+// fileSize is the size of the file at p, or -1 when files lack it.
+func fileSize(files []File, p string) int64 {
+	for _, f := range files {
+		if f.Path == p {
+			return f.Size
+		}
+	}
+	return -1
 }
 
 type dirReader interface {
@@ -508,8 +683,6 @@ func walk(fs dirReader, dir string, depth int) ([]File, error) {
 }
 
 func walkFAT(fs fatFS, dir string) ([]File, error) { return walk(fs, dir, 0) }
-
-func walkISO(fs *iso9660.FileSystem, dir string) ([]File, error) { return walk(fs, dir, 0) }
 
 func gptTypeName(t gpt.Type) string {
 	switch strings.ToUpper(string(t)) {
