@@ -15,61 +15,19 @@ import (
 
 // k3sFlags are the long flag names of `k3s server` and `k3s agent`, which
 // are the keys of /etc/rancher/k3s/config.yaml, with their kind: 'b' a
-// boolean, 'l' a list (repeatable flag), 's' a string. k3s only warns about
-// keys it does not know, so unknown keys are warnings here too.
-var k3sFlags = map[string]byte{
-	// logging and general
-	"config": 's', "debug": 'b', "v": 's', "vmodule": 's', "log": 's', "alsologtostderr": 'b',
-	"data-dir": 's', "token": 's', "token-file": 's', "server": 's', "node-name": 's',
-	"with-node-id": 'b', "node-label": 'l', "node-taint": 'l', "node-ip": 'l',
-	"node-external-ip": 'l', "node-internal-dns": 'l', "node-external-dns": 'l',
-	"resolv-conf": 's', "selinux": 'b', "lb-server-port": 's', "rootless": 'b',
-	"prefer-bundled-bin": 'b', "protect-kernel-defaults": 'b', "enable-pprof": 'b',
-	"image-credential-provider-bin-dir": 's', "image-credential-provider-config": 's',
-	"nonroot-devices": 'b', "kubelet-arg": 'l', "kube-proxy-arg": 'l',
-	"airgap-extra-registry": 'l', "vpn-auth": 's', "vpn-auth-file": 's',
-	// container runtime
-	"docker": 'b', "container-runtime-endpoint": 's', "default-runtime": 's',
-	"image-service-endpoint": 's', "disable-default-registry-endpoint": 'b',
-	"pause-image": 's', "snapshotter": 's', "private-registry": 's',
-	"system-default-registry": 's',
-	// networking
-	"bind-address": 's', "https-listen-port": 's', "supervisor-port": 's',
-	"apiserver-port": 's', "apiserver-bind-address": 's', "advertise-address": 's',
-	"advertise-port": 's', "tls-san": 'l', "tls-san-security": 'b', "cluster-cidr": 'l',
-	"service-cidr": 'l', "service-node-port-range": 's', "cluster-dns": 'l',
-	"cluster-domain": 's', "flannel-backend": 's', "flannel-ipv6-masq": 'b',
-	"flannel-external-ip": 'b', "flannel-iface": 's', "flannel-conf": 's',
-	"flannel-cni-conf-file": 's', "egress-selector-mode": 's', "servicelb-namespace": 's',
-	// kubeconfig, helm
-	"write-kubeconfig": 's', "write-kubeconfig-mode": 's', "write-kubeconfig-group": 's',
-	"helm-job-image": 's',
-	// cluster and datastore
-	"agent-token": 's', "agent-token-file": 's', "cluster-init": 'b', "cluster-reset": 'b',
-	"cluster-reset-restore-path": 's', "kube-apiserver-arg": 'l', "etcd-arg": 'l',
-	"kube-controller-manager-arg": 'l', "kube-scheduler-arg": 'l',
-	"kube-cloud-controller-manager-arg": 'l', "datastore-endpoint": 's',
-	"datastore-cafile": 's', "datastore-certfile": 's', "datastore-keyfile": 's',
-	"kine-tls": 'b', "etcd-expose-metrics": 'b', "etcd-disable-snapshots": 'b',
-	"etcd-snapshot-name": 's', "etcd-snapshot-schedule-cron": 's',
-	"etcd-snapshot-retention": 's', "etcd-snapshot-dir": 's', "etcd-snapshot-compress": 'b',
-	"etcd-s3": 'b', "etcd-s3-endpoint": 's', "etcd-s3-endpoint-ca": 's',
-	"etcd-s3-skip-ssl-verify": 'b', "etcd-s3-access-key": 's', "etcd-s3-secret-key": 's',
-	"etcd-s3-bucket": 's', "etcd-s3-region": 's', "etcd-s3-folder": 's',
-	"etcd-s3-proxy": 's', "etcd-s3-config-secret": 's', "etcd-s3-insecure": 'b',
-	"etcd-s3-timeout": 's', "default-local-storage-path": 's',
-	// components
-	"disable": 'l', "disable-scheduler": 'b', "disable-cloud-controller": 'b',
-	"disable-kube-proxy": 'b', "disable-network-policy": 'b', "disable-helm-controller": 'b',
-	"disable-apiserver": 'b', "disable-controller-manager": 'b', "disable-etcd": 'b',
-	"disable-agent": 'b', "embedded-registry": 'b', "supervisor-metrics": 'b',
-	"secrets-encryption": 'b', "secrets-encryption-provider": 's',
-}
+// boolean, 'l' a list (repeatable flag), 's' a string. They come from the
+// runtime's flag table (k3s_keys.go). k3s only warns about keys it does not
+// know, so unknown keys are warnings here too.
+var k3sFlags = func() map[string]byte {
+	m := make(map[string]byte, len(k3sKeys))
+	for _, k := range k3sKeys {
+		m[k.Name] = k.Kind
+	}
+	return m
+}()
 
 // k3sFlagAliases are the one-letter flags of k3s, which k3OS configs use.
-var k3sFlagAliases = map[string]string{
-	"t": "token", "s": "server", "d": "data-dir", "c": "config", "l": "log", "v": "v",
-}
+var k3sFlagAliases = k3sKeyAliases
 
 var k3sFlagNames = func() []string {
 	names := make([]string, 0, len(k3sFlags))
@@ -109,10 +67,13 @@ func checkK3s(c *checker, p string, m map[string]any) {
 		if kind == 'b' {
 			if _, isList := v.([]any); isList {
 				c.errorf(kp, "%s is a true/false option, not a list", key)
+				continue
 			} else if _, err := strconv.ParseBool(values[0]); err != nil {
 				c.errorf(kp, "%s is a true/false option; %q would stop k3s from starting", key, clip(values[0]))
+				continue
 			}
 		}
+		checkK3sSupport(c, kp, key, "", values, func(i int) string { return listItemPath(kp, v, i) })
 		switch key {
 		case "node-label":
 			for i, s := range values {
@@ -455,6 +416,7 @@ func checkK3sArgs(c *checker, p string, args []string) {
 			c.warnf(joinIndex(p, at[key][0]), "%s; k3s ignores it", unknownKeyMessage("k3s option", key, k3sFlagNames))
 		}
 		values, _ := k3sValueStrings(keys[key])
+		checkK3sSupport(c, joinIndex(p, at[key][0]), key, "--"+key+": ", values, func(j int) string { return joinIndex(p, at[key][j]) })
 		for j, v := range values {
 			var err error
 			switch key {

@@ -157,7 +157,7 @@ k3os:
     - "servicelb"
     - "--node-label"
     - "example.com/rack=r1"
-    - "--flannel-backend=wireguard-native"
+    - "--flannel-backend=host-gw"
     - "--kube-apiserver-arg=feature-gates=A=true"
     - "--kube-apiserver-arg"
     - "audit-log-maxage=30"
@@ -219,7 +219,7 @@ func TestK3OSConfig(t *testing.T) {
 		"disable":            []any{"traefik", "servicelb"},
 		"node-label":         []any{"example.com/rack=r1", "region=us-west-1", "somekey=somevalue"},
 		"node-taint":         []any{"key1=value1:NoSchedule", "key1=value1:NoExecute"},
-		"flannel-backend":    "wireguard-native",
+		"flannel-backend":    "host-gw",
 		"kube-apiserver-arg": []any{"feature-gates=A=true", "audit-log-maxage=30"},
 		// -t in k3s_args is the token flag; it wins over k3os.token, as
 		// k3s's command line would over k3OS's K3S_TOKEN environment.
@@ -250,7 +250,7 @@ cluster-init: true
 disable:
   - traefik
   - servicelb
-flannel-backend: wireguard-native
+flannel-backend: host-gw
 kube-apiserver-arg:
   - feature-gates=A=true
   - audit-log-maxage=30

@@ -260,7 +260,7 @@ func TestParseErrors(t *testing.T) {
 			name: "k3s etcd options that k3s refuses together",
 			doc: "k3s:\n" +
 				"  cluster-init: true\n" +
-				"  datastore-endpoint: postgres://db/k3s\n" +
+				"  datastore-endpoint: https://etcd.example:2379\n" +
 				"  cluster-reset-restore-path: /var/lib/rancher/k3s/server/db/snapshots/x\n" +
 				"  etcd-snapshot-schedule-cron: every day\n" +
 				"  etcd-arg: [quota-backend-bytes]\n",

@@ -47,7 +47,8 @@ type Flag struct {
 
 // flagTable lists the k3s server and agent flags (k3s v1.34 `k3s server --help`
 // and `k3s agent --help`). Every key a user may write in config.yaml is here;
-// keys not listed produce a warning, as in k3s.
+// keys not listed produce a warning, as in k3s. What the runtime does with
+// each is in supportTable (support.go); a test keeps the two in step.
 func flagTable() []Flag {
 	s := func(name, def string, env ...string) Flag {
 		return Flag{Name: name, Kind: String, Scope: ServerOnly, Env: env, Default: def}
@@ -105,7 +106,7 @@ func flagTable() []Flag {
 		a("lb-server-port", "6444", "K3S_LB_SERVER_PORT"),
 		ab("rootless"),
 		ab("prefer-bundled-bin"),
-		a("airgap-extra-registry", ""),
+		al("airgap-extra-registry"),
 		a("vpn-auth", "", "K3S_VPN_AUTH"),
 		a("vpn-auth-file", "", "K3S_VPN_AUTH_FILE"),
 		ab("disable-apiserver-lb"),
@@ -117,10 +118,11 @@ func flagTable() []Flag {
 		s("advertise-port", "0"),
 		sl("tls-san"),
 		sb("tls-san-security"),
-		s("cluster-cidr", DefaultClusterCIDR),
-		s("service-cidr", DefaultServiceCIDR),
+		// Lists, as in k3s: dual-stack clusters give one of each family.
+		{Name: "cluster-cidr", Kind: List, Scope: ServerOnly, Default: DefaultClusterCIDR},
+		{Name: "service-cidr", Kind: List, Scope: ServerOnly, Default: DefaultServiceCIDR},
 		s("service-node-port-range", DefaultNodePortRange),
-		s("cluster-dns", DefaultClusterDNS),
+		{Name: "cluster-dns", Kind: List, Scope: ServerOnly, Default: DefaultClusterDNS},
 		s("cluster-domain", DefaultClusterDomain),
 		s("flannel-backend", "vxlan"),
 		sb("flannel-ipv6-masq"),
@@ -145,6 +147,7 @@ func flagTable() []Flag {
 		s("datastore-cafile", "", "K3S_DATASTORE_CAFILE"),
 		s("datastore-certfile", "", "K3S_DATASTORE_CERTFILE"),
 		s("datastore-keyfile", "", "K3S_DATASTORE_KEYFILE"),
+		sb("kine-tls"),
 		sb("etcd-expose-metrics"),
 		sb("etcd-disable-snapshots"),
 		s("etcd-snapshot-name", "etcd-snapshot"),
@@ -163,6 +166,8 @@ func flagTable() []Flag {
 		s("etcd-s3-folder", ""),
 		sb("etcd-s3-insecure"),
 		s("etcd-s3-timeout", "5m0s"),
+		s("etcd-s3-proxy", ""),
+		s("etcd-s3-config-secret", ""),
 		s("default-local-storage-path", ""),
 		sl("disable"),
 		sb("disable-scheduler"),
@@ -183,7 +188,6 @@ func flagTable() []Flag {
 		s("supervisor-port", "0"),
 		s("apiserver-port", "0"),
 		s("apiserver-bind-address", ""),
-		sb("etcd-s3-proxy"),
 	}
 	return flags
 }

@@ -41,7 +41,10 @@ func (o Origin) String() string {
 }
 
 // Warning is a problem that k3s would log and skip, not fail on: an unknown
-// key in a config file, or a key that does not apply to this command.
+// key in a config file, a key that does not apply to this command, or one
+// this runtime ignores (Support). Loaded.Refused holds the same for keys
+// it refuses. File is a config file (with Line), or "command line" or
+// "environment variable NAME" (Line 0).
 type Warning struct {
 	File string
 	Line int
@@ -50,8 +53,22 @@ type Warning struct {
 }
 
 func (w Warning) String() string {
+	if w.Line == 0 {
+		return fmt.Sprintf("%s: key %q: %s", w.File, w.Key, w.Msg)
+	}
 	return fmt.Sprintf("%s:%d: key %q: %s", w.File, w.Line, w.Key, w.Msg)
 }
+
+// source is where one value came from: a config file and line, or the
+// command line or an environment variable (Line 0).
+type source struct {
+	File string
+	Line int
+	// Env is the environment variable the value came from, if any.
+	Env string
+}
+
+const commandLine = "command line"
 
 // Options say what to load.
 type Options struct {
@@ -72,8 +89,15 @@ type Loaded struct {
 	Origins map[string]Origin
 	// Files are the config files read, in order.
 	Files []string
-	// Warnings are unknown or inapplicable keys found in the files.
+	// Warnings are unknown or inapplicable keys found in the files, and
+	// keys set that this runtime ignores.
 	Warnings []Warning
+	// Refused are keys set that this runtime refuses (see Support);
+	// Unsupported turns them into the error that stops k3s server and
+	// agent.
+	Refused []Warning
+	// sources holds where each of Values' values came from.
+	sources map[string][]source
 	// Positional are the command-line arguments that were not flags.
 	Positional []string
 }
@@ -109,6 +133,7 @@ func Load(o Options) (*Loaded, error) {
 		Values:     map[string][]string{},
 		Origins:    map[string]Origin{},
 		Positional: positional,
+		sources:    map[string][]source{},
 	}
 
 	// The config file: K3S_CONFIG_FILE wins over --config, as in k3s.
@@ -119,11 +144,18 @@ func Load(o Options) (*Loaded, error) {
 	if v, ok := lookup("K3S_CONFIG_FILE"); ok && v != "" {
 		configFile, explicit = v, true
 	}
-	fileVals, files, warns, err := readConfigFiles(configFile, explicit, o.Command, idx)
+	fileVals, fileSrcs, files, warns, err := readConfigFiles(configFile, explicit, o.Command, idx)
 	if err != nil {
 		return nil, err
 	}
 	l.Files, l.Warnings = files, warns
+	cliSrcs := func(n int) []source {
+		out := make([]source, n)
+		for i := range out {
+			out[i] = source{File: commandLine}
+		}
+		return out
+	}
 
 	for _, f := range flagTable() {
 		if f.Scope == ServerOnly && o.Command == "agent" {
@@ -137,16 +169,23 @@ func Load(o Options) (*Loaded, error) {
 		switch {
 		case inCLI && f.Kind == List && inFile:
 			l.Values[f.Name] = append(append([]string{}, fromFile...), fromCLI...)
+			l.sources[f.Name] = append(append([]source{}, fileSrcs[f.Name]...), cliSrcs(len(fromCLI))...)
 			l.Origins[f.Name] = FromFlag
 		case inCLI:
 			l.Values[f.Name] = fromCLI
+			l.sources[f.Name] = cliSrcs(len(fromCLI))
 			l.Origins[f.Name] = FromFlag
 		case inFile:
 			l.Values[f.Name] = fromFile
+			l.sources[f.Name] = fileSrcs[f.Name]
 			l.Origins[f.Name] = FromFile
 		default:
-			if v, ok := envValue(f, lookup); ok {
+			if v, name, ok := envValue(f, lookup); ok {
 				l.Values[f.Name] = v
+				src := source{File: "environment variable " + name, Env: name}
+				for range v {
+					l.sources[f.Name] = append(l.sources[f.Name], src)
+				}
 				l.Origins[f.Name] = FromEnv
 			} else if f.Default != "" {
 				l.Values[f.Name] = []string{f.Default}
@@ -154,25 +193,26 @@ func Load(o Options) (*Loaded, error) {
 			}
 		}
 		if f.Kind != List && len(l.Values[f.Name]) > 1 {
-			v := l.Values[f.Name]
-			l.Values[f.Name] = v[len(v)-1:]
+			v, src := l.Values[f.Name], l.sources[f.Name]
+			l.Values[f.Name], l.sources[f.Name] = v[len(v)-1:], src[len(src)-1:]
 		}
 	}
+	l.checkSupport()
 	return l, nil
 }
 
-func envValue(f Flag, lookup func(string) (string, bool)) ([]string, bool) {
+func envValue(f Flag, lookup func(string) (string, bool)) ([]string, string, bool) {
 	for _, name := range f.Env {
 		v, ok := lookup(name)
 		if !ok || v == "" {
 			continue
 		}
 		if f.Kind == List {
-			return strings.Split(v, ","), true
+			return strings.Split(v, ","), name, true
 		}
-		return []string{v}, true
+		return []string{v}, name, true
 	}
-	return nil, false
+	return nil, "", false
 }
 
 func lastValue(m map[string][]string, name string) string {
@@ -247,26 +287,27 @@ func dropIns(file string) ([]string, error) {
 // readConfigFiles reads the config file and its drop-ins. A missing default
 // file is fine; a missing file named by --config or K3S_CONFIG_FILE is an
 // error unless drop-ins exist (as in k3s).
-func readConfigFiles(file string, explicit bool, command string, idx map[string]Flag) (map[string][]string, []string, []Warning, error) {
+func readConfigFiles(file string, explicit bool, command string, idx map[string]Flag) (map[string][]string, map[string][]source, []string, []Warning, error) {
 	files, err := dropIns(file)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if _, err := os.Stat(file); err == nil {
 		files = append([]string{file}, files...)
 	} else if !errors.Is(err, fs.ErrNotExist) || (explicit && len(files) == 0) {
-		return nil, nil, nil, fmt.Errorf("config: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("config: %w", err)
 	}
 	values := map[string][]string{}
+	sources := map[string][]source{}
 	var warns []Warning
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("config: %w", err)
+			return nil, nil, nil, nil, fmt.Errorf("config: %w", err)
 		}
 		entries, err := ParseFile(f, data)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		for _, e := range entries {
 			fl, ok := idx[e.Key]
@@ -278,14 +319,25 @@ func readConfigFiles(file string, explicit bool, command string, idx map[string]
 				warns = append(warns, Warning{File: f, Line: e.Line, Key: e.Key, Msg: "applies to k3s server only, skipped by the agent"})
 				continue
 			}
+			if s, _ := SupportOf(fl.Name); s.FileOnly {
+				// config: only the command line and environment choose the file.
+				warns = append(warns, Warning{File: f, Line: e.Line, Key: e.Key, Msg: s.Msg})
+				continue
+			}
+			src := make([]source, len(e.Values))
+			for i := range src {
+				src[i] = source{File: f, Line: e.Line}
+			}
 			if e.Append {
 				values[fl.Name] = append(values[fl.Name], e.Values...)
+				sources[fl.Name] = append(sources[fl.Name], src...)
 			} else {
 				values[fl.Name] = append([]string{}, e.Values...)
+				sources[fl.Name] = src
 			}
 		}
 	}
-	return values, files, warns, nil
+	return values, sources, files, warns, nil
 }
 
 // Entry is one key of a config file.

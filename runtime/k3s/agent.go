@@ -46,6 +46,9 @@ func (a *app) agent(ctx context.Context, args []string) error {
 		return err
 	}
 	a.warn(l)
+	if err := l.Unsupported(); err != nil {
+		return err
+	}
 	ac, err := l.AgentConfig()
 	if err != nil {
 		return err

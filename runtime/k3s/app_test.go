@@ -44,6 +44,28 @@ func TestTokenGenerate(t *testing.T) {
 	}
 }
 
+// TestRefusedKeysStopStart: a key the runtime refuses stops k3s server and
+// agent before they change anything, naming the file and line; an ignored
+// key is a warning.
+func TestRefusedKeysStopStart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte("debug: true\ndocker: true\n"), 0o644)
+	dataDir := filepath.Join(dir, "k3s")
+	for _, cmd := range []string{"server", "agent"} {
+		code, _, errOut := runApp(t, map[string]string{"K3S_TOKEN": "secret", "K3S_URL": "https://10.0.0.1:6443"}, "k3s", cmd, "--config", cfg, "--data-dir", dataDir)
+		if code != 1 || !strings.Contains(errOut, cfg+`:2: key "docker": cri-dockerd is not built into ballast's runtime`) {
+			t.Errorf("%s: exit %d: %s", cmd, code, errOut)
+		}
+		if !strings.Contains(errOut, "warning: "+cfg+`:1: key "debug"`) {
+			t.Errorf("%s: no warning for debug: %s", cmd, errOut)
+		}
+		if _, err := os.Stat(dataDir); err == nil {
+			t.Fatalf("%s: the data dir was created before the refusal", cmd)
+		}
+	}
+}
+
 func TestServerPreparesThenStops(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")

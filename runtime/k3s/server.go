@@ -34,6 +34,9 @@ func (a *app) server(ctx context.Context, args []string) error {
 		return err
 	}
 	a.warn(l)
+	if err := l.Unsupported(); err != nil {
+		return err
+	}
 	s, err := l.ServerConfig()
 	if err != nil {
 		return err
