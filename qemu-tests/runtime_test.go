@@ -20,10 +20,12 @@ import (
 )
 
 // TestE2ERuntime boots the runtime image (the default image plus the test
-// server's container image) with 4 GiB and 2 vCPUs and no network beyond
-// QEMU's own, and checks the issue's single-node promises: the node comes
-// Ready, CoreDNS, local-path-provisioner and metrics-server run from the
-// images shipped in the image, a Deployment and NodePort Service given in
+// server's container image) with 4 GiB and 2 vCPUs, on a disk exactly the
+// image's size, and no network beyond QEMU's own, and checks the issue's
+// single-node promises: the node comes Ready on the image's own data
+// partition (k3s started without a word about space), CoreDNS,
+// local-path-provisioner and metrics-server run from the images shipped
+// in the image, a Deployment and NodePort Service given in
 // the cloud-config answer HTTP from the host through a port forward, a pod
 // resolves kubernetes.default, a local-path PVC binds and keeps data,
 // `k3s kubectl top node` answers, a killed component is restarted and the
@@ -106,8 +108,10 @@ func TestE2ERuntime(t *testing.T) {
 	useCores(t, prioLong, 1)
 	img := testImage(t, ImageRuntimeEnv, "ballast-runtime-e2e-x86_64.img")
 	sc := newScenario(t, "node1")
+	// DiskSize 0: a disk exactly the image's size, as a VM given the
+	// file gets; the image's own data partition must run k3s.
 	m := startMachine(t, Options{
-		Disk: img, DiskSize: 8 << 30, Memory: 4096, CPUs: 2,
+		Disk: img, DiskSize: 0, Memory: 4096, CPUs: 2,
 		UserData: runtimeUserData("node1", sc.pubkey),
 		Forwards: map[int]int{testServerNodePort: 0, 22: 0, 6443: 0},
 	})
@@ -137,6 +141,7 @@ func TestE2ERuntime(t *testing.T) {
 		"kube-system/metrics-server":         "k8s-app=metrics-server",
 		"default/testserver":                 "app=testserver",
 	})
+	checkDataPartition(t, m)
 	url := fmt.Sprintf("http://127.0.0.1:%d", m.HostPort(testServerNodePort))
 	body := httpGet(t, m, url+"/", 3*time.Minute)
 	if !strings.Contains(body, "hello from ballast testserver") {
