@@ -38,7 +38,8 @@ const (
 	// content store and 175 MB unpacked into its snapshotter (the default
 	// image's agent/images, measured 2026-12-07), with the file system's
 	// rounding. TestE2ERuntime found 227 MiB used on the data partition
-	// with the packaged pods and its test server running.
+	// once the images were imported, about 250 MiB with the packaged pods
+	// and its test server running.
 	k3sImagesSize = 256 << 20
 	// k3sDataMin is the smallest data file system (statfs's size) k3s is
 	// started on: the images, the datastore and the components' first
