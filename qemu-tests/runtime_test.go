@@ -428,13 +428,20 @@ func httpGet(t *testing.T, m *Machine, url string, d time.Duration) string {
 
 func httpPut(t *testing.T, url, body string) {
 	t.Helper()
+	if err := tryPut(url, body); err != nil {
+		t.Fatalf("PUT %s: %v", url, err)
+	}
+}
+
+func tryPut(url, body string) error {
 	req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
-		t.Fatalf("PUT %s: %v", url, err)
+		return err
 	}
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		t.Fatalf("PUT %s: HTTP %d", url, resp.StatusCode)
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
+	return nil
 }
