@@ -14,6 +14,11 @@ import (
 // hardware resets the board.
 const watchdogTimeout = 60 * time.Second
 
+// watchdogKey=off on the command line leaves the watchdog unarmed: for a
+// machine whose watchdog resets it at once when armed (QEMU's raspi3b
+// emulates the BCM2835 PM block's reset but not its countdown).
+const watchdogKey = "ballast.watchdog"
+
 // armWatchdog opens the board's hardware watchdog, whose driver the
 // devices step loaded from its modalias (i6300esb in QEMU, bcm2835_wdt on
 // a Pi, iTCO_wdt on many PCs), and arms it. From here on the zombie
@@ -23,6 +28,9 @@ const watchdogTimeout = 60 * time.Second
 // loaded in its place: it runs in the kernel it would watch, and a hung
 // kernel is half of what a hardware watchdog is for.
 func (s *system) armWatchdog(context.Context) error {
+	if s.cmdline[watchdogKey] == "off" {
+		return bootstep.Skip(watchdogKey + "=off: running without the hardware watchdog")
+	}
 	path, err := watchdog.Find(s.path("/dev"), s.path("/sys/class/watchdog"))
 	if errors.Is(err, watchdog.ErrNoDevice) {
 		return bootstep.Skip("no hardware watchdog on this machine: running without one")
