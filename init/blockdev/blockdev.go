@@ -238,8 +238,19 @@ func GPTDiskGUID(r io.ReaderAt) (guid string, ok bool) {
 // and how many disks have it (more than one: the same image flashed
 // twice; the first is taken).
 func DiskByGUID(devs []Device, devDir, guid string) (Device, int) {
-	var found Device
-	n := 0
+	found := disksWhere(devs, devDir, func(r io.ReaderAt) bool {
+		got, ok := GPTDiskGUID(r)
+		return ok && strings.EqualFold(got, guid)
+	})
+	if len(found) == 0 {
+		return Device{}, 0
+	}
+	return found[0], len(found)
+}
+
+// disksWhere returns the whole disks under devDir whose contents match.
+func disksWhere(devs []Device, devDir string, match func(io.ReaderAt) bool) []Device {
+	var out []Device
 	for _, d := range devs {
 		if d.IsPartition() || d.Sectors == 0 || strings.HasPrefix(d.Name, "loop") || strings.HasPrefix(d.Name, "ram") {
 			continue
@@ -248,16 +259,13 @@ func DiskByGUID(devs []Device, devDir, guid string) (Device, int) {
 		if err != nil {
 			continue
 		}
-		got, ok := GPTDiskGUID(f)
+		ok := match(f)
 		f.Close()
-		if ok && strings.EqualFold(got, guid) {
-			if n == 0 {
-				found = d
-			}
-			n++
+		if ok {
+			out = append(out, d)
 		}
 	}
-	return found, n
+	return out
 }
 
 // ParseDiskGUID parses a GPT ballast.disk= value, a UUID.
@@ -286,21 +294,14 @@ func ParseDiskSignature(s string) (uint32, error) {
 // DiskBySignature returns the whole disk whose MBR signature is sig,
 // opening each disk under devDir.
 func DiskBySignature(devs []Device, devDir string, sig uint32) (Device, bool) {
-	for _, d := range devs {
-		if d.IsPartition() || d.Sectors == 0 || strings.HasPrefix(d.Name, "loop") || strings.HasPrefix(d.Name, "ram") {
-			continue
-		}
-		f, err := os.Open(d.Path(devDir))
-		if err != nil {
-			continue
-		}
-		got, ok := MBRSignature(f)
-		f.Close()
-		if ok && got == sig {
-			return d, true
-		}
+	found := disksWhere(devs, devDir, func(r io.ReaderAt) bool {
+		got, ok := MBRSignature(r)
+		return ok && got == sig
+	})
+	if len(found) == 0 {
+		return Device{}, false
 	}
-	return Device{}, false
+	return found[0], true
 }
 
 // Partition returns partition num of disk.

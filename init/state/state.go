@@ -337,37 +337,23 @@ type TrialResult struct {
 // generation to fall back to, the trial goes on: nothing better exists.
 func (d *DB) BeginTrial(n, maxBoots int, need string) (TrialResult, error) {
 	var res TrialResult
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketConfigs)
-		v := b.Get(itob(uint64(n)))
-		if v == nil {
-			return fmt.Errorf("no config generation %d", n)
-		}
-		var g Generation
-		if err := json.Unmarshal(v, &g); err != nil {
-			return fmt.Errorf("config generation %d: %w", n, err)
-		}
-		res.Apply = g
+	err := d.updateGeneration(n, func(b *bolt.Bucket, g *Generation) (bool, error) {
+		res.Apply = *g
 		if g.Good() {
-			return nil
+			return false, nil
 		}
 		if g.Trial.Boots >= maxBoots {
 			good, err := lastGeneration(b, func(c Generation) bool {
 				return c.Good() && (need == "" || slices.Contains(c.Sources, need))
 			})
-			// (LastGoodConfigWith's test, inside this transaction.)
 			if err == nil {
 				res.Apply, res.SetAside = good, g.Number
-				return nil
+				return false, nil
 			}
 		}
 		g.Trial.Boots++
-		res.Apply = g
-		v, err := json.Marshal(g)
-		if err != nil {
-			return err
-		}
-		return b.Put(itob(uint64(n)), v)
+		res.Apply = *g
+		return true, nil
 	})
 	if err != nil {
 		return res, fmt.Errorf("config trial: %w", err)
@@ -377,7 +363,23 @@ func (d *DB) BeginTrial(n, maxBoots int, need string) (TrialResult, error) {
 
 // ConfirmConfig marks generation n good: a boot with it became healthy.
 func (d *DB) ConfirmConfig(n int) error {
-	err := d.db.Update(func(tx *bolt.Tx) error {
+	err := d.updateGeneration(n, func(_ *bolt.Bucket, g *Generation) (bool, error) {
+		if g.Good() {
+			return false, nil
+		}
+		g.Trial = nil
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("confirming config generation %d: %w", n, err)
+	}
+	return nil
+}
+
+// updateGeneration runs f on generation n in one transaction and stores
+// it again when f says it changed it.
+func (d *DB) updateGeneration(n int, f func(b *bolt.Bucket, g *Generation) (changed bool, err error)) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketConfigs)
 		v := b.Get(itob(uint64(n)))
 		if v == nil {
@@ -385,22 +387,18 @@ func (d *DB) ConfirmConfig(n int) error {
 		}
 		var g Generation
 		if err := json.Unmarshal(v, &g); err != nil {
+			return fmt.Errorf("config generation %d: %w", n, err)
+		}
+		changed, err := f(b, &g)
+		if err != nil || !changed {
 			return err
 		}
-		if g.Good() {
-			return nil
-		}
-		g.Trial = nil
-		v, err := json.Marshal(g)
+		v, err = json.Marshal(g)
 		if err != nil {
 			return err
 		}
 		return b.Put(itob(uint64(n)), v)
 	})
-	if err != nil {
-		return fmt.Errorf("confirming config generation %d: %w", n, err)
-	}
-	return nil
 }
 
 // RunOnceDone reports whether key was marked done.
