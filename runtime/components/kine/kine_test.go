@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ballast-os/ballast/runtime/componentargs"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -32,7 +33,8 @@ func TestServesEtcdAPI(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{Listen: "unix://" + sock, Endpoint: "sqlite://" + filepath.Join(dir, "state.db"), CompactInterval: time.Minute})
+		// The DSN the server passes (synchronous=FULL among its parameters).
+		done <- Run(ctx, Options{Listen: "unix://" + sock, Endpoint: "sqlite://" + filepath.Join(dir, "state.db") + "?" + componentargs.KineSQLiteParams, CompactInterval: time.Minute})
 	}()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + sock}, DialTimeout: 5 * time.Second})
 	if err != nil {
