@@ -22,6 +22,17 @@ import (
 // boot that is not healthy within the time-out reboots to get there
 // without a visit, but only when a good config exists to fall back to.
 
+// notTheConfig records that this boot failed for a reason of the
+// machine's, not the config's (no persistent storage, a clock below its
+// floor, a data partition too small for k3s): the boot does not count in
+// the config's trial, and does not reboot for it. It returns err.
+func (s *system) notTheConfig(err error) error {
+	s.mu.Lock()
+	s.trialExempt = err
+	s.mu.Unlock()
+	return err
+}
+
 // trial is the config generation this boot has on trial.
 type trial struct {
 	gen         int // 0: the applied config is good (or unrecorded)
@@ -80,9 +91,16 @@ func (s *system) beginTrial(db *state.DB, cfg *cloudconfig.Config, info agent.Co
 // time-out and a good config exists to fall back to.
 func (s *system) superviseTrial(ctx context.Context, bootReady bool) {
 	s.mu.Lock()
-	t, db, nodeReady := s.trial, s.db, s.nodeReady
+	t, db, nodeReady, exempt := s.trial, s.db, s.nodeReady, s.trialExempt
 	s.mu.Unlock()
 	if t.gen == 0 || db == nil {
+		return
+	}
+	if exempt != nil {
+		if err := db.UncountTrialBoot(t.gen); err != nil {
+			s.log.Error("config trial", "err", err)
+		}
+		s.log.Warn(fmt.Sprintf("cloud-config generation %d: this boot does not count in its trial (the machine, not the config, stopped it)", t.gen), "why", exempt)
 		return
 	}
 	healthy := make(chan struct{})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +83,32 @@ func TestConfigTrial(t *testing.T) {
 	case r := <-s.shutdown:
 		t.Fatalf("a boot on the last good config rebooted: %+v", r)
 	default:
+	}
+}
+
+// A boot stopped by the machine (a data partition too small for k3s, no
+// persistence, a clock below its floor) does not count in the config's
+// trial and does not reboot: growing the disk must not find the config
+// set aside.
+func TestConfigTrialNotTheConfig(t *testing.T) {
+	s := testSystemWithState(t)
+	ctx := t.Context()
+	applyBoot(t, s, "#cloud-config\nhostname: good\n")
+	s.superviseTrial(ctx, true)
+	bad := "#cloud-config\nhostname: new\nballast:\n  config_trial: {boots: 2, timeout: 1m}\n"
+	for range 5 {
+		applyBoot(t, s, bad)
+		if s.cfg.Hostname != "new" || s.cfgInfo.TrialBoots != 1 {
+			t.Fatalf("boot on a small disk: cfg %q info %+v", s.cfg.Hostname, s.cfgInfo)
+		}
+		s.notTheConfig(errors.New("not starting k3s: the data partition is 55 MiB"))
+		s.trial.timeout = 10 * time.Millisecond
+		s.superviseTrial(ctx, false)
+		select {
+		case r := <-s.shutdown:
+			t.Fatalf("rebooted for the machine's fault: %+v", r)
+		default:
+		}
+		s.trialExempt = nil
 	}
 }

@@ -261,10 +261,10 @@ func (s *system) startRuntime(ctx context.Context, cfg *cloudconfig.Config) erro
 		return nil
 	}
 	if err := s.persistent(); err != nil {
-		return fmt.Errorf("not starting k3s: %w", err)
+		return s.notTheConfig(fmt.Errorf("not starting k3s: %w", err))
 	}
 	if err := checkClockSane(s.root, time.Now()); err != nil {
-		return fmt.Errorf("not starting k3s: %w", err)
+		return s.notTheConfig(fmt.Errorf("not starting k3s: %w", err))
 	}
 	bin := ""
 	for _, b := range k3sBinaries {
@@ -281,7 +281,7 @@ func (s *system) startRuntime(ctx context.Context, cfg *cloudconfig.Config) erro
 	// the node half-pulled with nothing saying why.
 	warning, err := s.checkDataSpace()
 	if err != nil {
-		return fmt.Errorf("not starting k3s: %w", err)
+		return s.notTheConfig(fmt.Errorf("not starting k3s: %w", err))
 	}
 	if err := writeRuntimeConfig(s.root, cfg); err != nil {
 		return err

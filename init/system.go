@@ -85,6 +85,9 @@ type system struct {
 	// when this boot runs no k3s.
 	nodeReady chan struct{}
 	trial     trial // the config generation on trial, if any
+	// trialExempt says why this boot failed through no fault of its
+	// config (notTheConfig); nil otherwise.
+	trialExempt error
 	// noCloud is this boot's NoCloud policy, and freshNode whether no
 	// config was recorded before it (datasource.Env's FirstBoot).
 	noCloud   string

@@ -361,6 +361,22 @@ func (d *DB) BeginTrial(n, maxBoots int, need string) (TrialResult, error) {
 	return res, nil
 }
 
+// UncountTrialBoot takes back the boot BeginTrial counted for generation
+// n, when that boot failed for a reason that is not the config's.
+func (d *DB) UncountTrialBoot(n int) error {
+	err := d.updateGeneration(n, func(_ *bolt.Bucket, g *Generation) (bool, error) {
+		if g.Good() || g.Trial.Boots == 0 {
+			return false, nil
+		}
+		g.Trial.Boots--
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("config generation %d: %w", n, err)
+	}
+	return nil
+}
+
 // ConfirmConfig marks generation n good: a boot with it became healthy.
 func (d *DB) ConfirmConfig(n int) error {
 	err := d.updateGeneration(n, func(_ *bolt.Bucket, g *Generation) (bool, error) {
