@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ballast-os/ballast/imagebuild/disk"
-	"github.com/ballast-os/ballast/imagebuild/filetree"
 	"github.com/ballast-os/ballast/imagebuild/iso"
 )
 
@@ -41,13 +40,13 @@ func fuzzBases(t testing.TB) []*fuzzBase {
 	ctx := context.Background()
 	gptPath, mbrPath, isoPath := filepath.Join(dir, "gpt.img"), filepath.Join(dir, "mbr.img"), filepath.Join(dir, "x.iso")
 	err := disk.Write(ctx, gptPath, disk.Layout{
-		Boot: fuzzBoot(t), SystemA: sys, SlotSize: 4 << 20, DataSize: 1 << 20, Arch: "amd64",
+		Boot: boot(t), SystemA: sys, SlotSize: 4 << 20, DataSize: 1 << 20, Arch: "amd64",
 		Cmdline: "console=ttyS0", SystemdBootEFI: []byte("MZ"), ModTime: testTime, Seed: "s",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bt := fuzzBoot(t)
+	bt := boot(t)
 	bt.AddFile("config.txt", 0o644, []byte("arm_64bit=1\n"))
 	bt.AddFile("cmdline.txt", 0o644, []byte("console=ttyS1 ballast.disk=0badcafe\n"))
 	bt.AddFile("bcm2837-rpi-3-b.dtb", 0o644, []byte("d"))
@@ -58,7 +57,7 @@ func fuzzBases(t testing.TB) []*fuzzBase {
 		t.Fatal(err)
 	}
 	err = iso.Write(ctx, isoPath, iso.Layout{
-		Files: fuzzBoot(t), System: sys, Arch: "amd64", Cmdline: "console=ttyS0",
+		Files: boot(t), System: sys, Arch: "amd64", Cmdline: "console=ttyS0",
 		SystemdBootEFI: []byte("MZ"), ModTime: testTime, Seed: "s",
 	})
 	if err != nil {
@@ -69,22 +68,6 @@ func fuzzBases(t testing.TB) []*fuzzBase {
 		bases = append(bases, newFuzzBase(t, p))
 	}
 	return bases
-}
-
-// fuzzBoot is boot's tree, for a testing.TB.
-func fuzzBoot(t testing.TB) *filetree.Tree {
-	tr := filetree.New(testTime)
-	for p, b := range map[string][]byte{
-		disk.KernelPath:    fakeBzImage(),
-		disk.InitrdPath:    []byte("initrd"),
-		disk.BuildJSONPath: []byte(buildJSON),
-		disk.UserDataPath:  []byte("#cloud-config\nhostname: inspected\n"),
-	} {
-		if err := tr.AddFile(p, 0o644, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return tr
 }
 
 func newFuzzBase(t testing.TB, p string) *fuzzBase {

@@ -32,7 +32,7 @@ func fakeBzImage() []byte {
 
 const buildJSON = `{"board":"x86_64","version":"0.1.0","kernel":"6.12.48+deb13-amd64","lock":{"packages":42,"sha256":"abc"}}`
 
-func boot(t *testing.T) *filetree.Tree {
+func boot(t testing.TB) *filetree.Tree {
 	tr := filetree.New(testTime)
 	for p, b := range map[string][]byte{
 		disk.KernelPath:    fakeBzImage(),
