@@ -84,4 +84,3 @@ func TestTornPrimaryGPT(t *testing.T) {
 		t.Errorf("primary and backup GPT disagree after the boot: %v", err)
 	}
 }
-
