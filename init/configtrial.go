@@ -16,11 +16,11 @@ import (
 // changed config is on trial: it becomes the "last good config" (what a
 // broken config falls back to) only once a boot with it is healthy, that
 // is ready with no step failed and, where the node runs k3s, its node
-// Ready. A config that
-// has had its boots (ballast.config_trial.boots) without getting there is
-// set aside and the last good one applied until the config changes; a
-// boot that is not healthy within the time-out reboots to get there
-// without a visit, but only when a good config exists to fall back to.
+// Ready. A config that has had its boots (ballast.config_trial.boots)
+// without getting there is set aside and the last good one applied until
+// the config changes; a boot that is not healthy within the time-out
+// reboots to get there without a visit, but only when a good config exists
+// to fall back to.
 
 // notTheConfig records that this boot failed for a reason of the
 // machine's, not the config's (no persistent storage, a clock below its
