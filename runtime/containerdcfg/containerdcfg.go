@@ -154,6 +154,13 @@ state = {{ q .State }}
   snapshotter = {{ q .Snapshotter }}
   disable_snapshot_annotations = {{ ne .Snapshotter "stargz" }}
 
+# Each layer unpacked into the snapshotter is synced before containerd
+# records it as unpacked (k3s leaves this off): a power cut seconds after an
+# import or a pull must not leave zero-length files in an image that every
+# later start trusts.
+[plugins.'io.containerd.service.v1.diff-service']
+  sync_fs = true
+
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
   sandbox = {{ q .SandboxImage }}
 
