@@ -125,6 +125,8 @@ func Build(ctx context.Context, o BuildOptions) (*Runtime, error) {
 	out := filepath.Join(o.CacheDir, o.Arch+"-"+key[:32])
 	if rt, err := load(out, o.Version); err == nil {
 		rt.Cached = true
+		now := time.Now()
+		os.Chtimes(out, now, now) // recently used: kept by pruneBuilds
 		fmt.Fprintf(o.Log, "    runtime unchanged: reusing %s (k3s %s)\n", out, humanize.IBytes(uint64(rt.K3s.Size)))
 		return rt, nil
 	}
@@ -196,6 +198,7 @@ func Build(ctx context.Context, o BuildOptions) (*Runtime, error) {
 	} else if rt, err = load(out, o.Version); err != nil {
 		return nil, err
 	}
+	pruneBuilds(o.CacheDir, o.Arch, keepBuilds, time.Hour)
 	fmt.Fprintf(o.Log, "    built the runtime in %s: k3s %s, %d CNI plugins %s\n",
 		time.Since(start).Round(time.Second), humanize.IBytes(uint64(rt.K3s.Size)), len(rt.CNI), humanize.IBytes(uint64(cniSize(rt))))
 	return rt, nil
@@ -416,4 +419,38 @@ func goTool() string {
 		return p
 	}
 	return "/usr/local/go/bin/go"
+}
+
+// keepBuilds is how many runtime builds per architecture the cache keeps:
+// each is about 225 MB, and every change to runtime/ makes a new one.
+const keepBuilds = 3
+
+// pruneBuilds removes dir's <arch>-<key> builds beyond the keep most
+// recently used, leaving any used within minAge (another build may be
+// reading it).
+func pruneBuilds(dir, arch string, keep int, minAge time.Duration) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	type build struct {
+		path string
+		used time.Time
+	}
+	var builds []build
+	for _, e := range ents {
+		key, ok := strings.CutPrefix(e.Name(), arch+"-")
+		if !ok || !e.IsDir() || strings.Contains(key, "-") || strings.HasSuffix(key, ".tmp") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			builds = append(builds, build{filepath.Join(dir, e.Name()), fi.ModTime()})
+		}
+	}
+	sort.Slice(builds, func(i, j int) bool { return builds[i].used.After(builds[j].used) })
+	for i, b := range builds {
+		if i >= keep && time.Since(b.used) > minAge {
+			os.RemoveAll(b.path)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -383,3 +384,46 @@ require (
 	k8s.io/kubernetes v1.37.2
 )
 `
+
+func TestPruneBuilds(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	mk := func(name string, age time.Duration) {
+		p := filepath.Join(dir, name)
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(p, now.Add(-age), now.Add(-age))
+	}
+	mk("amd64-aaaa", 1*time.Minute)
+	mk("amd64-bbbb", 2*time.Hour)
+	mk("amd64-cccc", 3*time.Hour)
+	mk("amd64-dddd", 4*time.Hour) // beyond the newest 3, old: removed
+	mk("amd64-eeee", 5*time.Hour) // removed
+	mk("arm64-ffff", 9*time.Hour) // another architecture: kept
+	mk("build-1.tmp", 9*time.Hour)
+	pruneBuilds(dir, "amd64", 3, time.Hour)
+	var got []string
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		got = append(got, e.Name())
+	}
+	want := []string{"amd64-aaaa", "amd64-bbbb", "amd64-cccc", "arm64-ffff", "build-1.tmp"}
+	if !slices.Equal(got, want) {
+		t.Errorf("after pruning: %v, want %v", got, want)
+	}
+	// A build used within the hour is kept even beyond the newest 3.
+	mk("amd64-gggg", 10*time.Minute)
+	mk("amd64-hhhh", 20*time.Minute)
+	mk("amd64-iiii", 30*time.Minute) // 4th newest
+	pruneBuilds(dir, "amd64", 3, time.Hour)
+	if _, err := os.Stat(filepath.Join(dir, "amd64-cccc")); err == nil {
+		t.Error("amd64-cccc (4th newest, 3 hours old) kept")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "amd64-iiii")); err != nil {
+		t.Error("amd64-iiii (4th newest, used 30 minutes ago) removed")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "amd64-bbbb")); err == nil {
+		t.Error("amd64-bbbb (5th newest, 2 hours old) kept")
+	}
+}
