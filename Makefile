@@ -56,7 +56,7 @@ test: deps-test image image-runtime-e2e images-arm64 image-oci
 # TestPowerCut cuts the runtime image's power 10 times and fills its data
 # partition (~30 minutes under TCG).
 test-long: deps-test image-runtime-e2e
-	BALLAST_TEST_LONG=1 $(GO) test $(TESTFLAGS) -run '^TestPowerCut$$' -v ./qemu-tests
+	BALLAST_TEST_LONG=1 $(GO) test $(TESTFLAGS) -run '^(TestPowerCut|TestFullDataPartition)$$' -v ./qemu-tests
 
 # Only the fast tests: no Debian downloads, no QEMU.
 unit:

@@ -2,6 +2,7 @@ package qemutest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -115,6 +116,8 @@ func TestPowerCut(t *testing.T) {
 		// The pods' statuses can be the last boot's: the service
 		// answering is what shows the testserver back.
 		httpGet(t, m, url+"/", runtimeDeadline)
+		// And nothing is left broken: every pod runs again.
+		waitAllPodsReady(t, m, api, 10*time.Minute)
 	}
 
 	// The first boot, cut twice in its data-partition step, then while k3s
@@ -184,16 +187,34 @@ func TestPowerCut(t *testing.T) {
 		check(fmt.Sprintf("after cut %d", cuts))
 	}
 	t.Logf("%d cuts, %d bricks, %d objects lost (of %d configmaps, a marker file and %d volume writes), %s in all", cuts, bricks, len(lost), len(objects), len(objects), time.Since(start).Round(time.Second))
-
-	testFullDataPartition(t, m, sc)
 }
 
-// testFullDataPartition fills the data partition through a pod's hostPath:
-// SSH and the agent must still answer, and once the file is removed the
-// node is Ready again without disk pressure.
-func testFullDataPartition(t *testing.T, m *Machine, sc scenario) {
-	const fill = "/var/lib/rancher/powercut-fill"
-	pod := `apiVersion: v1
+// TestFullDataPartition fills the data partition through a pod's
+// hostPath, to the last block root may use: SSH and the agent must still
+// answer, and once the files are removed the node is Ready again without
+// disk pressure and takes new work.
+func TestFullDataPartition(t *testing.T) {
+	requireLong(t)
+	useCores(t, prioLong, 2)
+	img := testImage(t, ImageRuntimeEnv, "ballast-runtime-e2e-x86_64.img")
+	sc := newScenario(t, "full1")
+	m := startMachine(t, Options{
+		Disk: img, DiskSize: 0, Memory: 4096, CPUs: 2,
+		UserData: runtimeUserData("full1", sc.pubkey),
+		Forwards: map[int]int{testServerNodePort: 0, 22: 0, 6443: 0},
+	})
+	url := fmt.Sprintf("http://127.0.0.1:%d", m.HostPort(testServerNodePort))
+	waitNodeReady(t, m, runtimeDeadline)
+	api := apiClient(t, m)
+	waitPodsRunning(t, m, api, runtimeDeadline, map[string]string{"default/testserver": "app=testserver"})
+	httpPutWait(t, url+"/file?path=before-full", "written before the disk filled", runtimeDeadline)
+
+	// fallocate takes the blocks at once (writing them would take many
+	// minutes under emulation, and the kubelet evicts a slow filler at
+	// its disk-pressure threshold before the disk is full): one file as
+	// large as the file system, then halves until not even 4 KiB is left.
+	// The pod runs as root, so it also takes ext4's root reserve.
+	const pod = `apiVersion: v1
 kind: Pod
 metadata: {name: filler, namespace: default}
 spec:
@@ -202,7 +223,23 @@ spec:
   - name: fill
     image: docker.io/rancher/mirrored-library-busybox:1.37.0
     imagePullPolicy: Never
-    command: ["sh", "-c", "dd if=/dev/zero of=/host/powercut-fill bs=1M; sync; echo full"]
+    command:
+    - sh
+    - -c
+    - |
+      n=0
+      s=$(df -P -k /host | awk 'NR == 2 {print $2}')
+      while [ "$s" -ge 4 ]; do
+        if busybox fallocate -l "${s}k" /host/filler-$n 2>/dev/null; then
+          n=$((n + 1))
+        else
+          rm -f /host/filler-$n
+          s=$((s / 2))
+        fi
+      done
+      sync
+      echo "full: $n files"
+      df -P -k /host
     volumeMounts: [{name: host, mountPath: /host}]
   volumes:
   - name: host
@@ -210,12 +247,15 @@ spec:
 `
 	nodeExec(t, m, "sh", "-c", "cat > /tmp/filler.yaml <<'EOF'\n"+pod+"EOF\nk3s kubectl apply -f /tmp/filler.yaml")
 	waitLog(t, m, "the data partition is full", func() bool {
-		out := tryExec(m, "df", "-B1", "--output=avail", "/persist")
-		f := strings.Fields(out)
-		return len(f) > 1 && f[len(f)-1] != "" && len(f[len(f)-1]) < 8 // under 10 MB free
-	}, 15*time.Minute)
+		f := strings.Fields(tryExec(m, "df", "-B1", "--output=avail", "/persist"))
+		return len(f) == 2 && len(f[1]) < 7 // under 1 MB free
+	}, 10*time.Minute)
 	t.Logf("full: %s", strings.Join(strings.Fields(tryExec(m, "df", "-h", "/persist")), " "))
+	t.Logf("filler: %s", tryExec(m, "k3s", "kubectl", "logs", "filler"))
 
+	// Give the node time to hit every write it makes: the kubelet's
+	// eviction loop, k3s's datastore, the init's logs and state.
+	time.Sleep(time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := m.Status(ctx); err != nil {
@@ -229,20 +269,83 @@ spec:
 		}
 		time.Sleep(3 * time.Second)
 	}
-	if err != nil || strings.TrimSpace(out) != "cut1" {
+	if err != nil || strings.TrimSpace(out) != "full1" {
 		t.Errorf("SSH with the data partition full: %q, %v", out, err)
 	}
+	t.Logf("node with the disk full: %s", tryExec(m, "k3s", "kubectl", "get", "node", "full1", "-o", `jsonpath={range .status.conditions[*]}{.type}={.status} {end}`))
 
-	nodeExec(t, m, "rm", "-f", fill)
-	nodeExec(t, m, "k3s", "kubectl", "delete", "pod", "filler", "--wait=false")
+	nodeExec(t, m, "sh", "-c", "rm -f /var/lib/rancher/filler-*")
+	tryExec(m, "k3s", "kubectl", "delete", "pod", "filler", "--wait=false")
 	waitLog(t, m, "no disk pressure", func() bool {
-		out := tryExec(m, "k3s", "kubectl", "get", "node", "cut1", "-o", `jsonpath={range .status.conditions[*]}{.type}={.status} {end}`)
+		out := tryExec(m, "k3s", "kubectl", "get", "node", "full1", "-o", `jsonpath={range .status.conditions[*]}{.type}={.status} {end}`)
 		return strings.Contains(out, "DiskPressure=False") && strings.Contains(out, "Ready=True")
 	}, 15*time.Minute)
-	// The node takes new work again.
+	// The node takes new work again, and kept what it had.
 	nodeExec(t, m, "k3s", "kubectl", "create", "configmap", "after-full", "--from-literal=ok=1")
-	if got := httpGet(t, m, fmt.Sprintf("http://127.0.0.1:%d/file?path=powercut", m.HostPort(testServerNodePort)), 10*time.Minute); got == "" {
-		t.Error("the testserver does not answer after the disk was freed")
+	waitPodsRunning(t, m, api, runtimeDeadline, map[string]string{"default/testserver": "app=testserver", "kube-system/coredns": "k8s-app=kube-dns"})
+	if got := httpGet(t, m, url+"/file?path=before-full", 10*time.Minute); got != "written before the disk filled" {
+		t.Errorf("after the disk was freed the testserver's volume reads %q", got)
+	}
+	httpPutWait(t, url+"/file?path=after-full", "written after", 5*time.Minute)
+}
+
+// waitAllPodsReady waits until every pod of the cluster that is not being
+// deleted has finished (a job's) or runs with all its containers ready.
+func waitAllPodsReady(t *testing.T, m *Machine, api *kubenode.Client, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var notReady []string
+	err := m.WaitFor(ctx, "every pod ready", 10*time.Second, func(ctx context.Context) (bool, error) {
+		gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		out, err := api.Get(gctx, "/api/v1/pods")
+		if err != nil {
+			return false, nil
+		}
+		var pl struct {
+			Items []struct {
+				Metadata struct {
+					Name, Namespace   string
+					DeletionTimestamp *string
+				}
+				Status struct {
+					Phase             string
+					ContainerStatuses []struct {
+						Name  string
+						Ready bool
+						State map[string]struct{ Reason string }
+					}
+				}
+			}
+		}
+		if err := json.Unmarshal(out, &pl); err != nil {
+			return false, err
+		}
+		notReady = notReady[:0]
+		for _, p := range pl.Items {
+			if p.Metadata.DeletionTimestamp != nil || p.Status.Phase == "Succeeded" {
+				continue
+			}
+			ok := p.Status.Phase == "Running" && len(p.Status.ContainerStatuses) > 0
+			why := p.Status.Phase
+			for _, c := range p.Status.ContainerStatuses {
+				ok = ok && c.Ready
+				for state, st := range c.State {
+					if st.Reason != "" {
+						why += fmt.Sprintf(" %s %s(%s)", c.Name, state, st.Reason)
+					}
+				}
+			}
+			if !ok {
+				notReady = append(notReady, p.Metadata.Namespace+"/"+p.Metadata.Name+": "+why)
+			}
+		}
+		return len(notReady) == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("pods not ready: %s: %v\n%s", strings.Join(notReady, "; "), err,
+			tryExec(m, "sh", "-c", "k3s kubectl describe pods -A | grep -A12 -i 'last state\\|events:' | tail -n 120"))
 	}
 }
 
