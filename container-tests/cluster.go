@@ -152,6 +152,13 @@ func (n *Node) Exec(ctx context.Context, args ...string) (string, error) {
 	return docker(ctx, append([]string{"exec", n.Container}, args...)...)
 }
 
+// CopyIn copies the host's file or directory src into the node at dst
+// (`docker cp`: a directory's contents with src ending in "/.").
+func (n *Node) CopyIn(ctx context.Context, src, dst string) error {
+	_, err := docker(ctx, "cp", src, n.Container+":"+dst)
+	return err
+}
+
 // Kubectl runs `k3s kubectl` in the node (a server: k3s.yaml is there).
 func (n *Node) Kubectl(ctx context.Context, args ...string) (string, error) {
 	return n.Exec(ctx, append([]string{"k3s", "kubectl"}, args...)...)
