@@ -2,7 +2,8 @@
 // runs against, with the suite's images preloaded (the nodes have no
 // registry to pull from): a server and agents as containers on the
 // container test bed (container-tests: the runtime image run under Docker
-// on an internal network, at native speed).
+// on an internal network, at native speed), or one QEMU node booted from
+// a raw image (the quick sample).
 package testbed
 
 import (
@@ -39,23 +40,16 @@ type Options struct {
 
 // Bed is a running cluster.
 type Bed struct {
-	Kubeconfig string // for the suite on this host: the server's address, not 127.0.0.1
-	Nodes      []*containertest.Node
-	cluster    *containertest.Cluster
+	Kubeconfig string // for the suite on this host: an address it reaches, not the node's 127.0.0.1
+	close      func()
+	diagnose   func(context.Context) string
 }
 
-// Close removes the nodes and their network.
-func (b *Bed) Close() { b.cluster.Close() }
+// Close stops the cluster and removes what it made.
+func (b *Bed) Close() { b.close() }
 
 // Diagnose is each node's k3s output and component logs, for a failure.
-func (b *Bed) Diagnose(ctx context.Context) string {
-	var s strings.Builder
-	for _, n := range b.Nodes {
-		fmt.Fprintf(&s, "=== %s: k3s output (last 40 lines)\n%s\n=== %s: component logs\n%s\n",
-			n.Name, tail(n.Logs(ctx), 40), n.Name, n.ComponentLogs(ctx, 15))
-	}
-	return s.String()
-}
+func (b *Bed) Diagnose(ctx context.Context) string { return b.diagnose(ctx) }
 
 // Containers starts a server and o.Agents agents joined with a token,
 // copies o.Images into each and waits until every node is Ready and has
@@ -80,7 +74,15 @@ func Containers(ctx context.Context, o Options) (_ *Bed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bed{cluster: c}
+	var nodes []*containertest.Node
+	b := &Bed{close: c.Close, diagnose: func(ctx context.Context) string {
+		var s strings.Builder
+		for _, n := range nodes {
+			fmt.Fprintf(&s, "=== %s: k3s output (last 40 lines)\n%s\n=== %s: component logs\n%s\n",
+				n.Name, tail(n.Logs(ctx), 40), n.Name, n.ComponentLogs(ctx, 15))
+		}
+		return s.String()
+	}}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -93,18 +95,18 @@ func Containers(ctx context.Context, o Options) (_ *Bed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b.Nodes = append(b.Nodes, server)
+	nodes = append(nodes, server)
 	url := "https://" + server.IP + ":6443"
 	for i := 1; i <= o.Agents; i++ {
 		a, err := c.Start(ctx, fmt.Sprintf("agent%d", i), map[string]string{"K3S_URL": url, "K3S_TOKEN": secret}, "agent")
 		if err != nil {
 			return nil, err
 		}
-		b.Nodes = append(b.Nodes, a)
+		nodes = append(nodes, a)
 	}
 	// The importer scans agent/images as it runs: copied now, the images
 	// are imported while the nodes come up.
-	for _, n := range b.Nodes {
+	for _, n := range nodes {
 		if err := containertest.WaitFor(ctx, 2*time.Minute, time.Second, func() error {
 			_, err := n.Exec(ctx, "mkdir", "-p", imagesDir)
 			return err
@@ -137,46 +139,52 @@ func Containers(ctx context.Context, o Options) (_ *Bed, err error) {
 		return nil, err
 	}
 
-	var last error
 	if err := containertest.WaitFor(ctx, 10*time.Minute, 5*time.Second, func() error {
 		out, err := server.Kubectl(ctx, "get", "nodes", "--no-headers")
 		if err != nil {
 			return err
 		}
-		if n := strings.Count(out, " Ready "); n != len(b.Nodes) {
-			return fmt.Errorf("%d of %d nodes Ready:\n%s", n, len(b.Nodes), out)
+		if n := strings.Count(out, " Ready "); n != len(nodes) {
+			return fmt.Errorf("%d of %d nodes Ready:\n%s", n, len(nodes), out)
 		}
 		return nil
 	}); err != nil {
 		return nil, err
 	}
-	for _, n := range b.Nodes {
-		if err := containertest.WaitFor(ctx, 10*time.Minute, 5*time.Second, func() error {
-			out, err := n.Exec(ctx, "k3s", "ctr", "-n", "k8s.io", "images", "ls", "-q")
-			if err != nil {
-				return err
-			}
-			have := map[string]bool{}
-			for _, l := range strings.Fields(out) {
-				have[l] = true
-			}
-			var missing []string
-			for _, r := range o.Refs {
-				if !have[r] {
-					missing = append(missing, r)
-				}
-			}
-			if len(missing) > 0 {
-				last = fmt.Errorf("%s has not imported %s", n.Name, strings.Join(missing, ", "))
-				return last
-			}
-			return nil
+	for _, n := range nodes {
+		if err := waitImages(ctx, n.Name, o.Refs, func(ctx context.Context) (string, error) {
+			return n.Exec(ctx, "k3s", "ctr", "-n", "k8s.io", "images", "ls", "-q")
 		}); err != nil {
 			return nil, err
 		}
 		logf("%s: Ready, %d images imported", n.Name, len(o.Refs))
 	}
 	return b, nil
+}
+
+// waitImages waits until list (`ctr images ls -q` on the node) shows
+// every ref.
+func waitImages(ctx context.Context, node string, refs []string, list func(context.Context) (string, error)) error {
+	return containertest.WaitFor(ctx, 10*time.Minute, 5*time.Second, func() error {
+		out, err := list(ctx)
+		if err != nil {
+			return err
+		}
+		have := map[string]bool{}
+		for _, l := range strings.Fields(out) {
+			have[l] = true
+		}
+		var missing []string
+		for _, r := range refs {
+			if !have[r] {
+				missing = append(missing, r)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%s has not imported %s", node, strings.Join(missing, ", "))
+		}
+		return nil
+	})
 }
 
 func tail(s string, n int) string {
