@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"runtime"
+	"strings"
+
+	"github.com/ballast-os/ballast/conformance/suitebin"
+	"github.com/ballast-os/ballast/conformance/suiterun"
+)
+
+func runRun(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "run", "--kubeconfig FILE [--out out/conformance] [--parallel N] [--focus REGEX] [--skip REGEX] [--quick] [--list | --dry-run]")
+	var bf buildFlags
+	bf.register(fs)
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig `file` of the cluster under test (default: $KUBECONFIG)")
+	out := fs.String("out", "out/conformance", "output `dir`: e2e.log, JUnit XML, JSON reports, summary.md")
+	parallel := fs.Int("parallel", defaultParallel(), "ginkgo processes for the tests that are not [Serial]")
+	focus := fs.String("focus", "", "run only the conformance tests whose name matches `regex`")
+	skip := fs.String("skip", "", "leave out the conformance tests whose name matches `regex`")
+	quick := fs.Bool("quick", false, fmt.Sprintf("run the fixed quick sample: every %dth conformance test of each SIG", suiterun.QuickEvery))
+	list := fs.Bool("list", false, "print the selected tests and exit: no cluster needed")
+	dryRun := fs.Bool("dry-run", false, "walk the selected tests with ginkgo --dry-run, reports and summary included, without running them: no cluster needed")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	sel := suiterun.Selection{Quick: *quick}
+	var err error
+	if sel.Focus, err = compile("focus", *focus); err != nil {
+		return err
+	}
+	if sel.Skip, err = compile("skip", *skip); err != nil {
+		return err
+	}
+	if *parallel < 1 {
+		return fmt.Errorf("%w: --parallel must be at least 1", errUsage)
+	}
+	if *kubeconfig == "" && !*list && !*dryRun {
+		fs.Usage()
+		return fmt.Errorf("%w: --kubeconfig is required (or $KUBECONFIG)", errUsage)
+	}
+
+	suite, bo, err := bf.build(ctx, env)
+	if err != nil {
+		return err
+	}
+	all, err := suiterun.ListTests(ctx, suite.Path("e2e.test"))
+	if err != nil {
+		return err
+	}
+	tests := suiterun.Select(all, sel)
+	if len(tests) == 0 {
+		return fmt.Errorf("%w: no conformance test matches the selection", errUsage)
+	}
+	sample := "full"
+	switch {
+	case *quick:
+		sample = "quick sample"
+	case *focus != "" || *skip != "":
+		sample = "focused"
+	}
+	if *list {
+		for _, t := range tests {
+			fmt.Fprintln(env.Stdout, t.Name)
+		}
+		fmt.Fprintf(env.Stdout, "%d tests (%s)\n", len(tests), sample)
+		return nil
+	}
+
+	if *dryRun {
+		sample += ", dry run"
+	}
+	kc := *kubeconfig
+	if kc != "" {
+		kc = abs(env, kc)
+	}
+	outDir := abs(env, *out)
+	sum, err := suiterun.Run(ctx, suiterun.Options{
+		E2ETest:           suite.Path("e2e.test"),
+		Ginkgo:            suite.Path("ginkgo"),
+		Kubectl:           suite.Path("kubectl"),
+		KubernetesVersion: suite.KubernetesVersion,
+		Kubeconfig:        kc,
+		DryRun:            *dryRun,
+		OutDir:            outDir,
+		Tests:             tests,
+		Sample:            sample,
+		Parallel:          *parallel,
+		RepoRoot:          suitebin.KubernetesSource(ctx, bo),
+		Log:               env.Stdout,
+	})
+	if sum != nil {
+		printSummary(env, sum, outDir)
+	}
+	if err != nil {
+		return err
+	}
+	if !sum.OK() {
+		if n := sum.Total().Failed; n > 0 {
+			return fmt.Errorf("%w: %d of %d", errFailed, n, len(tests))
+		}
+		return fmt.Errorf("%w: the suite failed outside its tests", errFailed)
+	}
+	return nil
+}
+
+// defaultParallel is a ginkgo process per CPU, and at least two: most
+// conformance tests wait on the cluster, not on this machine.
+func defaultParallel() int {
+	return max(2, runtime.NumCPU())
+}
+
+func compile(name, expr string) (*regexp.Regexp, error) {
+	if expr == "" {
+		return nil, nil
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --%s: %v", errUsage, name, err)
+	}
+	return re, nil
+}
+
+// printSummary shows the table and the failures on the terminal; the same
+// is in summary.md.
+func printSummary(env Env, s *suiterun.Summary, outDir string) {
+	w := env.Stdout
+	fmt.Fprintf(w, "\n%-22s %7s %7s %7s\n", "SIG", "passed", "failed", "skipped")
+	rows := append(s.SIGs[:len(s.SIGs):len(s.SIGs)], s.Total())
+	for _, c := range rows {
+		fmt.Fprintf(w, "%-22s %7d %7d %7d\n", c.SIG, c.Passed, c.Failed, c.Skipped)
+	}
+	for i, f := range s.Failures {
+		if i == 0 {
+			fmt.Fprintf(w, "\nfailed:\n")
+		}
+		msg := f.Error
+		if msg == "" {
+			msg = "(no message)"
+		}
+		fmt.Fprintf(w, "  %s\n      %s\n", f.Name, strings.TrimSpace(msg+" "+parens(f.Location)))
+	}
+	fmt.Fprintf(w, "\nKubernetes %s conformance (%s): wall time %s; summary, JUnit and logs in %s\n",
+		s.KubernetesVersion, s.Sample, suiterun.FormatDuration(s.WallTime), outDir)
+}
+
+func parens(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "(" + s + ")"
+}
