@@ -58,14 +58,14 @@ func (b *builder) image(ctx context.Context, c component) (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	name := fmt.Sprintf("%s-%s-%s.tar", c.name, b.opts.Arch, imageKey(img))
+	name := fmt.Sprintf("%s-%s-%s.tar", c.name, b.opts.Arch, ImageKey(img))
 	p := filepath.Join(b.dir, name)
 	if _, err := os.Stat(p); err != nil {
 		if err := ociimage.WriteFile(p, img); err != nil {
 			return Image{}, err
 		}
 		built = true
-		prune(b.dir, c.name+"-"+b.opts.Arch+"-", ".tar", name)
+		Prune(b.dir, c.name+"-"+b.opts.Arch+"-", ".tar", name)
 	}
 	what := "reused"
 	if built {
@@ -81,7 +81,7 @@ func (b *builder) image(ctx context.Context, c component) (Image, error) {
 // be compiled.
 func (b *builder) binary(ctx context.Context, c component) ([]byte, bool, error) {
 	if c.name == "busybox" {
-		if err := checkELF(b.opts.Busybox, b.opts.Arch); err != nil {
+		if err := CheckELF(b.opts.Busybox, b.opts.Arch); err != nil {
 			return nil, false, fmt.Errorf("Options.Busybox: %w", err)
 		}
 		return b.opts.Busybox, false, nil
@@ -110,7 +110,7 @@ func (b *builder) binary(ctx context.Context, c component) ([]byte, bool, error)
 	name := fmt.Sprintf("%s-%s-%s", c.name, b.opts.Arch, hex.EncodeToString(h.Sum(nil))[:16])
 	p := filepath.Join(b.dir, "bin", name)
 	if data, err := os.ReadFile(p); err == nil {
-		return data, false, checkELF(data, b.opts.Arch)
+		return data, false, CheckELF(data, b.opts.Arch)
 	}
 
 	tmp, err := os.MkdirTemp(b.dir, "build-"+c.name+"-")
@@ -134,13 +134,13 @@ func (b *builder) binary(ctx context.Context, c component) ([]byte, bool, error)
 	if err != nil {
 		return nil, false, err
 	}
-	if err := checkELF(data, b.opts.Arch); err != nil {
+	if err := CheckELF(data, b.opts.Arch); err != nil {
 		return nil, false, fmt.Errorf("%s: %w", out, err)
 	}
 	if err := os.Rename(out, p); err != nil {
 		return nil, false, err
 	}
-	prune(filepath.Join(b.dir, "bin"), c.name+"-"+b.opts.Arch+"-", "", name)
+	Prune(filepath.Join(b.dir, "bin"), c.name+"-"+b.opts.Arch+"-", "", name)
 	return data, true, nil
 }
 
@@ -197,26 +197,34 @@ func (b *builder) goCmd(ctx context.Context, dir string, env []string, args ...s
 
 // goOutput is goCmd returning the command's standard output.
 func (b *builder) goOutput(ctx context.Context, dir string, env []string, args ...string) ([]byte, error) {
+	return GoCommand(ctx, b.opts.Arch, dir, env, args...)
+}
+
+// GoCommand runs the go command in dir for a static linux/arch program
+// (CGO_ENABLED=0, no GOFLAGS, no workspace, the local toolchain), niced:
+// these compiles are big and the build machine may be shared. env is added
+// to the environment; it returns the command's standard output.
+func GoCommand(ctx context.Context, arch, dir string, env []string, args ...string) ([]byte, error) {
 	argv := append([]string{goTool()}, args...)
 	if nice, err := exec.LookPath("nice"); err == nil {
 		argv = append([]string{nice, "-n", "10"}, argv...)
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+b.opts.Arch,
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch,
 		"GOBIN=", "GOFLAGS=", "GOWORK=off", "GOTOOLCHAIN=local")
 	cmd.Env = append(cmd.Env, env...)
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("go %s (GOARCH=%s, in %s): %w\n%s%s", strings.Join(args, " "), b.opts.Arch, dir, err, out.String(), stderr.String())
+		return nil, fmt.Errorf("go %s (GOARCH=%s, in %s): %w\n%s%s", strings.Join(args, " "), arch, dir, err, out.String(), stderr.String())
 	}
 	return out.Bytes(), nil
 }
 
 func (b *builder) goVer(ctx context.Context) (string, error) {
 	if b.goVersion == "" {
-		v, err := b.goEnv(ctx, "GOVERSION")
+		v, err := GoEnv(ctx, "GOVERSION")
 		if err != nil {
 			return "", err
 		}
@@ -226,6 +234,12 @@ func (b *builder) goVer(ctx context.Context) (string, error) {
 }
 
 func (b *builder) goEnv(ctx context.Context, key string) (string, error) {
+	return GoEnv(ctx, key)
+}
+
+// GoEnv returns `go env key` of the go command GoCommand runs; an empty
+// value is an error.
+func GoEnv(ctx context.Context, key string) (string, error) {
 	cmd := exec.CommandContext(ctx, goTool(), "env", key)
 	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
 	out, err := cmd.Output()
@@ -274,8 +288,9 @@ func sources(dir string) (map[string][]byte, error) {
 	return src, nil
 }
 
-// checkELF makes sure a binary is a static ELF executable for arch.
-func checkELF(data []byte, arch string) error {
+// CheckELF makes sure a binary is a static ELF executable for arch
+// ("amd64" or "arm64").
+func CheckELF(data []byte, arch string) error {
 	f, err := elf.NewFile(bytes.NewReader(data))
 	if err != nil {
 		return fmt.Errorf("not an ELF binary: %w", err)
@@ -335,11 +350,11 @@ func (b *builder) layout(c component, bin []byte) (ociimage.Image, error) {
 	}, nil
 }
 
-// imageKey identifies an archive by everything that goes into it: the
+// ImageKey identifies an archive by everything that goes into it: the
 // image description with each file's content replaced by its hash, the
 // archive format and the version of the zstd encoder that compresses the
-// layer.
-func imageKey(img ociimage.Image) string {
+// layer. Archives are cached under names that carry it.
+func ImageKey(img ociimage.Image) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n", archiveFormat)
 	ents := slices.Clone(img.Entries)
@@ -354,9 +369,9 @@ func imageKey(img ociimage.Image) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// prune removes dir/<prefix>*<suffix> other than keep: older builds of the
-// same image and architecture.
-func prune(dir, prefix, suffix, keep string) {
+// Prune removes dir/<prefix><key><suffix> other than keep, where key has
+// no '-': older builds of the same image and architecture.
+func Prune(dir, prefix, suffix, keep string) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return

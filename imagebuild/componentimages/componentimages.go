@@ -192,6 +192,49 @@ func Build(ctx context.Context, o Options) ([]Image, error) {
 		}
 		comps = append(comps, c)
 	}
+	b, err := newBuilder(o)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Image, 0, len(comps))
+	for _, c := range comps {
+		img, err := b.image(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("component image %s (%s): %w", c.name, o.Arch, err)
+		}
+		out = append(out, img)
+	}
+	return out, nil
+}
+
+// Describe returns the image a known name stands for, as Build would write
+// it (its program compiled, or taken from the cache), without writing an
+// archive: a caller that ships the same program under another reference,
+// such as the conformance suite's registry.k8s.io/pause, sets Ref and
+// writes it itself. o.Names is ignored.
+func Describe(ctx context.Context, o Options, name string) (ociimage.Image, error) {
+	c, ok := lookup(name)
+	if !ok {
+		return ociimage.Image{}, fmt.Errorf("component images: unknown image %q (known: %v)", name, Known)
+	}
+	if _, ok := elfMachines[o.Arch]; !ok {
+		return ociimage.Image{}, fmt.Errorf("component images: architecture %q not supported (want amd64 or arm64)", o.Arch)
+	}
+	if name == "busybox" && len(o.Busybox) == 0 {
+		return ociimage.Image{}, fmt.Errorf("component images: busybox: Options.Busybox is empty")
+	}
+	b, err := newBuilder(o)
+	if err != nil {
+		return ociimage.Image{}, err
+	}
+	bin, _, err := b.binary(ctx, c)
+	if err != nil {
+		return ociimage.Image{}, fmt.Errorf("component image %s (%s): %w", name, o.Arch, err)
+	}
+	return b.layout(c, bin)
+}
+
+func newBuilder(o Options) (*builder, error) {
 	cache := o.CacheDir
 	if cache == "" {
 		uc, err := os.UserCacheDir()
@@ -207,13 +250,5 @@ func Build(ctx context.Context, o Options) ([]Image, error) {
 	if err := os.MkdirAll(filepath.Join(b.dir, "bin"), 0o755); err != nil {
 		return nil, fmt.Errorf("component images: %w", err)
 	}
-	out := make([]Image, 0, len(comps))
-	for _, c := range comps {
-		img, err := b.image(ctx, c)
-		if err != nil {
-			return nil, fmt.Errorf("component image %s (%s): %w", c.name, o.Arch, err)
-		}
-		out = append(out, img)
-	}
-	return out, nil
+	return b, nil
 }

@@ -275,6 +275,36 @@ func waitTimeout(cmd *exec.Cmd, d time.Duration) error {
 	}
 }
 
+// TestDescribe: the image of a name without an archive, as Build would
+// write it, for a caller to write under another reference.
+func TestDescribe(t *testing.T) {
+	cache := t.TempDir()
+	img, err := Describe(context.Background(), Options{Arch: "arm64", CacheDir: cache}, "pause")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Ref != want["pause"].ref || img.Architecture != "arm64" || !reflect.DeepEqual(img.Config.Entrypoint, []string{"/pause"}) || img.Config.User != "65535:65535" {
+		t.Errorf("pause: ref %q arch %q config %+v", img.Ref, img.Architecture, img.Config)
+	}
+	var bin []byte
+	for _, e := range img.Entries {
+		if e.Path == "pause" {
+			bin = e.Data
+		}
+	}
+	if err := CheckELF(bin, "arm64"); err != nil {
+		t.Errorf("/pause: %v", err)
+	}
+	if tars, _ := filepath.Glob(filepath.Join(cache, "componentimages", "*.tar")); len(tars) != 0 {
+		t.Errorf("Describe wrote %q", tars)
+	}
+	for _, name := range []string{"traefik", "busybox"} {
+		if _, err := Describe(context.Background(), Options{Arch: "amd64", CacheDir: cache}, name); err == nil {
+			t.Errorf("Describe(%q) did not fail", name)
+		}
+	}
+}
+
 func TestBuildErrors(t *testing.T) {
 	self, err := os.ReadFile("/proc/self/exe")
 	if err != nil {

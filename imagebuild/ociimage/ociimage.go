@@ -99,6 +99,9 @@ type Config struct {
 	Labels     map[string]string
 	// Volumes are the image's VOLUME paths ("/var/lib/rancher/k3s").
 	Volumes []string
+	// StopSignal is the signal that stops the container ("SIGQUIT");
+	// empty means the runtime's default, SIGTERM.
+	StopSignal string `json:",omitempty"`
 }
 
 // Image is what Write turns into an archive.
@@ -248,6 +251,7 @@ func Write(w io.Writer, img Image) error {
 			WorkingDir: img.Config.WorkingDir,
 			Labels:     img.Config.Labels,
 			Volumes:    volumes(img.Config.Volumes),
+			StopSignal: img.Config.StopSignal,
 		},
 		RootFS: v1.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
 		History: []v1.History{{

@@ -27,6 +27,7 @@ func sample() Image {
 			Env:        []string{"PATH=/usr/bin:/bin"},
 			User:       "65532:65532",
 			WorkingDir: "/",
+			StopSignal: "SIGQUIT",
 		},
 		Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		Entries: []Entry{
@@ -67,7 +68,7 @@ func TestWriteRead(t *testing.T) {
 	}
 	c := a.Config.Config
 	if !reflect.DeepEqual(c.Entrypoint, img.Config.Entrypoint) || !reflect.DeepEqual(c.Cmd, img.Config.Cmd) ||
-		!reflect.DeepEqual(c.Env, img.Config.Env) || c.User != img.Config.User || c.WorkingDir != "/" {
+		!reflect.DeepEqual(c.Env, img.Config.Env) || c.User != img.Config.User || c.WorkingDir != "/" || c.StopSignal != "SIGQUIT" {
 		t.Errorf("config %+v", c)
 	}
 	if a.Config.Created == nil || !a.Config.Created.Equal(img.Created) {
