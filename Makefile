@@ -12,7 +12,7 @@ export GOTOOLCHAIN ?= auto
 # each (qemu-tests/vmslots_test.go), so every one of them must be able to wait.
 TESTFLAGS ?= -p 2 -parallel 16 -count=1 -timeout 60m
 
-.PHONY: image images-arm64 image-runtime-e2e image-oci test test-long unit e2e deps-build deps-test ballast bench fuzz clean
+.PHONY: image images-arm64 image-runtime-e2e image-oci test test-long conformance unit e2e deps-build deps-test ballast bench fuzz clean
 
 image: deps-build
 	$(GO) run ./cmd/ballast build
@@ -53,10 +53,20 @@ test: deps-test image image-runtime-e2e images-arm64 image-oci
 	cd runtime && $(GO) vet ./... && $(GO) test $(TESTFLAGS) ./...
 
 # The scenarios too slow for every run (each skips itself in make test):
-# TestPowerCut cuts the runtime image's power 10 times and fills its data
-# partition (~30 minutes under TCG).
+# TestPowerCut cuts the runtime image's power 10 times (~45 minutes under
+# TCG), TestFullDataPartition fills a node's data partition (~16 minutes).
 test-long: deps-test image-runtime-e2e
 	BALLAST_TEST_LONG=1 $(GO) test $(TESTFLAGS) -run '^(TestPowerCut|TestFullDataPartition)$$' -v ./qemu-tests
+
+# The upstream Kubernetes [Conformance] suite, not part of make test: builds
+# e2e.test, kubectl, ginkgo and the test images here (no registry is
+# reachable), brings up a server and an agent on the container test bed
+# (QUICK=1: the quick sample on one QEMU node from the default image) and
+# runs it; summary, JUnit and logs in out/conformance. CONFORMANCE_FLAGS
+# passes more (--focus, --skip, --keep; see out/bin/conformance run -h).
+conformance: deps-test $(if $(QUICK),,image-oci)
+	$(GO) -C conformance build -o $(CURDIR)/out/bin/conformance ./cmd/conformance
+	out/bin/conformance run $(if $(QUICK),--quick) $(CONFORMANCE_FLAGS)
 
 # Only the fast tests: no Debian downloads, no QEMU.
 unit:

@@ -3,14 +3,19 @@ module github.com/ballast-os/ballast/conformance
 go 1.26.8
 
 require (
+	github.com/dustin/go-humanize v1.0.1
 	github.com/onsi/ginkgo/v2 v2.32.0
 	k8s.io/kubernetes v1.37.2
 	k8s.io/sample-apiserver v0.0.0
 )
 
 require (
+	github.com/ProtonMail/go-crypto v1.5.2 // indirect
+	github.com/cloudflare/circl v1.6.3 // indirect
+	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/mdlayher/socket v0.8.0 // indirect
 	github.com/mdlayher/vsock v1.4.0 // indirect
+	github.com/ulikunitz/xz v0.5.17 // indirect
 )
 
 require (

@@ -2,17 +2,22 @@
 // the version the ballast runtime embeds and runs it against a cluster.
 //
 //	conformance build [--out DIR] [--offline]
-//	conformance run --kubeconfig FILE [--out out/conformance] [--parallel N]
-//	                [--focus REGEX] [--skip REGEX] [--quick]
+//	conformance run [--kubeconfig FILE | --bed containers|qemu] [--out out/conformance]
+//	                [--parallel N] [--focus REGEX] [--skip REGEX] [--quick] [--keep]
 //
 // build compiles e2e.test, kubectl and ginkgo for this machine from the
 // conformance module (cached under the user cache dir); run builds them if
-// needed, runs the tests that may share the cluster on N ginkgo processes,
-// then the [Serial] ones alone, and writes e2e.log, JUnit XML, ginkgo's
-// JSON reports and summary.md under --out. It exits 1 when a test failed.
+// needed, and with no kubeconfig brings up a cluster of its own with the
+// suite's images built here and preloaded (no registry is reachable): a
+// server and an agent on the container test bed, or for --quick one node
+// in QEMU. It runs the tests that may share the cluster on N ginkgo
+// processes, then the [Serial] ones alone, and writes e2e.log, JUnit XML,
+// ginkgo's JSON reports and summary.md under --out. It exits 1 when a test
+// failed.
 //
-// It shells out to go, ginkgo and e2e.test and imports no Kubernetes code:
-// it builds in a second, the suite in ten minutes.
+// It shells out to go, ginkgo and e2e.test; of Kubernetes it imports only
+// the test images' manifest: it builds in seconds, the suite in ten
+// minutes.
 package main
 
 import (

@@ -4,19 +4,24 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/ballast-os/ballast/conformance/suitebin"
 	"github.com/ballast-os/ballast/conformance/suiterun"
 )
 
 func runRun(ctx context.Context, env Env, args []string) error {
-	fs := newFlags(env, "run", "--kubeconfig FILE [--out out/conformance] [--parallel N] [--focus REGEX] [--skip REGEX] [--quick] [--list | --dry-run]")
+	fs := newFlags(env, "run", "[--kubeconfig FILE | --bed containers|qemu] [--out out/conformance] [--parallel N] [--focus REGEX] [--skip REGEX] [--quick] [--list | --dry-run]")
 	var bf buildFlags
 	bf.register(fs)
-	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig `file` of the cluster under test (default: $KUBECONFIG)")
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig `file` of the cluster under test (default: $KUBECONFIG; none: the run brings up its own, see --bed)")
+	bed := fs.String("bed", "", "with no kubeconfig, the cluster the run brings up with the suite's images preloaded: `containers` (a server and an agent on the container test bed; the default) or qemu (one node booted from the default image; the default with --quick)")
+	nodeImage := fs.String("node-image", "", "containers: the runtime's OCI image (default: out/ballast-cluster-test-x86_64.oci.tar of the checkout: make image-oci)")
+	keep := fs.Bool("keep", false, "leave the cluster the run brought up running")
 	out := fs.String("out", "out/conformance", "output `dir`: e2e.log, JUnit XML, JSON reports, summary.md")
 	parallel := fs.Int("parallel", defaultParallel(), "ginkgo processes for the tests that are not [Serial]")
 	focus := fs.String("focus", "", "run only the conformance tests whose name matches `regex`")
@@ -38,9 +43,17 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	if *parallel < 1 {
 		return fmt.Errorf("%w: --parallel must be at least 1", errUsage)
 	}
-	if *kubeconfig == "" && !*list && !*dryRun {
-		fs.Usage()
-		return fmt.Errorf("%w: --kubeconfig is required (or $KUBECONFIG)", errUsage)
+	if *kubeconfig != "" && *bed != "" {
+		return fmt.Errorf("%w: --kubeconfig and --bed: give one", errUsage)
+	}
+	if *bed == "" && *kubeconfig == "" {
+		*bed = bedContainers
+		if *quick {
+			*bed = bedQEMU
+		}
+	}
+	if *bed != "" && *bed != bedContainers && *bed != bedQEMU {
+		return fmt.Errorf("%w: --bed %q: want %s or %s", errUsage, *bed, bedContainers, bedQEMU)
 	}
 
 	suite, bo, err := bf.build(ctx, env)
@@ -78,7 +91,37 @@ func runRun(ctx context.Context, env Env, args []string) error {
 		kc = abs(env, kc)
 	}
 	outDir := abs(env, *out)
-	sum, err := suiterun.Run(ctx, suiterun.Options{
+	var sum *suiterun.Summary
+	if kc == "" && !*dryRun {
+		repo := filepath.Dir(bo.ModuleDir)
+		ni := *nodeImage
+		if ni == "" {
+			ni = filepath.Join(repo, "out", "ballast-cluster-test-x86_64.oci.tar")
+		}
+		b, err := startBed(ctx, env, bedOptions{kind: *bed, repo: repo, nodeImage: abs(env, ni), outDir: outDir, offline: bf.offline})
+		if err != nil {
+			return fmt.Errorf("bringing up the cluster: %w", err)
+		}
+		defer func() {
+			if *keep {
+				fmt.Fprintf(env.Stdout, "the cluster keeps running (--keep): kubeconfig %s\n", b.Kubeconfig)
+				return
+			}
+			b.Close()
+		}()
+		kc = b.Kubeconfig
+		defer func() {
+			if sum != nil && !sum.OK() {
+				dctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				path := filepath.Join(outDir, "cluster", "logs.txt")
+				if err := os.WriteFile(path, []byte(b.Diagnose(dctx)), 0o644); err == nil {
+					fmt.Fprintf(env.Stdout, "the nodes' logs: %s\n", path)
+				}
+			}
+		}()
+	}
+	sum, err = suiterun.Run(ctx, suiterun.Options{
 		E2ETest:           suite.Path("e2e.test"),
 		Ginkgo:            suite.Path("ginkgo"),
 		Kubectl:           suite.Path("kubectl"),
