@@ -5,6 +5,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -78,6 +79,21 @@ func TestSelectConformance(t *testing.T) {
 	}
 	if len(focused) == 0 || len(focused) >= 47 {
 		t.Errorf("%d sig-network tests without DNS, want some of the 47", len(focused))
+	}
+}
+
+// On one node, the tests that need two are left out, and only those.
+func TestSelectOneNode(t *testing.T) {
+	all := listFixture(t)
+	full := Select(all, Selection{Quick: true})
+	one := Select(all, Selection{Quick: true, OneNode: true})
+	if len(one) != len(full)-len(NeedTwoNodes) {
+		t.Errorf("one node: %d tests of %d, want %d left out", len(one), len(full), len(NeedTwoNodes))
+	}
+	for _, tt := range one {
+		if slices.Contains(NeedTwoNodes, tt.Name) {
+			t.Errorf("one node: %q selected", tt.Name)
+		}
 	}
 }
 
