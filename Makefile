@@ -51,9 +51,11 @@ test: deps-test image image-runtime-e2e images-arm64 image-oci
 	# emulated machines starve them on two cores.
 	$(GO) test $(TESTFLAGS) ./container-tests
 	cd runtime && $(GO) vet ./... && $(GO) test $(TESTFLAGS) ./...
+	# The conformance driver's own tests; the suite itself is make conformance.
+	$(GO) -C conformance vet ./... && $(GO) -C conformance test -short $(TESTFLAGS) ./...
 
 # The scenarios too slow for every run (each skips itself in make test):
-# TestPowerCut cuts the runtime image's power 10 times (~45 minutes under
+# TestPowerCut cuts the runtime image's power 10 times (~35 minutes under
 # TCG), TestFullDataPartition fills a node's data partition (~16 minutes).
 test-long: deps-test image-runtime-e2e
 	BALLAST_TEST_LONG=1 $(GO) test $(TESTFLAGS) -run '^(TestPowerCut|TestFullDataPartition)$$' -v ./qemu-tests
