@@ -136,8 +136,12 @@ func (b *builder) addSystemFiles(t *filetree.Tree, initPath string, manifest []b
 	if err := t.Add(filetree.Entry{Path: InitPath, Kind: filetree.File, Mode: 0o755, Data: src}); err != nil {
 		return err
 	}
-	if err := t.AddSymlink("usr/sbin/init", "/"+InitPath); err != nil {
-		return err
+	// init, and the power commands a person types over SSH: the init
+	// run by those names asks PID 1 for a clean shutdown.
+	for _, name := range []string{"init", "reboot", "poweroff", "halt"} {
+		if err := t.AddSymlink("usr/sbin/"+name, "/"+InitPath); err != nil {
+			return err
+		}
 	}
 	if err := t.AddFile(SystemJSON, 0o644, manifest); err != nil {
 		return err

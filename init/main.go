@@ -2,6 +2,7 @@
 // /init in the initramfs, where it finds and mounts the system image and
 // switches root to it, and as /usr/lib/ballast/init, where it configures
 // the node from cloud-config, supervises services and shuts down cleanly.
+// Run as reboot, poweroff or halt (links in /usr/sbin), it asks PID 1 to.
 package main
 
 import (
@@ -32,6 +33,9 @@ func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "-version" || os.Args[1] == "--version") {
 		fmt.Println(version)
 		return
+	}
+	if isPowerCommand(os.Args[0]) {
+		os.Exit(powerCommand(os.Args, os.Stdout, os.Stderr, unix.Kill))
 	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "ballast init", version, ": must run as PID 1")

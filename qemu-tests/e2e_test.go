@@ -465,6 +465,57 @@ func TestE2EPowerButton(t *testing.T) {
 	}
 }
 
+// TestE2EPowerCommands: reboot and poweroff typed by a person logged in
+// over SSH shut the node down cleanly (services stopped, data partition
+// unmounted) and do what they say.
+func TestE2EPowerCommands(t *testing.T) {
+	useCores(t, prioShort, 1)
+	img := testImage(t, ImageRawEnv, "ballast-x86_64.img")
+	sc := newScenario(t, "e2e-power")
+	m := startMachine(t, Options{
+		Disk:     img,
+		UserData: fmt.Appendf(nil, "#cloud-config\nhostname: e2e-power\nssh_authorized_keys:\n  - %s\nballast:\n  runtime: none\n", sc.pubkey),
+		Forwards: map[int]int{22: 0},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	// run types cmd over SSH once sshd answers; the shutdown may close the
+	// session before its output arrives, so only the console is checked.
+	run := func(cmd string) {
+		t.Helper()
+		waitReady(t, m)
+		err := m.WaitFor(ctx, "sshd", 2*time.Second, func(ctx context.Context) (bool, error) {
+			_, err := m.SSH(ctx, sc.key, "true")
+			return err == nil, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := m.SSH(ctx, sc.key, cmd)
+		t.Logf("$ %s: %q (%v)", cmd, out, err)
+	}
+	for _, c := range []struct{ cmd, action, kernel string }{
+		{"reboot", "reboot", "reboot: Restarting system"},
+		{"poweroff", "poweroff", "reboot: Power down"},
+	} {
+		run(c.cmd)
+		if _, err := m.WaitConsole(ctx, regexp.MustCompile(`shutting down action=`+c.action)); err != nil {
+			t.Fatalf("%s over SSH: no clean %s: %v", c.cmd, c.action, err)
+		}
+		if _, err := m.WaitConsole(ctx, regexp.MustCompile(regexp.QuoteMeta(c.kernel))); err != nil {
+			t.Fatalf("%s over SSH: the kernel did not say %q: %v", c.cmd, c.kernel, err)
+		}
+		if err := m.Wait(ctx); err != nil {
+			t.Fatalf("%s over SSH: QEMU did not exit: %v", c.cmd, err)
+		}
+		if c.cmd == "reboot" {
+			if err := m.Restart(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // TestE2EConfigTrial: a config that parses but breaks the boot (a bootcmd
 // that fails: the boot goes on, with a failed step) is on trial: it never becomes the last good config, the node
 // reboots by itself when a trial boot is not healthy within its time-out,
