@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os/exec"
 	"strings"
 	"time"
@@ -20,6 +21,29 @@ type Cluster struct {
 	nodes   []*Node
 	// Logf receives progress lines (t.Logf).
 	Logf func(format string, args ...any)
+	// RunArgs are more `docker run` arguments for every node started
+	// from now on (a file bound in: "-v", "/host/f:/etc/f:ro").
+	RunArgs []string
+}
+
+// HostIP is this machine's address on the cluster's network: a service
+// the test runs on the host (a registry) is reached there by the nodes,
+// and nothing beyond the network is.
+func (c *Cluster) HostIP() (string, error) {
+	ifc, err := net.InterfaceByName(c.bridge)
+	if err != nil {
+		return "", fmt.Errorf("the network's bridge %s: %w", c.bridge, err)
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+			return ipn.IP.String(), nil
+		}
+	}
+	return "", fmt.Errorf("the network's bridge %s has no IPv4 address", c.bridge)
 }
 
 // NewCluster creates an --internal network: the nodes reach each other
@@ -124,6 +148,7 @@ func (c *Cluster) start(ctx context.Context, container, name string, opts []stri
 	if c.Runtime != "" {
 		run = append(run, "--runtime", c.Runtime)
 	}
+	run = append(run, c.RunArgs...)
 	for k, v := range env {
 		run = append(run, "-e", k+"="+v)
 	}

@@ -74,8 +74,21 @@ func Containers(ctx context.Context, o Options) (_ *Bed, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The images are also served by a registry on this machine, the
+	// nodes' mirror for the registries they name (a few tests pull with
+	// imagePullPolicy Always); the nodes reach nothing else.
+	hostIP, err := c.HostIP()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	reg, err := StartRegistry(ctx, hostIP+":0", o.Images)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
 	var nodes []*containertest.Node
-	b := &Bed{close: c.Close, diagnose: func(ctx context.Context) string {
+	b := &Bed{close: func() { c.Close(); reg.Close() }, diagnose: func(ctx context.Context) string {
 		var s strings.Builder
 		for _, n := range nodes {
 			fmt.Fprintf(&s, "=== %s: k3s output (last 40 lines)\n%s\n=== %s: component logs\n%s\n",
@@ -85,9 +98,18 @@ func Containers(ctx context.Context, o Options) (_ *Bed, err error) {
 	}}
 	defer func() {
 		if err != nil {
-			c.Close()
+			b.Close()
 		}
 	}()
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	regFile := filepath.Join(o.Dir, "registries.yaml")
+	if err := os.WriteFile(regFile, []byte(RegistriesYAML("http://"+reg.Addr, RegistriesOf(o.Refs))), 0o644); err != nil {
+		return nil, err
+	}
+	c.RunArgs = append(c.RunArgs, "-v", regFile+":/etc/rancher/k3s/registries.yaml:ro")
+	logf("registry for the nodes at http://%s (mirror of %s)", reg.Addr, strings.Join(RegistriesOf(o.Refs), ", "))
 	token := make([]byte, 16)
 	_, _ = rand.Read(token)
 	secret := hex.EncodeToString(token)
