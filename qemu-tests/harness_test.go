@@ -71,6 +71,9 @@ func TestArgs(t *testing.T) {
 			{[]string{"-device", "i6300esb"}, false},
 			{[]string{"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + aavmfCode}, true},
 		}},
+		{"guest forward", Options{Disk: "/img", GuestForwards: map[string]string{"10.0.2.100:5000": "127.0.0.1:40123"}}, "tcg", []check{
+			{[]string{"-netdev", "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:16443-:6443,guestfwd=tcp:10.0.2.100:5000-tcp:127.0.0.1:40123"}, true},
+		}},
 		{"direct kernel", Options{Kernel: "/vmlinuz", Initrd: "/initrd", Append: "console=ttyS0", ExtraArgs: []string{"-s"}}, "tcg", []check{
 			{[]string{"-kernel", "/vmlinuz", "-initrd", "/initrd", "-append", "console=ttyS0"}, true},
 			{[]string{"-s"}, true},

@@ -5,8 +5,10 @@ package qemutest
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -82,6 +84,11 @@ type Options struct {
 	// Forwards maps guest TCP ports to host ports on 127.0.0.1 (user-mode
 	// networking); a host port of 0 picks a free one (Machine.HostPort).
 	Forwards map[int]int
+
+	// GuestForwards are services of this machine that the guest reaches
+	// in QEMU's user network, with the network otherwise closed: guest
+	// address ("10.0.2.100:5000") -> host address ("127.0.0.1:5000").
+	GuestForwards map[string]string
 
 	// OpenNetwork lets the guest reach the outside through QEMU's user
 	// network (`ballast run`); tests leave it false (restrict=on): their
@@ -260,6 +267,9 @@ func args(o Options, l layout) []string {
 	sort.Ints(guests)
 	for _, g := range guests {
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", l.HostPorts[g], g)
+	}
+	for _, g := range slices.Sorted(maps.Keys(o.GuestForwards)) {
+		netdev += fmt.Sprintf(",guestfwd=tcp:%s-tcp:%s", g, o.GuestForwards[g])
 	}
 	// romfile= drops iPXE: a machine that cannot boot its disk should
 	// say so, not try the network for a minute.

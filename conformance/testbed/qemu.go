@@ -17,6 +17,7 @@ type QEMUOptions struct {
 	// Disk is a raw image whose runtime carries the suite's images in
 	// agent/images (QuickSpec builds one).
 	Disk   string
+	Images []string // the same images as archives, served by the node's registry mirror
 	Refs   []string // the references those images carry
 	Dir    string   // where the kubeconfig and the console log are written
 	Memory int      // MiB; 0 means 6144
@@ -26,13 +27,20 @@ type QEMUOptions struct {
 	Logf func(format string, args ...any)
 }
 
-// nodeConfig lets the harness read k3s.yaml through the control agent.
-const nodeConfig = `#cloud-config
-hostname: conformance
-ballast:
-  agent:
-    privileged: true
-`
+// registryGuest is where the node reaches the registry on this machine
+// (a guestfwd in QEMU's otherwise closed user network).
+const registryGuest = "10.0.2.100:5000"
+
+// nodeConfig lets the harness read k3s.yaml through the control agent and
+// makes the registry the node's mirror.
+func nodeConfig(registriesYAML string) string {
+	var s strings.Builder
+	s.WriteString("#cloud-config\nhostname: conformance\nballast:\n  agent:\n    privileged: true\nwrite_files:\n  - path: /etc/rancher/k3s/registries.yaml\n    content: |\n")
+	for _, l := range strings.Split(strings.TrimRight(registriesYAML, "\n"), "\n") {
+		s.WriteString("      " + l + "\n")
+	}
+	return s.String()
+}
 
 // QEMU boots o.Disk in QEMU (its network closed: the node reaches nothing
 // beyond this machine) and waits until the node is Ready and has
@@ -55,19 +63,25 @@ func QEMU(ctx context.Context, o QEMUOptions) (_ *Bed, err error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	reg, err := StartRegistry(ctx, "127.0.0.1:0", o.Images)
+	if err != nil {
+		return nil, err
+	}
 	console := filepath.Join(o.Dir, "console.log")
 	m, err := qemutest.Start(ctx, qemutest.Options{
 		Disk: o.Disk, DiskSize: fi.Size() + o.Grow, Memory: o.Memory, CPUs: 2,
-		UserData:   []byte(nodeConfig),
-		Forwards:   map[int]int{6443: 0},
-		ConsoleLog: console,
+		UserData:      []byte(nodeConfig(RegistriesYAML("http://"+registryGuest, RegistriesOf(o.Refs)))),
+		Forwards:      map[int]int{6443: 0},
+		GuestForwards: map[string]string{registryGuest: reg.Addr},
+		ConsoleLog:    console,
 	})
 	if err != nil {
+		reg.Close()
 		return nil, err
 	}
 	accel, why := m.Accel()
 	logf("QEMU with %s (%s); console: %s", accel, why, console)
-	b := &Bed{close: func() { m.Close() }, diagnose: func(ctx context.Context) string {
+	b := &Bed{close: func() { m.Close(); reg.Close() }, diagnose: func(ctx context.Context) string {
 		out, err := m.Exec(ctx, "sh", "-c", "tail -n 40 /var/log/k3s.log; for f in /var/lib/rancher/k3s/*/logs/*.log; do echo \"== $f\"; tail -n 15 \"$f\"; done")
 		if err != nil {
 			return err.Error() + "\n" + strings.Join(m.Console(40), "\n")
@@ -76,7 +90,7 @@ func QEMU(ctx context.Context, o QEMUOptions) (_ *Bed, err error) {
 	}}
 	defer func() {
 		if err != nil {
-			m.Close()
+			b.Close()
 		}
 	}()
 	if _, err := m.WaitReady(ctx); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	cloudconfig "github.com/ballast-os/ballast/cloud-config"
 	"github.com/ballast-os/ballast/imagebuild/ociimage"
 )
 
@@ -69,4 +70,22 @@ func mustRef(t *testing.T, s string) name.Reference {
 		t.Fatal(err)
 	}
 	return ref
+}
+
+// The QEMU node's cloud-config carries registries.yaml as a file, the
+// YAML kept intact inside the block.
+func TestNodeConfig(t *testing.T) {
+	regs := RegistriesYAML("http://"+registryGuest, []string{"registry.k8s.io"})
+	got := nodeConfig(regs)
+	cfg, err := cloudconfig.Parse("node", []byte(got))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.WriteFiles) != 1 || cfg.WriteFiles[0].Path != "/etc/rancher/k3s/registries.yaml" || cfg.WriteFiles[0].Content != regs {
+		t.Errorf("write_files: %+v, want registries.yaml with\n%s", cfg.WriteFiles, regs)
+	}
+	want := "write_files:\n  - path: /etc/rancher/k3s/registries.yaml\n    content: |\n      mirrors:\n        \"registry.k8s.io\":\n          endpoint: [\"http://10.0.2.100:5000\"]\n"
+	if !strings.Contains(got, want) || !strings.HasPrefix(got, "#cloud-config\n") {
+		t.Errorf("node config:\n%s\nwant it to contain:\n%s", got, want)
+	}
 }

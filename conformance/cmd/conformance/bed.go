@@ -56,7 +56,7 @@ func startBed(ctx context.Context, env Env, o bedOptions) (*testbed.Bed, error) 
 			return nil, err
 		}
 		fmt.Fprintf(env.Stdout, "cluster: one node in QEMU (%s)\n", disk)
-		return testbed.QEMU(ctx, testbed.QEMUOptions{Disk: disk, Refs: refs, Dir: bedDir, Logf: logf})
+		return testbed.QEMU(ctx, testbed.QEMUOptions{Disk: disk, Images: archives, Refs: refs, Dir: bedDir, Logf: logf})
 	}
 	return nil, fmt.Errorf("%w: --bed %q: want %s or %s", errUsage, o.kind, bedContainers, bedQEMU)
 }
