@@ -20,9 +20,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
+
+	"github.com/ballast-os/ballast/imagebuild/runtimebin"
 )
 
 // Program is one executable the suite needs, built from a package the
@@ -117,7 +118,7 @@ func Build(ctx context.Context, o BuildOptions) (*Suite, error) {
 		o.Log = io.Discard
 	}
 	if o.Go == "" {
-		o.Go = goTool()
+		o.Go = runtimebin.GoTool()
 	}
 	if o.Tick <= 0 {
 		o.Tick = time.Minute
@@ -197,7 +198,7 @@ func buildProgram(ctx context.Context, o BuildOptions, p Program, ldflags, dst s
 	// -trimpath and no VCS stamp: the binary does not depend on where the
 	// checkout is, so two checkouts share the cache key honestly.
 	args = append(args, "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", dst, p.Package)
-	name, args := niced(o.Go, args)
+	name, args := runtimebin.Niced(o.Go, args)
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = o.ModuleDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -320,26 +321,6 @@ func goEnv(ctx context.Context, goCmd, dir string, names ...string) ([]string, e
 	return vals, nil
 }
 
-// niced runs the build at a lower priority: compiling Kubernetes takes
-// every core for minutes.
-func niced(name string, args []string) (string, []string) {
-	if n, err := exec.LookPath("nice"); err == nil {
-		return n, append([]string{"-n", "10", name}, args...)
-	}
-	return name, args
-}
-
-// goTool finds the go command: $GO, PATH, or the usual install location.
-func goTool() string {
-	if g := os.Getenv("GO"); g != "" {
-		return g
-	}
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return "/usr/local/go/bin/go"
-}
-
 // keepBuilds is how many builds the cache keeps: each is about 250 MB
 // (e2e.test alone is most of it), and every change to go.mod makes a new one.
 const keepBuilds = 3
@@ -347,29 +328,7 @@ const keepBuilds = 3
 // pruneBuilds removes dir's builds beyond the keep most recently used,
 // leaving any used within minAge (another run may be reading it).
 func pruneBuilds(dir string, keep int, minAge time.Duration) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	type build struct {
-		path string
-		used time.Time
-	}
-	var builds []build
-	for _, e := range ents {
-		if !e.IsDir() || !isKeyName(e.Name()) {
-			continue
-		}
-		if fi, err := e.Info(); err == nil {
-			builds = append(builds, build{filepath.Join(dir, e.Name()), fi.ModTime()})
-		}
-	}
-	sort.Slice(builds, func(i, j int) bool { return builds[i].used.After(builds[j].used) })
-	for i, b := range builds {
-		if i >= keep && time.Since(b.used) > minAge {
-			os.RemoveAll(b.path)
-		}
-	}
+	runtimebin.PruneDirs(dir, keep, minAge, isKeyName)
 }
 
 // isKeyName reports whether name is a build directory's: 32 hex digits.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ballast-os/ballast/imagebuild/runtimebin"
 )
 
 func TestCacheKey(t *testing.T) {
@@ -99,7 +101,7 @@ func TestBuildReusesCache(t *testing.T) {
 	mod := fakeModule(t)
 	cache := t.TempDir()
 	ctx := context.Background()
-	tc, err := goEnv(ctx, goTool(), mod, "GOVERSION", "GOOS", "GOARCH")
+	tc, err := goEnv(ctx, runtimebin.GoTool(), mod, "GOVERSION", "GOOS", "GOARCH")
 	if err != nil {
 		t.Skipf("no go command: %v", err)
 	}
@@ -115,7 +117,7 @@ func TestBuildReusesCache(t *testing.T) {
 	// A go that answers `go env` and records any other use.
 	marker := filepath.Join(t.TempDir(), "built")
 	goCmd := filepath.Join(t.TempDir(), "go")
-	write(t, goCmd, fmt.Sprintf("#!/bin/sh\nif [ \"$1\" = env ]; then exec %q \"$@\"; fi\necho \"$@\" >> %q\nexit 1\n", goTool(), marker))
+	write(t, goCmd, fmt.Sprintf("#!/bin/sh\nif [ \"$1\" = env ]; then exec %q \"$@\"; fi\necho \"$@\" >> %q\nexit 1\n", runtimebin.GoTool(), marker))
 
 	var log bytes.Buffer
 	s, err := Build(ctx, BuildOptions{ModuleDir: mod, CacheDir: cache, Log: &log, Go: goCmd})

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/ballast-os/ballast/imagebuild/runtimebin"
 )
 
 // FindModule returns the conformance module's directory: start itself, its
@@ -85,7 +87,7 @@ func copyFile(src, dst string) error {
 func KubernetesSource(ctx context.Context, o BuildOptions) string {
 	goCmd := o.Go
 	if goCmd == "" {
-		goCmd = goTool()
+		goCmd = runtimebin.GoTool()
 	}
 	cmd := exec.CommandContext(ctx, goCmd, "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
 	cmd.Dir = o.ModuleDir

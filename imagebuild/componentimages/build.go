@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ballast-os/ballast/imagebuild/ociimage"
+	"github.com/ballast-os/ballast/imagebuild/runtimebin"
 	"github.com/ballast-os/ballast/images"
 	"github.com/dustin/go-humanize"
 )
@@ -205,7 +206,7 @@ func (b *builder) goOutput(ctx context.Context, dir string, env []string, args .
 // these compiles are big and the build machine may be shared. env is added
 // to the environment; it returns the command's standard output.
 func GoCommand(ctx context.Context, arch, dir string, env []string, args ...string) ([]byte, error) {
-	argv := append([]string{goTool()}, args...)
+	argv := append([]string{runtimebin.GoTool()}, args...)
 	if nice, err := exec.LookPath("nice"); err == nil {
 		argv = append([]string{nice, "-n", "10"}, argv...)
 	}
@@ -240,7 +241,7 @@ func (b *builder) goEnv(ctx context.Context, key string) (string, error) {
 // GoEnv returns `go env key` of the go command GoCommand runs; an empty
 // value is an error.
 func GoEnv(ctx context.Context, key string) (string, error) {
-	cmd := exec.CommandContext(ctx, goTool(), "env", key)
+	cmd := exec.CommandContext(ctx, runtimebin.GoTool(), "env", key)
 	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
 	out, err := cmd.Output()
 	if err != nil {
@@ -251,17 +252,6 @@ func GoEnv(ctx context.Context, key string) (string, error) {
 		return "", fmt.Errorf("go env %s is empty", key)
 	}
 	return v, nil
-}
-
-// goTool finds the go command: $GO, PATH, or the usual install location.
-func goTool() string {
-	if g := os.Getenv("GO"); g != "" {
-		return g
-	}
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return "/usr/local/go/bin/go"
 }
 
 // sources returns the non-test .go files of one program in images.Sources.

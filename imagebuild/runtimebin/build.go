@@ -107,7 +107,7 @@ func Build(ctx context.Context, o BuildOptions) (*Runtime, error) {
 		o.Log = io.Discard
 	}
 	if o.Go == "" {
-		o.Go = goTool()
+		o.Go = GoTool()
 	}
 	if o.Tick <= 0 {
 		o.Tick = time.Minute
@@ -153,7 +153,7 @@ func Build(ctx context.Context, o BuildOptions) (*Runtime, error) {
 		"-ldflags", ldflags,
 		"-o", tmp + string(filepath.Separator)}
 	args = append(args, pkgs...)
-	name, args := niced(o.Go, args)
+	name, args := Niced(o.Go, args)
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+o.Arch)
@@ -401,17 +401,17 @@ func toolVersion(ctx context.Context, goCmd, dir string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// niced runs the build at a lower priority: compiling Kubernetes takes
+// Niced runs a build at a lower priority: compiling Kubernetes takes
 // every core for minutes.
-func niced(name string, args []string) (string, []string) {
+func Niced(name string, args []string) (string, []string) {
 	if n, err := exec.LookPath("nice"); err == nil {
 		return n, append([]string{"-n", "10", name}, args...)
 	}
 	return name, args
 }
 
-// goTool finds the go command: $GO, PATH, or the usual install location.
-func goTool() string {
+// GoTool finds the go command: $GO, PATH, or the usual install location.
+func GoTool() string {
 	if g := os.Getenv("GO"); g != "" {
 		return g
 	}
@@ -429,6 +429,16 @@ const keepBuilds = 3
 // recently used, leaving any used within minAge (another build may be
 // reading it).
 func pruneBuilds(dir, arch string, keep int, minAge time.Duration) {
+	PruneDirs(dir, keep, minAge, func(name string) bool {
+		key, ok := strings.CutPrefix(name, arch+"-")
+		return ok && !strings.Contains(key, "-") && !strings.HasSuffix(key, ".tmp")
+	})
+}
+
+// PruneDirs removes the directories of dir whose names match beyond the
+// keep most recently used (by mtime: a cache touches what it reuses),
+// leaving any used within minAge (another build may be reading it).
+func PruneDirs(dir string, keep int, minAge time.Duration, match func(name string) bool) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -439,8 +449,7 @@ func pruneBuilds(dir, arch string, keep int, minAge time.Duration) {
 	}
 	var builds []build
 	for _, e := range ents {
-		key, ok := strings.CutPrefix(e.Name(), arch+"-")
-		if !ok || !e.IsDir() || strings.Contains(key, "-") || strings.HasSuffix(key, ".tmp") {
+		if !e.IsDir() || !match(e.Name()) {
 			continue
 		}
 		if fi, err := e.Info(); err == nil {
