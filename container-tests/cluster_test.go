@@ -420,6 +420,21 @@ func TestCluster(t *testing.T) {
 		t.Errorf("NodePort on agent1: %v %q", err, out)
 	}
 
+	// crictl on an agent, as k3s's troubleshooting guides use it: no flags,
+	// no CRI_CONFIG_FILE (the agent's crictl.yaml is the default).
+	if out, err := agent1.Exec(ctx, "env", "-u", "CRI_CONFIG_FILE", "crictl", "ps", "--name", "testserver", "--state", "running", "-o", "json"); err != nil || !strings.Contains(out, onNode["agent1"].Name) {
+		t.Errorf("crictl ps on agent1: %v\n%s", err, out)
+	}
+	if out, err := agent1.Exec(ctx, "env", "-u", "CRI_CONFIG_FILE", "k3s", "crictl", "images"); err != nil || !strings.Contains(out, "ballast/testserver") {
+		t.Errorf("k3s crictl images on agent1: %v\n%s", err, out)
+	}
+	if out, err := agent1.Exec(ctx, "cat", "/var/lib/rancher/k3s/agent/etc/crictl.yaml"); err != nil || out != "runtime-endpoint: unix:///run/k3s/containerd/containerd.sock" {
+		t.Errorf("agent1's crictl.yaml: %v %q", err, out)
+	}
+	if out, err := agent1.Exec(ctx, "crictl", "--version"); err != nil || !strings.Contains(out, "crictl version v1.37.0") {
+		t.Errorf("crictl --version: %v %q", err, out)
+	}
+
 	// An agent that stops goes NotReady; started again it is Ready under the same name.
 	if err := agent2.Stop(ctx); err != nil {
 		t.Fatal(err)

@@ -28,6 +28,9 @@ const (
 	K3sBinPath = "usr/local/bin/k3s"
 	// CNIBinDir holds the CNI plugins; flannel there is k3s itself.
 	CNIBinDir = "usr/lib/ballast/cni"
+	// ToolsDir holds the tools that /usr/bin has as personalities of the
+	// runtime's k3s (crictl): the personality runs the tool from here.
+	ToolsDir = "usr/lib/ballast/bin"
 	// ImagesDir holds the image archives the init links into
 	// /var/lib/rancher/k3s/agent/images.
 	ImagesDir = "usr/lib/ballast/images"
@@ -35,6 +38,15 @@ const (
 
 // runtimeLinks are the personalities of the ballast runtime's k3s binary.
 var runtimeLinks = []string{"usr/bin/kubectl", "usr/bin/crictl", "usr/bin/ctr", "usr/bin/etcdctl"}
+
+// toolPath is where the image carries a runtime tool: /usr/bin, or
+// ToolsDir for one /usr/bin has as a k3s personality.
+func toolPath(name string) string {
+	if p := "usr/bin/" + name; !slices.Contains(runtimeLinks, p) {
+		return p
+	}
+	return ToolsDir + "/" + name
+}
 
 // RuntimePackages are the Debian packages an image with a runtime needs
 // beside the base userland: the OCI runtime and the netfilter tools
@@ -247,7 +259,7 @@ func (b *builder) addRuntimeFiles(t *filetree.Tree, rf *runtimeFiles) error {
 			}
 		}
 		for _, b := range rf.rt.Tools {
-			if err := addBin("usr/bin/"+b.Name, b); err != nil {
+			if err := addBin(toolPath(b.Name), b); err != nil {
 				return err
 			}
 		}

@@ -108,14 +108,16 @@ func TestDefaultImageCarriesRuntime(t *testing.T) {
 	for _, l := range runtimeLinks {
 		link(l, "/usr/bin/k3s")
 	}
+	// crictl's personality runs cri-tools' crictl from ToolsDir.
+	file(ToolsDir + "/crictl")
 	for _, p := range runtimebin.CNIPlugins {
 		if e := file(CNIBinDir + "/" + p.Name); e.mode != "" && e.mode != "-rwxr-xr-x" {
 			t.Errorf("CNI plugin %s has mode %s", p.Name, e.mode)
 		}
 	}
 	for _, p := range runtimebin.Tools {
-		if e := file("usr/bin/" + p.Name); e.mode != "" && e.mode != "-rwxr-xr-x" {
-			t.Errorf("/usr/bin/%s has mode %s", p.Name, e.mode)
+		if e := file(toolPath(p.Name)); e.mode != "" && e.mode != "-rwxr-xr-x" {
+			t.Errorf("/%s has mode %s", toolPath(p.Name), e.mode)
 		}
 	}
 	if _, ok := ls[K3sBinPath]; ok {

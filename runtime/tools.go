@@ -15,4 +15,5 @@ import (
 	_ "github.com/containernetworking/plugins/plugins/meta/bandwidth"
 	_ "github.com/containernetworking/plugins/plugins/meta/firewall"
 	_ "github.com/containernetworking/plugins/plugins/meta/portmap"
+	_ "sigs.k8s.io/cri-tools/cmd/crictl"
 )

@@ -46,10 +46,13 @@ var CNIPlugins = []Plugin{
 	{"firewall", "github.com/containernetworking/plugins/plugins/meta/firewall"},
 }
 
-// Tools are executables the image carries in /usr/bin beside k3s: the runc
-// shim containerd starts for every pod, small and quick to start.
+// Tools are executables the image carries beside k3s: the runc shim
+// containerd starts for every pod, small and quick to start, and
+// cri-tools' crictl (package main upstream), which k3s's crictl
+// personality runs with its defaults.
 var Tools = []Plugin{
 	{"containerd-shim-runc-v2", "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"},
+	{"crictl", "sigs.k8s.io/cri-tools/cmd/crictl"},
 }
 
 // Binary is one runtime executable on the build host.
@@ -267,6 +270,9 @@ func versionLDFlags(dir, version string) (string, error) {
 			"-X", pkg+".gitMajor="+maj,
 			"-X", pkg+".gitMinor="+min,
 			"-X", pkg+".gitTreeState=clean")
+	}
+	if cv, ok := mods["sigs.k8s.io/cri-tools"]; ok {
+		flags = append(flags, "-X", "sigs.k8s.io/cri-tools/pkg/version.Version="+cv)
 	}
 	if cv, ok := mods["github.com/containerd/containerd/v2"]; ok {
 		flags = append(flags, "-X", "github.com/containerd/containerd/v2/version.Version="+strings.TrimPrefix(cv, "v"))

@@ -400,7 +400,7 @@ func (n *Node) KubeletConfig() ([]byte, error) {
 		"cgroupDriver":             "cgroupfs",
 		"clusterDNS":               dns,
 		"clusterDomain":            s.ClusterDomain,
-		"containerRuntimeEndpoint": n.criEndpoint(),
+		"containerRuntimeEndpoint": n.CRIEndpoint(),
 		"evictionHard":             map[string]string{"imagefs.available": "5%", "nodefs.available": "5%"},
 		"evictionMinimumReclaim":   map[string]string{"imagefs.available": "10%", "nodefs.available": "10%"},
 		"failSwapOn":               false,
@@ -429,7 +429,9 @@ func (n *Node) KubeletConfig() ([]byte, error) {
 	return out, nil
 }
 
-func (n *Node) criEndpoint() string {
+// CRIEndpoint is the kubelet's (and crictl's) container runtime endpoint:
+// --container-runtime-endpoint, or k3s's containerd socket.
+func (n *Node) CRIEndpoint() string {
 	if e := n.Server.ContainerRuntimeEndpoint; e != "" {
 		if strings.Contains(e, "://") {
 			return e

@@ -35,6 +35,7 @@ func (l Layout) ContainerdConfig() string     { return l.p("agent", "etc", "cont
 func (l Layout) ContainerdCertsD() string     { return l.p("agent", "etc", "containerd", "certs.d") }
 func (l Layout) CNIConf() string              { return l.p("agent", "etc", "cni", "net.d") }
 func (l Layout) KubeletConfigDir() string     { return l.p("agent", "etc", "kubelet.conf.d") }
+func (l Layout) CrictlConfig() string         { return l.p("agent", "etc", "crictl.yaml") }
 func (l Layout) Images() string               { return l.p("agent", "images") }
 func (l Layout) ContainerdRoot() string       { return l.p("agent", "containerd") }
 func (l Layout) PodManifests() string         { return l.p("agent", "pod-manifests") }

@@ -300,6 +300,11 @@ func (a *app) writeAgentConfigs(s *config.ServerConfig, lay datadir.Layout, n *c
 	if err := os.WriteFile(filepath.Join(lay.KubeletConfigDir(), componentargs.KubeletConfigFileName), kc, 0o600); err != nil {
 		return err
 	}
+	// crictl's config, as k3s writes it: `k3s crictl` (and crictl with
+	// CRI_CONFIG_FILE) talks to this node's runtime with no flags.
+	if err := os.WriteFile(lay.CrictlConfig(), []byte("runtime-endpoint: "+n.CRIEndpoint()+"\n"), 0o600); err != nil {
+		return err
+	}
 	cc := &containerdcfg.Config{
 		Root: lay.ContainerdRoot(), State: componentargs.ContainerdState, Address: componentargs.ContainerdSocket,
 		Snapshotter: s.Snapshotter, SandboxImage: s.PauseImage, CNIBinDir: "/usr/lib/ballast/cni",

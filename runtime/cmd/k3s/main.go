@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/ballast-os/ballast/runtime/components/containerd"
+	"github.com/ballast-os/ballast/runtime/components/crictl"
 	"github.com/ballast-os/ballast/runtime/components/etcd"
 	"github.com/ballast-os/ballast/runtime/components/etcdctl"
 	"github.com/ballast-os/ballast/runtime/components/flannel"
@@ -39,6 +40,7 @@ func main() {
 		"kubelet":                 kubelet.Main,
 		"kube-proxy":              kubeproxy.Main,
 		"ctr":                     containerd.Ctr,
+		"crictl":                  crictl.Main,
 		"flannel":                 flannel.Main,
 	}, k3s.InProcess{
 		"image-import": imageimport.RunInProcess,
