@@ -7,6 +7,7 @@ package componentargs
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"sort"
@@ -208,6 +209,15 @@ func (n *Node) APIServer() []string {
 		m["advertise-address"] = s.AdvertiseAddress
 	} else if len(n.NodeIPs) > 0 {
 		m["advertise-address"] = n.NodeIPs[0].String()
+	}
+	if a := m["advertise-address"]; a != "" && s.APIServerPortOrDefault() != s.HTTPSListenPort {
+		// The OIDC discovery document's key set: by default the
+		// apiserver names its own address and port, which behind the
+		// supervisor is the 127.0.0.1-bound 6444, so a pod that follows
+		// the document cannot fetch the keys. k3s's apiserver publishes
+		// its advertise port (k3s patches that flag in); name the
+		// supervisor's port, as the kubernetes Service's endpoints do.
+		m["service-account-jwks-uri"] = "https://" + net.JoinHostPort(a, strconv.Itoa(s.HTTPSListenPort)) + "/openid/v1/jwks"
 	}
 	if s.FlannelExternalIP {
 		m["kubelet-preferred-address-types"] = "ExternalIP,InternalIP,Hostname"
