@@ -52,7 +52,7 @@ var k3sKeys = []k3sKey{
 	{Name: "egress-selector-mode", Kind: 's', Level: k3sActed},
 	{Name: "embedded-registry", Kind: 'b', Level: k3sIgnored, Msg: "the embedded registry mirror (Spegel) is not built into ballast's runtime, so nodes pull from the registries and registries.yaml mirrors, never from each other; remove the key"},
 	{Name: "enable-pprof", Kind: 'b', Level: k3sIgnored, Msg: "the supervisor serves no /debug/pprof; remove the key"},
-	{Name: "enable-servicelb", Kind: 'b', Level: k3sIgnored, Msg: "ServiceLB is not built into ballast's runtime yet, so LoadBalancer Services get no address from it; remove the key"},
+	{Name: "enable-servicelb", Kind: 'b', Level: k3sIgnored, Msg: "an RKE2 flag that k3s hides: ServiceLB runs on every k3s server unless disable: servicelb; remove the key"},
 	{Name: "etcd-arg", Kind: 'l', Level: k3sActed},
 	{Name: "etcd-disable-snapshots", Kind: 'b', Level: k3sActed},
 	{Name: "etcd-expose-metrics", Kind: 'b', Level: k3sActed},
@@ -121,7 +121,7 @@ var k3sKeys = []k3sKey{
 	{Name: "server", Kind: 's', Level: k3sActed},
 	{Name: "service-cidr", Kind: 'l', Level: k3sActed},
 	{Name: "service-node-port-range", Kind: 's', Level: k3sActed},
-	{Name: "servicelb-namespace", Kind: 's', Level: k3sIgnored, Msg: "ServiceLB is not built into ballast's runtime yet, so LoadBalancer Services get no address from it; remove the key"},
+	{Name: "servicelb-namespace", Kind: 's', Level: k3sActed},
 	{Name: "snapshotter", Kind: 's', Level: k3sRefused, Msg: "not a snapshotter of ballast's containerd; use overlayfs (the default), or native where overlay mounts are not possible", Values: []k3sValue{
 		{Value: "overlayfs", Level: k3sActed},
 		{Value: "native", Level: k3sActed},

@@ -143,6 +143,14 @@ spec:
   type: NodePort
   selector: {app: testserver}
   ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: testserver-lb, namespace: default}
+spec:
+  type: LoadBalancer
+  selector: {app: testserver}
+  ports: [{port: 8081, targetPort: 8080}]
 `
 
 // nodeSummary is "providerID taints[keys] Type=address..." (Hostname left out).
@@ -420,6 +428,31 @@ func TestCluster(t *testing.T) {
 		t.Errorf("NodePort on agent1: %v %q", err, out)
 	}
 
+	// ServiceLB: the LoadBalancer Service gets the nodes' addresses (as in
+	// k3s, only ExternalIPs once a node has one: agent1's), and its port
+	// answers on every node, through that node's svclb pod.
+	if err := WaitFor(ctx, 3*time.Minute, 2*time.Second, func() error {
+		got, err := server.Kubectl(ctx, "get", "svc", "testserver-lb", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}")
+		if err == nil && got != "203.0.113.10" {
+			err = fmt.Errorf("testserver-lb ingress %q, want agent1's ExternalIP 203.0.113.10", got)
+		}
+		return err
+	}); err != nil {
+		out, _ := server.Kubectl(ctx, "get", "ds,pods", "-n", "kube-system", "-l", "svccontroller.k3s.cattle.io/svcname=testserver-lb", "-o", "wide")
+		t.Errorf("%v\n%s", err, out)
+	}
+	for _, n := range []*Node{server, agent1, agent2} {
+		if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+			out, err := agent2.Exec(ctx, "curl", "-sS", "--max-time", "5", "http://"+n.IP+":8081/")
+			if err == nil && !strings.Contains(out, "hello from ballast testserver") {
+				err = fmt.Errorf("%q", out)
+			}
+			return err
+		}); err != nil {
+			t.Errorf("LoadBalancer port 8081 on %s: %v", n.Name, err)
+		}
+	}
+
 	// crictl on an agent, as k3s's troubleshooting guides use it: no flags,
 	// no CRI_CONFIG_FILE (the agent's crictl.yaml is the default).
 	if out, err := agent1.Exec(ctx, "env", "-u", "CRI_CONFIG_FILE", "crictl", "ps", "--name", "testserver", "--state", "running", "-o", "json"); err != nil || !strings.Contains(out, onNode["agent1"].Name) {
@@ -501,7 +534,7 @@ func TestCluster(t *testing.T) {
 // an agent, which takes the backend from the server's /v1-k3s/config.
 func TestClusterHostGW(t *testing.T) {
 	c, ctx := newCluster(t)
-	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage")
+	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage,servicelb")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,6 +558,14 @@ func TestClusterHostGW(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// disable: servicelb: the LoadBalancer Service gets no DaemonSet and no
+	// address (by now ServiceLB would have made both: TestCluster).
+	if out, err := server.Kubectl(ctx, "get", "ds", "-A", "-l", "svccontroller.k3s.cattle.io/svcname", "-o", "name"); err != nil || out != "" {
+		t.Errorf("servicelb disabled, yet DaemonSets: %v %q", err, out)
+	}
+	if out, err := server.Kubectl(ctx, "get", "svc", "testserver-lb", "-o", "jsonpath={.status.loadBalancer.ingress}"); err != nil || out != "" {
+		t.Errorf("servicelb disabled, yet testserver-lb has ingress: %v %q", err, out)
 	}
 	// No vxlan device: the route to the other node's pods goes via its address.
 	if out, err := agent.Exec(ctx, "ip", "-o", "link", "show", "flannel.1"); err == nil {

@@ -32,7 +32,7 @@ import (
 
 // Image is one built archive.
 type Image struct {
-	Name string // "pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "testserver"
+	Name string // "pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "testserver"
 	Ref  string // full reference, e.g. docker.io/rancher/mirrored-pause:3.6
 	Path string // the OCI archive (uncompressed tar) on disk, in the cache; callers copy it
 }
@@ -49,10 +49,10 @@ type Options struct {
 }
 
 // Default are the images every node with the runtime needs.
-var Default = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server"}
+var Default = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb"}
 
 // Known are all the images Build can make.
-var Known = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "testserver"}
+var Known = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "testserver"}
 
 // created is the creation time of every image and the mtime of every file
 // in it. It is fixed, not the build's SOURCE_DATE_EPOCH, so archives stay
@@ -132,6 +132,18 @@ var components = []component{
 		version: "v0.9.0",
 		binary:  "/metrics-server",
 		config:  ociimage.Config{Entrypoint: []string{"/metrics-server"}, User: "65534"},
+	},
+	{
+		// ServiceLB's per-port forwarder, under the name and tag of the
+		// klipper-lb image k3s runs (klipper-lb is iptables rules set up
+		// by a shell script; this is ballast's own forwarder, see
+		// images/svclb). Non-root: the capability binds ports below 1024.
+		name:   "svclb",
+		ref:    "docker.io/rancher/klipper-lb:v0.4.9",
+		source: "svclb",
+		binary: "/svclb",
+		caps:   []uint{capNetBindService},
+		config: ociimage.Config{Entrypoint: []string{"/svclb"}, User: "65532:65532", WorkingDir: "/"},
 	},
 	{
 		name:   "testserver",

@@ -37,6 +37,7 @@ var want = map[string]struct {
 	"local-path-provisioner": {"docker.io/rancher/local-path-provisioner:v0.0.30", "usr/bin/local-path-provisioner", []string{"local-path-provisioner"}, nil, ""},
 	"busybox":                {"docker.io/rancher/mirrored-library-busybox:1.37.0", "bin/busybox", nil, []string{"sh"}, ""},
 	"metrics-server":         {"docker.io/rancher/mirrored-metrics-server:v0.9.0", "metrics-server", []string{"/metrics-server"}, nil, "65534"},
+	"svclb":                  {"docker.io/rancher/klipper-lb:v0.4.9", "svclb", []string{"/svclb"}, nil, "65532:65532"},
 	"testserver":             {"docker.io/ballast/testserver:v1", "testserver", []string{"/testserver"}, nil, "65532:65532"},
 }
 

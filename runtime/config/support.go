@@ -91,7 +91,6 @@ func SupportOf(key string) (Support, bool) {
 // Messages shared by several keys.
 const (
 	msgEtcdS3      = "used only by etcd snapshots to S3 (etcd-s3), which ballast's runtime does not build; snapshots stay in etcd-snapshot-dir (<data-dir>/server/db/snapshots): remove the key, and copy snapshots off the node yourself"
-	msgServiceLB   = "ServiceLB is not built into ballast's runtime yet, so LoadBalancer Services get no address from it; remove the key"
 	msgHelm        = "the Helm controller is not built into ballast's runtime yet (HelmChart resources are not installed), so this changes nothing; remove the key"
 	msgSplitRoles  = "is not built into ballast's runtime: a server always runs etcd or its datastore, kube-apiserver, kube-controller-manager and kube-scheduler, so a split-role cluster would get every component on this node; remove the key"
 	msgCredentials = "the kubelet is given no image credential provider from this key; remove it and pass the kubelet's own flags instead: kubelet-arg: [image-credential-provider-config=FILE, image-credential-provider-bin-dir=DIR]"
@@ -188,10 +187,10 @@ func supportTable() []Support {
 				{Value: "ipsec", Level: Refused, Msg: "k3s removed the ipsec backend, and ballast's runtime links vxlan and host-gw only; use vxlan (the default) or host-gw"},
 				{Value: "wireguard", Level: Refused, Msg: "k3s removed the wireguard backend (wireguard-native replaced it), and ballast's runtime links vxlan and host-gw only; use vxlan (the default) or host-gw"},
 			}},
-		acted("flannel-ipv6-masq"),    // flannel --ipv6-masq
-		acted("flannel-external-ip"),  // apiserver address types, packaged manifests
-		acted("egress-selector-mode"), // egress selector config, apiserver flags
-		ignored("servicelb-namespace", msgServiceLB),
+		acted("flannel-ipv6-masq"),     // flannel --ipv6-masq
+		acted("flannel-external-ip"),   // apiserver address types, packaged manifests
+		acted("egress-selector-mode"),  // egress selector config, apiserver flags
+		acted("servicelb-namespace"),   // where ServiceLB's DaemonSets run
 		acted("write-kubeconfig"),      // admin kubeconfig path
 		acted("write-kubeconfig-mode"), // admin kubeconfig mode
 		ignored("write-kubeconfig-group", "the admin kubeconfig keeps group root (its mode from write-kubeconfig-mode); remove the key, and give users a kubeconfig of their own"),
@@ -251,7 +250,7 @@ func supportTable() []Support {
 		// Would point the apiserver at server/cred/encryption-config.json, which nothing writes.
 		refused("secrets-encryption", "ballast's runtime does not write the encryption config (<data-dir>/server/cred/encryption-config.json) yet, so kube-apiserver would fail to start; remove the key (Secrets are then stored unencrypted in the datastore on the data partition)"),
 		ignored("secrets-encryption-provider", "used only with secrets-encryption, which ballast's runtime does not build yet; remove the key"),
-		ignored("enable-servicelb", msgServiceLB),
+		ignored("enable-servicelb", "an RKE2 flag that k3s hides: ServiceLB runs on every k3s server unless disable: servicelb; remove the key"),
 		ignored("supervisor-metrics", "the supervisor serves no /metrics; remove the key"),
 		ignored("embedded-registry", "the embedded registry mirror (Spegel) is not built into ballast's runtime, so nodes pull from the registries and registries.yaml mirrors, never from each other; remove the key"),
 		acted("https-listen-port"), // supervisor listener

@@ -74,6 +74,7 @@ type ServerConfig struct {
 	DatastoreKeyFile  string
 
 	Disable                   []string // packaged components: coredns, servicelb, traefik, local-storage, metrics-server, runtimes
+	ServiceLBNamespace        string   // where ServiceLB's svclb DaemonSets run (kube-system)
 	DisableAgent              bool
 	DisableScheduler          bool
 	DisableCloudController    bool
@@ -297,6 +298,7 @@ func (l *Loaded) ServerConfig() (*ServerConfig, error) {
 		WriteKubeconfigGroup:      c.str("write-kubeconfig-group"),
 		AgentToken:                c.str("agent-token"),
 		AgentTokenFile:            c.str("agent-token-file"),
+		ServiceLBNamespace:        c.str("servicelb-namespace"),
 		ClusterInit:               c.boolean("cluster-init"),
 		ClusterReset:              c.boolean("cluster-reset"),
 		DatastoreEndpoint:         c.str("datastore-endpoint"),

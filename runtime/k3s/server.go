@@ -21,6 +21,7 @@ import (
 	"github.com/ballast-os/ballast/runtime/kubeapi"
 	"github.com/ballast-os/ballast/runtime/nodecontroller"
 	"github.com/ballast-os/ballast/runtime/packaged"
+	"github.com/ballast-os/ballast/runtime/servicelb"
 	"github.com/ballast-os/ballast/runtime/supervisor"
 	"github.com/ballast-os/ballast/runtime/token"
 )
@@ -181,7 +182,9 @@ func serverNodeMeta(name string, nodeIPs, external []netip.Addr, m *etcdMember) 
 // startControllers runs, in this process, the node controller (CoreDNS's
 // NodeHosts, deleted nodes' password secrets) and, unless disabled, the
 // cloud controller (node addresses, the uninitialized taint), each as the
-// identity k3s gives it, against the local API server.
+// identity k3s gives it, and ServiceLB (LoadBalancer Services, unless
+// disable: servicelb; as the supervisor: it manages DaemonSets), against
+// the local API server.
 func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, nodeName string) error {
 	logf := func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) }
 	api, err := localAPI(s, lay, "client-supervisor")
@@ -193,6 +196,9 @@ func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay 
 		nc.Deleted = a.removeEtcdMember(s, nodeName)
 	}
 	go nc.Run(ctx)
+	if !s.Disabled("servicelb") {
+		go (&servicelb.Controller{API: api, Namespace: s.ServiceLBNamespace, Registry: s.SystemDefaultRegistry, Logf: logf}).Run(ctx)
+	}
 	if s.DisableCloudController {
 		return nil
 	}

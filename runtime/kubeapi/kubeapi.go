@@ -216,14 +216,19 @@ type Event struct {
 	Object json.RawMessage
 }
 
-// Watch streams the events of a collection path (e.g. /api/v1/nodes)
+// Watch streams the events of a collection path (e.g. /api/v1/nodes,
+// or /api/v1/pods?labelSelector=app)
 // from resourceVersion until ctx ends, the server closes the stream (its
 // request timeout), or f returns an error; it returns that error, or nil
 // when the stream ended. An ERROR event (e.g. 410 Gone: the version is too
 // old) is returned as an error: list again.
 func (k *Client) Watch(ctx context.Context, path, resourceVersion string, f func(Event) error) error {
 	q := url.Values{"watch": {"1"}, "resourceVersion": {resourceVersion}, "allowWatchBookmarks": {"true"}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.Base+path+"?"+q.Encode(), nil)
+	sep := "?" // path may carry a query of its own (a labelSelector)
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.Base+path+sep+q.Encode(), nil)
 	if err != nil {
 		return err
 	}
