@@ -2,19 +2,23 @@
 // verifies the indexes, resolves dependencies, downloads and checks .debs,
 // unpacks each one once into a cache, and adds their files to a
 // filetree.Tree. A lock file pins exact versions and hashes so a build can
-// be repeated, offline if the cache holds everything.
+// be repeated, offline if the cache holds everything. Source packages are
+// found in the Sources indexes, read only when asked for, and their files
+// (an upstream tarball to build from) fetched and checked the same way.
 //
 // Cache layout, under Config.CacheDir:
 //
 //	debian/index/<mirror>/<suite>/InRelease   last verified InRelease
-//	debian/index/by-sha256/<hash>             Packages.xz, content-addressed
+//	debian/index/by-sha256/<hash>             Packages.xz, Sources.xz, content-addressed
 //	debian/index/by-sha256/<hash>.txt         the same, decompressed
 //	debian/debs/<sha256>.deb                  verified .debs
 //	debian/unpacked/<sha256>/                 a .deb's data.tar unpacked, with manifest.json
+//	debian/sources/<sha256>/<name>            verified source files (orig tarballs)
 package debian
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -135,8 +139,9 @@ type Archive struct {
 	prog    *progress
 
 	mu      sync.Mutex
-	release *Release
-	index   *universe // nil until loaded
+	release *Release                    // nil until loaded
+	index   *universe                   // nil until loaded
+	sources map[string][]*SourcePackage // by name; nil until asked for
 }
 
 // Open checks cfg and prepares the archive. Indexes are fetched (or read
@@ -155,7 +160,7 @@ func Open(ctx context.Context, cfg Config) (*Archive, error) {
 		}
 		a.keyring = kr
 	}
-	for _, d := range []string{"index/by-sha256", "debs", "unpacked"} {
+	for _, d := range []string{"index/by-sha256", "debs", "unpacked", "sources"} {
 		if err := os.MkdirAll(filepath.Join(a.root(), d), 0o755); err != nil {
 			return nil, fmt.Errorf("debian: cache: %w", err)
 		}
@@ -201,51 +206,9 @@ func (a *Archive) LoadIndexes(ctx context.Context) error {
 	if a.index != nil {
 		return nil
 	}
-	now := a.cfg.Now()
-	irURL := a.distURL("InRelease")
-	irCache := filepath.Join(a.root(), "index", a.mirrorKey(), a.cfg.Suite, "InRelease")
-	var data []byte
-	var err error
-	if a.cfg.Offline {
-		data, err = os.ReadFile(irCache)
-		if err != nil {
-			return fmt.Errorf("debian: offline and no cached index for %s (%w); run once without --offline", irURL, err)
-		}
-	} else {
-		data, err = a.get(ctx, irURL, "dists/"+a.cfg.Suite+"/InRelease", 64<<20)
-		if err != nil {
-			return err
-		}
-	}
-	text, err := VerifyInRelease(data, irURL, a.keyring, now)
+	rel, err := a.loadRelease(ctx)
 	if err != nil {
 		return err
-	}
-	rel, err := ParseRelease(text, irURL)
-	if err != nil {
-		return err
-	}
-	if err := rel.CheckValid(now, irURL); err != nil {
-		return err
-	}
-	// A validly signed Release of another suite (an old one, say) must
-	// not stand in for the one asked for.
-	if rel.Codename != a.cfg.Suite && rel.Suite != a.cfg.Suite {
-		return fmt.Errorf("debian: %s: %w: it is for suite %q (codename %q), not %q",
-			irURL, ErrSignature, rel.Suite, rel.Codename, a.cfg.Suite)
-	}
-	if !a.cfg.Offline {
-		if prev, err := a.checkNotOlder(irCache, irURL, rel, now); err != nil {
-			// Never go back in time: keep building from the newer
-			// index fetched before (a mirror behind a CDN can lag),
-			// and say so.
-			if a.cfg.Progress != nil {
-				fmt.Fprintf(a.cfg.Progress, "warning: %v; using the cached index instead\n", err)
-			}
-			rel = prev
-		} else if err := writeFileAtomic(irCache, data); err != nil {
-			return fmt.Errorf("debian: caching %s: %w", irURL, err)
-		}
 	}
 	u := newUniverse()
 	for _, comp := range a.cfg.Components {
@@ -261,8 +224,64 @@ func (a *Archive) LoadIndexes(ctx context.Context) error {
 		}
 	}
 	u.sort()
-	a.release, a.index = rel, u
+	a.index = u
 	return nil
+}
+
+// loadRelease fetches and verifies InRelease once (offline: reads it from
+// the cache and verifies it again); the caller holds a.mu.
+func (a *Archive) loadRelease(ctx context.Context) (*Release, error) {
+	if a.release != nil {
+		return a.release, nil
+	}
+	now := a.cfg.Now()
+	irURL := a.distURL("InRelease")
+	irCache := filepath.Join(a.root(), "index", a.mirrorKey(), a.cfg.Suite, "InRelease")
+	var data []byte
+	var err error
+	if a.cfg.Offline {
+		data, err = os.ReadFile(irCache)
+		if err != nil {
+			return nil, fmt.Errorf("debian: offline and no cached index for %s (%w); run once without --offline", irURL, err)
+		}
+	} else {
+		data, err = a.get(ctx, irURL, "dists/"+a.cfg.Suite+"/InRelease", 64<<20)
+		if err != nil {
+			return nil, err
+		}
+	}
+	text, err := VerifyInRelease(data, irURL, a.keyring, now)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := ParseRelease(text, irURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := rel.CheckValid(now, irURL); err != nil {
+		return nil, err
+	}
+	// A validly signed Release of another suite (an old one, say) must
+	// not stand in for the one asked for.
+	if rel.Codename != a.cfg.Suite && rel.Suite != a.cfg.Suite {
+		return nil, fmt.Errorf("debian: %s: %w: it is for suite %q (codename %q), not %q",
+			irURL, ErrSignature, rel.Suite, rel.Codename, a.cfg.Suite)
+	}
+	if !a.cfg.Offline {
+		if prev, err := a.checkNotOlder(irCache, irURL, rel, now); err != nil {
+			// Never go back in time: keep building from the newer
+			// index fetched before (a mirror behind a CDN can lag),
+			// and say so.
+			if a.cfg.Progress != nil {
+				fmt.Fprintf(a.cfg.Progress, "warning: %v; using the cached index instead\n", err)
+			}
+			rel = prev
+		} else if err := writeFileAtomic(irCache, data); err != nil {
+			return nil, fmt.Errorf("debian: caching %s: %w", irURL, err)
+		}
+	}
+	a.release = rel
+	return rel, nil
 }
 
 // checkNotOlder refuses a Release dated before the one cached from the
@@ -291,51 +310,82 @@ func (a *Archive) checkNotOlder(irCache, irURL string, rel *Release, now time.Ti
 }
 
 func (a *Archive) loadPackages(ctx context.Context, rel *Release, comp string) ([]Package, error) {
-	rpath := comp + "/binary-" + a.cfg.Arch + "/Packages.xz"
-	src := a.distURL(rpath)
-	want, ok := rel.SHA256[rpath]
-	if !ok {
-		return nil, fmt.Errorf("debian: %s does not list %s (is %q a component of %s for %s?)",
-			a.distURL("InRelease"), rpath, comp, a.cfg.Suite, a.cfg.Arch)
-	}
-	byHash := filepath.Join(a.root(), "index", "by-sha256", want.SHA256)
-	txtPath := byHash + ".txt"
-	if f, err := os.Open(txtPath); err == nil {
-		defer f.Close()
-		return ParsePackages(f, src)
-	}
-	xzData, err := os.ReadFile(byHash)
-	if err != nil || checkHash(xzData, want) != nil {
-		if a.cfg.Offline {
-			return nil, fmt.Errorf("debian: offline and %s (sha256 %s) is not cached; run once without --offline", src, want.SHA256)
-		}
-		xzData, err = a.fetchIndex(ctx, rel, rpath, want)
-		if err != nil {
-			return nil, err
-		}
-		if err := writeFileAtomic(byHash, xzData); err != nil {
-			return nil, fmt.Errorf("debian: caching %s: %w", src, err)
-		}
-	}
-	zr, err := xz.NewReader(bytes.NewReader(xzData))
+	rbase := comp + "/binary-" + a.cfg.Arch + "/Packages"
+	r, src, err := a.openIndex(ctx, rel, rbase, fmt.Sprintf("is %q a component of %s for %s?", comp, a.cfg.Suite, a.cfg.Arch))
 	if err != nil {
-		return nil, fmt.Errorf("debian: %s: %w", src, err)
+		return nil, err
 	}
-	var txt bytes.Buffer
-	if _, err := io.Copy(&txt, zr); err != nil {
-		return nil, fmt.Errorf("debian: decompressing %s: %w", src, err)
-	}
-	pkgs, err := ParsePackages(bytes.NewReader(txt.Bytes()), src)
+	defer r.Close()
+	pkgs, err := ParsePackages(r, src)
 	if err != nil {
 		return nil, fmt.Errorf("debian: %w", err)
 	}
-	// Keep the decompressed text: xz in pure Go is the slow part of a warm
-	// start without a lock.
-	if err := writeFileAtomic(txtPath, txt.Bytes()); err != nil {
-		return nil, fmt.Errorf("debian: caching %s: %w", src, err)
-	}
 	return pkgs, nil
 }
+
+// openIndex returns the decompressed text of the index file rbase
+// ("main/binary-amd64/Packages"), fetched in the first compression of
+// indexCompressions that the Release lists and checked against it, and
+// the URL that names it in errors. Both the compressed file and its text
+// are cached under the compressed file's hash; hint ends the error for an
+// index the Release does not list.
+func (a *Archive) openIndex(ctx context.Context, rel *Release, rbase, hint string) (io.ReadCloser, string, error) {
+	var rpath string
+	var want FileHash
+	for _, ext := range indexCompressions {
+		if h, ok := rel.SHA256[rbase+ext]; ok {
+			rpath, want = rbase+ext, h
+			break
+		}
+	}
+	if rpath == "" {
+		return nil, "", fmt.Errorf("debian: %s does not list %s.xz or %s.gz (%s)", a.distURL("InRelease"), rbase, rbase, hint)
+	}
+	src := a.distURL(rpath)
+	byHash := filepath.Join(a.root(), "index", "by-sha256", want.SHA256)
+	txtPath := byHash + ".txt"
+	if f, err := os.Open(txtPath); err == nil {
+		return f, src, nil
+	}
+	data, err := os.ReadFile(byHash)
+	if err != nil || checkHash(data, want) != nil {
+		if a.cfg.Offline {
+			return nil, "", fmt.Errorf("debian: offline and %s (sha256 %s) is not cached; run once without --offline", src, want.SHA256)
+		}
+		data, err = a.fetchIndex(ctx, rel, rpath, want)
+		if err != nil {
+			return nil, "", err
+		}
+		if err := writeFileAtomic(byHash, data); err != nil {
+			return nil, "", fmt.Errorf("debian: caching %s: %w", src, err)
+		}
+	}
+	var zr io.Reader
+	if strings.HasSuffix(rpath, ".gz") {
+		gr, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return nil, "", fmt.Errorf("debian: %s: %w", src, err)
+		}
+		zr = gr
+	} else if zr, err = xz.NewReader(bytes.NewReader(data)); err != nil {
+		return nil, "", fmt.Errorf("debian: %s: %w", src, err)
+	}
+	var txt bytes.Buffer
+	if _, err := io.Copy(&txt, zr); err != nil {
+		return nil, "", fmt.Errorf("debian: decompressing %s: %w", src, err)
+	}
+	// Keep the decompressed text: xz in pure Go is the slow part of a warm
+	// start without a lock. It comes from a verified file, so a parse
+	// error in it would come back the same from a fresh download.
+	if err := writeFileAtomic(txtPath, txt.Bytes()); err != nil {
+		return nil, "", fmt.Errorf("debian: caching %s: %w", src, err)
+	}
+	return io.NopCloser(bytes.NewReader(txt.Bytes())), src, nil
+}
+
+// indexCompressions are the index files' compressions this package reads,
+// preferred first.
+var indexCompressions = []string{".xz", ".gz"}
 
 // fetchIndex downloads one index file and checks it against the Release.
 func (a *Archive) fetchIndex(ctx context.Context, rel *Release, rpath string, want FileHash) ([]byte, error) {

@@ -207,7 +207,7 @@ func (fa *fakeArchive) releaseText() string {
 		fa.suite, date, fa.extraR)
 	var paths []string
 	for p := range fa.files {
-		if strings.HasPrefix(p, "dists/") && strings.HasSuffix(p, "Packages.xz") {
+		if strings.HasPrefix(p, "dists/") && (strings.HasSuffix(p, "Packages.xz") || strings.Contains(p, "/source/Sources.")) {
 			paths = append(paths, p)
 		}
 	}
@@ -217,6 +217,41 @@ func (fa *fakeArchive) releaseText() string {
 		fmt.Fprintf(&b, " %x %d %s\n", sum, len(fa.files[p]), strings.TrimPrefix(p, "dists/trixie/"))
 	}
 	return b.String()
+}
+
+// fakeSource is a test source package.
+type fakeSource struct {
+	name, version string
+	files         map[string]string // contents by file name
+	extraOnly     bool              // Extra-Source-Only: yes
+}
+
+// addSources publishes srcs in main's Sources index (and an empty one for
+// non-free-firmware), compressed as comp ("xz" or "gz"), and signs the
+// Release again.
+func (fa *fakeArchive) addSources(comp string, srcs []fakeSource) {
+	var b strings.Builder
+	for _, s := range srcs {
+		dir := fmt.Sprintf("pool/main/%c/%s", s.name[0], s.name)
+		fmt.Fprintf(&b, "Package: %s\nBinary: %s\nVersion: %s\nMaintainer: test\nDirectory: %s\n", s.name, s.name, s.version, dir)
+		if s.extraOnly {
+			b.WriteString("Extra-Source-Only: yes\n")
+		}
+		var names []string
+		for n := range s.files {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		b.WriteString("Checksums-Sha256:\n")
+		for _, n := range names {
+			fmt.Fprintf(&b, " %x %d %s\n", sha256.Sum256([]byte(s.files[n])), len(s.files[n]), n)
+			fa.files[dir+"/"+n] = []byte(s.files[n])
+		}
+		b.WriteString("Priority: optional\nSection: utils\n\n")
+	}
+	fa.files["dists/trixie/main/source/Sources."+comp] = compress(fa.t, comp, []byte(b.String()))
+	fa.files["dists/trixie/non-free-firmware/source/Sources."+comp] = compress(fa.t, comp, nil)
+	fa.sign()
 }
 
 // sign (re)writes InRelease from the current index files.

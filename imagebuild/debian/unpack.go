@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -118,46 +117,13 @@ func readManifest(dir string, pkg Package) (*Unpacked, error) {
 // fetchDeb downloads pkg's .deb into the cache, checking size and hash
 // before it gets its final name.
 func (a *Archive) fetchDeb(ctx context.Context, pkg *Package) error {
-	final := a.debPath(pkg)
 	if a.cfg.Offline {
 		return fmt.Errorf("debian: package %s %s: %s is not in the cache (offline); run without --offline to fetch it",
 			pkg.Name, pkg.Version, path.Base(pkg.Filename))
 	}
 	u := a.cfg.Mirror + "/" + pkg.Filename
-	f, err := os.CreateTemp(filepath.Dir(final), ".tmp-"+pkg.SHA256+"-*")
-	if err != nil {
-		return fmt.Errorf("debian: package %s: %w", pkg.Name, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename this is a no-op
-	var h hash.Hash
-	var n int64
-	err = a.download(ctx, u, pkg.Name+" "+pkg.Version, pkg.Size, func() (io.Writer, error) {
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return nil, err
-		}
-		if err := f.Truncate(0); err != nil {
-			return nil, err
-		}
-		h, n = sha256.New(), 0
-		return io.MultiWriter(f, h, &limitedWriter{w: countWriter{&n}, n: pkg.Size + 1, url: u}), nil
-	})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := a.fetchFile(ctx, u, pkg.Name+" "+pkg.Version, a.debPath(pkg), pkg.Size, pkg.SHA256); err != nil {
 		return fmt.Errorf("debian: package %s %s: %w", pkg.Name, pkg.Version, err)
-	}
-	got := hex.EncodeToString(h.Sum(nil))
-	if n != pkg.Size || got != pkg.SHA256 {
-		return fmt.Errorf("debian: package %s %s from %s: %w: got sha256 %s size %d, want sha256 %s size %d",
-			pkg.Name, pkg.Version, u, ErrHashMismatch, got, n, pkg.SHA256, pkg.Size)
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return fmt.Errorf("debian: package %s: %w", pkg.Name, err)
 	}
 	return nil
 }
