@@ -25,11 +25,12 @@ func agnhostProgram() program {
 // Debian names: dig and nslookup (bind-tools: bind9-dnsutils), curl,
 // `nc -v -z` (netcat-openbsd), ip and ss (iproute2), iperf (2, as Alpine's),
 // bash, ipcs (util-linux-misc: util-linux), socat. The rest is Alpine's
-// base: busybox-static stands for its busybox (wget, hostname, ps, sleep,
-// ...), libc-bin for musl's getent (the DNS tests' /etc/hosts probe runs
-// `getent hosts` in agnhost), netbase for /etc/services and /etc/protocols.
+// base: busybox (compiled here, as the busybox image's) for its sh and
+// applets (wget, hostname, ps, sleep, ...), libc-bin for musl's getent
+// (the DNS tests' /etc/hosts probe runs `getent hosts` in agnhost),
+// netbase for /etc/services and /etc/protocols.
 var agnhostPackages = []string{
-	"bash", "bind9-dnsutils", "busybox-static", "curl", "iperf", "iproute2",
+	"bash", "bind9-dnsutils", "curl", "iperf", "iproute2",
 	"libc-bin", "netbase", "netcat-openbsd", "socat", "util-linux",
 }
 
@@ -68,6 +69,10 @@ func (b *builder) agnhostTree(ctx context.Context) (*filetree.Tree, string, erro
 	if err != nil {
 		return nil, "", err
 	}
+	bb, bbFrom, err := b.src.busybox(ctx)
+	if err != nil {
+		return nil, "", err
+	}
 	t := in.tree
 	passwd := alpinePasswd + "user-defined-in-image:x:1000:1000:Linux User,,,:/home/user-defined-in-image:/bin/sh\n"
 	group := alpineGroup + "user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"
@@ -80,17 +85,14 @@ func (b *builder) agnhostTree(ctx context.Context) (*filetree.Tree, string, erro
 	if err := t.AddFile("etc/nsswitch.conf", 0o644, []byte(nsswitch)); err != nil {
 		return nil, "", err
 	}
-	// bash, not busybox's ash, for the reason busybox's image has it (a
-	// test may hand agnhost variables whose names have a '-').
-	if err := t.AddSymlink("usr/bin/sh", "bash"); err != nil {
-		return nil, "", err
-	}
 	for p, target := range alternatives {
 		if err := t.AddSymlink(p, target); err != nil {
 			return nil, "", err
 		}
 	}
-	if err := addShell(t); err != nil {
+	// sh is busybox's ash, as on Alpine; bash is there for what runs it
+	// by name.
+	if err := addShell(t, bb); err != nil {
 		return nil, "", err
 	}
 	// The Dockerfile links iperf into /usr/local/bin.
@@ -115,7 +117,7 @@ func (b *builder) agnhostTree(ctx context.Context) (*filetree.Tree, string, erro
 			return nil, "", err
 		}
 	}
-	return t, "agnhost from " + from + "; Debian " + in.versions(agnhostPackages...), nil
+	return t, "agnhost from " + from + "; Debian " + in.versions(agnhostPackages...) + "; " + bbFrom, nil
 }
 
 // kitten and nautilus are upstream's update-demo images: agnhost's

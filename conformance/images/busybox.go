@@ -11,50 +11,24 @@ import (
 	"github.com/ballast-os/ballast/imagebuild/ociimage"
 )
 
-// shellPackages give the images Alpine's and Docker busybox's userland:
-// Debian's static busybox with every applet linked, and a static bash as
-// sh (see busyboxImage).
-var shellPackages = []string{"bash-static", "busybox-static"}
-
 // busybox is the Docker library's busybox, which upstream's image is: the
-// applets in /bin and CMD ["sh"].
-//
-// Its sh is not busybox's. Debian's busybox ash drops, on start, every
-// environment variable whose name is not a shell name, so `sh -c env`
-// does not print them; upstream's busybox passes them on, and the
-// ConfigMap and Secret tests "should be consumable as environment variable
-// names with various prefixes" (and "via the environment", with a "p-"
-// prefix) set data-1, 1-data-1, $_-data-1, #@!data-1 and check that env
-// shows them. bash passes them on, as sh too, so /bin/sh is Debian's static
-// bash and the other applets stay busybox's.
+// applets in /bin, sh among them (ash), and CMD ["sh"]. The binary is
+// compiled here from busybox's own release (see realSupply.busybox for
+// why not Debian's busybox-static).
 func (b *builder) busybox(ctx context.Context) (ociimage.Image, string, error) {
-	in, err := b.src.packages(ctx, shellPackages, scriptOnly)
+	bb, from, err := b.src.busybox(ctx)
 	if err != nil {
 		return ociimage.Image{}, "", err
 	}
-	bb, err := file(in.tree, "usr/bin/busybox")
-	if err != nil {
-		return ociimage.Image{}, "", fmt.Errorf("busybox-static: %w", err)
-	}
-	bash, err := file(in.tree, "usr/bin/bash-static")
-	if err != nil {
-		return ociimage.Image{}, "", fmt.Errorf("bash-static: %w", err)
-	}
 	applets, err := busyboxApplets(bb)
 	if err != nil {
-		return ociimage.Image{}, "", fmt.Errorf("busybox-static: %w", err)
+		return ociimage.Image{}, "", fmt.Errorf("busybox: %w", err)
 	}
 	t := filetree.New(created)
 	if err := addBase(t, busyboxPasswd, busyboxGroup); err != nil {
 		return ociimage.Image{}, "", err
 	}
 	if err := addProgram(t, "bin/busybox", bb); err != nil {
-		return ociimage.Image{}, "", err
-	}
-	if err := addProgram(t, "bin/bash-static", bash); err != nil {
-		return ociimage.Image{}, "", err
-	}
-	if err := t.AddSymlink("bin/sh", "bash-static"); err != nil {
 		return ociimage.Image{}, "", err
 	}
 	if err := addApplets(t, "bin", applets); err != nil {
@@ -66,23 +40,22 @@ func (b *builder) busybox(ctx context.Context) (ociimage.Image, string, error) {
 		}
 	}
 	img, err := image(t, ociimage.Config{Cmd: []string{"sh"}})
-	return img, "Debian " + in.versions(shellPackages...) + " (sh)", err
+	return img, from, err
 }
 
 // addShell gives a tree with Debian's merged /usr the busybox userland
-// Alpine has: every applet of the installed busybox-static that no
-// installed package provides, linked in usr/bin; sh must be there already.
-func addShell(t *filetree.Tree) error {
-	bb, err := file(t, "usr/bin/busybox")
-	if err != nil {
-		return fmt.Errorf("busybox-static: %w", err)
-	}
+// Alpine has: busybox in usr/bin, its ash as sh, and every other applet
+// that no installed package provides.
+func addShell(t *filetree.Tree, bb []byte) error {
 	applets, err := busyboxApplets(bb)
 	if err != nil {
-		return fmt.Errorf("busybox-static: %w", err)
+		return fmt.Errorf("busybox: %w", err)
 	}
-	if t.Get("usr/bin/sh") == nil {
-		return errors.New("no /usr/bin/sh")
+	if t.Get("usr/bin/sh") != nil {
+		return errors.New("a package installs /usr/bin/sh; the image's sh must be busybox's ash, as Alpine's is")
+	}
+	if err := addProgram(t, "usr/bin/busybox", bb); err != nil {
+		return err
 	}
 	return addApplets(t, "usr/bin", applets)
 }

@@ -8,15 +8,18 @@
 //
 // Upstream builds most of them on Alpine; here the Go programs are the same
 // (agnhost, sample-apiserver, nonewprivs), and what the tests run inside
-// the images (curl, nc, dig, getent, ip, ss, socat, ipcs, bash, busybox's
-// applets, nginx) comes from Debian trixie with its shared libraries. Where
-// Debian behaves differently from Alpine in a way a test sees, the image
-// behaves as upstream's (see the busybox image's shell).
+// the images (curl, nc, dig, getent, ip, ss, socat, ipcs, bash, nginx)
+// comes from Debian trixie with its shared libraries. busybox, the sh and
+// applets of the busybox, agnhost and nginx images, is compiled here from
+// busybox's own release, the upstream tarball Debian's source package
+// ships: Debian's patched ash behaves differently in a way tests see
+// (busyboxbuild.go says how).
 //
 // Archives are cached under Options.CacheDir, named by a hash of
 // everything in them, so a second Build only reassembles and hashes:
 //
 //	conformanceimages/bin/<program>-<arch>-<key>   compiled Go programs
+//	conformanceimages/bin/busybox-<arch>-<key>     busybox, compiled from source
 //	conformanceimages/<name>-<arch>-<key>.tar      OCI archives
 package images
 
@@ -49,7 +52,10 @@ type Image struct {
 
 // Options say what to build and where to keep it.
 type Options struct {
-	// Arch is the Debian/Go architecture, "amd64" or "arm64"; "" means amd64.
+	// Arch is the Debian/Go architecture, "amd64" or "arm64"; "" means
+	// amd64. busybox (in the busybox, agnhost and nginx images) is
+	// compiled with this machine's gcc, so those images are built only
+	// for this machine's architecture.
 	Arch string
 	// SourceDir is the ballast checkout: Go programs are compiled in its
 	// conformance/ module (agnhost, sample-apiserver, nonewprivs) and its

@@ -78,7 +78,6 @@ type fakeSupply struct {
 
 var fakeFiles = map[string][]string{
 	"bash":           {"usr/bin/bash"},
-	"bash-static":    {"usr/bin/bash-static"},
 	"base-passwd":    {"usr/share/base-passwd/passwd.master", "usr/share/base-passwd/group.master"},
 	"bind9-dnsutils": {"usr/bin/dig", "usr/bin/nslookup"},
 	"coreutils":      {"usr/bin/seq", "usr/bin/sleep", "usr/bin/test"},
@@ -129,18 +128,17 @@ func (f *fakeSupply) packages(ctx context.Context, names, ignore []string) (*ins
 				return nil, err
 			}
 		}
-		switch n {
-		case "busybox-static":
-			if err := t.AddFile("usr/bin/busybox", 0o755, fakeBusybox()); err != nil {
-				return nil, err
-			}
-		case "dash":
+		if n == "dash" {
 			if err := t.AddSymlink("usr/bin/sh", "dash"); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return &installed{tree: t, pkgs: pkgs}, nil
+}
+
+func (f *fakeSupply) busybox(ctx context.Context) ([]byte, string, error) {
+	return fakeBusybox(), "busybox " + busyboxVersion + " (fake)", nil
 }
 
 func (f *fakeSupply) upstream(ctx context.Context, p string) ([]byte, error) {
@@ -237,7 +235,7 @@ func TestLayouts(t *testing.T) {
 				"/agnhost-2":           "program k8s.io/kubernetes/test/images/agnhost",
 				"/localhost.crt":       "upstream test/images/agnhost/porter/localhost.crt",
 				"/localhost.key":       "upstream test/images/agnhost/porter/localhost.key",
-				"/bin/sh":              "bash ",
+				"/bin/sh":              "\x7fELF",
 				"/bin/bash":            "bash ",
 				"/usr/bin/curl":        "curl ",
 				"/usr/bin/nc":          "netcat-openbsd ",
@@ -257,7 +255,7 @@ func TestLayouts(t *testing.T) {
 				"/usr/sbin/blkid":      "util-linux ",
 				"/etc/group":           "root:x:0:root\n",
 			},
-			links: map[string]string{"agnhost-2": "agnhost", "usr/bin/sh": "bash", "usr/bin/nc": "nc.openbsd", "usr/bin/wget": "busybox", "bin": "usr/bin"},
+			links: map[string]string{"agnhost-2": "agnhost", "usr/bin/sh": "busybox", "usr/bin/nc": "nc.openbsd", "usr/bin/wget": "busybox", "bin": "usr/bin"},
 			none:  []string{"usr/bin/blkid", "coredns", "var/registry"},
 		},
 		{
@@ -268,11 +266,11 @@ func TestLayouts(t *testing.T) {
 			name: "busybox", cmd: []string{"sh"},
 			files: map[string]string{
 				"/bin/busybox": "\x7fELF", "/bin/cat": "\x7fELF", "/bin/sysctl": "\x7fELF", "/bin/[": "\x7fELF",
-				"/bin/sh": "bash-static ", "/bin/ash": "\x7fELF", "/etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+				"/bin/sh": "\x7fELF", "/bin/ash": "\x7fELF", "/etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
 				"/etc/group": "root:x:0:\n",
 			},
-			links: map[string]string{"bin/sh": "bash-static", "bin/env": "busybox"},
-			none:  []string{"usr/bin", "bin/bash"},
+			links: map[string]string{"bin/sh": "busybox", "bin/ash": "busybox", "bin/env": "busybox"},
+			none:  []string{"usr/bin", "bin/bash", "bin/bash-static"},
 		},
 		{
 			name: "etcd", cmd: []string{"/usr/local/bin/etcd"},
@@ -300,11 +298,11 @@ func TestLayouts(t *testing.T) {
 			files: map[string]string{
 				"/usr/sbin/nginx": "nginx ", "/etc/nginx/nginx.conf": nginxConf, "/etc/nginx/conf.d/default.conf": nginxDefault,
 				"/etc/nginx/mime.types": "nginx-common ", "/usr/share/nginx/html/index.html": "nginx-common ",
-				"/usr/share/nginx/html/50x.html": "<!DOCTYPE html>", "/bin/sh": "bash-static ", "/bin/cat": "\x7fELF",
+				"/usr/share/nginx/html/50x.html": "<!DOCTYPE html>", "/bin/sh": "\x7fELF", "/bin/cat": "\x7fELF",
 				"/etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
 			},
-			links: map[string]string{"var/log/nginx/access.log": "/dev/stdout", "var/log/nginx/error.log": "/dev/stderr"},
-			none:  []string{"etc/nginx/sites-available", "usr/bin/ss"},
+			links: map[string]string{"var/log/nginx/access.log": "/dev/stdout", "var/log/nginx/error.log": "/dev/stderr", "usr/bin/sh": "busybox"},
+			none:  []string{"etc/nginx/sites-available", "usr/bin/ss", "usr/bin/bash-static"},
 		},
 		{
 			name: "nginx-new", cmd: []string{"nginx", "-g", "daemon off;"}, stop: "SIGQUIT",
@@ -374,13 +372,28 @@ func TestAgnhostAccounts(t *testing.T) {
 	if h := l.files["home/user-defined-in-image"]; h.Type != ociimage.Dir || h.UID != 1000 || h.GID != 1000 {
 		t.Errorf("home %+v", h)
 	}
-	// Every applet is busybox's but sh (bash) and those a package has.
+	// Every applet is busybox's, sh among them, but those a package has.
 	for _, a := range fakeApplets {
 		e := l.files["usr/bin/"+a]
-		fromPackage := slices.Contains([]string{"sh", "nc", "nslookup", "ipcs", "ip"}, a)
+		fromPackage := slices.Contains([]string{"nc", "nslookup", "ipcs", "ip"}, a)
 		if isBusybox := e.Type == ociimage.Symlink && e.Target == "busybox"; isBusybox == fromPackage {
 			t.Errorf("usr/bin/%s: %v -> %q", a, e.Type, e.Target)
 		}
+	}
+}
+
+// TestAddShellKeepsAsh: a package's /bin/sh must not silently take the
+// place of busybox's ash.
+func TestAddShellKeepsAsh(t *testing.T) {
+	tr := filetree.New(created)
+	if err := debian.MergedUsr(tr, "amd64"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.AddSymlink("usr/bin/sh", "dash"); err != nil {
+		t.Fatal(err)
+	}
+	if err := addShell(tr, fakeBusybox()); err == nil || !strings.Contains(err.Error(), "/usr/bin/sh") {
+		t.Errorf("addShell over a package's sh: %v", err)
 	}
 }
 

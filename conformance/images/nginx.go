@@ -88,8 +88,9 @@ the error log for details.</p>
 `
 )
 
-// nginxPackages are Debian's nginx and the shell Alpine's nginx image has.
-var nginxPackages = append([]string{"nginx"}, shellPackages...)
+// nginxPackages are Debian's nginx; the shell Alpine's nginx image has is
+// busybox, compiled here as the busybox image's.
+var nginxPackages = []string{"nginx"}
 
 // nginx is the official nginx image on Alpine, which upstream's
 // test/images/nginx and nginx-new are, with Debian's nginx: its config,
@@ -112,10 +113,11 @@ func (b *builder) nginx(ctx context.Context) (ociimage.Image, string, error) {
 	if err := addBase(t, passwd, group); err != nil {
 		return ociimage.Image{}, "", err
 	}
-	if err := t.AddSymlink("usr/bin/sh", "bash-static"); err != nil {
+	bb, bbFrom, err := b.src.busybox(ctx)
+	if err != nil {
 		return ociimage.Image{}, "", err
 	}
-	if err := addShell(t); err != nil {
+	if err := addShell(t, bb); err != nil {
 		return ociimage.Image{}, "", err
 	}
 	// Debian's layout of sites and snippets, which the official config
@@ -144,5 +146,5 @@ func (b *builder) nginx(ctx context.Context) (ociimage.Image, string, error) {
 		}
 	}
 	img, err := image(t, ociimage.Config{Cmd: []string{"nginx", "-g", "daemon off;"}, StopSignal: "SIGQUIT"})
-	return img, "Debian " + in.versions("nginx", "nginx-common", "bash-static", "busybox-static"), err
+	return img, "Debian " + in.versions("nginx", "nginx-common") + "; " + bbFrom, err
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,9 @@ type supply interface {
 	upstream(ctx context.Context, path string) ([]byte, error)
 	// pause returns ballast's own pause image (package componentimages).
 	pause(ctx context.Context) (ociimage.Image, error)
+	// busybox returns a static busybox for the architecture, compiled
+	// from upstream's source (busyboxbuild.go), and what it was built from.
+	busybox(ctx context.Context) ([]byte, string, error)
 }
 
 // program is a Go main package compiled into an image.
@@ -101,9 +105,16 @@ type realSupply struct {
 	modules   map[string]string // moduleVersion's answers, by folder and module
 	goVersion string
 	kubeDir   string // the pinned k8s.io/kubernetes module, once found
+	// busyboxBin and busyboxFrom are busybox's answer, once given:
+	// five images have it.
+	busyboxBin  []byte
+	busyboxFrom string
 }
 
 func newSupply(o Options) (*realSupply, error) {
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
 	s := &realSupply{o: o, binDir: filepath.Join(o.CacheDir, "conformanceimages", "bin"), archive: o.Debian,
 		programs: map[string][]byte{}, modules: map[string]string{}}
 	if err := os.MkdirAll(s.binDir, 0o755); err != nil {
@@ -224,7 +235,9 @@ func (s *realSupply) upstream(ctx context.Context, p string) ([]byte, error) {
 	return os.ReadFile(filepath.Join(s.kubeDir, filepath.FromSlash(p)))
 }
 
-func (s *realSupply) packages(ctx context.Context, names, ignore []string) (*installed, error) {
+// debian returns the archive packages and sources come from, opening
+// Debian's default on first use.
+func (s *realSupply) debian(ctx context.Context) (*debian.Archive, error) {
 	if s.archive == nil {
 		a, err := debian.Open(ctx, debian.Config{Arch: s.o.Arch, CacheDir: s.o.CacheDir, Offline: s.o.Offline, Progress: s.o.Log})
 		if err != nil {
@@ -234,6 +247,13 @@ func (s *realSupply) packages(ctx context.Context, names, ignore []string) (*ins
 	}
 	if arch := s.archive.Config().Arch; arch != s.o.Arch {
 		return nil, fmt.Errorf("Options.Debian is for %s, the images for %s", arch, s.o.Arch)
+	}
+	return s.archive, nil
+}
+
+func (s *realSupply) packages(ctx context.Context, names, ignore []string) (*installed, error) {
+	if _, err := s.debian(ctx); err != nil {
+		return nil, err
 	}
 	pkgs, err := s.archive.Resolve(ctx, names, s.o.Lock, debian.Ignoring(ignore...))
 	if err != nil {
