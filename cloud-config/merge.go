@@ -219,6 +219,9 @@ func (cfg *Config) mergeFrom(src *Config) {
 		mergeString(&cfg.Proxy.HTTPProxy, s.HTTPProxy)
 		mergeString(&cfg.Proxy.HTTPSProxy, s.HTTPSProxy)
 		mergeString(&cfg.Proxy.NoProxy, s.NoProxy)
+		mergeString(&cfg.Proxy.ContainerdHTTPProxy, s.ContainerdHTTPProxy)
+		mergeString(&cfg.Proxy.ContainerdHTTPSProxy, s.ContainerdHTTPSProxy)
+		mergeString(&cfg.Proxy.ContainerdNoProxy, s.ContainerdNoProxy)
 	}
 	for _, m := range src.Manifests {
 		if i := slices.IndexFunc(cfg.Manifests, func(x Manifest) bool { return x.Name == m.Name }); i >= 0 {

@@ -10,7 +10,10 @@
 // can tell "not said" from "said false/empty". Use the XOrDefault accessors.
 package cloudconfig
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Config is one parsed cloud-config document, or the merge of several.
 type Config struct {
@@ -112,11 +115,45 @@ type WiFi struct {
 	Interface string `yaml:"interface,omitempty" json:"interface,omitempty"`
 }
 
-// Proxy is the HTTP proxy environment for the runtime and containerd.
+// Proxy is the HTTP proxy environment for the runtime and containerd,
+// as k3s takes it: HTTP_PROXY, HTTPS_PROXY and NO_PROXY for k3s and
+// everything it runs (k3s appends the cluster and service CIDRs, .svc
+// and .<cluster-domain> to NO_PROXY), and the containerd_* ones for
+// containerd alone (CONTAINERD_HTTP_PROXY... in k3s's environment), which
+// replace the others there.
 type Proxy struct {
-	HTTPProxy  string `yaml:"http_proxy,omitempty" json:"http_proxy,omitempty"`
-	HTTPSProxy string `yaml:"https_proxy,omitempty" json:"https_proxy,omitempty"`
-	NoProxy    string `yaml:"no_proxy,omitempty" json:"no_proxy,omitempty"`
+	HTTPProxy            string `yaml:"http_proxy,omitempty" json:"http_proxy,omitempty"`
+	HTTPSProxy           string `yaml:"https_proxy,omitempty" json:"https_proxy,omitempty"`
+	NoProxy              string `yaml:"no_proxy,omitempty" json:"no_proxy,omitempty"`
+	ContainerdHTTPProxy  string `yaml:"containerd_http_proxy,omitempty" json:"containerd_http_proxy,omitempty"`
+	ContainerdHTTPSProxy string `yaml:"containerd_https_proxy,omitempty" json:"containerd_https_proxy,omitempty"`
+	ContainerdNoProxy    string `yaml:"containerd_no_proxy,omitempty" json:"containerd_no_proxy,omitempty"`
+}
+
+// Env is the proxy environment of services and commands: each variable
+// set, in upper and (for the standard three) lower case.
+func (p *Proxy) Env() []string {
+	if p == nil {
+		return nil
+	}
+	var env []string
+	for _, kv := range []struct {
+		k, v  string
+		lower bool
+	}{
+		{"HTTP_PROXY", p.HTTPProxy, true}, {"HTTPS_PROXY", p.HTTPSProxy, true}, {"NO_PROXY", p.NoProxy, true},
+		{"CONTAINERD_HTTP_PROXY", p.ContainerdHTTPProxy, false}, {"CONTAINERD_HTTPS_PROXY", p.ContainerdHTTPSProxy, false},
+		{"CONTAINERD_NO_PROXY", p.ContainerdNoProxy, false},
+	} {
+		if kv.v == "" {
+			continue
+		}
+		env = append(env, kv.k+"="+kv.v)
+		if kv.lower {
+			env = append(env, strings.ToLower(kv.k)+"="+kv.v)
+		}
+	}
+	return env
 }
 
 // Manifest is written to /var/lib/rancher/k3s/server/manifests/<Name>.

@@ -64,6 +64,16 @@ func (cfg *Config) check(c *checker) {
 				c.errorf("proxy.https_proxy", "%v", err)
 			}
 		}
+		if v := cfg.Proxy.ContainerdHTTPProxy; v != "" {
+			if err := checkProxyURL(v); err != nil {
+				c.errorf("proxy.containerd_http_proxy", "%v", err)
+			}
+		}
+		if v := cfg.Proxy.ContainerdHTTPSProxy; v != "" {
+			if err := checkProxyURL(v); err != nil {
+				c.errorf("proxy.containerd_https_proxy", "%v", err)
+			}
+		}
 	}
 	manifestAt := map[string]int{}
 	for i, m := range cfg.Manifests {

@@ -208,13 +208,7 @@ func (s *system) serviceEnv() []string {
 		"KUBECONFIG=/etc/rancher/k3s/k3s.yaml",
 	}
 	cfg := s.config().Effective()
-	if p := cfg.Proxy; p != nil {
-		for k, v := range map[string]string{"HTTP_PROXY": p.HTTPProxy, "HTTPS_PROXY": p.HTTPSProxy, "NO_PROXY": p.NoProxy} {
-			if v != "" {
-				env = append(env, k+"="+v, strings.ToLower(k)+"="+v)
-			}
-		}
-	}
+	env = append(env, cfg.Proxy.Env()...)
 	if cfg.Ballast != nil {
 		for k, v := range cfg.Ballast.Environment {
 			env = append(env, k+"="+v)

@@ -92,6 +92,9 @@ func (a *app) agent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := extendNoProxy(a.lookupEnv, osSetenv, a.stderr, append(slices.Clone(s.ClusterCIDRs), s.ServiceCIDRs...), s.ClusterDomain); err != nil {
+		return err
+	}
 	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: resolv, CgroupV1: cgroupV1(realHost{}), CloudController: !s.DisableCloudController}
 	if err := a.writeAgentConfigs(s, lay, n); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/ballast-os/ballast/runtime/agent"
@@ -99,6 +100,9 @@ func (a *app) server(ctx context.Context, args []string) error {
 		if resolv, err = a.nodeResolvConf(s.ResolvConf, lay); err != nil {
 			return err
 		}
+	}
+	if err := extendNoProxy(a.lookupEnv, osSetenv, a.stderr, append(slices.Clone(s.ClusterCIDRs), s.ServiceCIDRs...), s.ClusterDomain); err != nil {
+		return err
 	}
 	n := &componentargs.Node{Server: s, NodeName: nodeName, NodeIPs: nodeIPs, ResolvConf: resolv, CgroupV1: cgroupV1(realHost{}), CloudController: !s.DisableCloudController}
 	if !s.DisableAgent {
