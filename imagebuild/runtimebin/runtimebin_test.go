@@ -120,7 +120,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -o) out=$2; shift 2; continue;;
     ./cmd/k3s) echo "k3s-$GOARCH" > "${out}k3s";;
-    github.com/*) n=${1##*/}; echo "$n-$GOARCH" > "$out$n";;
+    github.com/*|sigs.k8s.io/*) n=${1##*/}; echo "$n-$GOARCH" > "$out$n";;
   esac
   shift
 done
@@ -160,7 +160,7 @@ func TestBuildCachesAndReportsProgress(t *testing.T) {
 	for _, want := range []string{filepath.Join(src, "runtime") + "|arm64|0|", "-trimpath", "-buildvcs=false",
 		"-X github.com/ballast-os/ballast/runtime/k3s.Version=v-test", "./cmd/k3s", CNIPlugins[0].Package, Tools[0].Package,
 		"-X k8s.io/component-base/version.gitVersion=v1.37.2", "-X k8s.io/component-base/version.gitMinor=37",
-		"-X github.com/containerd/containerd/v2/version.Version=2.4.2"} {
+		"-X github.com/containerd/containerd/v2/version.Version=2.4.2", "-X sigs.k8s.io/cri-tools/pkg/version.Version=v1.37.0"} {
 		if !strings.Contains(c[0], want) {
 			t.Errorf("go build call %q lacks %q", c[0], want)
 		}
@@ -382,6 +382,7 @@ const testGoMod = `module github.com/ballast-os/ballast/runtime
 require (
 	github.com/containerd/containerd/v2 v2.4.2
 	k8s.io/kubernetes v1.37.2
+	sigs.k8s.io/cri-tools v1.37.0
 )
 `
 
