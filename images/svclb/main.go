@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -67,6 +68,10 @@ func parseConfig(getenv func(string) string) (config, error) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return c, fmt.Errorf("SRC_RANGES: %q is not a CIDR", s)
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			// ::ffff:10.0.0.0/104 is 10.0.0.0/8: clients are matched unmapped.
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 		}
 		c.ranges = append(c.ranges, p.Masked())
 	}
@@ -151,24 +156,53 @@ func serveTCP(c config, addr string) error {
 	if err != nil {
 		return err
 	}
+	var delay time.Duration
 	for {
 		conn, err := l.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of descriptors or the like: wait and accept again
+			// rather than drop every open connection by exiting.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			fmt.Fprintf(os.Stderr, "svclb: accept: %v; retrying in %v\n", err, delay)
+			time.Sleep(delay)
+			continue
 		}
+		delay = 0
 		go forwardTCP(c, conn.(*net.TCPConn))
 	}
+}
+
+// refusals limits the log lines about refused clients to one a second.
+var refusals struct {
+	sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+func logRefused(from netip.Addr) {
+	refusals.Lock()
+	defer refusals.Unlock()
+	if time.Since(refusals.last) < time.Second {
+		refusals.dropped++
+		return
+	}
+	more := ""
+	if refusals.dropped > 0 {
+		more = fmt.Sprintf(" (and %d more since the last line)", refusals.dropped)
+	}
+	refusals.last, refusals.dropped = time.Now(), 0
+	fmt.Fprintf(os.Stderr, "svclb: refused %s: not in SRC_RANGES%s\n", from, more)
 }
 
 func forwardTCP(c config, in *net.TCPConn) {
 	defer in.Close()
 	from := in.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
 	if !c.allowed(from) {
-		fmt.Fprintf(os.Stderr, "svclb: refused %s: not in SRC_RANGES\n", from)
+		in.SetLinger(0) // reset, not a clean close: the port is not theirs
+		logRefused(from)
 		return
 	}
 	var out net.Conn
@@ -195,8 +229,21 @@ func forwardTCP(c config, in *net.TCPConn) {
 	wg.Wait()
 }
 
-// serveUDP keeps one upstream socket per client, dropped after the
-// client's silence outlasts c.timeout.
+// maxUDPSessions bounds the upstream sockets: a flood of (spoofed)
+// sources cannot take every descriptor.
+const maxUDPSessions = 4096
+
+// udpSession is one client's upstream socket and when either side last
+// sent.
+type udpSession struct {
+	up   *net.UDPConn
+	last atomic.Int64 // unix nanoseconds
+}
+
+func (s *udpSession) touch() { s.last.Store(time.Now().UnixNano()) }
+
+// serveUDP keeps one upstream socket per client, dropped once neither
+// side has sent for c.timeout.
 func serveUDP(c config, addr string) error {
 	l, err := net.ListenPacket("udp", addr)
 	if err != nil {
@@ -204,7 +251,7 @@ func serveUDP(c config, addr string) error {
 	}
 	pc := l.(*net.UDPConn)
 	var mu sync.Mutex
-	sessions := map[netip.AddrPort]*net.UDPConn{}
+	sessions := map[netip.AddrPort]*udpSession{}
 	buf := make([]byte, 64<<10)
 	for {
 		n, from, err := pc.ReadFromUDPAddrPort(buf)
@@ -212,35 +259,54 @@ func serveUDP(c config, addr string) error {
 			return err
 		}
 		if !c.allowed(from.Addr()) {
+			logRefused(from.Addr())
 			continue
 		}
 		mu.Lock()
-		up := sessions[from]
-		if up == nil {
-			if up, err = dialUDP(c); err != nil {
+		s := sessions[from]
+		if s == nil {
+			if len(sessions) >= maxUDPSessions {
+				mu.Unlock()
+				fmt.Fprintf(os.Stderr, "svclb: %s: %d UDP sessions open already, datagram dropped\n", from, maxUDPSessions)
+				continue
+			}
+			up, err := dialUDP(c)
+			if err != nil {
 				mu.Unlock()
 				fmt.Fprintf(os.Stderr, "svclb: %s: %v\n", from, err)
 				continue
 			}
-			sessions[from] = up
-			go func(from netip.AddrPort, up *net.UDPConn) {
+			s = &udpSession{up: up}
+			s.touch()
+			sessions[from] = s
+			go func(from netip.AddrPort, s *udpSession) {
 				reply := make([]byte, 64<<10)
 				for {
-					up.SetReadDeadline(time.Now().Add(c.timeout))
-					n, err := up.Read(reply)
+					idle := time.Until(time.Unix(0, s.last.Load()).Add(c.timeout))
+					if idle <= 0 {
+						break
+					}
+					s.up.SetReadDeadline(time.Now().Add(idle))
+					n, err := s.up.Read(reply)
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						continue // the client may have sent meanwhile: look again
+					}
 					if err != nil {
 						break
 					}
+					s.touch()
 					pc.WriteToUDPAddrPort(reply[:n], from)
 				}
 				mu.Lock()
 				delete(sessions, from)
+				s.up.Close() // under the lock: no write races the close
 				mu.Unlock()
-				up.Close()
-			}(from, up)
+			}(from, s)
 		}
+		s.touch()
+		s.up.Write(buf[:n])
 		mu.Unlock()
-		up.Write(buf[:n])
 	}
 }
 

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -25,6 +27,10 @@ func TestParseConfig(t *testing.T) {
 		if got := c.allowed(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("allowed(%s) = %v, want %v", addr, got, want)
 		}
+	}
+	mapped, err := parseConfig(env(map[string]string{"SRC_PORT": "80", "DEST_PORT": "80", "DEST_IPS": "10.43.0.10", "SRC_RANGES": "::ffff:10.0.0.0/104"}))
+	if err != nil || !mapped.allowed(netip.MustParseAddr("10.1.2.3")) || mapped.allowed(netip.MustParseAddr("11.0.0.1")) {
+		t.Errorf("an IPv4-mapped range: %v %+v", err, mapped.ranges)
 	}
 	for _, bad := range []map[string]string{
 		{"SRC_PORT": "0", "DEST_PORT": "1", "DEST_IPS": "10.0.0.1"},
@@ -64,12 +70,14 @@ func TestForwardTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
+	var accepted atomic.Int32
 	go func() {
 		for {
 			c, err := up.Accept()
 			if err != nil {
 				return
 			}
+			accepted.Add(1)
 			go func() {
 				data, _ := io.ReadAll(c)
 				c.Write([]byte("echo:" + string(data)))
@@ -96,7 +104,7 @@ func TestForwardTCP(t *testing.T) {
 	}
 	conn.Write([]byte("hello"))
 	conn.(*net.TCPConn).CloseWrite()
-	got, _ := io.ReadAll(conn)
+	got, err := io.ReadAll(conn)
 	if string(got) != "echo:hello" {
 		t.Errorf("through the forwarder: %q", got)
 	}
@@ -115,9 +123,15 @@ func TestForwardTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Write([]byte("hello"))
+	conn.(*net.TCPConn).CloseWrite()
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if got, _ := io.ReadAll(conn); len(got) != 0 {
-		t.Errorf("refused client got %q", got)
+	got, err = io.ReadAll(conn)
+	var ne net.Error
+	if len(got) != 0 || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Errorf("refused client: got %q, %v (want the connection reset or closed at once)", got, err)
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("upstream saw %d connections, want 1 (the allowed client's)", n)
 	}
 }
 
@@ -160,8 +174,9 @@ func TestForwardUDP(t *testing.T) {
 			}
 			return
 		}
-		if i == 25 {
+		if i == 50 {
 			t.Fatalf("no reply through the UDP forwarder: %v", err)
 		}
+		time.Sleep(20 * time.Millisecond) // the forwarder may not listen yet
 	}
 }

@@ -201,7 +201,9 @@ func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay 
 	}
 	go nc.Run(ctx)
 	if !s.Disabled("servicelb") {
-		go (&servicelb.Controller{API: api, Namespace: s.ServiceLBNamespace, Registry: s.SystemDefaultRegistry, Logf: logf}).Run(ctx)
+		go (&servicelb.Controller{API: api, Namespace: s.ServiceLBNamespace, Registry: s.SystemDefaultRegistry, Identity: nodeName, Logf: logf}).Run(ctx)
+	} else {
+		go servicelb.DeleteAll(ctx, api, s.ServiceLBNamespace, logf)
 	}
 	if s.DisableCloudController {
 		return nil

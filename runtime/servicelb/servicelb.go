@@ -21,14 +21,12 @@
 // The controller is level-triggered: watches of Services, nodes, svclb pods
 // and EndpointSlices only wake it, and each pass lists what it needs and
 // converges (DaemonSets applied or deleted, statuses patched), so a server
-// restart or a missed event costs one pass, and every server of an HA
-// cluster may run it.
+// restart or a missed event costs one pass. Every server runs it; the one
+// holding the Lease k3s-servicelb does the passes.
 package servicelb
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ballast-os/ballast/runtime/kubeapi"
@@ -58,11 +57,8 @@ const (
 	DefaultNamespace   = "kube-system"
 	// Image is klipper-lb's repository and tag in k3s, pulled from the
 	// system-default-registry (docker.io).
-	Image = "rancher/klipper-lb:v0.4.9"
-	// specHashAnnotation records the DaemonSet spec last applied, so an
-	// unchanged one costs no request.
-	specHashAnnotation = "ballast.io/svclb-spec-sha256"
-	fieldManager       = "k3s-servicelb"
+	Image        = "rancher/klipper-lb:v0.4.9"
+	fieldManager = "k3s-servicelb"
 )
 
 // Controller runs ServiceLB.
@@ -70,15 +66,18 @@ type Controller struct {
 	API       *kubeapi.Client
 	Namespace string // default DefaultNamespace
 	Registry  string // system-default-registry; default docker.io
-	Logf      func(format string, args ...any)
+	// Identity names this server in the lease (its node name).
+	Identity string
+	Logf     func(format string, args ...any)
 	// Resync is how often a pass runs with no event (default a minute);
 	// Debounce groups the events of a burst into one pass (default 500 ms).
 	Resync, Debounce time.Duration
 
 	wake chan struct{}
 	mu   sync.Mutex
-	lb   map[string]bool // namespace/name of the LoadBalancer Services of the last pass
-	last string          // the last error reported, not repeated
+	lb   map[string]bool   // namespace/name of the LoadBalancer Services of the last pass
+	said map[string]string // per Service, the last problem logged
+	last string            // the last error reported, not repeated
 }
 
 func (c *Controller) logf(format string, args ...any) {
@@ -103,6 +102,8 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 	c.wake = make(chan struct{}, 1)
 	c.lb = map[string]bool{}
+	var leading atomic.Bool
+	go c.leader(ctx, &leading)
 	report := func(err error) { c.logf("%v", err) }
 	ns := url.PathEscape(c.Namespace)
 	sel := "?labelSelector=" + url.QueryEscape(SvcNameLabel)
@@ -111,7 +112,10 @@ func (c *Controller) Run(ctx context.Context) {
 	go kubeapi.Follow(ctx, 0, report, c.follow("/api/v1/namespaces/"+ns+"/pods", sel, func(json.RawMessage) bool { return true }))
 	go kubeapi.Follow(ctx, 0, report, c.follow("/apis/discovery.k8s.io/v1/endpointslices", "", c.sliceEvent))
 	for {
-		err := c.Sync(ctx)
+		var err error
+		if leading.Load() {
+			err = c.Sync(ctx)
+		}
 		if err != nil && ctx.Err() == nil && err.Error() != c.last {
 			c.logf("%v", err)
 		}
@@ -157,7 +161,12 @@ func (c *Controller) follow(path, query string, interesting func(json.RawMessage
 		var list struct {
 			Metadata struct{ ResourceVersion string }
 		}
-		if err := c.API.Do(ctx, http.MethodGet, path+query, "", nil, &list); err != nil {
+		// Only the version is wanted: one item, not the whole collection.
+		sep := "?"
+		if query != "" {
+			sep = "&"
+		}
+		if err := c.API.Do(ctx, http.MethodGet, path+query+sep+"limit=1", "", nil, &list); err != nil {
 			return err
 		}
 		c.poke()
@@ -345,24 +354,28 @@ func (c *Controller) Sync(ctx context.Context) error {
 			selectNodes = true
 		}
 	}
-	existing := map[string]daemonSet{}
+	existing := map[string]bool{}
 	for _, ds := range dss {
-		existing[ds.Metadata.Name] = ds
+		existing[ds.Metadata.Name] = true
 	}
 	var errs []error
 	for _, key := range slices.Sorted(maps.Keys(lb)) {
 		s := byKey[key]
 		ds, err := c.daemonSet(s, selectNodes)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("service %s: %w", key, err))
+			// The Service itself is wrong: said once, and no reason to
+			// hurry the next pass.
+			c.once(key, fmt.Sprintf("service %s: %v", key, err))
 			continue
 		}
+		// Applied every pass (an unchanged apply writes nothing), so an
+		// edited DaemonSet is put back.
 		name := ds.Metadata.Name
-		if cur, ok := existing[name]; !ok || cur.Metadata.Annotations[specHashAnnotation] != ds.Metadata.Annotations[specHashAnnotation] {
-			if err := c.API.Apply(ctx, "/apis/apps/v1/namespaces/"+url.PathEscape(c.Namespace)+"/daemonsets/"+url.PathEscape(name), fieldManager, ds); err != nil {
-				errs = append(errs, fmt.Errorf("service %s: DaemonSet %s: %w", key, name, err))
-				continue
-			}
+		if err := c.API.Apply(ctx, "/apis/apps/v1/namespaces/"+url.PathEscape(c.Namespace)+"/daemonsets/"+url.PathEscape(name), fieldManager, ds); err != nil {
+			errs = append(errs, fmt.Errorf("service %s: DaemonSet %s: %w", key, name, err))
+			continue
+		}
+		if !existing[name] {
 			c.logf("service %s: applied DaemonSet %s/%s", key, c.Namespace, name)
 		}
 		if err := c.syncStatus(ctx, s, pods, nodes); err != nil {
@@ -371,8 +384,21 @@ func (c *Controller) Sync(ctx context.Context) error {
 	}
 	for _, ds := range dss {
 		key := ds.Metadata.Labels[SvcNamespaceLabel] + "/" + ds.Metadata.Labels[SvcNameLabel]
-		if s := byKey[key]; s != nil && s.handled() && DaemonSetName(s.Metadata.Name, s.Metadata.UID) == ds.Metadata.Name {
+		s := byKey[key]
+		if s != nil && s.handled() && DaemonSetName(s.Metadata.Name, s.Metadata.UID) == ds.Metadata.Name {
 			continue
+		}
+		// A Service that stopped being a LoadBalancer loses the
+		// addresses ServiceLB gave it, before its DaemonSet goes (the
+		// DaemonSet is what says it had them).
+		if s != nil && s.Spec.Type != "LoadBalancer" && len(s.Status.LoadBalancer.Ingress) > 0 {
+			if err := c.patchStatus(ctx, s, nil); errors.Is(err, kubeapi.ErrConflict) {
+				c.poke()
+				continue
+			} else if err != nil {
+				errs = append(errs, fmt.Errorf("service %s: status: %w", key, err))
+				continue
+			}
 		}
 		err := c.API.Do(ctx, http.MethodDelete, "/apis/apps/v1/namespaces/"+url.PathEscape(c.Namespace)+"/daemonsets/"+url.PathEscape(ds.Metadata.Name), "", nil, nil)
 		if err != nil && !errors.Is(err, kubeapi.ErrNotFound) {
@@ -380,15 +406,23 @@ func (c *Controller) Sync(ctx context.Context) error {
 			continue
 		}
 		c.logf("deleted DaemonSet %s/%s (service %s is gone or no longer a LoadBalancer)", c.Namespace, ds.Metadata.Name, key)
-		// A Service that stopped being a LoadBalancer loses the
-		// addresses ServiceLB gave it.
-		if s := byKey[key]; s != nil && !s.handled() && len(s.Status.LoadBalancer.Ingress) > 0 {
-			if err := c.patchStatus(ctx, s, nil); err != nil {
-				errs = append(errs, fmt.Errorf("service %s: status: %w", key, err))
-			}
-		}
 	}
 	return errors.Join(errs...)
+}
+
+// once logs msg unless it is what was last said about key.
+func (c *Controller) once(key, msg string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.said == nil {
+		c.said = map[string]string{}
+	}
+	if c.said[key] != msg {
+		c.said[key] = msg
+		if c.Logf != nil {
+			c.Logf("servicelb: %s", msg)
+		}
+	}
 }
 
 // ensureBasics creates the namespace and the svclb ServiceAccount when
@@ -460,9 +494,7 @@ func SourceRanges(spec []string, annotations map[string]string, families []strin
 	return strings.Join(out, ","), nil
 }
 
-// daemonSet is the DaemonSet a Service gets, as k3s writes it (less
-// klipper-lb's NET_ADMIN capability and forwarding sysctls, which the
-// forwarder does not need), with the hash of its spec in an annotation.
+// daemonSet is the DaemonSet a Service gets, as k3s writes it.
 func (c *Controller) daemonSet(s *service, selectNodes bool) (*dsObject, error) {
 	name := DaemonSetName(s.Metadata.Name, s.Metadata.UID)
 	ranges, err := SourceRanges(s.Spec.LoadBalancerSourceRanges, s.Metadata.Annotations, s.Spec.IPFamilies)
@@ -477,7 +509,7 @@ func (c *Controller) daemonSet(s *service, selectNodes bool) (*dsObject, error) 
 			proto = "TCP"
 		}
 		if proto != "TCP" && proto != "UDP" {
-			c.logf("service %s: port %d/%s is not forwarded: ServiceLB forwards TCP and UDP", s.key(), p.Port, proto)
+			c.once(s.key()+"/"+strconv.Itoa(int(p.Port)), fmt.Sprintf("service %s: port %d/%s is not forwarded: ServiceLB forwards TCP and UDP", s.key(), p.Port, proto))
 			continue
 		}
 		pn := fmt.Sprintf("lb-%s-%d", strings.ToLower(proto), p.Port)
@@ -501,6 +533,10 @@ func (c *Controller) daemonSet(s *service, selectNodes bool) (*dsObject, error) 
 			"imagePullPolicy": "IfNotPresent",
 			"ports":           []map[string]any{{"name": pn, "containerPort": p.Port, "hostPort": p.Port, "protocol": proto}},
 			"env":             env,
+			// k3s's: what klipper-lb's iptables rules need, kept so that
+			// rancher's own image, pulled from a system-default-registry
+			// mirror, works too (ballast's forwarder uses neither).
+			"securityContext": map[string]any{"capabilities": map[string]any{"add": []string{"NET_ADMIN"}}},
 		})
 	}
 	if len(containers) == 0 {
@@ -510,7 +546,17 @@ func (c *Controller) daemonSet(s *service, selectNodes bool) (*dsObject, error) 
 	if v, ok := s.Metadata.Annotations[PriorityAnnotation]; ok {
 		priority = v
 	}
+	var sysctls []map[string]string
+	for _, f := range s.Spec.IPFamilies {
+		switch f {
+		case "IPv4":
+			sysctls = append(sysctls, map[string]string{"name": "net.ipv4.ip_forward", "value": "1"})
+		case "IPv6":
+			sysctls = append(sysctls, map[string]string{"name": "net.ipv6.conf.all.forwarding", "value": "1"})
+		}
+	}
 	podSpec := map[string]any{
+		"securityContext":              map[string]any{"sysctls": sysctls},
 		"priorityClassName":            priority,
 		"serviceAccountName":           "svclb",
 		"automountServiceAccountToken": false,
@@ -538,19 +584,13 @@ func (c *Controller) daemonSet(s *service, selectNodes bool) (*dsObject, error) 
 		},
 		"updateStrategy": map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxUnavailable": 1}},
 	}
-	data, err := json.Marshal(spec)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(data)
 	return &dsObject{
 		APIVersion: "apps/v1",
 		Kind:       "DaemonSet",
 		Metadata: meta{
-			Name:        name,
-			Namespace:   c.Namespace,
-			Labels:      map[string]string{NodeSelectorLabel: nodeSelector, SvcNameLabel: s.Metadata.Name, SvcNamespaceLabel: s.Metadata.Namespace},
-			Annotations: map[string]string{specHashAnnotation: hex.EncodeToString(sum[:])},
+			Name:      name,
+			Namespace: c.Namespace,
+			Labels:    map[string]string{NodeSelectorLabel: nodeSelector, SvcNameLabel: s.Metadata.Name, SvcNamespaceLabel: s.Metadata.Namespace},
 		},
 		Spec: spec,
 	}, nil

@@ -7,9 +7,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ballast-os/ballast/runtime/kubeapi"
 )
@@ -55,7 +57,10 @@ type fakeAPI struct {
 	ds        map[string]map[string]any   // applied DaemonSets by name
 	status    map[string][]any            // ns/name -> ingress patched
 	applies   int
+	patches   int // status patches
 	deleted   []string
+	lease     map[string]any
+	leaseRV   int
 	saCreated bool
 }
 
@@ -91,6 +96,10 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		items(l)
 	case r.Method == "PATCH" && strings.HasPrefix(p, "/apis/apps/v1/namespaces/kube-system/daemonsets/"):
+		if r.Header.Get("Content-Type") != "application/apply-patch+yaml" || r.URL.Query().Get("fieldManager") != fieldManager || r.URL.Query().Get("force") != "true" {
+			http.Error(w, `{"message":"want a forced server-side apply"}`, 415)
+			return
+		}
 		var d map[string]any
 		data, _ := io.ReadAll(r.Body)
 		json.Unmarshal(data, &d)
@@ -105,7 +114,42 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == "GET" && strings.HasSuffix(p, "/endpointslices"):
 		sel := r.URL.Query().Get("labelSelector")
 		items(f.slices[strings.TrimPrefix(sel, "kubernetes.io/service-name=")])
+	case p == "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"+LeaseName && r.Method == "GET":
+		if f.lease == nil {
+			http.Error(w, `{"message":"not found"}`, 404)
+			return
+		}
+		json.NewEncoder(w).Encode(f.lease)
+	case p == "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases" && r.Method == "POST",
+		p == "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"+LeaseName && r.Method == "PUT":
+		var l map[string]any
+		data, _ := io.ReadAll(r.Body)
+		json.Unmarshal(data, &l)
+		rv, _ := l["metadata"].(map[string]any)["resourceVersion"].(string)
+		if (r.Method == "POST" && f.lease != nil) || (r.Method == "PUT" && rv != strconv.Itoa(f.leaseRV)) {
+			http.Error(w, `{"message":"conflict"}`, 409)
+			return
+		}
+		f.leaseRV++
+		l["metadata"].(map[string]any)["resourceVersion"] = strconv.Itoa(f.leaseRV)
+		f.lease = l
+		w.Write([]byte(`{}`))
+	case r.Method == "DELETE" && p == "/apis/apps/v1/namespaces/kube-system/daemonsets":
+		if r.URL.Query().Get("labelSelector") != NodeSelectorLabel {
+			http.Error(w, `{"message":"unexpected selector"}`, 500)
+			return
+		}
+		for name := range f.ds {
+			f.deleted = append(f.deleted, name)
+		}
+		f.ds = map[string]map[string]any{}
+		w.Write([]byte(`{}`))
 	case r.Method == "PATCH" && strings.HasSuffix(p, "/status"):
+		if r.Header.Get("Content-Type") != "application/merge-patch+json" {
+			http.Error(w, `{"message":"want a merge patch"}`, 415)
+			return
+		}
+		f.patches++
 		var patch struct {
 			Status struct {
 				LoadBalancer struct{ Ingress []any }
@@ -272,13 +316,15 @@ func TestSync(t *testing.T) {
 		t.Errorf("local: env %v, priority %v", lenv, local["priorityClassName"])
 	}
 
-	// Nothing changed: a second pass applies and patches nothing.
-	before := len(f.status)
+	// Nothing changed: a second pass applies the same DaemonSets again (a
+	// no-op for the API server, and what puts an edited one back) and
+	// patches no status.
+	before := f.patches
 	if err := c.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if f.applies != 2 || len(f.status) != before {
-		t.Errorf("an unchanged cluster cost %d applies (want 2 in all), status patches %d -> %d", f.applies, before, len(f.status))
+	if f.applies != 4 || f.patches != before {
+		t.Errorf("an unchanged cluster: %d applies in all (want 4), status patches %d -> %d", f.applies, before, f.patches)
 	}
 
 	// n2's pod comes ready: its ExternalIP is preferred over every InternalIP.
@@ -311,4 +357,48 @@ func keys(m map[string]map[string]any) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestLease: one server holds the lease; another takes it only once it
+// is stale; a lost race is a "no", not an error.
+func TestLease(t *testing.T) {
+	f := &fakeAPI{ds: map[string]map[string]any{}, status: map[string][]any{}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	api := &kubeapi.Client{Base: srv.URL, HTTP: srv.Client()}
+	a := &Controller{API: api, Namespace: "kube-system", Identity: "server-a"}
+	b := &Controller{API: api, Namespace: "kube-system", Identity: "server-b"}
+	ctx := context.Background()
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	step := func(c *Controller, at time.Time, want bool) {
+		t.Helper()
+		got, err := c.tryLease(ctx, at)
+		if err != nil || got != want {
+			t.Fatalf("%s at %s: holds=%v %v, want %v", c.Identity, at.Format(time.TimeOnly), got, err, want)
+		}
+	}
+	step(a, now, true)                      // created
+	step(b, now.Add(5*time.Second), false)  // fresh: a keeps it
+	step(a, now.Add(10*time.Second), true)  // renewed
+	step(b, now.Add(35*time.Second), false) // 25 s after the renewal: still a's
+	step(b, now.Add(41*time.Second), true)  // stale: b takes it
+	step(a, now.Add(45*time.Second), false) // a sees b's
+	if h := f.lease["spec"].(map[string]any)["holderIdentity"]; h != "server-b" {
+		t.Errorf("holder %v", h)
+	}
+}
+
+// TestDeleteAll: with ServiceLB disabled every svclb DaemonSet goes.
+func TestDeleteAll(t *testing.T) {
+	f := &fakeAPI{ds: map[string]map[string]any{
+		"svclb-web-aaaaaaaa": {"metadata": map[string]any{"name": "svclb-web-aaaaaaaa"}},
+	}, status: map[string][]any{}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	DeleteAll(ctx, &kubeapi.Client{Base: srv.URL, HTTP: srv.Client()}, "kube-system", t.Logf)
+	if len(f.ds) != 0 || len(f.deleted) != 1 {
+		t.Errorf("left %v, deleted %v", keys(f.ds), f.deleted)
+	}
 }
