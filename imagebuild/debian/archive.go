@@ -2,7 +2,9 @@
 // verifies the indexes, resolves dependencies, downloads and checks .debs,
 // unpacks each one once into a cache, and adds their files to a
 // filetree.Tree. A lock file pins exact versions and hashes so a build can
-// be repeated, offline if the cache holds everything. Source packages are
+// be repeated, offline if the cache holds everything. A resolution may take
+// its requested packages from another suite of the same mirror (a kernel
+// from a backports suite, FromSuite), verified the same way. Source packages are
 // found in the Sources indexes, read only when asked for, and their files
 // (an upstream tarball to build from) fetched and checked the same way.
 //
@@ -142,6 +144,9 @@ type Archive struct {
 	release *Release                    // nil until loaded
 	index   *universe                   // nil until loaded
 	sources map[string][]*SourcePackage // by name; nil until asked for
+	// others are the other suites of the mirror that a resolution took
+	// packages from (FromSuite), by name, each loaded on first need.
+	others map[string]*universe
 }
 
 // Open checks cfg and prepares the archive. Indexes are fetched (or read
@@ -173,8 +178,8 @@ func (a *Archive) Config() Config { return a.cfg }
 
 func (a *Archive) root() string { return filepath.Join(a.cfg.CacheDir, "debian") }
 
-func (a *Archive) distURL(p string) string {
-	return a.cfg.Mirror + "/dists/" + a.cfg.Suite + "/" + p
+func (a *Archive) distURL(suite, p string) string {
+	return a.cfg.Mirror + "/dists/" + suite + "/" + p
 }
 
 // mirrorKey names the mirror in cache paths.
@@ -210,33 +215,82 @@ func (a *Archive) LoadIndexes(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	u, err := a.loadUniverse(ctx, a.cfg.Suite, rel)
+	if err != nil {
+		return err
+	}
+	a.index = u
+	return nil
+}
+
+// loadUniverse reads the Packages index of every component of suite,
+// whose verified Release is rel. Packages of a suite other than the
+// archive's own say so in their Suite field.
+func (a *Archive) loadUniverse(ctx context.Context, suite string, rel *Release) (*universe, error) {
 	u := newUniverse()
 	for _, comp := range a.cfg.Components {
-		pkgs, err := a.loadPackages(ctx, rel, comp)
+		pkgs, err := a.loadPackages(ctx, suite, rel, comp)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for i := range pkgs {
 			pkgs[i].Component = comp
+			if suite != a.cfg.Suite {
+				pkgs[i].Suite = suite
+			}
 			if pkgs[i].Arch == a.cfg.Arch || pkgs[i].Arch == "all" {
 				u.add(&pkgs[i])
 			}
 		}
 	}
 	u.sort()
-	a.index = u
-	return nil
+	return u, nil
 }
 
-// loadRelease fetches and verifies InRelease once (offline: reads it from
-// the cache and verifies it again); the caller holds a.mu.
+// loadSuite returns the index of another suite of the mirror (a backports
+// suite), loading and verifying it on first need as LoadIndexes does the
+// archive's own.
+func (a *Archive) loadSuite(ctx context.Context, suite string) (*universe, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if u := a.others[suite]; u != nil {
+		return u, nil
+	}
+	rel, err := a.fetchRelease(ctx, suite)
+	if err != nil {
+		return nil, err
+	}
+	u, err := a.loadUniverse(ctx, suite, rel)
+	if err != nil {
+		return nil, err
+	}
+	if a.others == nil {
+		a.others = map[string]*universe{}
+	}
+	a.others[suite] = u
+	return u, nil
+}
+
+// loadRelease fetches and verifies the archive suite's InRelease once;
+// the caller holds a.mu.
 func (a *Archive) loadRelease(ctx context.Context) (*Release, error) {
 	if a.release != nil {
 		return a.release, nil
 	}
+	rel, err := a.fetchRelease(ctx, a.cfg.Suite)
+	if err != nil {
+		return nil, err
+	}
+	a.release = rel
+	return rel, nil
+}
+
+// fetchRelease fetches and verifies suite's InRelease (offline: reads it
+// from the cache and verifies it again).
+func (a *Archive) fetchRelease(ctx context.Context, suite string) (*Release, error) {
 	now := a.cfg.Now()
-	irURL := a.distURL("InRelease")
-	irCache := filepath.Join(a.root(), "index", a.mirrorKey(), a.cfg.Suite, "InRelease")
+	irURL := a.distURL(suite, "InRelease")
+	irCache := filepath.Join(a.root(), "index", a.mirrorKey(), suite, "InRelease")
 	var data []byte
 	var err error
 	if a.cfg.Offline {
@@ -245,7 +299,7 @@ func (a *Archive) loadRelease(ctx context.Context) (*Release, error) {
 			return nil, fmt.Errorf("debian: offline and no cached index for %s (%w); run once without --offline", irURL, err)
 		}
 	} else {
-		data, err = a.get(ctx, irURL, "dists/"+a.cfg.Suite+"/InRelease", 64<<20)
+		data, err = a.get(ctx, irURL, "dists/"+suite+"/InRelease", 64<<20)
 		if err != nil {
 			return nil, err
 		}
@@ -263,9 +317,9 @@ func (a *Archive) loadRelease(ctx context.Context) (*Release, error) {
 	}
 	// A validly signed Release of another suite (an old one, say) must
 	// not stand in for the one asked for.
-	if rel.Codename != a.cfg.Suite && rel.Suite != a.cfg.Suite {
+	if rel.Codename != suite && rel.Suite != suite {
 		return nil, fmt.Errorf("debian: %s: %w: it is for suite %q (codename %q), not %q",
-			irURL, ErrSignature, rel.Suite, rel.Codename, a.cfg.Suite)
+			irURL, ErrSignature, rel.Suite, rel.Codename, suite)
 	}
 	if !a.cfg.Offline {
 		if prev, err := a.checkNotOlder(irCache, irURL, rel, now); err != nil {
@@ -280,7 +334,6 @@ func (a *Archive) loadRelease(ctx context.Context) (*Release, error) {
 			return nil, fmt.Errorf("debian: caching %s: %w", irURL, err)
 		}
 	}
-	a.release = rel
 	return rel, nil
 }
 
@@ -309,9 +362,9 @@ func (a *Archive) checkNotOlder(irCache, irURL string, rel *Release, now time.Ti
 	return nil, nil
 }
 
-func (a *Archive) loadPackages(ctx context.Context, rel *Release, comp string) ([]Package, error) {
+func (a *Archive) loadPackages(ctx context.Context, suite string, rel *Release, comp string) ([]Package, error) {
 	rbase := comp + "/binary-" + a.cfg.Arch + "/Packages"
-	r, src, err := a.openIndex(ctx, rel, rbase, fmt.Sprintf("is %q a component of %s for %s?", comp, a.cfg.Suite, a.cfg.Arch))
+	r, src, err := a.openIndex(ctx, suite, rel, rbase, fmt.Sprintf("is %q a component of %s for %s?", comp, suite, a.cfg.Arch))
 	if err != nil {
 		return nil, err
 	}
@@ -323,13 +376,13 @@ func (a *Archive) loadPackages(ctx context.Context, rel *Release, comp string) (
 	return pkgs, nil
 }
 
-// openIndex returns the decompressed text of the index file rbase
+// openIndex returns the decompressed text of suite's index file rbase
 // ("main/binary-amd64/Packages"), fetched in the first compression of
 // indexCompressions that the Release lists and checked against it, and
 // the URL that names it in errors. Both the compressed file and its text
 // are cached under the compressed file's hash; hint ends the error for an
 // index the Release does not list.
-func (a *Archive) openIndex(ctx context.Context, rel *Release, rbase, hint string) (io.ReadCloser, string, error) {
+func (a *Archive) openIndex(ctx context.Context, suite string, rel *Release, rbase, hint string) (io.ReadCloser, string, error) {
 	var rpath string
 	var want FileHash
 	for _, ext := range indexCompressions {
@@ -339,9 +392,9 @@ func (a *Archive) openIndex(ctx context.Context, rel *Release, rbase, hint strin
 		}
 	}
 	if rpath == "" {
-		return nil, "", fmt.Errorf("debian: %s does not list %s.xz or %s.gz (%s)", a.distURL("InRelease"), rbase, rbase, hint)
+		return nil, "", fmt.Errorf("debian: %s does not list %s.xz or %s.gz (%s)", a.distURL(suite, "InRelease"), rbase, rbase, hint)
 	}
-	src := a.distURL(rpath)
+	src := a.distURL(suite, rpath)
 	byHash := filepath.Join(a.root(), "index", "by-sha256", want.SHA256)
 	txtPath := byHash + ".txt"
 	if f, err := os.Open(txtPath); err == nil {
@@ -352,7 +405,7 @@ func (a *Archive) openIndex(ctx context.Context, rel *Release, rbase, hint strin
 		if a.cfg.Offline {
 			return nil, "", fmt.Errorf("debian: offline and %s (sha256 %s) is not cached; run once without --offline", src, want.SHA256)
 		}
-		data, err = a.fetchIndex(ctx, rel, rpath, want)
+		data, err = a.fetchIndex(ctx, suite, rel, rpath, want)
 		if err != nil {
 			return nil, "", err
 		}
@@ -388,11 +441,11 @@ func (a *Archive) openIndex(ctx context.Context, rel *Release, rbase, hint strin
 var indexCompressions = []string{".xz", ".gz"}
 
 // fetchIndex downloads one index file and checks it against the Release.
-func (a *Archive) fetchIndex(ctx context.Context, rel *Release, rpath string, want FileHash) ([]byte, error) {
-	urls := []string{a.distURL(rpath)}
+func (a *Archive) fetchIndex(ctx context.Context, suite string, rel *Release, rpath string, want FileHash) ([]byte, error) {
+	urls := []string{a.distURL(suite, rpath)}
 	if rel.AcquireByHash {
 		// by-hash first: it cannot change under us while the mirror syncs.
-		urls = append([]string{a.distURL(path.Dir(rpath) + "/by-hash/SHA256/" + want.SHA256)}, urls...)
+		urls = append([]string{a.distURL(suite, path.Dir(rpath)+"/by-hash/SHA256/"+want.SHA256)}, urls...)
 	}
 	var firstErr error
 	for _, u := range urls {

@@ -452,3 +452,117 @@ func TestProgressLines(t *testing.T) {
 		t.Fatalf("progress output:\n%s\nwant a line %q", out.String(), want)
 	}
 }
+
+// A board's kernel from another suite of the mirror: its InRelease and
+// Packages are verified like the archive's own, the lock says which
+// packages came from it, a locked rebuild (offline too) gets the same
+// ones, and a resolution that does not ask for the suite ignores them.
+func TestResolveFromAnotherSuite(t *testing.T) {
+	ctx := context.Background()
+	fa := newFakeArchive(t, append(testDebs(),
+		&fakeDeb{name: "kernel", version: "1.0", arch: "amd64", depends: "libc6"}))
+	fa.addSuite("trixie-backports", []*fakeDeb{
+		{name: "kernel", version: "2.0~bpo", arch: "amd64", depends: "kernel-image-2 (= 2.0~bpo)"},
+		{name: "kernel-image-2", version: "2.0~bpo", arch: "amd64", preDepends: "kernel-base (>= 2)", depends: "libc6, initramfs-tools",
+			entries: []tarEntry{{name: "./usr/lib/modules/2/vmlinuz", typ: tar.TypeReg, mode: 0o644, body: "kernel 2"}}},
+		{name: "kernel-base", version: "2.1~bpo", arch: "all"},
+		{name: "libc6", version: "2.50~bpo", arch: "amd64"},
+	})
+	cache := t.TempDir()
+	a := openFake(t, fa, cache, nil)
+	bpo := []ResolveOption{FromSuite("trixie-backports"), Ignoring("initramfs-tools")}
+	pkgs, err := a.Resolve(ctx, []string{"kernel"}, nil, bpo...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	suites := func(ps []Package) string {
+		var s []string
+		for _, p := range ps {
+			s = append(s, p.Name+"="+p.Version+"@"+p.Suite)
+		}
+		return strings.Join(s, " ")
+	}
+	want := "kernel=2.0~bpo@trixie-backports kernel-base=2.1~bpo@trixie-backports kernel-image-2=2.0~bpo@trixie-backports libc6=2.41-12@"
+	if got := suites(pkgs); got != want {
+		t.Fatalf("resolved %s\nwant     %s", got, want)
+	}
+	if fa.hits["dists/trixie-backports/InRelease"] != 1 {
+		t.Errorf("trixie-backports InRelease fetched %d times", fa.hits["dists/trixie-backports/InRelease"])
+	}
+	// The archive's own suite alone: the kernel of trixie.
+	plain, err := a.Resolve(ctx, []string{"kernel"}, nil)
+	if err != nil || names(plain) != "kernel=1.0 libc6=2.41-12" {
+		t.Fatalf("without FromSuite: %s, %v", names(plain), err)
+	}
+
+	lockPath := filepath.Join(t.TempDir(), "ballast.lock")
+	if err := NewLock(a.Config(), pkgs).Write(lockPath); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(lockPath)
+	if n := strings.Count(string(data), `"suite": "trixie-backports"`); n != 3 {
+		t.Errorf("the lock names trixie-backports %d times, want once per package from it:\n%s", n, data)
+	}
+	if n := strings.Count(string(data), `"suite"`); n != 4 {
+		t.Errorf("the lock has %d suite fields, want the lock's own and 3 packages':\n%s", n, data)
+	}
+	lock, err := ReadLock(lockPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Install(ctx, filetree.New(time.Unix(0, 0)), pkgs, InstallOptions{}); err != nil {
+		t.Fatalf("installing packages of trixie-backports: %v", err)
+	}
+
+	// Offline, from the lock alone and the cache: the same packages.
+	fa.srv.Close()
+	off := openFake(t, fa, cache, func(c *Config) { c.Offline = true })
+	locked, err := off.Resolve(ctx, []string{"kernel"}, lock, bpo...)
+	if err != nil || suites(locked) != want {
+		t.Fatalf("offline from the lock: %s, %v", suites(locked), err)
+	}
+	tree := filetree.New(time.Unix(0, 0))
+	if err := off.Install(ctx, tree, locked, InstallOptions{}); err != nil || tree.Get("usr/lib/modules/2/vmlinuz") == nil {
+		t.Fatalf("offline install: %v", err)
+	}
+	// A resolution that does not ask for trixie-backports leaves its pins
+	// alone: trixie's kernel, from the cached index.
+	plain, err = off.Resolve(ctx, []string{"kernel"}, lock)
+	if err != nil || suites(plain) != "kernel=1.0@ libc6=2.41-12@" {
+		t.Fatalf("offline without FromSuite: %s, %v", suites(plain), err)
+	}
+	// Offline without a lock: both suites' cached indexes.
+	if got, err := off.Resolve(ctx, []string{"kernel"}, nil, bpo...); err != nil || suites(got) != want {
+		t.Fatalf("offline from the cached indexes: %s, %v", suites(got), err)
+	}
+	// A suite never fetched: offline says what to do.
+	if _, err := off.Resolve(ctx, []string{"kernel"}, nil, FromSuite("forky")); err == nil || !strings.Contains(err.Error(), "without --offline") {
+		t.Fatalf("offline, uncached suite: err = %v", err)
+	}
+}
+
+func TestAnotherSuiteSignedByAnotherKeyRejected(t *testing.T) {
+	fa := newFakeArchive(t, testDebs())
+	fa.addSuite("trixie-backports", []*fakeDeb{{name: "kernel", version: "2", arch: "amd64"}})
+	fa.files["dists/trixie-backports/InRelease"] = clearSign(t, newTestKey(t), fa.releaseTextOf("trixie-backports", "stable-backports", "trixie-backports"))
+	_, err := openFake(t, fa, t.TempDir(), nil).Resolve(context.Background(), []string{"kernel"}, nil, FromSuite("trixie-backports"))
+	if !errors.Is(err, ErrSignature) {
+		t.Fatalf("err = %v, want ErrSignature", err)
+	}
+	if _, err := openFake(t, fa, t.TempDir(), nil).Resolve(context.Background(), []string{"kernel"}, nil, FromSuite("../x")); err == nil {
+		t.Fatal("a suite name with .. was accepted")
+	}
+}
+
+func TestLockPackageSuiteChecked(t *testing.T) {
+	const pkgFmt = `{"version":1,"mirror":"m","suite":"trixie","arch":"amd64","packages":[{"name":"k","version":"1","arch":"amd64","filename":"pool/k.deb","size":1,"sha256":"%s","suite":%q}]}`
+	sum := strings.Repeat("ab", 32)
+	if _, err := ParseLock([]byte(fmt.Sprintf(pkgFmt, sum, "trixie-backports")), "l"); err != nil {
+		t.Errorf("a package from trixie-backports: %v", err)
+	}
+	for _, bad := range []string{"trixie", "../x", "a b"} {
+		if _, err := ParseLock([]byte(fmt.Sprintf(pkgFmt, sum, bad)), "l"); err == nil {
+			t.Errorf("suite %q accepted", bad)
+		}
+	}
+}

@@ -145,8 +145,9 @@ type fakeArchive struct {
 	arch   string
 	debs   map[string][]byte // name -> .deb
 	pkgs   map[string]*Package
-	extraR string // extra Release fields
-	date   string // the Release's Date; "" is a fixed day
+	extraR string   // extra Release fields
+	date   string   // the Release's Date; "" is a fixed day
+	others []string // further suites (addSuite), signed with the same key
 }
 
 // testKeyTime is when test keys and signatures are made: a fixed day in
@@ -170,6 +171,22 @@ func newFakeArchive(t testing.TB, debs []*fakeDeb) *fakeArchive {
 		suite: "trixie", arch: "amd64", debs: map[string][]byte{}, pkgs: map[string]*Package{}}
 	fa.srv = httptest.NewServer(http.HandlerFunc(fa.serve))
 	t.Cleanup(fa.srv.Close)
+	fa.publish("trixie", debs)
+	fa.sign()
+	return fa
+}
+
+// addSuite publishes debs as another suite of the mirror (a backports
+// suite), in the same pool, and signs it.
+func (fa *fakeArchive) addSuite(suite string, debs []*fakeDeb) {
+	fa.others = append(fa.others, suite)
+	fa.publish(suite, debs)
+	fa.sign()
+}
+
+// publish builds debs into the pool and writes suite's Packages indexes.
+func (fa *fakeArchive) publish(suite string, debs []*fakeDeb) {
+	t := fa.t
 	var packages strings.Builder
 	for _, d := range debs {
 		b := d.build(t)
@@ -190,31 +207,33 @@ func newFakeArchive(t testing.TB, debs []*fakeDeb) *fakeArchive {
 		fmt.Fprintf(&packages, "Filename: %s\nSize: %d\nSHA256: %s\nDescription: %s\n a test package\n .\n second paragraph\n\n",
 			p.Filename, p.Size, p.SHA256, p.Name)
 	}
-	fa.files["dists/trixie/main/binary-amd64/Packages.xz"] = compress(t, "xz", []byte(packages.String()))
-	fa.files["dists/trixie/non-free-firmware/binary-amd64/Packages.xz"] = compress(t, "xz", nil)
-	fa.sign()
-	return fa
+	fa.files["dists/"+suite+"/main/binary-amd64/Packages.xz"] = compress(t, "xz", []byte(packages.String()))
+	fa.files["dists/"+suite+"/non-free-firmware/binary-amd64/Packages.xz"] = compress(t, "xz", nil)
 }
 
 // releaseText is the Release file listing the current index files.
-func (fa *fakeArchive) releaseText() string {
+func (fa *fakeArchive) releaseText() string { return fa.releaseTextOf("trixie", "stable", fa.suite) }
+
+// releaseTextOf is the Release file of the suite published under
+// dists/<dir>, listing its current index files.
+func (fa *fakeArchive) releaseTextOf(dir, suite, codename string) string {
 	var b strings.Builder
 	date := fa.date
 	if date == "" {
 		date = "Sat, 21 Nov 2026 09:15:44 UTC"
 	}
-	fmt.Fprintf(&b, "Origin: Debian\nSuite: stable\nCodename: %s\nDate: %s\n%sArchitectures: amd64\nComponents: main non-free-firmware\nSHA256:\n",
-		fa.suite, date, fa.extraR)
+	fmt.Fprintf(&b, "Origin: Debian\nSuite: %s\nCodename: %s\nDate: %s\n%sArchitectures: amd64\nComponents: main non-free-firmware\nSHA256:\n",
+		suite, codename, date, fa.extraR)
 	var paths []string
 	for p := range fa.files {
-		if strings.HasPrefix(p, "dists/") && (strings.HasSuffix(p, "Packages.xz") || strings.Contains(p, "/source/Sources.")) {
+		if strings.HasPrefix(p, "dists/"+dir+"/") && (strings.HasSuffix(p, "Packages.xz") || strings.Contains(p, "/source/Sources.")) {
 			paths = append(paths, p)
 		}
 	}
 	sort.Strings(paths)
 	for _, p := range paths {
 		sum := sha256.Sum256(fa.files[p])
-		fmt.Fprintf(&b, " %x %d %s\n", sum, len(fa.files[p]), strings.TrimPrefix(p, "dists/trixie/"))
+		fmt.Fprintf(&b, " %x %d %s\n", sum, len(fa.files[p]), strings.TrimPrefix(p, "dists/"+dir+"/"))
 	}
 	return b.String()
 }
@@ -257,6 +276,9 @@ func (fa *fakeArchive) addSources(comp string, srcs []fakeSource) {
 // sign (re)writes InRelease from the current index files.
 func (fa *fakeArchive) sign() {
 	fa.files["dists/trixie/InRelease"] = clearSign(fa.t, fa.key, fa.releaseText())
+	for _, o := range fa.others {
+		fa.files["dists/"+o+"/InRelease"] = clearSign(fa.t, fa.key, fa.releaseTextOf(o, "stable-backports", o))
+	}
 }
 
 func clearSign(t testing.TB, key *openpgp.Entity, text string) []byte {

@@ -13,7 +13,9 @@ import (
 // LockVersion is the format version written to and accepted from lock files.
 const LockVersion = 1
 
-// Lock pins the exact packages of a build: ballast.lock.
+// Lock pins the exact packages of a build: ballast.lock. Suite is the
+// archive's suite; a package taken from another suite of the mirror
+// (FromSuite) names it in its own "suite" field.
 type Lock struct {
 	Version  int       `json:"version"`
 	Mirror   string    `json:"mirror"`
@@ -114,6 +116,10 @@ func ParseLock(b []byte, source string) (*Lock, error) {
 			return nil, fmt.Errorf("%s: bad filename %q", where, p.Filename)
 		case p.Arch != l.Arch && p.Arch != "all":
 			return nil, fmt.Errorf("%s: arch %q in a lock for %s", where, p.Arch, l.Arch)
+		case p.Suite == l.Suite:
+			return nil, fmt.Errorf("%s: suite %q is the lock's own: leave it out", where, p.Suite)
+		case p.Suite != "" && checkSuiteName(p.Suite) != nil:
+			return nil, fmt.Errorf("%s: bad suite %q", where, p.Suite)
 		}
 		if _, err := ParseVersion(p.Version); err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)

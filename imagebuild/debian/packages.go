@@ -26,6 +26,11 @@ type Package struct {
 	MultiArch  string `json:"multi_arch,omitempty"`
 	Essential  bool   `json:"essential,omitempty"`
 	Priority   string `json:"priority,omitempty"`
+	// Suite is the suite the package comes from when it is not the
+	// archive's own (a kernel from trixie-backports); empty for the
+	// archive's suite, so that a lock without such packages reads as
+	// before.
+	Suite string `json:"suite,omitempty"`
 	// Component is the archive component the index came from ("main").
 	Component string `json:"-"`
 }

@@ -76,6 +76,7 @@ type ResolveOption func(*resolveOptions)
 
 type resolveOptions struct {
 	ignore map[string]bool
+	suite  string // FromSuite
 }
 
 // Ignoring names packages (real or virtual) that are never installed: a
@@ -90,15 +91,38 @@ func Ignoring(names ...string) ResolveOption {
 	}
 }
 
+// FromSuite takes the requested packages from suite, another suite of the
+// archive's mirror (a board's kernel from trixie-backports), and from it
+// only what else they need that the archive's own suite cannot satisfy at
+// the version needed: every other dependency comes from the archive's
+// suite, as without the option. The suite's InRelease and Packages indexes
+// are verified and cached as the archive's own are; the packages taken
+// from it name it in Package.Suite, and so in the lock. The archive's own
+// suite (or "") changes nothing.
+func FromSuite(suite string) ResolveOption {
+	return func(o *resolveOptions) { o.suite = suite }
+}
+
 // Resolve computes the closure of names over Depends and Pre-Depends and
 // returns it sorted by name. A name may carry a constraint, as in a Depends
 // field ("bash (>= 5.2)"). With a lock, packages it pins are used as
 // pinned; others come from the indexes, which are loaded only then. Offline,
 // a package the lock does not pin is an error unless the indexes are cached.
+// A lock's package of a suite that this resolution does not take packages
+// from (FromSuite) is not used.
 func (a *Archive) Resolve(ctx context.Context, names []string, lock *Lock, opts ...ResolveOption) ([]Package, error) {
 	o := resolveOptions{ignore: map[string]bool{}}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	from := o.suite
+	if from == a.cfg.Suite {
+		from = ""
+	}
+	if from != "" {
+		if err := checkSuiteName(from); err != nil {
+			return nil, err
+		}
 	}
 	var reqs []Alternatives
 	for _, n := range names {
@@ -111,37 +135,72 @@ func (a *Archive) Resolve(ctx context.Context, names []string, lock *Lock, opts 
 		}
 		reqs = append(reqs, rels[0])
 	}
-	var locked *universe
+	r := &resolver{arch: a.cfg.Arch, ignore: o.ignore}
+	r.base.where = a.cfg.Suite + "/" + a.cfg.Arch
+	if from != "" {
+		r.from = &layer{where: from + "/" + a.cfg.Arch}
+	}
 	if lock != nil {
 		if err := lock.matches(a.cfg); err != nil {
 			return nil, err
 		}
-		locked = newUniverse()
-		for i := range lock.Packages {
-			locked.add(&lock.Packages[i])
+		r.base.pinned = newUniverse()
+		if r.from != nil {
+			r.from.pinned = newUniverse()
 		}
-		pkgs, err := resolve(reqs, a.cfg.Arch, locked, nil, "the lock file", o.ignore)
+		for i := range lock.Packages {
+			switch p := &lock.Packages[i]; {
+			case p.Suite == "":
+				r.base.pinned.add(p)
+			case r.from != nil && p.Suite == from:
+				r.from.pinned.add(p)
+			}
+		}
+		pkgs, err := r.run(reqs, "the lock file")
 		var miss *MissingError
 		if err == nil || !errors.As(err, &miss) {
 			return pkgs, err
 		}
 		// Something new since the lock was written: consult the indexes.
 	}
-	if err := a.LoadIndexes(ctx); err != nil {
+	err := a.LoadIndexes(ctx)
+	if err == nil && r.from != nil {
+		r.from.index, err = a.loadSuite(ctx, from)
+	}
+	if err != nil {
 		if lock != nil {
 			return nil, fmt.Errorf("debian: the lock file does not pin everything needed, and the index is unavailable: %w", err)
 		}
 		return nil, err
 	}
-	return resolve(reqs, a.cfg.Arch, locked, a.index, a.cfg.Suite+"/"+a.cfg.Arch, o.ignore)
+	r.base.index = a.index
+	return r.run(reqs, "")
+}
+
+// checkSuiteName refuses a suite name that cannot be part of a URL path.
+func checkSuiteName(s string) error {
+	if s == "" || strings.ContainsAny(s, " \t\\/") || strings.Contains(s, "..") {
+		return fmt.Errorf("debian: bad suite name %q", s)
+	}
+	return nil
+}
+
+// layer is one suite as the resolver sees it: the lock's pins of that
+// suite, which win over its index.
+type layer struct {
+	pinned *universe // nil without a lock
+	index  *universe // nil until loaded
+	where  string    // "<suite>/<arch>", in errors
 }
 
 // resolver holds one resolution's state.
 type resolver struct {
-	arch     string
-	pinned   *universe // lock file; its packages win over the index
-	index    *universe
-	where    string
+	arch string
+	// base is the archive's suite; from, when set, the suite the
+	// requested packages come from (FromSuite).
+	base     layer
+	from     *layer
+	where    string // overrides the layers' where in errors ("the lock file")
 	ignore   map[string]bool
 	selected map[string]*Package
 	queue    []pending
@@ -152,10 +211,14 @@ type pending struct {
 	by   string
 }
 
-func resolve(reqs []Alternatives, arch string, pinned, index *universe, where string, ignore map[string]bool) ([]Package, error) {
-	r := &resolver{arch: arch, pinned: pinned, index: index, where: where, ignore: ignore, selected: map[string]*Package{}}
+const requested = "requested"
+
+// run resolves reqs from scratch; where, when set, names the source in
+// errors instead of the suites.
+func (r *resolver) run(reqs []Alternatives, where string) ([]Package, error) {
+	r.where, r.selected, r.queue = where, map[string]*Package{}, nil
 	for _, req := range reqs {
-		r.queue = append(r.queue, pending{alts: req, by: "requested"})
+		r.queue = append(r.queue, pending{alts: req, by: requested})
 	}
 	for len(r.queue) > 0 {
 		p := r.queue[0]
@@ -170,6 +233,16 @@ func resolve(reqs []Alternatives, arch string, pinned, index *universe, where st
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// layersFor lists the suites that may satisfy p, in order of preference:
+// a requested package comes from the FromSuite suite when there is one,
+// a dependency from the archive's suite first.
+func (r *resolver) layersFor(p pending) []*layer {
+	if r.from != nil && p.by == requested {
+		return []*layer{r.from}
+	}
+	return r.layers()
 }
 
 func (r *resolver) satisfy(p pending) error {
@@ -188,9 +261,10 @@ func (r *resolver) satisfy(p pending) error {
 			return nil
 		}
 	}
+	layers := r.layersFor(p)
 	var details []string
 	for _, rel := range alts {
-		c, why := r.candidate(rel)
+		c, why := r.candidate(rel, layers)
 		if c != nil {
 			return r.choose(c)
 		}
@@ -198,7 +272,15 @@ func (r *resolver) satisfy(p pending) error {
 			details = append(details, why)
 		}
 	}
-	return &MissingError{Relation: p.alts.String(), NeededBy: p.by, Where: r.where, Detail: strings.Join(details, "; ")}
+	where := r.where
+	if where == "" {
+		var ws []string
+		for _, l := range layers {
+			ws = append(ws, l.where)
+		}
+		where = strings.Join(ws, " or ")
+	}
+	return &MissingError{Relation: p.alts.String(), NeededBy: p.by, Where: where, Detail: strings.Join(details, "; ")}
 }
 
 func (r *resolver) archOK(rel Relation) bool {
@@ -209,13 +291,23 @@ func (r *resolver) archOK(rel Relation) bool {
 	return false
 }
 
+// layers lists every suite of the resolution, the archive's first.
+func (r *resolver) layers() []*layer {
+	if r.from == nil {
+		return []*layer{&r.base}
+	}
+	return []*layer{&r.base, r.from}
+}
+
 func (r *resolver) selectedSatisfies(rel Relation) bool {
 	if p, ok := r.selected[rel.Name]; ok && rel.Satisfies(p.Version) {
 		return true
 	}
-	for _, pv := range r.providersOf(rel.Name) {
-		if _, ok := r.selected[pv.pkg.Name]; ok && r.selected[pv.pkg.Name] == pv.pkg && providesSatisfy(rel, pv) {
-			return true
+	for _, l := range r.layers() {
+		for _, pv := range l.providersOf(rel.Name) {
+			if _, ok := r.selected[pv.pkg.Name]; ok && r.selected[pv.pkg.Name] == pv.pkg && providesSatisfy(rel, pv) {
+				return true
+			}
 		}
 	}
 	return false
@@ -231,26 +323,26 @@ func providesSatisfy(rel Relation, pv provided) bool {
 
 // versions lists the real packages called name, the lock's pins taking
 // precedence over the index.
-func (r *resolver) versions(name string) []*Package {
-	if r.pinned != nil {
-		if ps := r.pinned.byName[name]; len(ps) > 0 {
+func (l *layer) versions(name string) []*Package {
+	if l.pinned != nil {
+		if ps := l.pinned.byName[name]; len(ps) > 0 {
 			return ps
 		}
 	}
-	if r.index != nil {
-		return r.index.byName[name]
+	if l.index != nil {
+		return l.index.byName[name]
 	}
 	return nil
 }
 
-func (r *resolver) providersOf(name string) []provided {
+func (l *layer) providersOf(name string) []provided {
 	var out []provided
-	if r.pinned != nil {
-		out = append(out, r.pinned.providers[name]...)
+	if l.pinned != nil {
+		out = append(out, l.pinned.providers[name]...)
 	}
-	if r.index != nil {
-		for _, pv := range r.index.providers[name] {
-			if r.pinned != nil && len(r.pinned.byName[pv.pkg.Name]) > 0 {
+	if l.index != nil {
+		for _, pv := range l.index.providers[name] {
+			if l.pinned != nil && len(l.pinned.byName[pv.pkg.Name]) > 0 {
 				continue // the lock pins another version of this provider
 			}
 			out = append(out, pv)
@@ -259,8 +351,9 @@ func (r *resolver) providersOf(name string) []provided {
 	return out
 }
 
-// candidate picks the package that best satisfies rel, or explains why none does.
-func (r *resolver) candidate(rel Relation) (*Package, string) {
+// candidate picks the package that best satisfies rel from the first of
+// layers that has one, or explains why none does.
+func (r *resolver) candidate(rel Relation, layers []*layer) (*Package, string) {
 	if !r.archOK(rel) {
 		return nil, fmt.Sprintf("%s: architecture qualifier :%s does not match %s", rel.Name, rel.ArchQual, r.arch)
 	}
@@ -271,8 +364,27 @@ func (r *resolver) candidate(rel Relation) (*Package, string) {
 		}
 		return nil, fmt.Sprintf("%s %s was already chosen and does not satisfy %s", sel.Name, sel.Version, rel)
 	}
+	var whys []string
+	for _, l := range layers {
+		p, why := l.candidate(rel, r.selected)
+		if p != nil {
+			return p, ""
+		}
+		if why != "" {
+			if len(layers) > 1 {
+				why = l.where + ": " + why
+			}
+			whys = append(whys, why)
+		}
+	}
+	return nil, strings.Join(whys, "; ")
+}
+
+// candidate picks the package of l that best satisfies rel, or explains
+// why none does.
+func (l *layer) candidate(rel Relation, selected map[string]*Package) (*Package, string) {
 	var why string
-	if vs := r.versions(rel.Name); len(vs) > 0 {
+	if vs := l.versions(rel.Name); len(vs) > 0 {
 		for _, p := range vs {
 			if rel.Satisfies(p.Version) {
 				return p, ""
@@ -285,14 +397,14 @@ func (r *resolver) candidate(rel Relation) (*Package, string) {
 		why = fmt.Sprintf("%s has only version(s) %s", rel.Name, strings.Join(have, ", "))
 	}
 	var best *Package
-	for _, pv := range r.providersOf(rel.Name) {
+	for _, pv := range l.providersOf(rel.Name) {
 		if !providesSatisfy(rel, pv) {
 			continue
 		}
-		if sel, ok := r.selected[pv.pkg.Name]; ok && sel != pv.pkg {
+		if sel, ok := selected[pv.pkg.Name]; ok && sel != pv.pkg {
 			continue
 		}
-		if best == nil || betterProvider(pv.pkg, best, r.selected) {
+		if best == nil || betterProvider(pv.pkg, best, selected) {
 			best = pv.pkg
 		}
 	}

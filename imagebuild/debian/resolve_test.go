@@ -199,7 +199,7 @@ func TestResolver(t *testing.T) {
 			for _, n := range tt.ignore {
 				ignore[n] = true
 			}
-			got, err := resolve(reqs, "amd64", nil, u, "trixie/amd64", ignore)
+			got, err := resolveIndex(u, reqs, ignore)
 			if tt.wantErr != "" {
 				var miss *MissingError
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.As(err, &miss) {
@@ -228,7 +228,7 @@ func TestResolverIsDeterministic(t *testing.T) {
 	u.sort()
 	first := ""
 	for i := 0; i < 20; i++ {
-		got, err := resolve([]Alternatives{{{Name: "a"}}}, "amd64", nil, u, "test", nil)
+		got, err := resolveIndex(u, []Alternatives{{{Name: "a"}}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,5 +237,65 @@ func TestResolverIsDeterministic(t *testing.T) {
 		} else if names(got) != first {
 			t.Fatalf("run %d resolved %q, first run %q", i, names(got), first)
 		}
+	}
+}
+
+// resolveIndex resolves reqs from one index, as Resolve does without a
+// lock or another suite.
+func resolveIndex(u *universe, reqs []Alternatives, ignore map[string]bool) ([]Package, error) {
+	r := &resolver{arch: "amd64", ignore: ignore, base: layer{index: u, where: "trixie/amd64"}}
+	return r.run(reqs, "")
+}
+
+// A kernel from another suite: the requested package comes from it even
+// though the archive's suite has one of the name; a dependency comes from
+// the archive's suite when it can, from the other suite only when the
+// archive's cannot satisfy it at the version needed.
+func TestResolverFromSuite(t *testing.T) {
+	base, bpo := newUniverse(), newUniverse()
+	for _, p := range []*Package{
+		pkg("linux-image-arm64=6.12", "Depends: linux-image-6.12=6.12"), pkg("linux-image-6.12=6.12", "Depends: kmod"),
+		pkg("kmod=34"), pkg("linux-base=4.12"), pkg("debconf=1.5"),
+	} {
+		base.add(p)
+	}
+	for _, p := range []*Package{
+		pkg("linux-image-arm64=7.3", "Depends: linux-image-7.3 (= 7.3)"),
+		pkg("linux-image-7.3=7.3", "Pre-Depends: linux-base (>= 4.17~)", "Depends: kmod, initramfs-tools | linux-initramfs-tool"),
+		pkg("linux-base=4.17~bpo", "Depends: debconf"), pkg("kmod=35"),
+	} {
+		p.Suite = "trixie-backports"
+		bpo.add(p)
+	}
+	base.sort()
+	bpo.sort()
+	r := &resolver{arch: "amd64", ignore: map[string]bool{"initramfs-tools": true},
+		base: layer{index: base, where: "trixie/amd64"}, from: &layer{index: bpo, where: "trixie-backports/amd64"}}
+	got, err := r.run([]Alternatives{{{Name: "linux-image-arm64"}}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var desc []string
+	for _, p := range got {
+		desc = append(desc, p.Name+"="+p.Version+"@"+p.Suite)
+	}
+	want := "debconf=1.5@ kmod=34@ linux-base=4.17~bpo@trixie-backports linux-image-7.3=7.3@trixie-backports linux-image-arm64=7.3@trixie-backports"
+	if strings.Join(desc, " ") != want {
+		t.Errorf("resolved %s\nwant     %s", strings.Join(desc, " "), want)
+	}
+
+	// A requested package the other suite lacks is not taken from the
+	// archive's suite instead.
+	_, err = r.run([]Alternatives{{{Name: "debconf"}}}, "")
+	var miss *MissingError
+	if !errors.As(err, &miss) || miss.Where != "trixie-backports/amd64" {
+		t.Errorf("debconf from trixie-backports: err = %v, want a MissingError for trixie-backports/amd64", err)
+	}
+	// A dependency neither suite satisfies names both.
+	bpo.add(&Package{Name: "needy", Version: "1", Arch: "amd64", Depends: "kmod (>= 40)", Suite: "trixie-backports"})
+	_, err = r.run([]Alternatives{{{Name: "needy"}}}, "")
+	if !errors.As(err, &miss) || miss.Where != "trixie/amd64 or trixie-backports/amd64" ||
+		!strings.Contains(miss.Detail, "trixie/amd64: kmod has only version(s) 34") {
+		t.Errorf("unsatisfiable dependency: err = %v", err)
 	}
 }

@@ -106,7 +106,7 @@ func (a *Archive) loadSources(ctx context.Context) error {
 	}
 	all := map[string][]*SourcePackage{}
 	for _, comp := range a.cfg.Components {
-		r, src, err := a.openIndex(ctx, rel, comp+"/source/Sources", fmt.Sprintf("does %s publish sources of %q?", a.cfg.Suite, comp))
+		r, src, err := a.openIndex(ctx, a.cfg.Suite, rel, comp+"/source/Sources", fmt.Sprintf("does %s publish sources of %q?", a.cfg.Suite, comp))
 		if err != nil {
 			return err
 		}
