@@ -29,6 +29,12 @@ type Board struct {
 	// KernelPackage is the Debian package whose closure provides vmlinuz
 	// and the modules (a metapackage such as linux-image-amd64).
 	KernelPackage string `yaml:"kernel_package"`
+	// KernelSuite, when set, is the suite of the same Debian mirror the
+	// kernel package comes from instead of the build's suite (a newer
+	// kernel from trixie-backports); of that suite's packages the build
+	// takes only what the kernel needs and the build's suite cannot
+	// satisfy. Empty: the build's suite, like every other package.
+	KernelSuite string `yaml:"kernel_suite"`
 	// Packages are board-specific packages (firmware) added to the system.
 	Packages []string `yaml:"packages"`
 	// Cmdline is the kernel command line, one parameter per item.
@@ -145,6 +151,9 @@ func (b *Board) Validate() error {
 	}
 	if b.KernelPackage == "" {
 		errs = append(errs, errors.New("kernel_package: missing"))
+	}
+	if s := b.KernelSuite; s != "" && (strings.ContainsAny(s, " \t\\/") || strings.Contains(s, "..")) {
+		errs = append(errs, fmt.Errorf("kernel_suite: %q is not a suite name", s))
 	}
 	switch b.PartitionScheme {
 	case "gpt", "mbr":

@@ -104,3 +104,31 @@ func TestBoardsKeepWatchdogDrivers(t *testing.T) {
 		}
 	}
 }
+
+// TestKernelSuite: the Pi 5 takes its kernel from trixie-backports, the
+// other boards from the build's suite; a suite name that cannot be a
+// path segment of the mirror is refused.
+func TestKernelSuite(t *testing.T) {
+	for _, n := range Names() {
+		b, err := Get(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := ""
+		if n == "rpi5" {
+			want = "trixie-backports"
+		}
+		if b.KernelSuite != want {
+			t.Errorf("%s: kernel_suite %q, want %q", n, b.KernelSuite, want)
+		}
+	}
+	const base = "name: x\narch: amd64\nkernel_package: k\npartition_scheme: gpt\n"
+	if b, err := Parse("b.yaml", []byte(base+"kernel_suite: trixie-backports\n")); err != nil || b.KernelSuite != "trixie-backports" {
+		t.Errorf("kernel_suite: %+v, %v", b, err)
+	}
+	for _, bad := range []string{"../trixie", "trixie/updates", "a b"} {
+		if _, err := Parse("b.yaml", []byte(base+"kernel_suite: "+bad+"\n")); err == nil || !strings.Contains(err.Error(), "kernel_suite") {
+			t.Errorf("kernel_suite %q: err = %v", bad, err)
+		}
+	}
+}

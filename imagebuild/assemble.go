@@ -43,6 +43,9 @@ type Manifest struct {
 type ManifestArchive struct {
 	Mirror string `json:"mirror"`
 	Suite  string `json:"suite"`
+	// KernelSuite is the board's kernel_suite, when the kernel comes
+	// from another suite than the rest.
+	KernelSuite string `json:"kernel_suite,omitempty"`
 }
 
 // Paths in the system image.
@@ -60,7 +63,7 @@ func (b *builder) manifest(k *kernelFiles, pk *packages, initPath string) ([]byt
 		Kernel:          k.version,
 		Cmdline:         b.board.CmdlineString(),
 		SourceDateEpoch: b.epoch.Unix(),
-		Debian:          ManifestArchive{Mirror: b.spec.Debian.Mirror, Suite: b.spec.Debian.Suite},
+		Debian:          ManifestArchive{Mirror: b.spec.Debian.Mirror, Suite: b.spec.Debian.Suite, KernelSuite: b.board.KernelSuite},
 	}
 	if initPath != "" {
 		data, err := os.ReadFile(initPath)

@@ -47,22 +47,28 @@ func depmodTool() (string, error) {
 
 // addModuleIndexes puts depmod's indexes for the kernel into the system tree.
 func (b *builder) addModuleIndexes(ctx context.Context, pk *packages, k *kernelFiles, system *filetree.Tree) error {
-	var img *debian.Package
-	for i := range pk.kernel {
-		if strings.HasSuffix(pk.kernel[i].Name, k.version) {
-			img = &pk.kernel[i]
+	// The packages named for the version: linux-image-<version> alone for
+	// Debian's 6.12, linux-base-, linux-binary- and linux-modules-<version>
+	// for its later kernels, which split the module directory among them.
+	var imgs []debian.Package
+	var sums []string
+	for _, p := range pk.kernel {
+		if strings.HasSuffix(p.Name, k.version) {
+			imgs = append(imgs, p)
+			sums = append(sums, p.SHA256)
 		}
 	}
-	if img == nil {
+	if len(imgs) == 0 {
 		return fmt.Errorf("no kernel package named for %s among %s", k.version, packageNames(pk.kernel))
 	}
 	// The indexes must describe exactly the modules the image keeps, or
-	// modprobe would match a device to a module that is not there.
+	// modprobe would match a device to a module that is not there. (With
+	// one package the key is as it always was, so caches stay valid.)
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n", img.SHA256, b.moduleFilter().key())
+	fmt.Fprintf(h, "%s\n%s\n", strings.Join(sums, " "), b.moduleFilter().key())
 	out := filepath.Join(b.cache, "depmod", hex.EncodeToString(h.Sum(nil)))
 	if _, err := os.Stat(filepath.Join(out, "modules.dep")); err != nil {
-		if err := b.runDepmod(ctx, pk, img, k.version, out); err != nil {
+		if err := b.runDepmod(ctx, pk, imgs, k.version, out); err != nil {
 			return err
 		}
 	}
@@ -83,26 +89,29 @@ func (b *builder) addModuleIndexes(ctx context.Context, pk *packages, k *kernelF
 	return nil
 }
 
-// runDepmod hard-links the unpacked module tree into a scratch base
-// directory (depmod writes beside the modules, and the unpacked cache must
-// stay as unpacked), runs depmod there and keeps its outputs in out.
-func (b *builder) runDepmod(ctx context.Context, pk *packages, img *debian.Package, kver, out string) error {
+// runDepmod hard-links the unpacked module trees of imgs into one scratch
+// base directory (depmod writes beside the modules, and the unpacked cache
+// must stay as unpacked), runs depmod there and keeps its outputs in out.
+func (b *builder) runDepmod(ctx context.Context, pk *packages, imgs []debian.Package, kver, out string) error {
 	tool, err := depmodTool()
 	if err != nil {
 		return err
 	}
-	u, err := pk.archive.Unpack(ctx, *img)
-	if err != nil {
-		return err
-	}
-	src := ""
-	for _, p := range []string{"usr/lib/modules/" + kver, "lib/modules/" + kver} {
-		if st, err := os.Stat(u.HostPath(p)); err == nil && st.IsDir() {
-			src = u.HostPath(p)
+	var srcs []string
+	for _, img := range imgs {
+		u, err := pk.archive.Unpack(ctx, img)
+		if err != nil {
+			return err
+		}
+		for _, p := range []string{"usr/lib/modules/" + kver, "lib/modules/" + kver} {
+			if st, err := os.Stat(u.HostPath(p)); err == nil && st.IsDir() {
+				srcs = append(srcs, u.HostPath(p))
+				break
+			}
 		}
 	}
-	if src == "" {
-		return fmt.Errorf("%s: no module directory for %s", img.Name, kver)
+	if len(srcs) == 0 {
+		return fmt.Errorf("%s: no module directory for %s", packageNames(imgs), kver)
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
@@ -115,16 +124,18 @@ func (b *builder) runDepmod(ctx context.Context, pk *packages, img *debian.Packa
 	base := filepath.Join(scratch, "base")
 	dst := filepath.Join(base, "lib", "modules", kver)
 	mf := b.moduleFilter()
-	kernelDir := filepath.Join(src, "kernel")
-	skip := func(p string) bool {
-		rel, err := filepath.Rel(kernelDir, p)
-		if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
-			return false
+	for _, src := range srcs {
+		kernelDir := filepath.Join(src, "kernel")
+		skip := func(p string) bool {
+			rel, err := filepath.Rel(kernelDir, p)
+			if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+				return false
+			}
+			return mf.excluded(filepath.ToSlash(rel))
 		}
-		return mf.excluded(filepath.ToSlash(rel))
-	}
-	if err := linkTree(src, dst, skip); err != nil {
-		return err
+		if err := linkTree(src, dst, skip); err != nil {
+			return err
+		}
 	}
 	cmd := exec.CommandContext(ctx, tool, "-b", base, kver)
 	var stderr bytes.Buffer

@@ -95,13 +95,17 @@ func (b *builder) resolve(ctx context.Context) (*packages, error) {
 	}
 
 	// The kernel metapackage's closure drags in initramfs-tools and the
-	// like, which ballast replaces: keep only the linux-image packages.
-	kern, err := a.Resolve(ctx, []string{b.board.KernelPackage}, pk.lock, debian.Ignoring("initramfs-tools", "linux-initramfs-tool"))
+	// like, which ballast replaces: keep only the kernel's own packages.
+	kopts := []debian.ResolveOption{debian.Ignoring("initramfs-tools", "linux-initramfs-tool")}
+	if s := b.board.KernelSuite; s != "" {
+		kopts = append(kopts, debian.FromSuite(s))
+	}
+	kern, err := a.Resolve(ctx, []string{b.board.KernelPackage}, pk.lock, kopts...)
 	if err != nil {
 		return nil, err
 	}
 	for _, p := range kern {
-		if strings.HasPrefix(p.Name, "linux-image-") {
+		if isKernelPackage(p.Name) {
 			pk.kernel = append(pk.kernel, p)
 		}
 	}
@@ -147,21 +151,54 @@ func (b *builder) resolve(ctx context.Context) (*packages, error) {
 		}
 	}
 
-	seen := map[string]bool{}
+	seen := map[string]debian.Package{}
 	// The lock records every closure whole, so that a locked build
 	// resolves without the index.
 	for _, set := range [][]debian.Package{sys, kern, bootClosure, busybox} {
 		for _, p := range set {
-			if !seen[p.Name] {
-				seen[p.Name] = true
+			prev, ok := seen[p.Name]
+			if !ok {
+				seen[p.Name] = p
 				pk.all = append(pk.all, p)
+				continue
+			}
+			// One lock entry per name: the kernel's closure may take a
+			// package from another suite that the system also needs.
+			if prev.Version != p.Version || prev.Suite != p.Suite {
+				return nil, fmt.Errorf("package %s is needed as %s and as %s (kernel_suite %s): the lock holds one version",
+					p.Name, describePackage(prev), describePackage(p), b.board.KernelSuite)
 			}
 		}
 	}
 	sort.Slice(pk.all, func(i, j int) bool { return pk.all[i].Name < pk.all[j].Name })
 	b.res.Packages = len(pk.system) + len(pk.kernel)
-	fmt.Fprintf(b.log, "    %d system packages, kernel %s\n", len(pk.system), packageNames(pk.kernel))
+	from := ""
+	if s := b.board.KernelSuite; s != "" {
+		from = " from " + s
+	}
+	fmt.Fprintf(b.log, "    %d system packages, kernel%s %s\n", len(pk.system), from, packageNames(pk.kernel))
 	return pk, nil
+}
+
+// isKernelPackage says whether a package of the kernel's closure holds the
+// kernel itself: linux-image-* (Debian's 6.12 puts everything there), and
+// the split packages of later kernels, linux-binary-<version> (vmlinuz),
+// linux-modules-<version> and linux-base-<version> (the DTBs, the config,
+// modules.builtin). Not linux-base, the maintainer scripts' helpers.
+func isKernelPackage(name string) bool {
+	if strings.HasPrefix(name, "linux-image-") || strings.HasPrefix(name, "linux-binary-") || strings.HasPrefix(name, "linux-modules-") {
+		return true
+	}
+	v, ok := strings.CutPrefix(name, "linux-base-")
+	return ok && v != "" && v[0] >= '0' && v[0] <= '9'
+}
+
+// describePackage is "version" or "version from suite", for messages.
+func describePackage(p debian.Package) string {
+	if p.Suite != "" {
+		return p.Version + " from " + p.Suite
+	}
+	return p.Version
 }
 
 func packageNames(ps []debian.Package) string {
@@ -231,11 +268,18 @@ func (b *builder) installKernel(ctx context.Context, pk *packages, system *filet
 		return nil, fmt.Errorf("kernel packages %s hold %d module trees (%v), want exactly one", packageNames(pk.kernel), len(versions), versions)
 	}
 	kf := &kernelFiles{version: versions[0], tree: kt}
-	kf.vmlinuz = kt.Get("boot/vmlinuz-" + kf.version)
-	if kf.vmlinuz == nil || kf.vmlinuz.Kind != filetree.File {
-		return nil, fmt.Errorf("kernel packages %s have no boot/vmlinuz-%s", packageNames(pk.kernel), kf.version)
-	}
 	modRoot := "usr/lib/modules/" + kf.version
+	// Debian's 6.12 installs boot/vmlinuz-<version>; its later kernels
+	// (linux-binary-<version>) the module directory's vmlinuz.
+	for _, p := range []string{"boot/vmlinuz-" + kf.version, modRoot + "/vmlinuz"} {
+		if e := kt.Get(p); e != nil && e.Kind == filetree.File {
+			kf.vmlinuz = e
+			break
+		}
+	}
+	if kf.vmlinuz == nil {
+		return nil, fmt.Errorf("kernel packages %s have neither boot/vmlinuz-%s nor %s/vmlinuz", packageNames(pk.kernel), kf.version, modRoot)
+	}
 	mf := b.moduleFilter()
 	kept := 0
 	for _, e := range kt.Entries() {
@@ -243,6 +287,11 @@ func (b *builder) installKernel(ctx context.Context, pk *packages, system *filet
 			continue
 		}
 		if rel, ok := strings.CutPrefix(e.Path, modRoot+"/kernel/"); ok && mf.excluded(rel) {
+			continue
+		}
+		// The kernel image and the device trees (later kernels keep them
+		// beside the modules) are the boot partition's, not the system's.
+		if e.Path == modRoot+"/vmlinuz" || underAny(e.Path, []string{modRoot + "/dtb"}) {
 			continue
 		}
 		if err := system.Add(*e); err != nil {

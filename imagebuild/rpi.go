@@ -51,7 +51,7 @@ func addRPiBootFiles(b *boards.Board, bt, firmware, kernel *filetree.Tree, kver 
 			}
 		}
 	}
-	dtbDir := "usr/lib/linux-image-" + kver
+	dtbDir := kernelDTBDir(kernel, kver)
 	for _, pat := range b.DeviceTrees {
 		// The firmware looks for the DTB by its plain name at the root.
 		matched, err := copyMatches(bt, kernel, dtbDir, pat, "flat")
@@ -66,6 +66,18 @@ func addRPiBootFiles(b *boards.Board, bt, firmware, kernel *filetree.Tree, kver 
 		return err
 	}
 	return bt.AddFile(CmdlineTxtPath, 0o644, []byte(RPiCmdline(b, signature)+"\n"))
+}
+
+// kernelDTBDir is the kernel packages' device tree directory:
+// usr/lib/linux-image-<kver>, which Debian's kernels after 6.12 make a
+// symlink to modules/<kver>/dtb (followed here, inside the tree).
+func kernelDTBDir(kernel *filetree.Tree, kver string) string {
+	dir := "usr/lib/linux-image-" + kver
+	// Resolve follows the symlinks above a path's last element.
+	if p, err := kernel.Resolve(dir + "/x"); err == nil {
+		dir = path.Dir(p)
+	}
+	return dir
 }
 
 // copyMatches copies the files of src under dir matching pattern (relative

@@ -17,20 +17,30 @@ import (
 var updateGolden = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 // fakeKernelTree has the DTB files of Debian's linux-image-arm64 (trixie)
-// that the boards pick from, and some they must not.
-func fakeKernelTree(t *testing.T, kver string) *filetree.Tree {
+// that the boards pick from, and some they must not: in
+// usr/lib/linux-image-<kver>, or, split, where the kernels after 6.12
+// (trixie-backports') put them: usr/lib/modules/<kver>/dtb, with
+// usr/lib/linux-image-<kver> a symlink to it.
+func fakeKernelTree(t *testing.T, kver string, split bool) *filetree.Tree {
 	t.Helper()
 	kt := filetree.New(DefaultEpoch)
+	dir := "usr/lib/linux-image-" + kver
+	if split {
+		dir = "usr/lib/modules/" + kver + "/dtb"
+		if err := kt.AddSymlink("usr/lib/linux-image-"+kver, "modules/"+kver+"/dtb"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, n := range []string{
 		"bcm2837-rpi-3-a-plus.dtb", "bcm2837-rpi-3-b.dtb", "bcm2837-rpi-3-b-plus.dtb", "bcm2837-rpi-cm3-io3.dtb",
 		"bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb",
 		"bcm2712-rpi-5-b.dtb", "bcm2712-d-rpi-5-b.dtb", "bcm2835-rpi-zero-w.dtb",
 	} {
-		if err := kt.AddFile("usr/lib/linux-image-"+kver+"/broadcom/"+n, 0o644, []byte(n)); err != nil {
+		if err := kt.AddFile(dir+"/broadcom/"+n, 0o644, []byte(n)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	kt.AddFile("usr/lib/linux-image-"+kver+"/rockchip/rk3399-rockpro64.dtb", 0o644, []byte("x"))
+	kt.AddFile(dir+"/rockchip/rk3399-rockpro64.dtb", 0o644, []byte("x"))
 	return kt
 }
 
@@ -53,7 +63,6 @@ func fakeFirmware(t *testing.T) *filetree.Tree {
 // TestRPiBootPartitionGolden pins, per Raspberry Pi board, what its boot
 // partition holds, config.txt and cmdline.txt.
 func TestRPiBootPartitionGolden(t *testing.T) {
-	const kver = "6.12.117+deb13-arm64"
 	for _, name := range boards.Names() {
 		b, err := boards.Get(name)
 		if err != nil {
@@ -67,7 +76,12 @@ func TestRPiBootPartitionGolden(t *testing.T) {
 			for _, p := range []string{disk.KernelPath, disk.InitrdPath, disk.BuildJSONPath, disk.UserDataPath} {
 				bt.AddFile(p, 0o644, []byte(p))
 			}
-			if err := addRPiBootFiles(b, bt, fakeFirmware(t), fakeKernelTree(t, kver), kver, 0x1234abcd); err != nil {
+			// The kernel from trixie-backports has the split layout.
+			kver, split := "6.12.117+deb13-arm64", b.KernelSuite != ""
+			if split {
+				kver = "7.3.4+deb13-arm64"
+			}
+			if err := addRPiBootFiles(b, bt, fakeFirmware(t), fakeKernelTree(t, kver, split), kver, 0x1234abcd); err != nil {
 				t.Fatal(err)
 			}
 			var got strings.Builder
@@ -114,7 +128,7 @@ func TestRPiBootFilesFailWhenFirmwareOrDTBIsMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	bt := filetree.New(DefaultEpoch)
-	err = addRPiBootFiles(b, bt, filetree.New(DefaultEpoch), fakeKernelTree(t, "k"), "k", 1)
+	err = addRPiBootFiles(b, bt, filetree.New(DefaultEpoch), fakeKernelTree(t, "k", false), "k", 1)
 	if err == nil || !strings.Contains(err.Error(), "bootcode.bin") {
 		t.Errorf("no firmware: err = %v", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -216,16 +215,7 @@ func readManifest(t *testing.T, b *builder) []byte {
 	if e == nil || e.Kind != filetree.File {
 		t.Fatalf("no /%s", SystemJSON)
 	}
-	rc, err := e.Data.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return entryBytes(t, e)
 }
 
 // checkOCIArchive reads an image archive's index.json: one manifest,
