@@ -21,7 +21,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--kubeconfig", "k", "--bed", "qemu"}, "--kubeconfig and --bed: give one"},
 		{[]string{"run", "--kubeconfig", "k", "--focus", "("}, "--focus: error parsing regexp"},
 		{[]string{"run", "--kubeconfig", "k", "--skip", "[a"}, "--skip: error parsing regexp"},
-		{[]string{"run", "--kubeconfig", "k", "--parallel", "0"}, "--parallel must be at least 1"},
+		{[]string{"run", "--kubeconfig", "k", "--parallel", "-1"}, "--parallel must be at least 1"},
 		{[]string{"run", "--nonsense"}, "flag provided but not defined"},
 	} {
 		t.Setenv("KUBECONFIG", "")
