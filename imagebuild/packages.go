@@ -301,6 +301,19 @@ func (b *builder) installKernel(ctx context.Context, pk *packages, system *filet
 			kept++
 		}
 	}
+	// The kernel's build configuration, where Debian's later kernels keep
+	// it (usr/lib/modules/<version>/config): `k3s check-config` reads it on
+	// the node. Debian's 6.12 has it in boot/, which the system image
+	// does not carry.
+	if system.Get(modRoot+"/config") == nil {
+		if e := kt.Get("boot/config-" + kf.version); e != nil && e.Kind == filetree.File {
+			c := *e
+			c.Path = modRoot + "/config"
+			if err := system.Add(c); err != nil {
+				return nil, err
+			}
+		}
+	}
 	b.res.Kernel = kf.version
 	fmt.Fprintf(b.log, "    kernel %s, %d module files kept in the system image\n", kf.version, kept)
 	return kf, nil

@@ -153,6 +153,10 @@ func TestDefaultImageCarriesRuntime(t *testing.T) {
 			break
 		}
 	}
+	// The kernel's config, for k3s check-config.
+	if e, ok := ls["usr/lib/modules/"+res.Kernel+"/config"]; !ok || e.mode[0] != '-' || e.size < 100<<10 {
+		t.Errorf("/usr/lib/modules/%s/config: %+v, want the kernel's build configuration", res.Kernel, e)
+	}
 	if _, ok := ls["usr/lib/x86_64-linux-gnu/libc.so.6"]; !ok {
 		t.Error("/usr/lib/x86_64-linux-gnu/libc.so.6 is missing")
 	}

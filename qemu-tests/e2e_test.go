@@ -467,7 +467,8 @@ func TestE2EPowerButton(t *testing.T) {
 
 // TestE2EPowerCommands: reboot and poweroff typed by a person logged in
 // over SSH shut the node down cleanly (services stopped, data partition
-// unmounted) and do what they say.
+// unmounted) and do what they say; before that, k3s check-config passes
+// on the image.
 func TestE2EPowerCommands(t *testing.T) {
 	useCores(t, prioShort, 1)
 	img := testImage(t, ImageRawEnv, "ballast-x86_64.img")
@@ -493,6 +494,19 @@ func TestE2EPowerCommands(t *testing.T) {
 		}
 		out, err := m.SSH(ctx, sc.key, cmd)
 		t.Logf("$ %s: %q (%v)", cmd, out, err)
+	}
+	// k3s check-config on the booted image: the runtime's binaries, cgroup
+	// v2 controllers and the kernel's config (which the image carries for
+	// it) are all there.
+	waitReady(t, m)
+	if err := m.WaitFor(ctx, "sshd", 2*time.Second, func(ctx context.Context) (bool, error) {
+		_, err := m.SSH(ctx, sc.key, "true")
+		return err == nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := m.SSH(ctx, sc.key, "k3s check-config"); err != nil || !strings.Contains(out, "STATUS: pass") || !strings.Contains(out, "cgroups V2 mounted") {
+		t.Errorf("k3s check-config: %v\n%s", err, out)
 	}
 	for _, c := range []struct{ cmd, action, kernel string }{
 		{"reboot", "reboot", "reboot: Restarting system"},

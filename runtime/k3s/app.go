@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ballast-os/ballast/runtime/checkconfig"
 	"io"
 	"os"
 	"os/signal"
@@ -179,7 +180,12 @@ func (a *app) dispatch(ctx context.Context) error {
 		return a.tool(cmd, rest)
 	case "etcd-snapshot":
 		return a.etcdSnapshot(ctx, rest)
-	case "check-config", "secrets-encrypt", "completion":
+	case "check-config":
+		if n := checkconfig.Run(a.stdout, checkconfig.Real()); n > 0 {
+			return exitCode(1)
+		}
+		return nil
+	case "secrets-encrypt", "completion":
 		return notBuilt("k3s " + cmd)
 	}
 	if isComponent(cmd) {
@@ -238,7 +244,7 @@ Commands:
   ctr            containerd CLI (also as "ctr")
   token          bootstrap tokens: generate, create, list, delete
   certificate    rotate [--service a,b]: renew certificates at the next start
-  check-config   check the kernel and system
+  check-config   check the binaries, the system, cgroups and the kernel config
   etcd-snapshot  etcd snapshots
   --version      versions of this runtime and its upstream components
 `)
