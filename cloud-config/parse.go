@@ -22,7 +22,8 @@ var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
 // Parse reads one cloud-config document. name is used in messages only.
 //
-// The first non-blank line must be "#cloud-config" (a leading UTF-8 BOM is
+// The first non-blank line must be "#cloud-config" (a k3OS config.yaml,
+// recognised by its k3os: block, may leave it out; a leading UTF-8 BOM is
 // allowed); an empty file is an empty config. Decoding is strict: unknown
 // keys and wrong types are errors. Every problem is reported, not only the
 // first: the error is an *ErrorList whose entries carry file, line,
@@ -230,7 +231,30 @@ func (c *checker) syntaxError(data []byte, err error) {
 	c.errs = append(c.errs, &Error{Source: c.source, Line: p.line, Column: p.column, Message: "YAML syntax: " + strings.TrimPrefix(msg, "yaml: ")})
 }
 
-// checkHeader requires "#cloud-config" as the first non-blank line.
+// isK3OSConfig: k3OS's config.yaml has no "#cloud-config" line; it is
+// recognised by its top-level k3os: block, so that k3OS users' files are
+// read as they are.
+func isK3OSConfig(data []byte) (ok bool) {
+	defer func() {
+		if recover() != nil { // yaml.v3 has panicked on hostile input
+			ok = false
+		}
+	}()
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return false
+	}
+	m := doc.Content[0].Content
+	for i := 0; i+1 < len(m); i += 2 {
+		if m[i].Value == "k3os" && m[i+1].Kind == yaml.MappingNode {
+			return true
+		}
+	}
+	return false
+}
+
+// checkHeader requires "#cloud-config" as the first non-blank line, except
+// in a k3OS config.yaml.
 func (c *checker) checkHeader(data []byte) bool {
 	line, lineNo := "", 0
 	for i, l := range strings.Split(string(data), "\n") {
@@ -239,14 +263,12 @@ func (c *checker) checkHeader(data []byte) bool {
 			break
 		}
 	}
-	if line == Header {
+	if line == Header || isK3OSConfig(data) {
 		return true
 	}
 	msg := fmt.Sprintf("the first line must be %q, found %q", Header, clip(line))
 	if strings.HasPrefix(line, "#!") {
 		msg += " (scripts are not supported as user-data: use bootcmd or runcmd)"
-	} else if !strings.HasPrefix(line, "#") {
-		msg += ` (a k3OS config.yaml needs "#cloud-config" added as its first line)`
 	}
 	c.errs = append(c.errs, &Error{Source: c.source, Line: lineNo, Column: 1, Message: msg})
 	return false

@@ -371,10 +371,11 @@ func TestHeader(t *testing.T) {
 	for _, tt := range []struct {
 		name, doc, want string
 	}{
-		{"missing", "hostname: a\n", `user-data:1:1: the first line must be "#cloud-config", found "hostname: a" (a k3OS config.yaml needs "#cloud-config" added as its first line)`},
+		{"missing", "hostname: a\n", `user-data:1:1: the first line must be "#cloud-config", found "hostname: a"`},
 		{"script", "#!/bin/sh\necho hi\n", `user-data:1:1: the first line must be "#cloud-config", found "#!/bin/sh" (scripts are not supported as user-data: use bootcmd or runcmd)`},
 		{"other comment", "# my node\n#cloud-config\n", `user-data:1:1: the first line must be "#cloud-config", found "# my node"`},
-		{"after blank lines", "\n\nhostname: a\n", `user-data:3:1: the first line must be "#cloud-config", found "hostname: a" (a k3OS config.yaml needs "#cloud-config" added as its first line)`},
+		{"after blank lines", "\n\nhostname: a\n", `user-data:3:1: the first line must be "#cloud-config", found "hostname: a"`},
+		{"k3os key that is no block", "k3os: yes\n", `user-data:1:1: the first line must be "#cloud-config", found "k3os: yes"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got := errorLines(t, tt.doc)
@@ -401,6 +402,16 @@ func TestHeader(t *testing.T) {
 	cfg, err := Parse("user-data", []byte("\xEF\xBB\xBF#cloud-config\r\nhostname: a\r\n"))
 	if err != nil || cfg.Hostname != "a" {
 		t.Errorf("BOM and CRLF: %+v, %v", cfg, err)
+	}
+	// A k3OS config.yaml as k3OS users have it: no #cloud-config line, a
+	// k3os: block.
+	k3os := "# k3OS config\nhostname: pi1\nk3os:\n  ntp_servers: [10.0.0.1]\n  k3s_args: [server]\n  labels: {zone: a}\n"
+	cfg, err = Parse("config.yaml", []byte(k3os))
+	if err != nil || cfg.Hostname != "pi1" || cfg.K3OS == nil {
+		t.Fatalf("k3OS config.yaml without the header: %+v, %v", cfg, err)
+	}
+	if eff := cfg.Effective(); eff.NTP == nil || len(eff.NTP.Servers) != 1 || eff.NTP.Servers[0] != "10.0.0.1" {
+		t.Errorf("k3os.ntp_servers did not fold into ntp.servers: %+v", eff.NTP)
 	}
 }
 
