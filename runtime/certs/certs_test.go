@@ -305,3 +305,41 @@ func TestTornCAAfterLeavesRefused(t *testing.T) {
 		t.Error("the CA key was replaced")
 	}
 }
+
+// TestListAndTable: every certificate of a server's data dir, with the
+// status k3s certificate check shows.
+func TestListAndTable(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	o := Options{DataDir: dir, NodeName: "n1", ServiceCIDR: netip.MustParsePrefix("10.43.0.0/16"), APIServerPort: 6444, Agent: true, Now: func() time.Time { return now }}
+	if _, err := Ensure(o); err != nil {
+		t.Fatal(err)
+	}
+	list, err := List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range list {
+		names = append(names, filepath.Base(c.Path))
+	}
+	for _, want := range []string{"server-ca.crt", "serving-kube-apiserver.crt", "client-kubelet.crt", "kube-scheduler.crt", "peer-server-client.crt"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("List lacks %s: %v", want, names)
+		}
+	}
+	var out bytes.Buffer
+	if err := PrintTable(&out, list, now.Add(300*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if !strings.HasPrefix(lines[0], "FILENAME") || len(lines) != len(list)+1 {
+		t.Fatalf("table:\n%s", out.String())
+	}
+	for i, c := range list {
+		l := lines[i+1]
+		if !strings.HasPrefix(l, c.Path) || c.CA && !strings.HasSuffix(l, "OK") || !c.CA && !strings.HasSuffix(l, "WARNING") {
+			t.Errorf("300 days on, %q: want CAs OK and leaves WARNING (65 days left)", l)
+		}
+	}
+}

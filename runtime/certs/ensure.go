@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,6 +55,7 @@ func (o *Options) tls(parts ...string) string {
 type Report struct {
 	Created  []string          // CAs and keys made for the first time
 	Issued   map[string]string // certificate path -> why it was (re)issued
+	Services []string          // the services (Services) whose certificates were issued, each once
 	Warnings []string          // e.g. a CA close to expiry, which Ensure does not rotate
 }
 
@@ -238,6 +240,9 @@ func Ensure(o Options) (*Report, error) {
 			return nil, fmt.Errorf("certs: issuing %s: %w", l.cert, err)
 		}
 		r.Issued[l.cert] = why
+		if !slices.Contains(r.Services, l.service) {
+			r.Services = append(r.Services, l.service)
+		}
 	}
 	if o.Agent {
 		for _, f := range []string{ClientCA, ServerCA} {

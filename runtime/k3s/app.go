@@ -18,6 +18,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ballast-os/ballast/runtime/certs"
 	"github.com/ballast-os/ballast/runtime/config"
@@ -243,7 +244,8 @@ Commands:
   crictl         CRI CLI (also as "crictl")
   ctr            containerd CLI (also as "ctr")
   token          bootstrap tokens: generate, create, list, delete
-  certificate    rotate [--service a,b]: renew certificates at the next start
+  certificate    rotate [--service a,b]: renew certificates at the next start;
+                 check: every certificate with its expiry
   check-config   check the binaries, the system, cgroups and the kernel config
   etcd-snapshot  etcd snapshots
   --version      versions of this runtime and its upstream components
@@ -257,15 +259,39 @@ func (a *app) warn(l *config.Loaded) {
 }
 
 func (a *app) certificate(args []string) error {
-	if len(args) == 0 || args[0] != "rotate" {
-		if len(args) > 0 && (args[0] == "rotate-ca" || args[0] == "check") {
+	if len(args) == 0 || (args[0] != "rotate" && args[0] != "check") {
+		if len(args) > 0 && args[0] == "rotate-ca" {
 			return notBuilt("k3s certificate " + args[0])
 		}
-		return fmt.Errorf("%w: usage: k3s certificate rotate [--service a,b] [--data-dir DIR]", config.ErrUsage)
+		return fmt.Errorf("%w: usage: k3s certificate rotate [--service a,b] [--data-dir DIR] | check [--data-dir DIR]", config.ErrUsage)
 	}
 	dataDir := config.DefaultDataDir
 	if v, ok := a.lookupEnv("K3S_DATA_DIR"); ok && v != "" {
 		dataDir = v
+	}
+	if args[0] == "check" {
+		for i := 1; i < len(args); i++ {
+			flag, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+			if flag != "data-dir" && flag != "d" {
+				return fmt.Errorf("%w: unknown flag %s", config.ErrUsage, args[i])
+			}
+			if !has {
+				if i+1 >= len(args) {
+					return fmt.Errorf("%w: %s needs a value", config.ErrUsage, args[i])
+				}
+				i++
+				val = args[i]
+			}
+			dataDir = val
+		}
+		list, err := certs.List(dataDir)
+		if err != nil {
+			return err
+		}
+		if len(list) == 0 {
+			return fmt.Errorf("no certificates under %s (not a k3s data dir?)", dataDir)
+		}
+		return certs.PrintTable(a.stdout, list, time.Now())
 	}
 	var services []string
 	rest := args[1:]

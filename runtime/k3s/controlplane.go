@@ -152,9 +152,13 @@ func unixReady(path string) func(context.Context) error {
 }
 
 // runPlan runs plan until ctx ends, with the components' logs in logDir,
-// and prints up once when every component is ready.
-func (a *app) runPlan(ctx context.Context, logDir string, plan []processes.Component, up string) error {
+// and prints up once when every component is ready; each of with gets the
+// runner first (to restart components).
+func (a *app) runPlan(ctx context.Context, logDir string, plan []processes.Component, up string, with ...func(*processes.Runner)) error {
 	run := &processes.Runner{Components: plan, Logger: slog.New(slog.NewTextHandler(a.stderr, nil))}
+	for _, f := range with {
+		f(run)
+	}
 	fmt.Fprintf(a.stderr, "starting %d components; logs in %s\n", len(plan), logDir)
 	done := make(chan error, 1)
 	go func() { done <- run.Run(ctx) }()

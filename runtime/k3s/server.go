@@ -2,7 +2,6 @@ package k3s
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -22,6 +21,7 @@ import (
 	"github.com/ballast-os/ballast/runtime/kubeapi"
 	"github.com/ballast-os/ballast/runtime/nodecontroller"
 	"github.com/ballast-os/ballast/runtime/packaged"
+	"github.com/ballast-os/ballast/runtime/processes"
 	"github.com/ballast-os/ballast/runtime/servicelb"
 	"github.com/ballast-os/ballast/runtime/supervisor"
 	"github.com/ballast-os/ballast/runtime/token"
@@ -60,11 +60,12 @@ func (a *app) server(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	rep, err := certs.Ensure(certs.Options{
+	certOpts := certs.Options{
 		DataDir: s.DataDir, NodeName: nodeName, NodeIPs: nodeIPs, SANs: s.TLSSANs,
 		ServiceCIDR: s.ServiceCIDRs[0], ClusterDomain: s.ClusterDomain,
 		APIServerPort: s.APIServerPortOrDefault(), Agent: !s.DisableAgent,
-	})
+	}
+	rep, err := certs.Ensure(certOpts)
 	if err != nil {
 		return err
 	}
@@ -163,7 +164,12 @@ func (a *app) server(ctx context.Context, args []string) error {
 		go a.watchNode(ctx, httpsClient(pool, &admin), fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), nodeName, serverNodeMeta(nodeName, nodeIPs, s.NodeExternalIPs, member))
 	}
 	up := fmt.Sprintf("k3s server is up: API on https://127.0.0.1:%d, kubeconfig %s", s.HTTPSListenPort, s.WriteKubeconfig)
-	return a.runPlan(ctx, filepath.Join(s.DataDir, LogDir), plan, up)
+	writeAdmin := func() error {
+		return certs.WriteAdminKubeconfig(s.DataDir, s.WriteKubeconfig, s.HTTPSListenPort, s.WriteKubeconfigMode)
+	}
+	return a.runPlan(ctx, filepath.Join(s.DataDir, LogDir), plan, up, func(run *processes.Runner) {
+		go watchCertificates(ctx, CertCheckInterval, certOpts, writeAdmin, run, a.stderr)
+	})
 }
 
 // serverNodeMeta is a server node's metadata: the addresses, k3s's role
@@ -223,11 +229,12 @@ func localAPI(s *config.ServerConfig, lay datadir.Layout, cert string) (*kubeapi
 	if err != nil {
 		return nil, err
 	}
-	pair, err := tls.LoadX509KeyPair(filepath.Join(lay.TLS(), cert+".crt"), filepath.Join(lay.TLS(), cert+".key"))
+	// Read again after a rotation (watchCertificates).
+	pair, err := certs.LoadKeyPair(filepath.Join(lay.TLS(), cert+".crt"), filepath.Join(lay.TLS(), cert+".key"))
 	if err != nil {
 		return nil, err
 	}
-	return kubeapi.New(fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), ca, &pair)
+	return kubeapi.NewWithClientCert(fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()), ca, pair.GetClientCertificate)
 }
 
 // startSupervisor opens the supervisor listener on bind-address:

@@ -33,14 +33,22 @@ type Client struct {
 // New is a client of base that trusts caPEM and authenticates with the
 // client certificate pair (nil: none).
 func New(base string, caPEM []byte, cert *tls.Certificate) (*Client, error) {
+	var get func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	if cert != nil {
+		get = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	}
+	return NewWithClientCert(base, caPEM, get)
+}
+
+// NewWithClientCert is New with the client certificate asked for at each
+// handshake (certs.KeyPair.GetClientCertificate: a rotated certificate is
+// used from the next connection on); nil: none.
+func NewWithClientCert(base string, caPEM []byte, get func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) (*Client, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, errors.New("kubeapi: no CA certificates")
 	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
-	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, GetClientCertificate: get}
 	return &Client{Base: strings.TrimSuffix(base, "/"), HTTP: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}}, nil
 }
 

@@ -84,10 +84,11 @@ type Runner struct {
 }
 
 type proc struct {
-	c    Component
-	s    *Runner
-	stop chan struct{}
-	done chan struct{}
+	c       Component
+	s       *Runner
+	stop    chan struct{}
+	done    chan struct{}
+	restart chan struct{} // Restart asks for one (buffered: 1)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -126,7 +127,7 @@ func (s *Runner) Run(ctx context.Context) error {
 		if c.Path == "" {
 			c.Path = self
 		}
-		r := &proc{c: c, s: s, stop: make(chan struct{}), done: make(chan struct{}), ready: make(chan struct{})}
+		r := &proc{c: c, s: s, stop: make(chan struct{}), done: make(chan struct{}), ready: make(chan struct{}), restart: make(chan struct{}, 1)}
 		r.status.Name = c.Name
 		s.mu.Lock()
 		s.procs = append(s.procs, r)
@@ -154,6 +155,27 @@ func (s *Runner) Run(ctx context.Context) error {
 		return startErr
 	}
 	return ctx.Err()
+}
+
+// errRestarted is a component's exit that Restart asked for.
+var errRestarted = errors.New("restarted on request")
+
+// Restart stops the named component (SIGTERM, then SIGKILL after its
+// StopTimeout) and starts it again at once: no back-off, and not counted
+// as a crash. It is an error when no such component was started.
+func (s *Runner) Restart(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.procs {
+		if r.c.Name == name {
+			select {
+			case r.restart <- struct{}{}:
+			default: // one is pending already
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("processes: no component %q", name)
 }
 
 // Status returns every started component's status, in start order.
@@ -197,6 +219,10 @@ func (r *proc) loop() {
 		case <-r.stop:
 			return
 		default:
+		}
+		if errors.Is(err, errRestarted) {
+			log.Info("component restarting on request")
+			continue
 		}
 		if time.Since(started) >= maxBackoff {
 			backoff = orDefault(r.s.BackoffInitial, time.Second)
@@ -299,10 +325,7 @@ func (r *proc) await(exited <-chan error, term func(), kill func() error) error 
 	pollCtx, cancelPoll := context.WithCancel(context.Background())
 	defer cancelPoll()
 	go r.pollReady(pollCtx)
-	select {
-	case err := <-exited:
-		return exitError(err)
-	case <-r.stop:
+	stopping := func() error {
 		term()
 		select {
 		case err := <-exited:
@@ -310,6 +333,15 @@ func (r *proc) await(exited <-chan error, term func(), kill func() error) error 
 		case <-time.After(orDefault(r.c.StopTimeout, 10*time.Second)):
 			return kill()
 		}
+	}
+	select {
+	case err := <-exited:
+		return exitError(err)
+	case <-r.stop:
+		return stopping()
+	case <-r.restart:
+		stopping()
+		return errRestarted
 	}
 }
 

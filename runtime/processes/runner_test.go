@@ -222,3 +222,40 @@ func TestInProcess(t *testing.T) {
 		t.Errorf("log file %q", out)
 	}
 }
+
+// TestRestartOnRequest: Restart stops a component with SIGTERM and starts
+// it again at once, without a back-off and without counting a crash.
+func TestRestartOnRequest(t *testing.T) {
+	dir := t.TempDir()
+	stoplog, marker := filepath.Join(dir, "stop.log"), filepath.Join(dir, "up")
+	s := &Runner{
+		Components:     []Component{{Name: "apiserver", Env: []string{"FAKE_COMPONENT=serve", "NAME=apiserver", "MARKER=" + marker, "STOPLOG=" + stoplog}, Ready: fileReady(marker)}},
+		BackoffInitial: time.Hour, // a crash would stall the test
+		ReadyInterval:  10 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "ready", func() bool { st := s.Status(); return len(st) == 1 && st[0].Ready })
+	pid := s.Status()[0].PID
+	os.Remove(marker)
+	if err := s.Restart("apiserver"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a new process, ready", func() bool {
+		st := s.Status()[0]
+		_, err := os.Stat(marker)
+		return st.PID != 0 && st.PID != pid && err == nil
+	})
+	if got, _ := os.ReadFile(stoplog); string(got) != "apiserver\n" {
+		t.Errorf("stop log %q: want the old process stopped with SIGTERM", got)
+	}
+	if st := s.Status()[0]; st.Restarts != 0 {
+		t.Errorf("restarts %d: a requested restart is not a crash", st.Restarts)
+	}
+	if err := s.Restart("nope"); err == nil {
+		t.Error("Restart of an unknown component: no error")
+	}
+	cancel()
+	<-done
+}

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"github.com/ballast-os/ballast/runtime/certs"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -23,9 +24,9 @@ type apiProxy struct {
 	clientCA *x509.CertPool
 }
 
-func newAPIProxy(apiserver *url.URL, serverCA *x509.CertPool, clientCA *x509.CertPool, authProxy tls.Certificate) *apiProxy {
+func newAPIProxy(apiserver *url.URL, serverCA *x509.CertPool, clientCA *x509.CertPool, authProxy *certs.KeyPair) *apiProxy {
 	tr := &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: serverCA, Certificates: []tls.Certificate{authProxy}, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:     &tls.Config{RootCAs: serverCA, GetClientCertificate: authProxy.GetClientCertificate, MinVersion: tls.VersionTLS12},
 		MaxIdleConnsPerHost: 50,
 		IdleConnTimeout:     90 * time.Second,
 	}

@@ -69,7 +69,7 @@ type Server struct {
 	api                      *kubeapi.Client
 	passwords                *nodePasswords
 	proxy                    *apiProxy
-	serving                  tls.Certificate
+	serving                  *certs.KeyPair
 	serversMu                sync.Mutex
 	servers                  []string // host:port of the servers with fresh leases
 }
@@ -120,14 +120,15 @@ func (s *Server) Load() error {
 	serverPool.AppendCertsFromPEM(s.serverCAPEM)
 	s.clientPool = x509.NewCertPool()
 	s.clientPool.AppendCertsFromPEM(s.clientCAPEM)
-	if s.serving, err = tls.LoadX509KeyPair(f("serving-kube-apiserver.crt"), f("serving-kube-apiserver.key")); err != nil {
+	// Read again when rotated (certs.RotateDue): no restart needed.
+	if s.serving, err = certs.LoadKeyPair(f("serving-kube-apiserver.crt"), f("serving-kube-apiserver.key")); err != nil {
 		return fmt.Errorf("supervisor: serving certificate: %w", err)
 	}
-	authProxy, err := tls.LoadX509KeyPair(f("client-auth-proxy.crt"), f("client-auth-proxy.key"))
+	authProxy, err := certs.LoadKeyPair(f("client-auth-proxy.crt"), f("client-auth-proxy.key"))
 	if err != nil {
 		return fmt.Errorf("supervisor: auth-proxy certificate: %w", err)
 	}
-	self, err := tls.LoadX509KeyPair(f("client-supervisor.crt"), f("client-supervisor.key"))
+	self, err := certs.LoadKeyPair(f("client-supervisor.crt"), f("client-supervisor.key"))
 	if err != nil {
 		return fmt.Errorf("supervisor: client certificate: %w", err)
 	}
@@ -139,7 +140,7 @@ func (s *Server) Load() error {
 		return fmt.Errorf("supervisor: API server URL: %w", err)
 	}
 	s.proxy = newAPIProxy(apiURL, serverPool, s.clientPool, authProxy)
-	if s.api, err = kubeapi.New(s.APIServer, s.serverCAPEM, &self); err != nil {
+	if s.api, err = kubeapi.NewWithClientCert(s.APIServer, s.serverCAPEM, self.GetClientCertificate); err != nil {
 		return fmt.Errorf("supervisor: %w", err)
 	}
 	s.passwords = &nodePasswords{api: s.api}
@@ -161,7 +162,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler: s.Handler(),
 		TLSConfig: &tls.Config{
-			Certificates: []tls.Certificate{s.serving},
+			GetCertificate: s.serving.GetCertificate,
 			// Asked for, checked per request: a client may instead
 			// bring a bearer token, or no credentials for /cacerts.
 			ClientAuth: tls.RequestClientCert,

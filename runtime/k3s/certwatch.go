@@ -1,0 +1,112 @@
+package k3s
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/ballast-os/ballast/runtime/certs"
+)
+
+// CertCheckInterval is how often a running server checks its
+// certificates: an appliance may never restart, and the leaf certificates
+// k3s issues live a year.
+var CertCheckInterval = 12 * time.Hour
+
+// certRestarts are the components that read a service's certificates only
+// at start. The k3s process's own servers and clients (supervisor,
+// controllers) read theirs again by themselves (certs.KeyPair); the admin
+// kubeconfig is rewritten.
+var certRestarts = map[string][]string{
+	"api-server":         {"kube-apiserver"},
+	"auth-proxy":         {"kube-apiserver"},
+	"controller-manager": {"kube-controller-manager"},
+	"scheduler":          {"kube-scheduler"},
+	"etcd":               {"etcd"},
+	"kubelet":            {"kubelet"},
+	"kube-proxy":         {"kube-proxy"},
+	"k3s-controller":     {"flannel"},
+}
+
+// restarter restarts a component by name (processes.Runner.Restart).
+type restarter interface{ Restart(name string) error }
+
+// renewCertificates is one check: certs.Ensure reissues what is due (the
+// same window as at start, certs.RenewWithin), the admin kubeconfig is
+// written again, and the components that read a renewed certificate only
+// at start are restarted, each once, the apiserver first. It returns the
+// components restarted.
+func renewCertificates(o certs.Options, writeAdmin func() error, run restarter, log io.Writer) ([]string, error) {
+	rep, err := certs.Ensure(o)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintln(log, "warning:", w)
+	}
+	if len(rep.Issued) == 0 {
+		return nil, nil
+	}
+	for _, p := range slices.Sorted(mapKeys(rep.Issued)) {
+		fmt.Fprintf(log, "certificates: renewed %s (%s)\n", p, rep.Issued[p])
+	}
+	if err := writeAdmin(); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, svc := range rep.Services {
+		for _, c := range certRestarts[svc] {
+			if !slices.Contains(names, c) {
+				names = append(names, c)
+			}
+		}
+	}
+	// The apiserver first: the others' renewed client certificates are
+	// signed by the same CAs, and they reconnect to it.
+	slices.SortStableFunc(names, func(a, b string) int {
+		if a == "kube-apiserver" {
+			return -1
+		}
+		if b == "kube-apiserver" {
+			return 1
+		}
+		return 0
+	})
+	var restarted []string
+	for _, c := range names {
+		if err := run.Restart(c); err != nil {
+			continue // not run on this node (disabled, or kine instead of etcd)
+		}
+		fmt.Fprintf(log, "certificates: restarted %s for its renewed certificate\n", c)
+		restarted = append(restarted, c)
+	}
+	return restarted, nil
+}
+
+func mapKeys(m map[string]string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// watchCertificates checks every interval until ctx ends.
+func watchCertificates(ctx context.Context, interval time.Duration, o certs.Options, writeAdmin func() error, run restarter, log io.Writer) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := renewCertificates(o, writeAdmin, run, log); err != nil {
+			fmt.Fprintf(log, "certificates: %v (trying again in %v)\n", err, interval)
+		}
+	}
+}
