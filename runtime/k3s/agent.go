@@ -118,7 +118,12 @@ func (a *app) agent(ctx context.Context, args []string) error {
 	if c, err := nodeClient(lay); err == nil {
 		go a.watchNode(ctx, c, fmt.Sprintf("https://127.0.0.1:%d", lbPort), nodeName, nodeMeta{Annotations: nodeAnnotations(nodeName, nodeIPs, ac.NodeExternalIPs)})
 	}
-	return a.runPlan(ctx, logs, plan, fmt.Sprintf("k3s agent is up: node %s joined %s", nodeName, ac.ServerURL))
+	return a.runPlan(ctx, logs, plan, fmt.Sprintf("k3s agent is up: node %s joined %s", nodeName, ac.ServerURL), func(run *processes.Runner) {
+		// A Join of its own: the load balancer's keeps asking j for the
+		// servers' addresses meanwhile.
+		renew := *j
+		go watchAgentCertificates(ctx, CertCheckInterval, &renew, run, a.stderr)
+	})
 }
 
 // valueOrFile is a flag's value, else the trimmed contents of the file

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"time"
 
+	"github.com/ballast-os/ballast/runtime/agent"
 	"github.com/ballast-os/ballast/runtime/certs"
 )
 
@@ -107,6 +109,63 @@ func watchCertificates(ctx context.Context, interval time.Duration, o certs.Opti
 		}
 		if _, err := renewCertificates(o, writeAdmin, run, log); err != nil {
 			fmt.Fprintf(log, "certificates: %v (trying again in %v)\n", err, interval)
+		}
+	}
+}
+
+// agentCertRestarts maps the certificates an agent fetches from its
+// server to the components that read them at start.
+var agentCertRestarts = map[string]string{
+	"serving-kubelet.crt":       "kubelet",
+	"client-kubelet.crt":        "kubelet",
+	"client-kube-proxy.crt":     "kube-proxy",
+	"client-k3s-controller.crt": "flannel",
+}
+
+// restartsFor are the components to restart for fetched certificate
+// files, each once, in a fixed order.
+func restartsFor(fetched []string) []string {
+	var names []string
+	for _, f := range fetched {
+		if c, ok := agentCertRestarts[filepath.Base(f)]; ok && !slices.Contains(names, c) {
+			names = append(names, c)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// rejoiner is agent.Join: Run fetches again only the certificates that
+// are missing, due for renewal or signed by another CA.
+type rejoiner interface {
+	Run(ctx context.Context) (*agent.Joined, error)
+}
+
+// watchAgentCertificates is watchCertificates for an agent that joined a
+// server: its certificates are the server's to sign, so every interval it
+// repeats the join's certificate step and restarts what reads a renewed
+// one. A server it cannot reach is tried again at the next interval.
+func watchAgentCertificates(ctx context.Context, interval time.Duration, j rejoiner, run restarter, log io.Writer) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		joined, err := j.Run(ctx)
+		if err != nil {
+			fmt.Fprintf(log, "certificates: renewing through the server: %v (trying again in %v)\n", err, interval)
+			continue
+		}
+		for _, f := range joined.Fetched {
+			fmt.Fprintf(log, "certificates: renewed %s (signed by the server)\n", f)
+		}
+		for _, c := range restartsFor(joined.Fetched) {
+			if err := run.Restart(c); err == nil {
+				fmt.Fprintf(log, "certificates: restarted %s for its renewed certificate\n", c)
+			}
 		}
 	}
 }

@@ -69,3 +69,11 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+func TestRestartsFor(t *testing.T) {
+	got := restartsFor([]string{"/var/lib/rancher/k3s/agent/client-kubelet.crt", "/var/lib/rancher/k3s/agent/serving-kubelet.crt",
+		"/var/lib/rancher/k3s/agent/client-k3s-controller.crt", "/var/lib/rancher/k3s/agent/server-ca.crt"})
+	if !slices.Equal(got, []string{"flannel", "kubelet"}) {
+		t.Errorf("restartsFor = %v", got)
+	}
+}
