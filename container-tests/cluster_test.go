@@ -534,7 +534,7 @@ func TestCluster(t *testing.T) {
 // an agent, which takes the backend from the server's /v1-k3s/config.
 func TestClusterHostGW(t *testing.T) {
 	c, ctx := newCluster(t)
-	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage,servicelb")
+	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw", "BALLAST_CERT_CHECK_INTERVAL": "10s"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage,servicelb")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,5 +577,50 @@ func TestClusterHostGW(t *testing.T) {
 				t.Errorf("host-gw: pod on %s -> pod on %s: %v %q", from.Node, to.Node, err, body)
 			}
 		}
+	}
+
+	// Certificates renewed on a running server (an appliance may never
+	// restart): k3s certificate rotate removes the apiserver's and the
+	// kubelet's; the server's periodic check (10 s here, 12 h by default)
+	// issues new ones and restarts only those two components; the nodes
+	// stay Ready and the pods keep serving.
+	const serving = "/var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt"
+	before, err := server.Exec(ctx, "sha256sum", serving)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := server.Exec(ctx, "k3s", "certificate", "rotate", "--service", "api-server,kubelet"); err != nil || !strings.Contains(out, "backed up certificates") {
+		t.Fatalf("k3s certificate rotate: %v %q", err, out)
+	}
+	if err := WaitFor(ctx, 2*time.Minute, 2*time.Second, func() error {
+		logs := server.Logs(ctx)
+		for _, want := range []string{"certificates: restarted kube-apiserver", "certificates: restarted kubelet"} {
+			if !strings.Contains(logs, want) {
+				return fmt.Errorf("k3s output lacks %q:\n%s", want, tail(logs, 15))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if after, err := server.Exec(ctx, "sha256sum", serving); err != nil || after == before {
+		t.Errorf("serving certificate not renewed: %v (%q)", err, after)
+	}
+	if logs := server.Logs(ctx); strings.Contains(logs, "certificates: restarted kube-proxy") || strings.Contains(logs, "certificates: restarted kube-scheduler") {
+		t.Errorf("components whose certificates were kept were restarted:\n%s", tail(logs, 20))
+	}
+	waitReady(ctx, t, server, "True", 3*time.Minute, "server", "agent")
+	if out, err := server.Exec(ctx, "k3s", "certificate", "check"); err != nil || !strings.Contains(out, "serving-kube-apiserver.crt") || strings.Contains(out, "EXPIRED") {
+		t.Errorf("k3s certificate check: %v\n%s", err, out)
+	}
+	if err := WaitFor(ctx, 2*time.Minute, 2*time.Second, func() error {
+		for _, from := range pods {
+			if body, err := podGet(ctx, server, from, "/"); err != nil || !strings.Contains(body, "hello from ballast testserver") {
+				return fmt.Errorf("pod on %s after the renewal: %v %q", from.Node, err, body)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 }

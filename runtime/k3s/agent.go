@@ -122,7 +122,7 @@ func (a *app) agent(ctx context.Context, args []string) error {
 		// A Join of its own: the load balancer's keeps asking j for the
 		// servers' addresses meanwhile.
 		renew := *j
-		go watchAgentCertificates(ctx, CertCheckInterval, &renew, run, a.stderr)
+		go watchAgentCertificates(ctx, certCheckInterval(a.lookupEnv), &renew, run, a.stderr)
 	})
 }
 

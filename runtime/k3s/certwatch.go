@@ -14,8 +14,19 @@ import (
 
 // CertCheckInterval is how often a running server checks its
 // certificates: an appliance may never restart, and the leaf certificates
-// k3s issues live a year.
+// k3s issues live a year. BALLAST_CERT_CHECK_INTERVAL (a Go duration, at
+// least a second) sets another, for tests.
 var CertCheckInterval = 12 * time.Hour
+
+// certCheckInterval is CertCheckInterval, or the environment's.
+func certCheckInterval(lookupEnv func(string) (string, bool)) time.Duration {
+	if v, ok := lookupEnv("BALLAST_CERT_CHECK_INTERVAL"); ok {
+		if d, err := time.ParseDuration(v); err == nil && d >= time.Second {
+			return d
+		}
+	}
+	return CertCheckInterval
+}
 
 // certRestarts are the components that read a service's certificates only
 // at start. The k3s process's own servers and clients (supervisor,

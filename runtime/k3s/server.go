@@ -168,7 +168,7 @@ func (a *app) server(ctx context.Context, args []string) error {
 		return certs.WriteAdminKubeconfig(s.DataDir, s.WriteKubeconfig, s.HTTPSListenPort, s.WriteKubeconfigMode)
 	}
 	return a.runPlan(ctx, filepath.Join(s.DataDir, LogDir), plan, up, func(run *processes.Runner) {
-		go watchCertificates(ctx, CertCheckInterval, certOpts, writeAdmin, run, a.stderr)
+		go watchCertificates(ctx, certCheckInterval(a.lookupEnv), certOpts, writeAdmin, run, a.stderr)
 	})
 }
 
