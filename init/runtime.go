@@ -187,7 +187,19 @@ func (s *system) watchNode(ctx context.Context, ready chan<- struct{}, nodeName 
 	}
 	mark("runtime-start", start)
 	var c *kubenode.Client
+	var certsChecked, warned time.Time
 	for {
+		if time.Since(certsChecked) >= time.Hour || s.nodeCertFile() == "" {
+			certsChecked = time.Now()
+			e := kubenode.EarliestExpiry(s.path(k3sDataDir))
+			s.mu.Lock()
+			s.node.CertExpires, s.node.CertFile = e.NotAfter, e.File
+			s.mu.Unlock()
+			if msg := certWarning(e, time.Now()); msg != "" && time.Since(warned) >= 24*time.Hour {
+				warned = time.Now()
+				s.log.Warn(msg)
+			}
+		}
 		if name == "" {
 			// with-node-id: the name is known once k3s wrote the id.
 			if name = nodeName(); name != "" {
@@ -218,6 +230,32 @@ func (s *system) watchNode(ctx context.Context, ready chan<- struct{}, nodeName 
 		case <-time.After(wait):
 		}
 	}
+}
+
+func (s *system) nodeCertFile() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.node.CertFile
+}
+
+// k3sDataDir is the runtime's data dir, whose certificates the status
+// reports.
+const k3sDataDir = "/var/lib/rancher/k3s"
+
+// certWarning is the console's line when a certificate of the runtime
+// expires within 30 days ("" otherwise).
+func certWarning(e kubenode.Expiry, now time.Time) string {
+	if e.File == "" {
+		return ""
+	}
+	left := e.NotAfter.Sub(now)
+	switch {
+	case left <= 0:
+		return fmt.Sprintf("certificate %s EXPIRED on %s: the node cannot reach its cluster; run k3s certificate check, and rotate the CA (k3s certificate rotate-ca) if it is the CA", e.File, e.NotAfter.UTC().Format(time.DateOnly))
+	case left < 30*24*time.Hour:
+		return fmt.Sprintf("certificate %s expires in %d days (%s); the runtime renews leaf certificates by itself, so this is a CA or a failed renewal: run k3s certificate check", e.File, int(left.Hours()/24), e.NotAfter.UTC().Format(time.DateOnly))
+	}
+	return ""
 }
 
 func (s *system) pollNode(ctx context.Context, c **kubenode.Client, kubeconfig, name string, since time.Time, mark func(string, time.Time)) (bool, error) {

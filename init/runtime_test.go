@@ -3,9 +3,12 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	cloudconfig "github.com/ballast-os/ballast/cloud-config"
+	"github.com/ballast-os/ballast/init/kubenode"
 )
 
 // The shipped archives get links in k3s's images dir; a link to an
@@ -71,5 +74,28 @@ func TestNodeName(t *testing.T) {
 		if got := nodeName(&cloudconfig.Config{K3s: tc.k3s}, "Pi-Rack-1", tc.read); got != tc.want {
 			t.Errorf("k3s %v: node name %q, want %q", tc.k3s, got, tc.want)
 		}
+	}
+}
+
+func TestCertWarning(t *testing.T) {
+	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	e := kubenode.Expiry{File: "/var/lib/rancher/k3s/server/tls/client-ca.crt"}
+	for _, tc := range []struct {
+		left time.Duration
+		want string
+	}{
+		{400 * 24 * time.Hour, ""},
+		{31 * 24 * time.Hour, ""},
+		{12 * 24 * time.Hour, "client-ca.crt expires in 12 days (2026-12-19)"},
+		{-time.Hour, "client-ca.crt EXPIRED on 2026-12-06"},
+	} {
+		e.NotAfter = now.Add(tc.left)
+		got := certWarning(e, now)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%v left: %q, want %q", tc.left, got, tc.want)
+		}
+	}
+	if certWarning(kubenode.Expiry{}, now) != "" {
+		t.Error("no certificates: a warning")
 	}
 }

@@ -124,6 +124,11 @@ func TestE2ERuntime(t *testing.T) {
 	}
 	st := waitNodeReady(t, m, runtimeDeadline)
 	logNode(t, st)
+	// The status names the runtime's first certificate to expire: a leaf,
+	// issued at this first start for a year (the guest's clock is the host's).
+	if left := time.Until(st.Node.CertExpires); st.Node.CertFile == "" || left < 300*24*time.Hour || left > 366*24*time.Hour {
+		t.Errorf("agent status: first certificate to expire %q on %s, want one of this boot's, a year away", st.Node.CertFile, st.Node.CertExpires)
+	}
 	api := apiClient(t, m)
 	// A Ready node confirms the config on trial: it is now the last good one.
 	cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)

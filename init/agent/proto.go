@@ -215,6 +215,10 @@ type Node struct {
 	Stages []Stage `json:"stages,omitempty"`
 	// Error is the last failure asking the API server (while not Ready).
 	Error string `json:"error,omitempty"`
+	// CertExpires is when the first of the runtime's certificates expires
+	// (CertFile); the console warns when it is under 30 days away.
+	CertExpires time.Time `json:"cert_expires,omitzero"`
+	CertFile    string    `json:"cert_file,omitempty"`
 }
 
 // LogsParams asks for the last Lines lines of a log ("console" for the
