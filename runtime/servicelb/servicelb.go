@@ -377,6 +377,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 		}
 		if !existing[name] {
 			c.logf("service %s: applied DaemonSet %s/%s", key, c.Namespace, name)
+			c.event(ctx, s, "Normal", "AppliedDaemonSet", fmt.Sprintf("Applied LoadBalancer DaemonSet %s/%s", c.Namespace, name))
 		}
 		if err := c.syncStatus(ctx, s, pods, nodes); err != nil {
 			errs = append(errs, fmt.Errorf("service %s: status: %w", key, err))
@@ -696,10 +697,31 @@ func (c *Controller) syncStatus(ctx context.Context, s *service, pods []pod, nod
 	}
 	if len(want) == 0 {
 		c.logf("service %s: no node has a ready svclb pod: no addresses", s.key())
+		c.event(ctx, s, "Warning", "UnAvailableLoadBalancer", "There are no available nodes for LoadBalancer")
 	} else {
 		c.logf("service %s: addresses %s", s.key(), strings.Join(want, ", "))
+		c.event(ctx, s, "Normal", "UpdatedLoadBalancer", fmt.Sprintf("Updated LoadBalancer with new IPs: %v -> %v", have, want))
 	}
 	return nil
+}
+
+// event records what ServiceLB did on the Service, as k3s does, for
+// kubectl describe; a failure to record it is not the pass's.
+func (c *Controller) event(ctx context.Context, s *service, typ, reason, msg string) {
+	now := time.Now().UTC().Format(time.RFC3339)
+	ev := map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Event",
+		"metadata":   map[string]any{"generateName": s.Metadata.Name + ".", "namespace": s.Metadata.Namespace},
+		"involvedObject": map[string]any{
+			"apiVersion": "v1", "kind": "Service", "namespace": s.Metadata.Namespace, "name": s.Metadata.Name,
+			"uid": s.Metadata.UID, "resourceVersion": s.Metadata.ResourceVersion,
+		},
+		"type": typ, "reason": reason, "message": msg,
+		"source":         map[string]string{"component": "service-lb-controller"},
+		"firstTimestamp": now, "lastTimestamp": now, "count": 1,
+	}
+	_ = c.API.Do(ctx, http.MethodPost, "/api/v1/namespaces/"+url.PathEscape(s.Metadata.Namespace)+"/events", "application/json", ev, nil)
 }
 
 // patchStatus sets the Service's ingress IPs; the resourceVersion makes a

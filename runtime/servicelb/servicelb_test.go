@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,7 +58,8 @@ type fakeAPI struct {
 	ds        map[string]map[string]any   // applied DaemonSets by name
 	status    map[string][]any            // ns/name -> ingress patched
 	applies   int
-	patches   int // status patches
+	patches   int      // status patches
+	events    []string // reasons
 	deleted   []string
 	lease     map[string]any
 	leaseRV   int
@@ -143,6 +145,12 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			f.deleted = append(f.deleted, name)
 		}
 		f.ds = map[string]map[string]any{}
+		w.Write([]byte(`{}`))
+	case r.Method == "POST" && strings.HasSuffix(p, "/events"):
+		var ev struct{ Reason string }
+		data, _ := io.ReadAll(r.Body)
+		json.Unmarshal(data, &ev)
+		f.events = append(f.events, ev.Reason)
 		w.Write([]byte(`{}`))
 	case r.Method == "PATCH" && strings.HasSuffix(p, "/status"):
 		if r.Header.Get("Content-Type") != "application/merge-patch+json" {
@@ -247,6 +255,9 @@ func TestSync(t *testing.T) {
 
 	if !f.saCreated {
 		t.Error("the svclb ServiceAccount was not created")
+	}
+	if !slices.Contains(f.events, "AppliedDaemonSet") || !slices.Contains(f.events, "UpdatedLoadBalancer") {
+		t.Errorf("events %v: want AppliedDaemonSet and UpdatedLoadBalancer, as k3s records", f.events)
 	}
 	if f.applies != 2 || f.ds["svclb-web-aaaaaaaa"] == nil || f.ds["svclb-local-bbbbbbbb"] == nil {
 		t.Fatalf("applied %d DaemonSets: %v", f.applies, keys(f.ds))
