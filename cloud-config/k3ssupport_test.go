@@ -56,7 +56,7 @@ func TestK3sIgnoredAndRefusedKeys(t *testing.T) {
 		"  etcd-s3-bucket: backups\n" + // 8
 		"  airgap-extra-registry: [a.example, b.example]\n" + // 9
 		"k3os:\n" +
-		"  k3s_args: [server, --secrets-encryption, --flannel-backend, wireguard-native]\n" // 11
+		"  k3s_args: [server, --prefer-bundled-bin, --flannel-backend, wireguard-native]\n" // 11
 	warns, err := Validate("user-data", []byte(doc))
 	var errs []string
 	if list, ok := err.(*ErrorList); ok {
@@ -69,7 +69,7 @@ func TestK3sIgnoredAndRefusedKeys(t *testing.T) {
 	wantErrs := []string{
 		`user-data:3:3: k3s.docker: cri-dockerd is not built into ballast's runtime`,
 		`user-data:5:16: k3s.snapshotter: snapshotter "stargz": the stargz snapshotter (eStargz lazy pulling) is not linked`,
-		`user-data:11:22: k3os.k3s_args[1]: --secrets-encryption: ballast's runtime does not write the encryption config`,
+		`user-data:11:22: k3os.k3s_args[1]: --prefer-bundled-bin: ballast images carry no bundled iptables`,
 		`user-data:11:`, // --flannel-backend wireguard-native, at its value
 	}
 	wantWarns := []string{

@@ -2,6 +2,7 @@ package containertest
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -534,7 +535,7 @@ func TestCluster(t *testing.T) {
 // an agent, which takes the backend from the server's /v1-k3s/config.
 func TestClusterHostGW(t *testing.T) {
 	c, ctx := newCluster(t)
-	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw", "BALLAST_CERT_CHECK_INTERVAL": "10s"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage,servicelb")
+	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw", "BALLAST_CERT_CHECK_INTERVAL": "10s"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage,servicelb", "--secrets-encryption")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -558,6 +559,25 @@ func TestClusterHostGW(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// secrets-encryption: a Secret reaches the datastore encrypted (the raw
+	// sqlite files hold k3s's aescbc envelope, not the value), and reads
+	// back in the clear through the API.
+	const plain = "ballast-secret-value-4f2a9c"
+	if out, err := server.Kubectl(ctx, "create", "secret", "generic", "enc-test", "--from-literal=v="+plain); err != nil {
+		t.Fatalf("create secret: %v %s", err, out)
+	}
+	if out, err := server.Exec(ctx, "sh", "-c", "sync; cat /var/lib/rancher/k3s/server/db/state.db* | grep -a -c "+plain+" || true"); err != nil || strings.TrimSpace(out) != "0" {
+		t.Errorf("the Secret's value is in the datastore in the clear (%q matches, %v)", out, err)
+	}
+	if out, err := server.Exec(ctx, "sh", "-c", "cat /var/lib/rancher/k3s/server/db/state.db* | grep -a -c k8s:enc:aescbc:v1:aescbckey"); err != nil || strings.TrimSpace(out) == "0" {
+		t.Errorf("no aescbc-encrypted object in the datastore: %v %q", err, out)
+	}
+	if out, err := server.Kubectl(ctx, "get", "secret", "enc-test", "-o", "jsonpath={.data.v}"); err != nil || out != base64.StdEncoding.EncodeToString([]byte(plain)) {
+		t.Errorf("the Secret through the API: %v %q", err, out)
+	}
+	if out, err := server.Exec(ctx, "k3s", "secrets-encrypt", "status"); err != nil || !strings.Contains(out, "Encryption Status: Enabled") || !strings.Contains(out, "aescbckey") {
+		t.Errorf("k3s secrets-encrypt status: %v\n%s", err, out)
 	}
 	// disable: servicelb: the LoadBalancer Service gets no DaemonSet and no
 	// address (by now ServiceLB would have made both: TestCluster).

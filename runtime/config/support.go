@@ -248,8 +248,8 @@ func supportTable() []Support {
 		refused("disable-controller-manager", "a server without kube-controller-manager "+msgSplitRoles),
 		refused("disable-etcd", "a server without etcd (control plane only) "+msgSplitRoles),
 		// Would point the apiserver at server/cred/encryption-config.json, which nothing writes.
-		refused("secrets-encryption", "ballast's runtime does not write the encryption config (<data-dir>/server/cred/encryption-config.json) yet, so kube-apiserver would fail to start; remove the key (Secrets are then stored unencrypted in the datastore on the data partition)"),
-		ignored("secrets-encryption-provider", "used only with secrets-encryption, which ballast's runtime does not build yet; remove the key"),
+		acted("secrets-encryption"),          // server/cred/encryption-config.json, kube-apiserver
+		acted("secrets-encryption-provider"), // aescbc or secretbox
 		ignored("enable-servicelb", "an RKE2 flag that k3s hides: ServiceLB runs on every k3s server unless disable: servicelb; remove the key"),
 		ignored("supervisor-metrics", "the supervisor serves no /metrics; remove the key"),
 		ignored("embedded-registry", "the embedded registry mirror (Spegel) is not built into ballast's runtime, so nodes pull from the registries and registries.yaml mirrors, never from each other; remove the key"),

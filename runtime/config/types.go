@@ -89,6 +89,7 @@ type ServerConfig struct {
 	FlannelIPv6Masq           bool
 	FlannelExternalIP         bool
 	SecretsEncryption         bool
+	SecretsEncryptionProvider string // aescbc (default) or secretbox
 	DefaultLocalStoragePath   string
 	KubeAPIServerArgs         []string
 	KubeControllerManagerArgs []string
@@ -320,6 +321,7 @@ func (l *Loaded) ServerConfig() (*ServerConfig, error) {
 		FlannelIPv6Masq:           c.boolean("flannel-ipv6-masq"),
 		FlannelExternalIP:         c.boolean("flannel-external-ip"),
 		SecretsEncryption:         c.boolean("secrets-encryption"),
+		SecretsEncryptionProvider: c.str("secrets-encryption-provider"),
 		DefaultLocalStoragePath:   c.str("default-local-storage-path"),
 		KubeAPIServerArgs:         c.list("kube-apiserver-arg"),
 		KubeControllerManagerArgs: c.list("kube-controller-manager-arg"),

@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ballast-os/ballast/runtime/checkconfig"
+	"github.com/ballast-os/ballast/runtime/datadir"
+	"github.com/ballast-os/ballast/runtime/secretsencrypt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -186,7 +189,9 @@ func (a *app) dispatch(ctx context.Context) error {
 			return exitCode(1)
 		}
 		return nil
-	case "secrets-encrypt", "completion":
+	case "secrets-encrypt":
+		return a.secretsEncrypt(rest)
+	case "completion":
 		return notBuilt("k3s " + cmd)
 	}
 	if isComponent(cmd) {
@@ -205,6 +210,36 @@ func (a *app) tool(name string, args []string) error {
 		return exitCode(code)
 	}
 	return nil
+}
+
+// secretsEncrypt is `k3s secrets-encrypt status [--data-dir DIR]`; the
+// key rotation commands are not built.
+func (a *app) secretsEncrypt(args []string) error {
+	if len(args) == 0 || args[0] != "status" {
+		if len(args) > 0 && slices.Contains([]string{"enable", "disable", "prepare", "rotate", "reencrypt", "rotate-keys"}, args[0]) {
+			return notBuilt("k3s secrets-encrypt " + args[0] + " (set secrets-encryption: true in the config and restart to turn it on)")
+		}
+		return fmt.Errorf("%w: usage: k3s secrets-encrypt status [--data-dir DIR]", config.ErrUsage)
+	}
+	dataDir := config.DefaultDataDir
+	if v, ok := a.lookupEnv("K3S_DATA_DIR"); ok && v != "" {
+		dataDir = v
+	}
+	for i := 1; i < len(args); i++ {
+		flag, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if flag != "data-dir" && flag != "d" {
+			return fmt.Errorf("%w: unknown flag %s", config.ErrUsage, args[i])
+		}
+		if !has {
+			if i+1 >= len(args) {
+				return fmt.Errorf("%w: %s needs a value", config.ErrUsage, args[i])
+			}
+			i++
+			val = args[i]
+		}
+		dataDir = val
+	}
+	return secretsencrypt.Status(a.stdout, filepath.Join(datadir.Layout{Root: dataDir}.Cred(), "encryption-config.json"))
 }
 
 func notBuilt(what string) error {

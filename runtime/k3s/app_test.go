@@ -26,7 +26,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestDispatchNotBuilt(t *testing.T) {
-	for _, args := range [][]string{{"/bin/kubectl", "get", "nodes"}, {"crictl", "ps"}, {"ctr"}, {"k3s", "kubectl", "get", "pods"}, {"k3s", "secrets-encrypt", "status"}, {"k3s", "kube-apiserver", "--secure-port=6444"}} {
+	for _, args := range [][]string{{"/bin/kubectl", "get", "nodes"}, {"crictl", "ps"}, {"ctr"}, {"k3s", "kubectl", "get", "pods"}, {"k3s", "secrets-encrypt", "rotate-keys"}, {"k3s", "kube-apiserver", "--secure-port=6444"}} {
 		code, _, errOut := runApp(t, nil, args...)
 		if code != 1 || !strings.Contains(errOut, "not built into this runtime yet") {
 			t.Errorf("%v: %d %q", args, code, errOut)

@@ -22,6 +22,7 @@ import (
 	"github.com/ballast-os/ballast/runtime/nodecontroller"
 	"github.com/ballast-os/ballast/runtime/packaged"
 	"github.com/ballast-os/ballast/runtime/processes"
+	"github.com/ballast-os/ballast/runtime/secretsencrypt"
 	"github.com/ballast-os/ballast/runtime/servicelb"
 	"github.com/ballast-os/ballast/runtime/supervisor"
 	"github.com/ballast-os/ballast/runtime/token"
@@ -58,6 +59,17 @@ func (a *app) server(ctx context.Context, args []string) error {
 		}
 		if joinAPI, err = a.joinServer(ctx, s); err != nil {
 			return err
+		}
+	}
+	if s.SecretsEncryption {
+		// After the join: a server joining a cluster got the cluster's.
+		p := filepath.Join(lay.Cred(), "encryption-config.json")
+		wrote, err := secretsencrypt.Ensure(p, s.SecretsEncryptionProvider)
+		if err != nil {
+			return fmt.Errorf("secrets-encryption: %w", err)
+		}
+		if wrote {
+			fmt.Fprintf(a.stderr, "secrets-encryption: wrote %s (%s): Secrets are stored encrypted from now on\n", p, s.SecretsEncryptionProvider)
 		}
 	}
 	certOpts := certs.Options{
