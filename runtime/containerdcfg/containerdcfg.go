@@ -3,7 +3,8 @@
 // /etc/rancher/k3s/registries.yaml as certs.d/<host>/hosts.toml, the NVIDIA
 // runtimes found on the node, and a user template (config-v3.toml.tmpl,
 // else config.toml.tmpl) that replaces the file and may include the
-// generated one with {{ template "base" . }}.
+// generated one with {{ template "base" . }}. Templates see k3s's names
+// too (TemplateData), so one written for k3s renders unchanged.
 package containerdcfg
 
 import (
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -21,7 +23,8 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Config is the data the templates see.
+// Config is what the generated config is made of. Templates see it
+// through TemplateData, under these names and k3s's.
 type Config struct {
 	Root          string // agent/containerd
 	State         string // /run/k3s/containerd
@@ -42,6 +45,13 @@ type Config struct {
 	Runtimes            []Runtime
 	Registry            *Registry
 	PrivateRegistry     string // where Registry came from, for comments
+	// NodeName, NodeIPs, NoFlannel (flannel-backend none) and InUserNS
+	// (the node runs in a user namespace other than the host's) are not
+	// in the base config; templates written for k3s read them.
+	NodeName  string
+	NodeIPs   []netip.Addr
+	NoFlannel bool
+	InUserNS  bool
 }
 
 // Runtime is an extra runc-v2 runtime (NVIDIA and others).
@@ -135,7 +145,7 @@ state = {{ q .State }}
   address = {{ q .Address }}
 
 [plugins.'io.containerd.internal.v1.opt']
-  path = {{ q (print .Root "/opt") }}
+  path = {{ q .NodeConfig.Containerd.Opt }}
 
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
@@ -226,10 +236,20 @@ func quote(s string) string {
 	return b.String()
 }
 
-var funcs = template.FuncMap{"q": quote}
+// funcs are ballast's q and the functions k3s registers for Linux
+// templates (pkg/agent/templates), so that a template written for k3s
+// parses.
+var funcs = template.FuncMap{
+	"q":            quote,
+	"deschemify":   deschemify,
+	"toJson":       toJSON,
+	"filepathjoin": filepath.Join,
+}
 
 // Render returns config.toml: the user template in dir when present
-// (config-v3.toml.tmpl first, then config.toml.tmpl), else the base.
+// (config-v3.toml.tmpl first, then config.toml.tmpl), else the base. Both
+// execute with TemplateData, so ballast's names and k3s's both resolve;
+// the user template names the base "base".
 func Render(c *Config, templateDir string) (out []byte, usedTemplate string, err error) {
 	base, err := template.New("base").Funcs(funcs).Parse(baseTemplate)
 	if err != nil {
@@ -253,8 +273,15 @@ func Render(c *Config, templateDir string) (out []byte, usedTemplate string, err
 		break
 	}
 	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, c); err != nil {
-		return nil, "", fmt.Errorf("containerdcfg: executing %s: %w", tmpl.Name(), err)
+	if err := tmpl.Execute(&buf, newTemplateData(c, templateDir)); err != nil {
+		// text/template's error names the file and line
+		// ("template: config-v3.toml.tmpl:12:3: executing ..."); the
+		// prefix says which directory.
+		where := usedTemplate
+		if where == "" {
+			where = "the base template"
+		}
+		return nil, "", fmt.Errorf("containerdcfg: executing %s: %w", where, err)
 	}
 	return buf.Bytes(), usedTemplate, nil
 }

@@ -85,6 +85,18 @@ func hasCapability(h host, bit uint) bool {
 	return true
 }
 
+// inUserNS reports whether this process runs in a user namespace other
+// than the host's (what k3s's templates know as IsRunningInUserNS): the
+// host's maps every uid to itself in one line, "0 0 4294967295". An
+// unreadable map counts as the host's.
+func inUserNS(h host) bool {
+	data, err := h.readFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	return strings.Join(strings.Fields(string(data)), " ") != "0 0 4294967295"
+}
+
 // cgroupV1 reports a host without the unified cgroup hierarchy.
 func cgroupV1(h host) bool {
 	_, err := h.readFile("/sys/fs/cgroup/cgroup.controllers")

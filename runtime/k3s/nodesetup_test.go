@@ -85,6 +85,21 @@ func TestHasCapability(t *testing.T) {
 	}
 }
 
+func TestInUserNS(t *testing.T) {
+	for m, want := range map[string]bool{
+		"         0          0 4294967295\n":                                   false,
+		"         0     100000      65536\n":                                   true,
+		"         0       1000          1\n         1     100000      65536\n": true,
+	} {
+		if got := inUserNS(&fakeHost{files: map[string]string{"/proc/self/uid_map": m}}); got != want {
+			t.Errorf("uid_map %q: inUserNS = %v", m, got)
+		}
+	}
+	if inUserNS(&fakeHost{}) {
+		t.Error("an unreadable uid_map is the host's")
+	}
+}
+
 // fakeStatus is a host whose /proc/self/status is s.
 type fakeStatus string
 

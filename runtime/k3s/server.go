@@ -342,6 +342,9 @@ func (a *app) writeAgentConfigs(s *config.ServerConfig, lay datadir.Layout, n *c
 		CNIConfDir: lay.CNIConf(), CertsDir: lay.ContainerdCertsD(), SELinux: s.SELinux,
 		RestrictOOMScoreAdj: s.Rootless || !hasCapability(realHost{}, capSysResource),
 		DefaultRuntime:      s.DefaultRuntime, Runtimes: containerdcfg.FindNVIDIARuntimes(os.Getenv("PATH"), os.Stat),
+		// Not in the base config; templates written for k3s read them.
+		PrivateRegistry: s.PrivateRegistry, NodeName: n.NodeName, NodeIPs: n.NodeIPs,
+		NoFlannel: s.FlannelBackend == "none", InUserNS: inUserNS(realHost{}),
 	}
 	if data, err := os.ReadFile(s.PrivateRegistry); err == nil {
 		if cc.Registry, err = containerdcfg.ParseRegistries(s.PrivateRegistry, data); err != nil {

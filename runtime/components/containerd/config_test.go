@@ -2,9 +2,12 @@ package containerd
 
 import (
 	"context"
+	"iter"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	srvconfig "github.com/containerd/containerd/v2/cmd/containerd/server/config"
@@ -33,32 +36,95 @@ func TestRenderedConfigSyncsUnpacks(t *testing.T) {
 	if err := os.WriteFile(path, out, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	var cfg srvconfig.Config
-	if err := srvconfig.LoadConfig(ctx, path, &cfg); err != nil {
+	cfg := loadConfig(t, path)
+	const id = "io.containerd.service.v1.diff-service"
+	v := decodePlugin(t, cfg, id, true)
+	if !v.FieldByName("SyncFs").Bool() {
+		t.Errorf("%s: sync_fs is off", id)
+	}
+	if order := v.FieldByName("Order"); order.Len() != 1 || order.Index(0).String() != "walking" {
+		t.Errorf("%s: differ order %v, want containerd's default [walking]", id, order)
+	}
+}
+
+// TestK3sTemplatesLoad loads what templates written for k3s render to
+// (containerdcfg's golden files for its k3s testdata templates, version 2
+// and 3) as the daemon loads them, version 2 migrated, and checks that the
+// CRI plugins get the pause image and the runtimes, the extra ones too.
+func TestK3sTemplatesLoad(t *testing.T) {
+	files, _ := filepath.Glob("../../containerdcfg/testdata/k3s-*.golden")
+	if len(files) < 3 {
+		t.Fatalf("rendered k3s templates: %v", files)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			cfg := loadConfig(t, f)
+			if cfg.Version != 3 {
+				t.Errorf("version %d after loading, want 3", cfg.Version)
+			}
+			images := decodePlugin(t, cfg, "io.containerd.cri.v1.images", false)
+			if got := images.FieldByName("PinnedImages").MapIndex(reflect.ValueOf("sandbox")); !got.IsValid() || got.String() != "rancher/mirrored-pause:3.6" {
+				t.Errorf("pinned sandbox image %v", got)
+			}
+			runtimes := decodePlugin(t, cfg, "io.containerd.cri.v1.runtime", false).FieldByName("Runtimes")
+			want := map[string]string{"runc": "", "nvidia": "/usr/bin/nvidia-container-runtime"}
+			if strings.Contains(f, "docs-base") {
+				want["custom"] = "/usr/bin/custom-container-runtime"
+			}
+			if runtimes.Len() != len(want) {
+				t.Errorf("runtimes %v, want %v", runtimes.MapKeys(), want)
+			}
+			for name, binary := range want {
+				r := runtimes.MapIndex(reflect.ValueOf(name))
+				if !r.IsValid() {
+					t.Errorf("no runtime %s", name)
+					continue
+				}
+				if typ := r.FieldByName("Type").String(); typ != "io.containerd.runc.v2" {
+					t.Errorf("runtime %s: runtime_type %q", name, typ)
+				}
+				opts, _ := r.FieldByName("Options").Interface().(map[string]any)
+				if got, _ := opts["BinaryName"].(string); got != binary {
+					t.Errorf("runtime %s: BinaryName %q, want %q", name, got, binary)
+				}
+			}
+		})
+	}
+}
+
+// loadConfig loads path as the daemon does: over a version 3 config, with
+// the linked plugins' migrations for an older version.
+func loadConfig(t *testing.T, path string) *srvconfig.Config {
+	t.Helper()
+	g := registry.Graph(func(*plugin.Registration) bool { return false })
+	cfg := &srvconfig.Config{Version: 3}
+	if err := srvconfig.LoadConfigWithPlugins(context.Background(), path, func() iter.Seq[plugin.Registration] { return slices.Values(g) }, cfg); err != nil {
 		t.Fatal(err)
 	}
-	const id = "io.containerd.service.v1.diff-service"
+	return cfg
+}
+
+// decodePlugin decodes plugin id's section of cfg as the daemon does:
+// over a copy of that plugin's defaults, or over its zero value. The copy
+// is shallow: maps in the defaults (the CRI runtimes) are shared, and the
+// decode writes into them, so a test reading maps decodes over the zero
+// value.
+func decodePlugin(t *testing.T, cfg *srvconfig.Config, id string, overDefaults bool) reflect.Value {
+	t.Helper()
 	for _, r := range registry.Graph(func(*plugin.Registration) bool { return false }) {
 		if r.URI() != id {
 			continue
 		}
-		// A fresh copy of the plugin's defaults, decoded over as the
-		// daemon does.
 		pc := reflect.New(reflect.TypeOf(r.Config).Elem())
-		pc.Elem().Set(reflect.ValueOf(r.Config).Elem())
-		got, err := cfg.Decode(ctx, id, pc.Interface())
+		if overDefaults {
+			pc.Elem().Set(reflect.ValueOf(r.Config).Elem())
+		}
+		got, err := cfg.Decode(context.Background(), id, pc.Interface())
 		if err != nil {
 			t.Fatal(err)
 		}
-		v := reflect.ValueOf(got).Elem()
-		if !v.FieldByName("SyncFs").Bool() {
-			t.Errorf("%s: sync_fs is off", id)
-		}
-		if order := v.FieldByName("Order"); order.Len() != 1 || order.Index(0).String() != "walking" {
-			t.Errorf("%s: differ order %v, want containerd's default [walking]", id, order)
-		}
-		return
+		return reflect.ValueOf(got).Elem()
 	}
 	t.Fatalf("no plugin %s linked", id)
+	return reflect.Value{}
 }
