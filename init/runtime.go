@@ -189,7 +189,10 @@ func (s *system) watchNode(ctx context.Context, ready chan<- struct{}, nodeName 
 	var c *kubenode.Client
 	var certsChecked, warned time.Time
 	for {
-		if time.Since(certsChecked) >= time.Hour || s.nodeCertFile() == "" {
+		// Until the node is Ready the runtime may still be issuing its
+		// certificates (the CAs come first): look at every poll; then
+		// hourly.
+		if time.Since(certsChecked) >= time.Hour || !s.nodeIsReady() {
 			certsChecked = time.Now()
 			e := kubenode.EarliestExpiry(s.path(k3sDataDir))
 			s.mu.Lock()
@@ -232,10 +235,10 @@ func (s *system) watchNode(ctx context.Context, ready chan<- struct{}, nodeName 
 	}
 }
 
-func (s *system) nodeCertFile() string {
+func (s *system) nodeIsReady() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.node.CertFile
+	return s.node.Ready
 }
 
 // k3sDataDir is the runtime's data dir, whose certificates the status
