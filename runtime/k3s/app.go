@@ -221,25 +221,35 @@ func (a *app) secretsEncrypt(args []string) error {
 		}
 		return fmt.Errorf("%w: usage: k3s secrets-encrypt status [--data-dir DIR]", config.ErrUsage)
 	}
+	dataDir, err := a.dataDirOnly(args[1:])
+	if err != nil {
+		return err
+	}
+	return secretsencrypt.Status(a.stdout, filepath.Join(datadir.Layout{Root: dataDir}.Cred(), "encryption-config.json"))
+}
+
+// dataDirOnly is the data dir of a command whose only flag is
+// --data-dir (-d): the flag, else $K3S_DATA_DIR, else the default.
+func (a *app) dataDirOnly(args []string) (string, error) {
 	dataDir := config.DefaultDataDir
 	if v, ok := a.lookupEnv("K3S_DATA_DIR"); ok && v != "" {
 		dataDir = v
 	}
-	for i := 1; i < len(args); i++ {
+	for i := 0; i < len(args); i++ {
 		flag, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
 		if flag != "data-dir" && flag != "d" {
-			return fmt.Errorf("%w: unknown flag %s", config.ErrUsage, args[i])
+			return "", fmt.Errorf("%w: unknown flag %s", config.ErrUsage, args[i])
 		}
 		if !has {
 			if i+1 >= len(args) {
-				return fmt.Errorf("%w: %s needs a value", config.ErrUsage, args[i])
+				return "", fmt.Errorf("%w: %s needs a value", config.ErrUsage, args[i])
 			}
 			i++
 			val = args[i]
 		}
 		dataDir = val
 	}
-	return secretsencrypt.Status(a.stdout, filepath.Join(datadir.Layout{Root: dataDir}.Cred(), "encryption-config.json"))
+	return dataDir, nil
 }
 
 func notBuilt(what string) error {
@@ -305,19 +315,9 @@ func (a *app) certificate(args []string) error {
 		dataDir = v
 	}
 	if args[0] == "check" {
-		for i := 1; i < len(args); i++ {
-			flag, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-			if flag != "data-dir" && flag != "d" {
-				return fmt.Errorf("%w: unknown flag %s", config.ErrUsage, args[i])
-			}
-			if !has {
-				if i+1 >= len(args) {
-					return fmt.Errorf("%w: %s needs a value", config.ErrUsage, args[i])
-				}
-				i++
-				val = args[i]
-			}
-			dataDir = val
+		dataDir, err := a.dataDirOnly(args[1:])
+		if err != nil {
+			return err
 		}
 		list, err := certs.List(dataDir)
 		if err != nil {

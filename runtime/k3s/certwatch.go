@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"slices"
 	"time"
@@ -62,7 +63,7 @@ func renewCertificates(o certs.Options, writeAdmin func() error, run restarter, 
 	if len(rep.Issued) == 0 {
 		return nil, nil
 	}
-	for _, p := range slices.Sorted(mapKeys(rep.Issued)) {
+	for _, p := range slices.Sorted(maps.Keys(rep.Issued)) {
 		fmt.Fprintf(log, "certificates: renewed %s (%s)\n", p, rep.Issued[p])
 	}
 	if err := writeAdmin(); err != nil {
@@ -96,16 +97,6 @@ func renewCertificates(o certs.Options, writeAdmin func() error, run restarter, 
 		restarted = append(restarted, c)
 	}
 	return restarted, nil
-}
-
-func mapKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // watchCertificates checks every interval until ctx ends.
