@@ -198,6 +198,29 @@ func (n *Node) Logs(ctx context.Context) string {
 	return out
 }
 
+// State is what a failed test needs to see of the cluster, asked of the
+// first node whose API answers (a server): every node's conditions and
+// taints, the pods that are not Running, the last events, and the disk the
+// nodes share (a full host disk puts every kubelet under DiskPressure).
+func (c *Cluster) State(ctx context.Context) string {
+	const script = `k3s kubectl get nodes -o wide
+k3s kubectl get nodes -o 'custom-columns=NODE:.metadata.name,TAINTS:.spec.taints[*].key,PRESSURE:.status.conditions[?(@.status=="True")].type'
+k3s kubectl get pods -A -o wide --field-selector=status.phase!=Running
+k3s kubectl get events -A --sort-by=.lastTimestamp | tail -n 40
+df -h /var/lib/rancher /`
+	for _, n := range c.nodes {
+		if _, err := n.Kubectl(ctx, "version"); err != nil {
+			continue
+		}
+		out, err := n.Exec(ctx, "sh", "-c", script)
+		if err != nil {
+			out += "\n" + err.Error()
+		}
+		return "(asked of " + n.Name + ")\n" + out
+	}
+	return "no node's API answered"
+}
+
 // ComponentLogs is the tail of every component log in the node.
 func (n *Node) ComponentLogs(ctx context.Context, lines int) string {
 	out, _ := n.Exec(ctx, "sh", "-c", fmt.Sprintf("for f in /var/lib/rancher/k3s/*/logs/*.log; do echo \"== $f\"; tail -n %d \"$f\"; done", lines))

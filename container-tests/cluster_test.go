@@ -61,6 +61,8 @@ func newCluster(t testing.TB) (*Cluster, context.Context) {
 				t.Logf("=== %s: k3s output (last 40 lines)\n%s", n.Name, tail(n.Logs(dctx), 40))
 				t.Logf("=== %s: component logs\n%s", n.Name, n.ComponentLogs(dctx, 15))
 			}
+			// Last, so that it is in the tail CI keeps.
+			t.Logf("=== cluster state\n%s", c.State(dctx))
 		}
 		if os.Getenv("BALLAST_KEEP_CLUSTER") == "" {
 			c.Close()

@@ -17,6 +17,7 @@ package cloudprovider
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -59,17 +60,19 @@ type Address struct {
 }
 
 type taint struct {
-	Key    string `json:"key"`
-	Value  string `json:"value,omitempty"`
-	Effect string `json:"effect"`
+	Key       string `json:"key"`
+	Value     string `json:"value,omitempty"`
+	Effect    string `json:"effect"`
+	TimeAdded string `json:"timeAdded,omitempty"`
 }
 
 // node is what the controller reads of a Node.
 type node struct {
 	Metadata struct {
-		Name        string            `json:"name"`
-		Annotations map[string]string `json:"annotations"`
-		Labels      map[string]string `json:"labels"`
+		Name            string            `json:"name"`
+		ResourceVersion string            `json:"resourceVersion"`
+		Annotations     map[string]string `json:"annotations"`
+		Labels          map[string]string `json:"labels"`
 	} `json:"metadata"`
 	Spec struct {
 		ProviderID string  `json:"providerID"`
@@ -153,7 +156,29 @@ func (c *Controller) runOnce(ctx context.Context) error {
 // Sync brings one node up to date: addresses when they differ, and, while
 // it carries the uninitialized taint, provider ID, instance type and the
 // taint's removal. A node already right costs no request.
+//
+// The taint list is written whole, so the write is conditional on the
+// resourceVersion it was read at: a watch event can be older than the
+// node (the node lifecycle controller may have added or removed a taint
+// since, or this controller already initialized it), and writing a stale
+// list back would bring a removed taint back or drop a new one. On a
+// conflict the node is read again.
 func (c *Controller) Sync(ctx context.Context, n node) error {
+	for range 5 {
+		err := c.sync(ctx, n)
+		if !errors.Is(err, kubeapi.ErrConflict) {
+			return err
+		}
+		name := n.Metadata.Name
+		n = node{}
+		if err := c.API.Do(ctx, http.MethodGet, "/api/v1/nodes/"+url.PathEscape(name), "", nil, &n); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("node %s: changed under the cloud controller at each of 5 tries", n.Metadata.Name)
+}
+
+func (c *Controller) sync(ctx context.Context, n node) error {
 	name := n.Metadata.Name
 	path := "/api/v1/nodes/" + url.PathEscape(name)
 	want := Addresses(name, n.Metadata.Annotations, n.Status.Addresses)
@@ -180,8 +205,11 @@ func (c *Controller) Sync(ctx context.Context, n node) error {
 		spec["providerID"] = ProviderName + "://" + name
 	}
 	patch := map[string]any{
-		"metadata": map[string]any{"labels": map[string]string{InstanceTypeLabel: ProviderName}},
-		"spec":     spec,
+		"metadata": map[string]any{
+			"labels":          map[string]string{InstanceTypeLabel: ProviderName},
+			"resourceVersion": n.Metadata.ResourceVersion,
+		},
+		"spec": spec,
 	}
 	if kept == nil {
 		spec["taints"] = []taint{}

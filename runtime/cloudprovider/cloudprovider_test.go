@@ -47,6 +47,7 @@ func TestSync(t *testing.T) {
 	c := &Controller{API: &kubeapi.Client{Base: srv.URL, HTTP: srv.Client()}}
 	var n node
 	n.Metadata.Name = "agent1"
+	n.Metadata.ResourceVersion = "41"
 	n.Metadata.Annotations = map[string]string{ProvidedNodeIP: "10.0.0.3", ExternalIPKey: "203.0.113.3"}
 	n.Spec.Taints = []taint{{Key: UninitializedTaint, Value: "true", Effect: "NoSchedule"}, {Key: "dedicated", Value: "edge", Effect: "NoSchedule"}}
 	if err := c.Sync(context.Background(), n); err != nil {
@@ -57,7 +58,7 @@ func TestSync(t *testing.T) {
 		t.Errorf("status patch %s", st)
 	}
 	sp, _ := json.Marshal(patches["/api/v1/nodes/agent1"])
-	if string(sp) != `{"metadata":{"labels":{"node.kubernetes.io/instance-type":"k3s"}},"spec":{"providerID":"k3s://agent1","taints":[{"effect":"NoSchedule","key":"dedicated","value":"edge"}]}}` {
+	if string(sp) != `{"metadata":{"labels":{"node.kubernetes.io/instance-type":"k3s"},"resourceVersion":"41"},"spec":{"providerID":"k3s://agent1","taints":[{"effect":"NoSchedule","key":"dedicated","value":"edge"}]}}` {
 		t.Errorf("node patch %s", sp)
 	}
 	// An initialized node with the right addresses costs no request.
@@ -67,5 +68,49 @@ func TestSync(t *testing.T) {
 	n.Status.Addresses = Addresses("agent1", n.Metadata.Annotations, nil)
 	if err := c.Sync(context.Background(), n); err != nil || len(patches) != 0 {
 		t.Errorf("initialized node: %v, patches %v", err, patches)
+	}
+}
+
+// A watch event older than the node: the taint write is refused (409) and
+// the node read again; already initialized by then, it is left alone, so a
+// taint the stale event lacked (or one removed since) is not written back.
+func TestSyncStaleEvent(t *testing.T) {
+	var mu sync.Mutex
+	var calls []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls = append(calls, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		switch {
+		case r.Method == http.MethodPatch && r.URL.Path == "/api/v1/nodes/agent2":
+			var p struct {
+				Metadata struct{ ResourceVersion string }
+			}
+			_ = json.NewDecoder(r.Body).Decode(&p)
+			if p.Metadata.ResourceVersion != "7" {
+				t.Errorf("taint patch at resourceVersion %q, want the event's 7", p.Metadata.ResourceVersion)
+			}
+			http.Error(w, `{"message":"the object has been modified"}`, http.StatusConflict)
+		case r.Method == http.MethodGet && r.URL.Path == "/api/v1/nodes/agent2":
+			_, _ = w.Write([]byte(`{"metadata":{"name":"agent2","resourceVersion":"9","annotations":{"alpha.kubernetes.io/provided-node-ip":"10.0.0.4"}},
+				"spec":{"providerID":"k3s://agent2","taints":[{"key":"node.kubernetes.io/unreachable","effect":"NoExecute","timeAdded":"2026-12-07T13:00:00Z"}]},
+				"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.4"},{"type":"Hostname","address":"agent2"}]}}`))
+		default:
+			http.Error(w, "unexpected", http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	c := &Controller{API: &kubeapi.Client{Base: srv.URL, HTTP: srv.Client()}}
+	var n node
+	n.Metadata.Name = "agent2"
+	n.Metadata.ResourceVersion = "7"
+	n.Metadata.Annotations = map[string]string{ProvidedNodeIP: "10.0.0.4"}
+	n.Status.Addresses = Addresses("agent2", n.Metadata.Annotations, nil)
+	n.Spec.Taints = []taint{{Key: UninitializedTaint, Value: "true", Effect: "NoSchedule"}, {Key: "node.kubernetes.io/not-ready", Effect: "NoSchedule"}}
+	if err := c.Sync(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"PATCH /api/v1/nodes/agent2", "GET /api/v1/nodes/agent2"}; !slices.Equal(calls, want) {
+		t.Errorf("requests %v, want %v", calls, want)
 	}
 }
