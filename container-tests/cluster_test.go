@@ -578,8 +578,45 @@ func TestClusterHostGW(t *testing.T) {
 	if out, err := server.Kubectl(ctx, "get", "secret", "enc-test", "-o", "jsonpath={.data.v}"); err != nil || out != base64.StdEncoding.EncodeToString([]byte(plain)) {
 		t.Errorf("the Secret through the API: %v %q", err, out)
 	}
-	if out, err := server.Exec(ctx, "k3s", "secrets-encrypt", "status"); err != nil || !strings.Contains(out, "Encryption Status: Enabled") || !strings.Contains(out, "aescbckey") {
+	if out, err := server.Exec(ctx, "k3s", "secrets-encrypt", "status"); err != nil || !strings.Contains(out, "Encryption Status: Enabled\nCurrent Rotation Stage: start\nServer Encryption Hashes: All hashes match") || !strings.Contains(out, " *      AES-CBC   aescbckey\n") {
 		t.Errorf("k3s secrets-encrypt status: %v\n%s", err, out)
+	}
+	// rotate-keys, as k3s does it on a running server: a new key first,
+	// kube-apiserver reloads the config (no restart), every Secret is
+	// rewritten with the new key, the old key goes.
+	if out, err := server.Exec(ctx, "k3s", "secrets-encrypt", "rotate", "--token", "wrong"); err == nil || !strings.Contains(out, "token") {
+		t.Errorf("secrets-encrypt with a wrong token: %v %q", err, out)
+	}
+	if out, err := server.Exec(ctx, "k3s", "secrets-encrypt", "rotate"); err == nil || !strings.Contains(out, "incorrect stage: start found on node server") {
+		t.Errorf("rotate before prepare: %v %q", err, out)
+	}
+	if out, err := server.Exec(ctx, "k3s", "secrets-encrypt", "rotate-keys"); err != nil || out != "keys rotated, reencryption finished" {
+		t.Fatalf("k3s secrets-encrypt rotate-keys: %v %q", err, out)
+	}
+	st, err := server.Exec(ctx, "k3s", "secrets-encrypt", "status", "-o", "json")
+	var status struct {
+		Stage, ActiveKey string
+		InactiveKeys     []string
+		HashMatch        bool
+	}
+	if err == nil {
+		err = json.Unmarshal([]byte(st), &status)
+	}
+	if err != nil || status.Stage != "reencrypt_finished" || !strings.HasPrefix(status.ActiveKey, "AES-CBC aescbckey-") || len(status.InactiveKeys) != 0 || !status.HashMatch {
+		t.Errorf("status after rotate-keys: %v %+v\n%s", err, status, st)
+	}
+	newKey := strings.TrimPrefix(status.ActiveKey, "AES-CBC ")
+	if out, err := server.Exec(ctx, "sh", "-c", "sync; cat /var/lib/rancher/k3s/server/db/state.db* | grep -a -c k8s:enc:aescbc:v1:"+newKey); err != nil || strings.TrimSpace(out) == "0" {
+		t.Errorf("no Secret in the datastore under the new key %s: %v %q", newKey, err, out)
+	}
+	if out, err := server.Kubectl(ctx, "get", "secret", "enc-test", "-o", "jsonpath={.data.v}"); err != nil || out != base64.StdEncoding.EncodeToString([]byte(plain)) {
+		t.Errorf("the Secret after rotate-keys: %v %q", err, out)
+	}
+	if out, err := server.Kubectl(ctx, "get", "events", "-A", "--field-selector", "reason=SecretsUpdateComplete", "-o", "jsonpath={.items[*].message}"); err != nil || !strings.Contains(out, "reencrypted") {
+		t.Errorf("no SecretsUpdateComplete event: %v %q", err, out)
+	}
+	if out, err := server.Kubectl(ctx, "get", "node", "server", "-o", `jsonpath={.metadata.annotations.k3s\.io/encryption-config-hash}`); err != nil || !strings.HasPrefix(out, "reencrypt_finished-") {
+		t.Errorf("the node's encryption-config-hash: %v %q", err, out)
 	}
 	// disable: servicelb: the LoadBalancer Service gets no DaemonSet and no
 	// address (by now ServiceLB would have made both: TestCluster).

@@ -2,6 +2,11 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
 	"github.com/ballast-os/ballast/runtime/supervisor"
 	"github.com/ballast-os/ballast/runtime/token"
 )
@@ -32,4 +37,26 @@ func (s *ServerClient) Bootstrap(ctx context.Context) (supervisor.Bootstrap, err
 // DBInfo decodes the server's /db/info (its etcd members) into out.
 func (s *ServerClient) DBInfo(ctx context.Context, out any) error {
 	return s.c.getJSONAt(ctx, "/db/info", out)
+}
+
+// EncryptStatus decodes the server's /v1-k3s/encrypt/status into out
+// (`k3s secrets-encrypt status`).
+func (s *ServerClient) EncryptStatus(ctx context.Context, out any) error {
+	return s.c.getJSON(ctx, "/encrypt/status", out)
+}
+
+// EncryptConfig sends req to the server's /v1-k3s/encrypt/config (the
+// other `k3s secrets-encrypt` commands) and returns its answer's line.
+// rotate-keys answers once every Secret is re-encrypted: minutes, not the
+// join API's 30 seconds.
+func (s *ServerClient) EncryptConfig(ctx context.Context, req any) (string, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return "", err
+	}
+	c, hc := *s.c, *s.c.http
+	hc.Timeout = 10 * time.Minute
+	c.http = &hc
+	out, err := c.do(ctx, http.MethodPut, "/encrypt/config", http.Header{"Content-Type": {"application/json"}}, body)
+	return strings.TrimSpace(string(out)), err
 }

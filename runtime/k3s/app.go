@@ -9,21 +9,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ballast-os/ballast/runtime/checkconfig"
-	"github.com/ballast-os/ballast/runtime/datadir"
-	"github.com/ballast-os/ballast/runtime/secretsencrypt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ballast-os/ballast/runtime/certs"
+	"github.com/ballast-os/ballast/runtime/checkconfig"
 	"github.com/ballast-os/ballast/runtime/config"
 )
 
@@ -190,7 +187,7 @@ func (a *app) dispatch(ctx context.Context) error {
 		}
 		return nil
 	case "secrets-encrypt":
-		return a.secretsEncrypt(rest)
+		return a.secretsEncrypt(ctx, rest)
 	case "completion":
 		return notBuilt("k3s " + cmd)
 	}
@@ -210,22 +207,6 @@ func (a *app) tool(name string, args []string) error {
 		return exitCode(code)
 	}
 	return nil
-}
-
-// secretsEncrypt is `k3s secrets-encrypt status [--data-dir DIR]`; the
-// key rotation commands are not built.
-func (a *app) secretsEncrypt(args []string) error {
-	if len(args) == 0 || args[0] != "status" {
-		if len(args) > 0 && slices.Contains([]string{"enable", "disable", "prepare", "rotate", "reencrypt", "rotate-keys"}, args[0]) {
-			return notBuilt("k3s secrets-encrypt " + args[0] + " (set secrets-encryption: true in the config and restart to turn it on)")
-		}
-		return fmt.Errorf("%w: usage: k3s secrets-encrypt status [--data-dir DIR]", config.ErrUsage)
-	}
-	dataDir, err := a.dataDirOnly(args[1:])
-	if err != nil {
-		return err
-	}
-	return secretsencrypt.Status(a.stdout, filepath.Join(datadir.Layout{Root: dataDir}.Cred(), "encryption-config.json"))
 }
 
 // dataDirOnly is the data dir of a command whose only flag is

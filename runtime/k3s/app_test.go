@@ -26,7 +26,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestDispatchNotBuilt(t *testing.T) {
-	for _, args := range [][]string{{"/bin/kubectl", "get", "nodes"}, {"crictl", "ps"}, {"ctr"}, {"k3s", "kubectl", "get", "pods"}, {"k3s", "secrets-encrypt", "rotate-keys"}, {"k3s", "kube-apiserver", "--secure-port=6444"}} {
+	for _, args := range [][]string{{"/bin/kubectl", "get", "nodes"}, {"crictl", "ps"}, {"ctr"}, {"k3s", "kubectl", "get", "pods"}, {"k3s", "kube-apiserver", "--secure-port=6444"}} {
 		code, _, errOut := runApp(t, nil, args...)
 		if code != 1 || !strings.Contains(errOut, "not built into this runtime yet") {
 			t.Errorf("%v: %d %q", args, code, errOut)
@@ -34,6 +34,12 @@ func TestDispatchNotBuilt(t *testing.T) {
 	}
 	if code, _, _ := runApp(t, nil, "k3s", "frobnicate"); code != 2 {
 		t.Errorf("unknown command exit %d, want 2", code)
+	}
+	// secrets-encrypt's flags are checked before the server is asked.
+	for _, args := range [][]string{{"k3s", "secrets-encrypt", "frob"}, {"k3s", "secrets-encrypt", "rotate-keys", "--force"}, {"k3s", "secrets-encrypt", "prepare", "--skip"}, {"k3s", "secrets-encrypt", "rotate", "-o", "json"}} {
+		if code, _, errOut := runApp(t, nil, args...); code != 2 || !strings.Contains(errOut, "secrets-encrypt") {
+			t.Errorf("%v: exit %d %q, want a usage error", args, code, errOut)
+		}
 	}
 }
 

@@ -156,7 +156,11 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.startSupervisor(ctx, s, adv); err != nil {
+	enc, err := a.secretsEncryptController(ctx, s, lay, nodeName)
+	if err != nil {
+		return err
+	}
+	if err := a.startSupervisor(ctx, s, adv, enc); err != nil {
 		return err
 	}
 	if member != nil {
@@ -234,6 +238,32 @@ func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay 
 	return nil
 }
 
+// secretsEncryptController is the server side of `k3s secrets-encrypt`,
+// as the supervisor: it rewrites every Secret and patches this server's
+// node. With secrets-encryption it records the rotation stage once the
+// node exists; without, it answers status (disabled) and refuses changes.
+func (a *app) secretsEncryptController(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, nodeName string) (*secretsencrypt.Controller, error) {
+	api, err := localAPI(s, lay, "client-supervisor")
+	if err != nil {
+		return nil, err
+	}
+	c := &secretsencrypt.Controller{
+		API:        api,
+		ConfigPath: filepath.Join(lay.Cred(), "encryption-config.json"),
+		StatePath:  filepath.Join(lay.Cred(), "encryption-state.json"),
+		NodeName:   nodeName,
+		Provider:   s.SecretsEncryptionProvider,
+		Logf:       func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) },
+	}
+	if s.DisableAgent {
+		c.NodeName = ""
+	}
+	if s.SecretsEncryption {
+		go c.Start(ctx)
+	}
+	return c, nil
+}
+
 // localAPI is a client of this server's kube-apiserver with the client
 // certificate server/tls/<cert>.crt.
 func localAPI(s *config.ServerConfig, lay datadir.Layout, cert string) (*kubeapi.Client, error) {
@@ -254,7 +284,7 @@ func localAPI(s *config.ServerConfig, lay datadir.Layout, cert string) (*kubeapi
 // apiserver on 127.0.0.1:apiserver-port) and serves it until ctx ends.
 // Nothing when apiserver-port is https-listen-port: the apiserver serves
 // that port itself and agents cannot join.
-func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, adv netip.Addr) error {
+func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, adv netip.Addr, enc *secretsencrypt.Controller) error {
 	if s.APIServerPortOrDefault() == s.HTTPSListenPort {
 		fmt.Fprintf(a.stderr, "warning: apiserver-port is https-listen-port (%d): no supervisor listener, agents cannot join this server\n", s.HTTPSListenPort)
 		return nil
@@ -272,6 +302,8 @@ func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, adv n
 		Cluster:          supervisor.ClusterConfigOf(s),
 		AgentTokenSet:    s.AgentToken != "" || s.AgentTokenFile != "",
 		Logf:             func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) },
+		EncryptStatus:    enc.ServeStatus,
+		EncryptConfig:    enc.ServeConfig,
 	}
 	if embeddedEtcd(s) {
 		sup.DBInfo = etcdDBInfo(s.DataDir)

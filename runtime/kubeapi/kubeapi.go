@@ -68,7 +68,7 @@ func (e *StatusError) Error() string {
 }
 
 // Do sends body (JSON-encoded unless nil) with contentType and decodes a
-// 2xx answer into out (when not nil).
+// 2xx answer into out (when not nil; a *[]byte gets the body as it is).
 func (k *Client) Do(ctx context.Context, method, path, contentType string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -106,6 +106,10 @@ func (k *Client) Do(ctx context.Context, method, path, contentType string, body,
 		return &StatusError{Method: method, Path: path, Status: resp.Status, Message: st.Message}
 	}
 	if out == nil {
+		return nil
+	}
+	if raw, ok := out.(*[]byte); ok { // the body as it came (/metrics)
+		*raw = data
 		return nil
 	}
 	return json.Unmarshal(data, out)

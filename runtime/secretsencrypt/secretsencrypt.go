@@ -3,7 +3,8 @@
 // (<data-dir>/server/cred/encryption-config.json), written once with a
 // random key when a server first starts with secrets-encryption (a
 // server joining a cluster gets the cluster's in its bootstrap data), and
-// `k3s secrets-encrypt status`.
+// the server side of `k3s secrets-encrypt` (Controller): status, enable,
+// disable, prepare, rotate, reencrypt and rotate-keys.
 package secretsencrypt
 
 import (
@@ -15,8 +16,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strings"
-	"text/tabwriter"
 
 	"github.com/ballast-os/ballast/runtime/atomicfile"
 )
@@ -115,56 +114,4 @@ func Read(path string) (*Config, error) {
 		return nil, fmt.Errorf("%s: not an EncryptionConfiguration with resources", path)
 	}
 	return &c, nil
-}
-
-// Status writes what `k3s secrets-encrypt status` shows of the config at
-// path (a missing one: encryption disabled).
-func Status(w io.Writer, path string) error {
-	c, err := Read(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		fmt.Fprintln(w, "Encryption Status: Disabled, no configuration file found")
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var rows [][3]string
-	enabled := false
-	for _, r := range c.Resources {
-		for i, p := range r.Providers {
-			active := ""
-			if i == 0 {
-				active = " *"
-			}
-			switch {
-			case p.AESCBC != nil:
-				for _, k := range p.AESCBC.Keys {
-					rows = append(rows, [3]string{active, "AES-CBC", k.Name})
-					enabled = enabled || i == 0
-				}
-			case p.Secretbox != nil:
-				for _, k := range p.Secretbox.Keys {
-					rows = append(rows, [3]string{active, "XSalsa20-POLY1305", k.Name})
-					enabled = enabled || i == 0
-				}
-			case p.Identity != nil:
-				rows = append(rows, [3]string{active, "Identity", "identity"})
-			}
-		}
-	}
-	status := "Disabled"
-	if enabled {
-		status = "Enabled"
-	}
-	fmt.Fprintf(w, "Encryption Status: %s\n", status)
-	fmt.Fprintln(w, "Current Rotation Stage: start")
-	fmt.Fprintln(w, "Server Encryption Hashes: this server only (ballast does not compare servers' configs)")
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "Active\tKey Type\tName")
-	fmt.Fprintln(tw, "------\t--------\t----")
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r[:], "\t"))
-	}
-	return tw.Flush()
 }

@@ -60,6 +60,10 @@ type Server struct {
 	// DBInfo lists the etcd members for servers that join (nil: this
 	// server's datastore is not embedded etcd).
 	DBInfo DBInfo
+	// EncryptStatus and EncryptConfig serve `k3s secrets-encrypt`
+	// (GET /v1-k3s/encrypt/status, PUT /v1-k3s/encrypt/config; server
+	// token only); nil: not served.
+	EncryptStatus, EncryptConfig http.HandlerFunc
 
 	serverCAPEM, clientCAPEM []byte
 	serverCA, clientCA       *certs.CA
@@ -210,6 +214,10 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT "+p+"/token", s.serverAuth(http.HandlerFunc(s.rotateToken)))
 	mux.Handle("GET "+p+"/server-bootstrap", s.serverAuth(http.HandlerFunc(s.serverBootstrap)))
 	mux.Handle("GET /db/info", s.serverAuth(http.HandlerFunc(s.dbInfo)))
+	if s.EncryptStatus != nil && s.EncryptConfig != nil {
+		mux.Handle("GET "+p+"/encrypt/status", s.serverAuth(s.EncryptStatus))
+		mux.Handle("PUT "+p+"/encrypt/config", s.serverAuth(s.EncryptConfig))
+	}
 	mux.Handle("POST "+p+"/serving-kubelet.crt", agent(s.nodeCert(true, func(node string) certs.Request {
 		return certs.Request{CommonName: node, Server: true}
 	})))

@@ -1,0 +1,141 @@
+package k3s
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/ballast-os/ballast/runtime/agent"
+	"github.com/ballast-os/ballast/runtime/config"
+	"github.com/ballast-os/ballast/runtime/datadir"
+	"github.com/ballast-os/ballast/runtime/secretsencrypt"
+	"github.com/ballast-os/ballast/runtime/token"
+)
+
+// secretsEncryptUsage lists k3s's subcommands and their flags.
+const secretsEncryptUsage = `usage: k3s secrets-encrypt COMMAND [--data-dir DIR] [--token T] [--server URL]
+  status [--output text|json]
+  enable | disable
+  prepare [--force] | rotate [--force] | reencrypt [--force] [--skip]
+  rotate-keys`
+
+// secretsEncrypt is `k3s secrets-encrypt`: each command asks the server
+// (--server, default https://127.0.0.1:6443, $K3S_URL) with its token
+// (--token, $K3S_TOKEN, else <data-dir>/server/token), as k3s's CLI does.
+func (a *app) secretsEncrypt(ctx context.Context, args []string) error {
+	if len(args) == 0 || !slices.Contains([]string{"status", "enable", "disable", "prepare", "rotate", "reencrypt", "rotate-keys"}, args[0]) {
+		return fmt.Errorf("%w: %s", config.ErrUsage, secretsEncryptUsage)
+	}
+	cmd := args[0]
+	dataDir, server, tok, output := config.DefaultDataDir, "https://127.0.0.1:6443", "", "text"
+	if v, ok := a.lookupEnv("K3S_DATA_DIR"); ok && v != "" {
+		dataDir = v
+	}
+	if v, ok := a.lookupEnv("K3S_URL"); ok && v != "" {
+		server = v
+	}
+	if v, ok := a.lookupEnv("K3S_TOKEN"); ok && v != "" {
+		tok = v
+	}
+	var force, skip bool
+	rest := args[1:]
+	for i := 0; i < len(rest); i++ {
+		name, val, has := strings.Cut(strings.TrimLeft(rest[i], "-"), "=")
+		boolean := func(allowed bool) (bool, error) {
+			if !allowed {
+				return false, fmt.Errorf("%w: k3s secrets-encrypt %s takes no %s", config.ErrUsage, cmd, rest[i])
+			}
+			if !has {
+				return true, nil
+			}
+			b, err := strconv.ParseBool(val)
+			if err != nil {
+				return false, fmt.Errorf("%w: %s: want true or false", config.ErrUsage, rest[i])
+			}
+			return b, nil
+		}
+		var err error
+		switch name {
+		case "force", "f":
+			force, err = boolean(cmd == "prepare" || cmd == "rotate" || cmd == "reencrypt")
+		case "skip":
+			skip, err = boolean(cmd == "reencrypt")
+		case "data-dir", "d", "token", "t", "server", "s", "output", "o":
+			if !has {
+				if i+1 >= len(rest) {
+					return fmt.Errorf("%w: %s needs a value", config.ErrUsage, rest[i])
+				}
+				i++
+				val = rest[i]
+			}
+			switch name {
+			case "data-dir", "d":
+				dataDir = val
+			case "token", "t":
+				tok = val
+			case "server", "s":
+				server = val
+			default:
+				if cmd != "status" || (val != "text" && val != "json") {
+					return fmt.Errorf("%w: k3s secrets-encrypt %s --output %q: only status takes it, as text or json", config.ErrUsage, cmd, val)
+				}
+				output = val
+			}
+		default:
+			return fmt.Errorf("%w: unknown flag %s (%s)", config.ErrUsage, rest[i], secretsEncryptUsage)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if tok == "" {
+		p := datadir.Layout{Root: dataDir}.TokenFile()
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("k3s secrets-encrypt: no --token, and the server's token file: %w", err)
+		}
+		tok = strings.TrimSpace(string(data))
+	}
+	t, err := token.Parse(tok)
+	if err != nil {
+		return fmt.Errorf("k3s secrets-encrypt: --token: %w", err)
+	}
+	sc, err := agent.NewServerClient(ctx, server, t)
+	if err != nil {
+		return fmt.Errorf("k3s secrets-encrypt %s: %w", cmd, err)
+	}
+	if cmd == "status" {
+		var st secretsencrypt.StatusInfo
+		if err := sc.EncryptStatus(ctx, &st); err != nil {
+			return fmt.Errorf("k3s secrets-encrypt status: %w", err)
+		}
+		if output == "json" {
+			enc := json.NewEncoder(a.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		return secretsencrypt.WriteStatus(a.stdout, st)
+	}
+	req := secretsencrypt.Request{Force: force, Skip: skip}
+	switch cmd {
+	case "enable", "disable":
+		on := cmd == "enable"
+		req.Enable = &on
+	default:
+		stage := map[string]string{
+			"prepare": secretsencrypt.StagePrepare, "rotate": secretsencrypt.StageRotate,
+			"reencrypt": secretsencrypt.StageReencryptActive, "rotate-keys": secretsencrypt.StageRotateKeys,
+		}[cmd]
+		req.Stage = &stage
+	}
+	msg, err := sc.EncryptConfig(ctx, req)
+	if err != nil {
+		return fmt.Errorf("k3s secrets-encrypt %s: %w", cmd, err)
+	}
+	fmt.Fprintln(a.stdout, msg)
+	return nil
+}
