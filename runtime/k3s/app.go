@@ -209,16 +209,13 @@ func (a *app) tool(name string, args []string) error {
 	return nil
 }
 
-// dataDirOnly is the data dir of a command whose only flag is
-// --data-dir (-d): the flag, else $K3S_DATA_DIR, else the default.
+// dataDirOnly is the data dir of a command whose only flags are
+// --data-dir (-d) and --config (-c): see resolveDataDir.
 func (a *app) dataDirOnly(args []string) (string, error) {
-	dataDir := config.DefaultDataDir
-	if v, ok := a.lookupEnv("K3S_DATA_DIR"); ok && v != "" {
-		dataDir = v
-	}
+	var dataDir, configFile string
 	for i := 0; i < len(args); i++ {
 		flag, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-		if flag != "data-dir" && flag != "d" {
+		if flag != "data-dir" && flag != "d" && flag != "config" && flag != "c" {
 			return "", fmt.Errorf("%w: unknown flag %s", config.ErrUsage, args[i])
 		}
 		if !has {
@@ -228,9 +225,34 @@ func (a *app) dataDirOnly(args []string) (string, error) {
 			i++
 			val = args[i]
 		}
-		dataDir = val
+		if flag == "data-dir" || flag == "d" {
+			dataDir = val
+		} else {
+			configFile = val
+		}
 	}
-	return dataDir, nil
+	return a.resolveDataDir(dataDir, configFile)
+}
+
+// resolveDataDir is the data dir a command other than server and agent
+// works on, found as k3s finds it: the --data-dir flag (dataDir), else
+// data-dir in the config file (configFile from --config, else
+// $K3S_CONFIG_FILE, else /etc/rancher/k3s/config.yaml with its
+// config.yaml.d drop-ins), else $K3S_DATA_DIR, else the default. A node
+// whose config moves the data dir is found without repeating it.
+func (a *app) resolveDataDir(dataDir, configFile string) (string, error) {
+	var args []string
+	if dataDir != "" {
+		args = append(args, "--data-dir="+dataDir)
+	}
+	if configFile != "" {
+		args = append(args, "--config="+configFile)
+	}
+	l, err := config.Load(config.Options{Command: "server", Args: args, LookupEnv: a.lookupEnv})
+	if err != nil {
+		return "", err
+	}
+	return l.Get("data-dir"), nil
 }
 
 func notBuilt(what string) error {
@@ -289,11 +311,7 @@ func (a *app) certificate(args []string) error {
 		if len(args) > 0 && args[0] == "rotate-ca" {
 			return notBuilt("k3s certificate " + args[0])
 		}
-		return fmt.Errorf("%w: usage: k3s certificate rotate [--service a,b] [--data-dir DIR] | check [--data-dir DIR]", config.ErrUsage)
-	}
-	dataDir := config.DefaultDataDir
-	if v, ok := a.lookupEnv("K3S_DATA_DIR"); ok && v != "" {
-		dataDir = v
+		return fmt.Errorf("%w: usage: k3s certificate rotate [--service a,b] [--data-dir DIR] [--config FILE] | check [--data-dir DIR] [--config FILE]", config.ErrUsage)
 	}
 	if args[0] == "check" {
 		dataDir, err := a.dataDirOnly(args[1:])
@@ -310,6 +328,7 @@ func (a *app) certificate(args []string) error {
 		return certs.PrintTable(a.stdout, list, time.Now())
 	}
 	var services []string
+	var dataDir, configFile string
 	rest := args[1:]
 	for i := 0; i < len(rest); i++ {
 		flag, val, has := strings.Cut(strings.TrimLeft(rest[i], "-"), "=")
@@ -325,9 +344,15 @@ func (a *app) certificate(args []string) error {
 			services = append(services, strings.Split(val, ",")...)
 		case "data-dir", "d":
 			dataDir = val
+		case "config", "c":
+			configFile = val
 		default:
 			return fmt.Errorf("%w: unknown flag %s", config.ErrUsage, rest[i])
 		}
+	}
+	dataDir, err := a.resolveDataDir(dataDir, configFile)
+	if err != nil {
+		return err
 	}
 	nodeName := ""
 	if _, err := os.Stat(filepath.Join(dataDir, "agent", "client-kubelet.crt")); err == nil {

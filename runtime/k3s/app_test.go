@@ -101,8 +101,15 @@ func TestServerPreparesThenStops(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	// certificate rotate then works on that data dir.
-	code, out, errOut := runApp(t, map[string]string{"K3S_DATA_DIR": dataDir}, "k3s", "certificate", "rotate", "--service", "admin,kubelet")
+	// certificate check and rotate then work on that data dir, named by
+	// the config file's data-dir (it wins over $K3S_DATA_DIR, as in k3s).
+	moved := filepath.Join(dir, "moved.yaml")
+	os.WriteFile(moved, []byte("data-dir: "+dataDir+"\n"), 0o644)
+	code, out, errOut := runApp(t, map[string]string{"K3S_DATA_DIR": filepath.Join(dir, "elsewhere")}, "k3s", "certificate", "check", "--config", moved)
+	if code != 0 || !strings.Contains(out, "client-admin.crt") {
+		t.Errorf("check with the config's data-dir: %d %q %q", code, out, errOut)
+	}
+	code, out, errOut = runApp(t, map[string]string{"K3S_CONFIG_FILE": moved, "K3S_DATA_DIR": filepath.Join(dir, "elsewhere")}, "k3s", "certificate", "rotate", "--service", "admin,kubelet")
 	if code != 0 || !strings.Contains(out, "client-admin.crt") || !strings.Contains(out, "client-kubelet.crt") {
 		t.Errorf("rotate: %d %q %q", code, out, errOut)
 	}

@@ -17,7 +17,7 @@ import (
 )
 
 // secretsEncryptUsage lists k3s's subcommands and their flags.
-const secretsEncryptUsage = `usage: k3s secrets-encrypt COMMAND [--data-dir DIR] [--token T] [--server URL]
+const secretsEncryptUsage = `usage: k3s secrets-encrypt COMMAND [--data-dir DIR] [--config FILE] [--token T] [--server URL]
   status [--output text|json]
   enable | disable
   prepare [--force] | rotate [--force] | reencrypt [--force] [--skip]
@@ -25,16 +25,15 @@ const secretsEncryptUsage = `usage: k3s secrets-encrypt COMMAND [--data-dir DIR]
 
 // secretsEncrypt is `k3s secrets-encrypt`: each command asks the server
 // (--server, default https://127.0.0.1:6443, $K3S_URL) with its token
-// (--token, $K3S_TOKEN, else <data-dir>/server/token), as k3s's CLI does.
+// (--token, $K3S_TOKEN, else <data-dir>/server/token, the data dir found
+// as resolveDataDir finds it), as k3s's CLI does.
 func (a *app) secretsEncrypt(ctx context.Context, args []string) error {
 	if len(args) == 0 || !slices.Contains([]string{"status", "enable", "disable", "prepare", "rotate", "reencrypt", "rotate-keys"}, args[0]) {
 		return fmt.Errorf("%w: %s", config.ErrUsage, secretsEncryptUsage)
 	}
 	cmd := args[0]
-	dataDir, server, tok, output := config.DefaultDataDir, "https://127.0.0.1:6443", "", "text"
-	if v, ok := a.lookupEnv("K3S_DATA_DIR"); ok && v != "" {
-		dataDir = v
-	}
+	var dataDir, configFile string
+	server, tok, output := "https://127.0.0.1:6443", "", "text"
 	if v, ok := a.lookupEnv("K3S_URL"); ok && v != "" {
 		server = v
 	}
@@ -64,7 +63,7 @@ func (a *app) secretsEncrypt(ctx context.Context, args []string) error {
 			force, err = boolean(cmd == "prepare" || cmd == "rotate" || cmd == "reencrypt")
 		case "skip":
 			skip, err = boolean(cmd == "reencrypt")
-		case "data-dir", "d", "token", "t", "server", "s", "output", "o":
+		case "data-dir", "d", "config", "c", "token", "t", "server", "s", "output", "o":
 			if !has {
 				if i+1 >= len(rest) {
 					return fmt.Errorf("%w: %s needs a value", config.ErrUsage, rest[i])
@@ -75,6 +74,8 @@ func (a *app) secretsEncrypt(ctx context.Context, args []string) error {
 			switch name {
 			case "data-dir", "d":
 				dataDir = val
+			case "config", "c":
+				configFile = val
 			case "token", "t":
 				tok = val
 			case "server", "s":
@@ -93,6 +94,10 @@ func (a *app) secretsEncrypt(ctx context.Context, args []string) error {
 		}
 	}
 	if tok == "" {
+		dataDir, err := a.resolveDataDir(dataDir, configFile)
+		if err != nil {
+			return err
+		}
 		p := datadir.Layout{Root: dataDir}.TokenFile()
 		data, err := os.ReadFile(p)
 		if err != nil {

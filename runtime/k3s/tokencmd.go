@@ -22,19 +22,16 @@ import (
 
 // tokenFlags are the flags of k3s token's subcommands.
 type tokenFlags struct {
-	dataDir, kubeconfig, description, output string
-	token, newToken, server                  string
-	groups, usages                           []string
-	ttl                                      time.Duration
-	args                                     []string
+	dataDir, configFile, kubeconfig, description, output string
+	token, newToken, server                              string
+	groups, usages                                       []string
+	ttl                                                  time.Duration
+	args                                                 []string
 }
 
 func (a *app) parseTokenFlags(args []string) (*tokenFlags, error) {
-	f := &tokenFlags{dataDir: config.DefaultDataDir, output: "text", ttl: 24 * time.Hour,
+	f := &tokenFlags{output: "text", ttl: 24 * time.Hour,
 		groups: []string{"system:bootstrappers:k3s:default-node-token"}, usages: []string{"signing", "authentication"}}
-	if v, ok := a.lookupEnv("K3S_DATA_DIR"); ok && v != "" {
-		f.dataDir = v
-	}
 	if v, ok := a.lookupEnv("KUBECONFIG"); ok && v != "" {
 		f.kubeconfig = v
 	}
@@ -61,6 +58,8 @@ func (a *app) parseTokenFlags(args []string) (*tokenFlags, error) {
 		switch name {
 		case "data-dir", "d":
 			f.dataDir = val
+		case "config", "c":
+			f.configFile = val
 		case "kubeconfig":
 			f.kubeconfig = val
 		case "token", "t":
@@ -90,6 +89,11 @@ func (a *app) parseTokenFlags(args []string) (*tokenFlags, error) {
 			return nil, fmt.Errorf("%w: unknown flag %s", config.ErrUsage, args[i])
 		}
 	}
+	dataDir, err := a.resolveDataDir(f.dataDir, f.configFile)
+	if err != nil {
+		return nil, err
+	}
+	f.dataDir = dataDir
 	return f, nil
 }
 
