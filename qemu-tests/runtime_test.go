@@ -108,12 +108,14 @@ func TestE2ERuntime(t *testing.T) {
 	useCores(t, prioLong, 1)
 	img := testImage(t, ImageRuntimeEnv, "ballast-runtime-e2e-x86_64.img")
 	sc := newScenario(t, "node1")
+	proxy := startProxiedRegistry(t)
 	// DiskSize 0: a disk exactly the image's size, as a VM given the
 	// file gets; the image's own data partition must run k3s.
 	m := startMachine(t, Options{
 		Disk: img, DiskSize: 0, Memory: 4096, CPUs: 2,
-		UserData: runtimeUserData("node1", sc.pubkey),
-		Forwards: map[int]int{testServerNodePort: 0, 22: 0, 6443: 0},
+		UserData:      append(runtimeUserData("node1", sc.pubkey), proxyUserData()...),
+		Forwards:      map[int]int{testServerNodePort: 0, 22: 0, 6443: 0},
+		GuestForwards: map[string]string{guestProxyAddr: proxy.Addr},
 	})
 	if p := writeLoginKey(sc, m); p != "" {
 		t.Logf("log in: ssh -i %s -p %d -o StrictHostKeyChecking=no root@127.0.0.1", p, m.HostPort(22))
@@ -164,7 +166,10 @@ func TestE2ERuntime(t *testing.T) {
 	if got := httpGet(t, m, url+"/file?path=marker", time.Minute); got != marker {
 		t.Errorf("read back %q; want %q", got, marker)
 	}
+	// metrics-server answers through the API server's aggregation while
+	// k3s runs with HTTPS_PROXY set: NO_PROXY carries the service CIDR.
 	waitTopNode(t, m, "node1", 10*time.Minute)
+	checkProxyScenario(t, m, api, proxy)
 
 	// A killed component comes back and the node returns to Ready.
 	nodeExec(t, m, "pkill", "-KILL", "-f", "^/usr/bin/k3s kubelet")
