@@ -46,7 +46,7 @@ var k3sKeys = []k3sKey{
 	{Name: "disable-etcd", Kind: 'b', Level: k3sRefused, Msg: "a server without etcd (control plane only) is not built into ballast's runtime: a server always runs etcd or its datastore, kube-apiserver, kube-controller-manager and kube-scheduler, so a split-role cluster would get every component on this node; remove the key"},
 	{Name: "disable-helm-controller", Kind: 'b', Level: k3sIgnored, Msg: "the Helm controller is not built into ballast's runtime yet (HelmChart resources are not installed), so this changes nothing; remove the key"},
 	{Name: "disable-kube-proxy", Kind: 'b', Level: k3sActed},
-	{Name: "disable-network-policy", Kind: 'b', Level: k3sIgnored, Msg: "ballast's runtime runs no network policy controller yet, so there is nothing to disable: NetworkPolicies are not enforced whether or not this is set"},
+	{Name: "disable-network-policy", Kind: 'b', Level: k3sActed},
 	{Name: "disable-scheduler", Kind: 'b', Level: k3sRefused, Msg: "leaving kube-scheduler out is not built into ballast's runtime: a server always runs etcd or its datastore, kube-apiserver, kube-controller-manager and kube-scheduler, so a split-role cluster would get every component on this node; remove the key; a scheduler of your own can run beside it under its own schedulerName"},
 	{Name: "docker", Kind: 'b', Level: k3sRefused, Msg: "cri-dockerd is not built into ballast's runtime, so pods cannot run under Docker; remove the key to use the embedded containerd (the default), or set container-runtime-endpoint to a CRI socket you run yourself"},
 	{Name: "egress-selector-mode", Kind: 's', Level: k3sActed},

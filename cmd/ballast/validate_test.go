@@ -21,9 +21,9 @@ func TestValidateK3sKeys(t *testing.T) {
 
 	dir := t.TempDir()
 	ignored := filepath.Join(dir, "ignored.yaml")
-	os.WriteFile(ignored, []byte("#cloud-config\nk3s:\n  node-name: edge-1\n  disable-network-policy: true\n"), 0o644)
+	os.WriteFile(ignored, []byte("#cloud-config\nk3s:\n  node-name: edge-1\n  debug: true\n"), 0o644)
 	out, stderr, code = runCLI(t, "validate", ignored)
-	want := "warning: " + ignored + ":4:3: k3s.disable-network-policy: ballast's runtime runs no network policy controller yet"
+	want := "warning: " + ignored + ":4:3: k3s.debug: ballast's runtime has no debug level of its own"
 	if code != 0 || !strings.Contains(out, "1 file(s) valid") || !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
 		t.Fatalf("ignored key: exit %d, stdout %q, stderr %q; want one line starting %q", code, out, stderr, want)
 	}

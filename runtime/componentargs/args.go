@@ -493,6 +493,27 @@ func (n *Node) Containerd() []string {
 // flannel CNI plugin.
 const FlannelSubnetFile = "/run/flannel/subnet.env"
 
+// NetworkPolicyDropLog is where the network policy controller writes
+// the packets its policies drop, a line each.
+const NetworkPolicyDropLog = "/var/log/k3s-network-policy.log"
+
+// NetworkPolicy returns the flags of the `k3s network-policy` component
+// (NetworkPolicies enforced for this node's pods), or nil when the agent
+// is disabled or disable-network-policy is set. It runs as
+// system:k3s-controller, which may list and watch pods, namespaces and
+// NetworkPolicies.
+func (n *Node) NetworkPolicy() []string {
+	s := n.Server
+	if s.DisableAgent || s.DisableNetworkPolicy {
+		return nil
+	}
+	return Merge(map[string]string{
+		"kubeconfig": n.layout().AgentFile("k3scontroller.kubeconfig"),
+		"node-name":  n.NodeName,
+		"drop-log":   NetworkPolicyDropLog,
+	}, nil)
+}
+
 // FlannelNetConf is flannel's net-conf.json: the user's flannel-conf, else
 // the one k3s writes under agent/etc/flannel.
 func (n *Node) FlannelNetConf() string {

@@ -225,6 +225,9 @@ func (a *app) agentPlan(s *config.ServerConfig, lay datadir.Layout, n *component
 	if args := n.Flannel(); args != nil {
 		plan = append(plan, comp("flannel", args, fileReady(componentargs.FlannelSubnetFile)))
 	}
+	if args := n.NetworkPolicy(); args != nil {
+		plan = append(plan, comp("network-policy", args, nil))
+	}
 	for i := range plan {
 		a.runInProcess(&plan[i])
 	}
@@ -232,7 +235,8 @@ func (a *app) agentPlan(s *config.ServerConfig, lay datadir.Layout, n *component
 }
 
 // runInProcess makes c run inside this process when it has an in-process
-// entry point (InProcess): the image importer and flannel.
+// entry point (InProcess): the image importer, flannel and the network
+// policy controller.
 func (a *app) runInProcess(c *processes.Component) {
 	f := a.inProcess[c.Name]
 	if f == nil {

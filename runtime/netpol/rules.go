@@ -190,8 +190,12 @@ func (b *builder) podChain(name, dir string, p podInfo, policies []*Policy) []st
 		}
 	}
 	limit, burst := b.limits(policies)
+	prefix := quoteArg(nflogPrefix(dir, names))
 	out = append(out,
-		fmt.Sprintf("-A %s -m limit --limit %s --limit-burst %d -j NFLOG --nflog-group %d --nflog-prefix %s", name, limit, burst, NFLOGGroup, quoteArg(nflogPrefix(dir, names))),
+		fmt.Sprintf("-A %s -m limit --limit %s --limit-burst %d -j NFLOG --nflog-group %d --nflog-prefix %s", name, limit, burst, NFLOGGroup, prefix),
+		// The same again for the node's own log (DropLog): a group
+		// has one listener, and 100 stays free for tcpdump.
+		fmt.Sprintf("-A %s -m limit --limit %s --limit-burst %d -j NFLOG --nflog-group %d --nflog-prefix %s", name, limit, burst, ReaderGroup, prefix),
 		fmt.Sprintf("-A %s -m comment --comment %s -j REJECT", name, quoteArg(dir+" of "+p.key+" not allowed by "+strings.Join(names, ","))))
 	return out
 }
@@ -275,8 +279,11 @@ func namedPort(p *Pod, name, proto string) (int, bool) {
 // peerSet makes the ipset of one peer and returns its name and, for pod
 // peers, the pods in it; false for a peer that selects nothing valid.
 func (b *builder) peerSet(pol *Policy, peer Peer, id string) (string, []podInfo, bool) {
-	name := setPrefix + shortHash(id, 12)
+	// The type is part of the name: a peer edited from pods to an
+	// ipBlock gets a new set, as ipset cannot change a set's type.
+	name := setPrefix + shortHash(id+"/ip", 12)
 	if peer.IPBlock != nil {
+		name = setPrefix + shortHash(id+"/net", 12)
 		cidr, err := netip.ParsePrefix(peer.IPBlock.CIDR)
 		if err != nil || !cidr.Addr().Is4() {
 			if err != nil {

@@ -76,6 +76,7 @@ func TestDenyAllIngress(t *testing.T) {
 		"-A " + web + " -s 10.0.2.15 -m comment --comment \"from this node\" -j RETURN",
 		"-A " + web + " -s 10.42.0.1 -m comment --comment \"from this node\" -j RETURN",
 		"-A " + web + " -m limit --limit 10/minute --limit-burst 10 -j NFLOG --nflog-group 100 --nflog-prefix \"ingress default/deny-all\"",
+		"-A " + web + " -m limit --limit 10/minute --limit-burst 10 -j NFLOG --nflog-group 101 --nflog-prefix \"ingress default/deny-all\"",
 		"-A " + web + " -m comment --comment \"ingress of default/web not allowed by default/deny-all\" -j REJECT",
 	}
 	if got := lines(rs, web); strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -103,10 +104,10 @@ func TestIngressPeersAndPorts(t *testing.T) {
 	for _, s := range rs.Sets {
 		sets[s.Name] = s
 	}
-	clients := setPrefix + shortHash("default/web/src/i0/0", 12)
-	ops := setPrefix + shortHash("default/web/src/i0/1", 12)
-	block := setPrefix + shortHash("default/web/src/i1/0", 12)
-	everywhere := setPrefix + shortHash("default/web/src/i2/0", 12)
+	clients := setPrefix + shortHash("default/web/src/i0/0/ip", 12)
+	ops := setPrefix + shortHash("default/web/src/i0/1/ip", 12)
+	block := setPrefix + shortHash("default/web/src/i1/0/net", 12)
+	everywhere := setPrefix + shortHash("default/web/src/i2/0/net", 12)
 	if s := sets[clients]; s.Type != "hash:ip" || strings.Join(s.Entries, ",") != "10.42.1.7" {
 		t.Errorf("client set %+v", s)
 	}
@@ -151,7 +152,7 @@ func TestEgress(t *testing.T) {
 		]}}`))
 	web := chainName("E", "default/web")
 	c := `-m comment --comment "egress allowed by default/egress" -j RETURN`
-	dns := setPrefix + shortHash("default/egress/dst/e1/0", 12)
+	dns := setPrefix + shortHash("default/egress/dst/e1/0/net", 12)
 	for _, want := range []string{
 		"-A BALLAST-NETPOL -s 10.42.0.5 -m comment --comment \"egress of default/web\" -j " + web,
 		"-A " + web + " -d 10.42.0.6 -p udp -m udp --dport 53 " + c,
@@ -175,7 +176,7 @@ func TestNFLOGLimits(t *testing.T) {
 		`{"metadata":{"namespace":"default","name":"a","annotations":{"kube-router.io/netpol-nflog-limit":"5/second","kube-router.io/netpol-nflog-limit-burst":"20"}},"spec":{"podSelector":{}}}`,
 		`{"metadata":{"namespace":"default","name":"b","annotations":{"kube-router.io/netpol-nflog-limit":"100/minute"}},"spec":{"podSelector":{}}}`,
 		`{"metadata":{"namespace":"default","name":"c","annotations":{"kube-router.io/netpol-nflog-limit":"lots","kube-router.io/netpol-nflog-limit-burst":"-1"}},"spec":{"podSelector":{}}}`))
-	if got := lines(rs, "NFLOG"); len(got) != 1 || !strings.Contains(got[0], "--limit 5/second --limit-burst 20 ") || !strings.Contains(got[0], `--nflog-prefix "ingress default/a,default/b,default/c"`) {
+	if got := lines(rs, "NFLOG"); len(got) != 2 || !strings.Contains(got[0], "--limit 5/second --limit-burst 20 ") || !strings.Contains(got[0], `--nflog-prefix "ingress default/a,default/b,default/c"`) {
 		t.Errorf("NFLOG rules %q", got)
 	}
 	if len(rs.Warnings) != 2 || !strings.Contains(rs.Warnings[0], `policy default/c: kube-router.io/netpol-nflog-limit="lots"`) {

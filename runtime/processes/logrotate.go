@@ -22,9 +22,10 @@ const (
 	logCheckInterval  = 30 * time.Second
 )
 
-// rotateLog rotates path when it has grown past max, keeping keep old
-// copies; it reports whether it did.
-func rotateLog(path string, max int64, keep int) (bool, error) {
+// RotateLog rotates path when it has grown past max, keeping keep old
+// copies (path.1 newest); it reports whether it did. Any writer that
+// appends to path (O_APPEND) may use it.
+func RotateLog(path string, max int64, keep int) (bool, error) {
 	fi, err := os.Stat(path)
 	if err != nil || fi.Size() <= max {
 		if os.IsNotExist(err) {
@@ -80,7 +81,7 @@ func (s *Runner) rotateLogs(stop <-chan struct{}) {
 			if c.LogFile == "" {
 				continue
 			}
-			if rotated, err := rotateLog(c.LogFile, max, keep); err != nil {
+			if rotated, err := RotateLog(c.LogFile, max, keep); err != nil {
 				s.log().Warn("rotating a component log", "component", c.Name, "err", err)
 			} else if rotated {
 				s.log().Info("rotated a component log", "component", c.Name, "file", c.LogFile)

@@ -23,12 +23,12 @@ func TestRotateLog(t *testing.T) {
 	defer w.Close()
 	for gen := 1; gen <= 3; gen++ {
 		w.Write(bytes.Repeat([]byte{byte('0' + gen)}, 100))
-		rotated, err := rotateLog(p, 50, 2)
+		rotated, err := RotateLog(p, 50, 2)
 		if err != nil || !rotated {
 			t.Fatalf("generation %d: rotated %v, %v", gen, rotated, err)
 		}
 	}
-	if rotated, err := rotateLog(p, 50, 2); rotated || err != nil {
+	if rotated, err := RotateLog(p, 50, 2); rotated || err != nil {
 		t.Errorf("an empty log rotated: %v, %v", rotated, err)
 	}
 	w.Write([]byte("after\n"))
@@ -45,7 +45,7 @@ func TestRotateLog(t *testing.T) {
 	if _, err := os.Stat(p + ".3"); !os.IsNotExist(err) {
 		t.Errorf("a third copy was kept: %v", err)
 	}
-	if rotated, err := rotateLog(filepath.Join(dir, "absent.log"), 50, 2); rotated || err != nil {
+	if rotated, err := RotateLog(filepath.Join(dir, "absent.log"), 50, 2); rotated || err != nil {
 		t.Errorf("a missing log: %v, %v", rotated, err)
 	}
 }

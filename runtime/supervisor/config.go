@@ -24,7 +24,9 @@ type ClusterConfig struct {
 	// DisableCloudController: no cloud controller initializes nodes, so
 	// kubelets must not wait for one (--cloud-provider=external).
 	DisableCloudController bool
-	SystemDefaultRegistry  string
+	// DisableNetworkPolicy: no node runs the network policy controller.
+	DisableNetworkPolicy  bool
+	SystemDefaultRegistry string
 	SupervisorPort         int // https-listen-port
 }
 
@@ -39,6 +41,7 @@ func ClusterConfigOf(s *config.ServerConfig) ClusterConfig {
 		DisableKubeProxy:       s.DisableKubeProxy,
 		DisableServiceLB:       s.Disabled("servicelb"),
 		DisableCloudController: s.DisableCloudController,
+		DisableNetworkPolicy:   s.DisableNetworkPolicy,
 		SystemDefaultRegistry:  s.SystemDefaultRegistry,
 		SupervisorPort:         s.HTTPSListenPort,
 	}
@@ -88,6 +91,7 @@ func (c ClusterConfig) ApplyTo(s *config.ServerConfig) error {
 	s.EgressSelectorMode = c.EgressSelectorMode
 	s.DisableKubeProxy = c.DisableKubeProxy
 	s.DisableCloudController = c.DisableCloudController
+	s.DisableNetworkPolicy = c.DisableNetworkPolicy
 	s.Disable = nil
 	if c.DisableServiceLB {
 		s.Disable = []string{"servicelb"}

@@ -23,6 +23,7 @@ import (
 	"github.com/ballast-os/ballast/runtime/components/kubescheduler"
 	"github.com/ballast-os/ballast/runtime/deploy"
 	"github.com/ballast-os/ballast/runtime/k3s"
+	"github.com/ballast-os/ballast/runtime/netpol"
 )
 
 func main() {
@@ -42,8 +43,10 @@ func main() {
 		"ctr":                     containerd.Ctr,
 		"crictl":                  crictl.Main,
 		"flannel":                 flannel.Main,
+		"network-policy":          netpol.Main,
 	}, k3s.InProcess{
-		"image-import": imageimport.RunInProcess,
-		"flannel":      flannel.RunInProcess,
+		"image-import":   imageimport.RunInProcess,
+		"flannel":        flannel.RunInProcess,
+		"network-policy": netpol.RunInProcess,
 	}))
 }
