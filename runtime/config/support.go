@@ -241,7 +241,7 @@ func supportTable() []Support {
 		refused("disable-scheduler", "leaving kube-scheduler out "+msgSplitRoles+"; a scheduler of your own can run beside it under its own schedulerName"),
 		acted("disable-cloud-controller"), // no cloud controller, no --cloud-provider=external
 		acted("disable-kube-proxy"),       // no kube-proxy
-		acted("disable-network-policy"), // no network-policy component on any node
+		acted("disable-network-policy"),   // no network-policy component on any node
 		ignored("disable-helm-controller", msgHelm),
 		acted("disable-agent"), // control plane only
 		refused("disable-apiserver", "a server without kube-apiserver "+msgSplitRoles),

@@ -27,7 +27,7 @@ type ClusterConfig struct {
 	// DisableNetworkPolicy: no node runs the network policy controller.
 	DisableNetworkPolicy  bool
 	SystemDefaultRegistry string
-	SupervisorPort         int // https-listen-port
+	SupervisorPort        int // https-listen-port
 }
 
 // ClusterConfigOf is the ClusterConfig a server hands out.
