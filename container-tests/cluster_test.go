@@ -231,7 +231,8 @@ func podGet(ctx context.Context, server *Node, p pod, path string) (string, erro
 
 // TestCluster is the cluster issue's scenario: a server and two agents
 // join with the token, pods on every node reach each other and a Service,
-// DNS answers on an agent, a NodePort answers on an agent, an agent that
+// DNS answers on an agent, a NodePort answers on an agent,
+// NetworkPolicies are enforced and their drops logged, an agent that
 // stops goes NotReady and comes back Ready under its name, and bad tokens
 // and a taken node name are refused with their messages.
 func TestCluster(t *testing.T) {
@@ -431,6 +432,8 @@ func TestCluster(t *testing.T) {
 		t.Errorf("NodePort on agent1: %v %q", err, out)
 	}
 
+	checkNetworkPolicy(ctx, t, server, agent2)
+
 	// ServiceLB: the LoadBalancer Service gets the nodes' addresses (as in
 	// k3s, only ExternalIPs once a node has one: agent1's), and its port
 	// answers on every node, through that node's svclb pod.
@@ -537,7 +540,7 @@ func TestCluster(t *testing.T) {
 // an agent, which takes the backend from the server's /v1-k3s/config.
 func TestClusterHostGW(t *testing.T) {
 	c, ctx := newCluster(t)
-	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw", "BALLAST_CERT_CHECK_INTERVAL": "10s"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage,servicelb", "--secrets-encryption")
+	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw", "BALLAST_CERT_CHECK_INTERVAL": "10s"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage,servicelb", "--secrets-encryption", "--disable-network-policy")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -625,6 +628,13 @@ func TestClusterHostGW(t *testing.T) {
 	}
 	if out, err := server.Kubectl(ctx, "get", "svc", "testserver-lb", "-o", "jsonpath={.status.loadBalancer.ingress}"); err != nil || out != "" {
 		t.Errorf("servicelb disabled, yet testserver-lb has ingress: %v %q", err, out)
+	}
+	// disable-network-policy reaches the agent through the cluster config:
+	// no node runs the controller.
+	for _, n := range []*Node{server, agent} {
+		if out, err := n.Exec(ctx, "iptables", "-S", "BALLAST-NETPOL"); err == nil {
+			t.Errorf("%s: network policy chain despite disable-network-policy:\n%s", n.Name, out)
+		}
 	}
 	// No vxlan device: the route to the other node's pods goes via its address.
 	if out, err := agent.Exec(ctx, "ip", "-o", "link", "show", "flannel.1"); err == nil {
