@@ -581,7 +581,7 @@ func TestClusterHostGW(t *testing.T) {
 	if out, err := server.Kubectl(ctx, "get", "secret", "enc-test", "-o", "jsonpath={.data.v}"); err != nil || out != base64.StdEncoding.EncodeToString([]byte(plain)) {
 		t.Errorf("the Secret through the API: %v %q", err, out)
 	}
-	if out, err := server.Exec(ctx, "k3s", "secrets-encrypt", "status"); err != nil || !strings.Contains(out, "Encryption Status: Enabled\nCurrent Rotation Stage: start\nServer Encryption Hashes: All hashes match") || !strings.Contains(out, " *      AES-CBC   aescbckey\n") {
+	if out, err := server.Exec(ctx, "k3s", "secrets-encrypt", "status"); err != nil || !strings.Contains(out, "Encryption Status: Enabled\nCurrent Rotation Stage: start\nServer Encryption Hashes: All hashes match") || !strings.HasSuffix(out, " *      AES-CBC   aescbckey") {
 		t.Errorf("k3s secrets-encrypt status: %v\n%s", err, out)
 	}
 	// rotate-keys, as k3s does it on a running server: a new key first,

@@ -139,7 +139,11 @@ func newHandler(dataDir string, res resolver) http.Handler {
 		}
 		io.WriteString(w, strings.Join(addrs, "\n")+"\n")
 	})
-	fetch := &http.Client{Timeout: 10 * time.Second}
+	// A new connection per fetch: a kept-alive one would carry a request
+	// past a NetworkPolicy applied since (established connections stay
+	// open, as with kube-router), and what a test asks is whether a new
+	// connection gets through now.
+	fetch := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	mux.HandleFunc("GET /fetch", func(w http.ResponseWriter, r *http.Request) {
 		u := r.URL.Query().Get("url")
 		if !strings.HasPrefix(u, "http://") {
