@@ -4,16 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/ballast-os/ballast/runtime/agent"
 	"github.com/ballast-os/ballast/runtime/config"
-	"github.com/ballast-os/ballast/runtime/datadir"
 	"github.com/ballast-os/ballast/runtime/secretsencrypt"
-	"github.com/ballast-os/ballast/runtime/token"
 )
 
 // secretsEncryptUsage lists k3s's subcommands and their flags.
@@ -94,20 +91,14 @@ func (a *app) secretsEncrypt(ctx context.Context, args []string) error {
 		}
 	}
 	if tok == "" {
-		dataDir, err := a.resolveDataDir(dataDir, configFile)
-		if err != nil {
+		var err error
+		if dataDir, err = a.resolveDataDir(dataDir, configFile); err != nil {
 			return err
 		}
-		p := datadir.Layout{Root: dataDir}.TokenFile()
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return fmt.Errorf("k3s secrets-encrypt: no --token, and the server's token file: %w", err)
-		}
-		tok = strings.TrimSpace(string(data))
 	}
-	t, err := token.Parse(tok)
+	t, err := serverToken(tok, dataDir)
 	if err != nil {
-		return fmt.Errorf("k3s secrets-encrypt: --token: %w", err)
+		return fmt.Errorf("k3s secrets-encrypt: %w", err)
 	}
 	sc, err := agent.NewServerClient(ctx, server, t)
 	if err != nil {

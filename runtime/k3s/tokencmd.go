@@ -276,18 +276,9 @@ func (a *app) tokenDelete(ctx context.Context, f *tokenFlags) error {
 // joins need it from then on. Nodes that joined keep their certificates;
 // their config's token must be changed before they next join.
 func (a *app) tokenRotate(ctx context.Context, f *tokenFlags) error {
-	cur := f.token
-	if cur == "" {
-		p := datadir.Layout{Root: f.dataDir}.TokenFile()
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return fmt.Errorf("k3s token rotate: no --token, and the server's token file: %w", err)
-		}
-		cur = strings.TrimSpace(string(data))
-	}
-	t, err := token.Parse(cur)
+	t, err := serverToken(f.token, f.dataDir)
 	if err != nil {
-		return fmt.Errorf("k3s token rotate: --token: %w", err)
+		return fmt.Errorf("k3s token rotate: %w", err)
 	}
 	fmt.Fprintln(a.stdout, "WARNING: Recommended to keep a record of the old token. If restoring from a snapshot, you must use the token associated with that snapshot.")
 	if err := agent.RotateToken(ctx, f.server, t, f.newToken); err != nil {
@@ -295,4 +286,22 @@ func (a *app) tokenRotate(ctx context.Context, f *tokenFlags) error {
 	}
 	fmt.Fprintln(a.stdout, "Token rotated, restart k3s nodes with new token")
 	return nil
+}
+
+// serverToken is the token a command that asks the server's join API
+// sends: the one given (--token, $K3S_TOKEN), else the server's own from
+// <dataDir>/server/token.
+func serverToken(given, dataDir string) (token.Token, error) {
+	if given == "" {
+		data, err := os.ReadFile(datadir.Layout{Root: dataDir}.TokenFile())
+		if err != nil {
+			return token.Token{}, fmt.Errorf("no --token, and the server's token file: %w", err)
+		}
+		given = strings.TrimSpace(string(data))
+	}
+	t, err := token.Parse(given)
+	if err != nil {
+		return token.Token{}, fmt.Errorf("--token: %w", err)
+	}
+	return t, nil
 }

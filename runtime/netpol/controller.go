@@ -162,37 +162,28 @@ func (c *Controller) state() (State, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var st State
-	decodeAll := func(kind string, add func(json.RawMessage) error) error {
-		for _, k := range slices.Sorted(maps.Keys(c.objects[kind])) {
-			if err := add(c.objects[kind][k]); err != nil {
-				return fmt.Errorf("%s %s: %w", kind, k, err)
-			}
-		}
-		return nil
+	var err error
+	if st.Pods, err = decodeAll[Pod](c.objects["pods"], "pod"); err != nil {
+		return st, err
 	}
-	err := decodeAll("pods", func(raw json.RawMessage) error {
-		var p Pod
-		err := json.Unmarshal(raw, &p)
-		st.Pods = append(st.Pods, p)
-		return err
-	})
-	if err == nil {
-		err = decodeAll("namespaces", func(raw json.RawMessage) error {
-			var n Namespace
-			err := json.Unmarshal(raw, &n)
-			st.Namespaces = append(st.Namespaces, n)
-			return err
-		})
+	if st.Namespaces, err = decodeAll[Namespace](c.objects["namespaces"], "namespace"); err != nil {
+		return st, err
 	}
-	if err == nil {
-		err = decodeAll("networkpolicies", func(raw json.RawMessage) error {
-			var p Policy
-			err := json.Unmarshal(raw, &p)
-			st.Policies = append(st.Policies, p)
-			return err
-		})
-	}
+	st.Policies, err = decodeAll[Policy](c.objects["networkpolicies"], "NetworkPolicy")
 	return st, err
+}
+
+// decodeAll decodes objects in the order of their keys.
+func decodeAll[T any](objects map[string]json.RawMessage, kind string) ([]T, error) {
+	var out []T
+	for _, k := range slices.Sorted(maps.Keys(objects)) {
+		var v T
+		if err := json.Unmarshal(objects[k], &v); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", kind, k, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // sync computes this node's rules and installs them.

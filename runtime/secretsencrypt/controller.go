@@ -319,16 +319,6 @@ func (c *Controller) Status(ctx context.Context) (StatusInfo, error) {
 	return st, nil
 }
 
-func parse(path string, data []byte) (*Config, error) {
-	var cfg Config
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if cfg.Kind != "EncryptionConfiguration" || len(cfg.Resources) == 0 {
-		return nil, fmt.Errorf("%s: not an EncryptionConfiguration with resources", path)
-	}
-	return &cfg, nil
-}
 
 // Apply carries out one request; the answer is the line the CLI prints.
 func (c *Controller) Apply(ctx context.Context, req Request) (string, error) {
