@@ -319,7 +319,6 @@ func (c *Controller) Status(ctx context.Context) (StatusInfo, error) {
 	return st, nil
 }
 
-
 // Apply carries out one request; the answer is the line the CLI prints.
 func (c *Controller) Apply(ctx context.Context, req Request) (string, error) {
 	c.mu.Lock()
