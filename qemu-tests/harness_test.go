@@ -293,3 +293,27 @@ func mustAbs(t *testing.T, p string) string {
 	}
 	return a
 }
+
+// A guest under KVM that shows nothing after the boot loader for
+// kvmStall is taken for stopped (nested KVM has hung so, silently); one
+// that printed a line of its init is not, however long it then runs.
+func TestKVMStalled(t *testing.T) {
+	c, err := newConsole(DefaultFatalPatterns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add("GRUB loading...\r\n")
+	c.add("   Booting `ballast (slot A)'\r\n")
+	r := &run{console: c, started: time.Now()}
+	if r.kvmStalled() {
+		t.Error("stalled at once")
+	}
+	r.started = time.Now().Add(-kvmStall - time.Second)
+	if !r.kvmStalled() {
+		t.Error("nothing after GRUB for longer than kvmStall, and not stalled")
+	}
+	c.add("ballast: mounting /sysroot\r\n")
+	if r.kvmStalled() || !r.booted.Load() {
+		t.Error("the init printed, and still stalled")
+	}
+}

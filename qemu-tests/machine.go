@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,29 @@ type run struct {
 	stderr  *tailBuffer
 	exited  chan struct{} // closed when QEMU has exited
 	err     error         // cmd.Wait's answer, once exited
+	started time.Time
+	booted  atomic.Bool // a line of the kernel or the init has been seen
+}
+
+// kvmStall is how long a guest under KVM may show nothing of its kernel
+// or init before it is taken for stopped: nested KVM here has also hung
+// silently right after GRUB, with no "KVM internal error" to see.
+const kvmStall = 90 * time.Second
+
+// kvmStalled says whether the run has shown no line of the kernel or the
+// init (a printk timestamp, "Linux version", "ballast:") for kvmStall.
+func (r *run) kvmStalled() bool {
+	if r.booted.Load() {
+		return false
+	}
+	lines, _, _, _ := r.console.snapshot(0)
+	for _, l := range lines {
+		if strings.HasPrefix(l, "ballast:") || strings.HasPrefix(l, "[ ") || strings.Contains(l, "Linux version") {
+			r.booted.Store(true)
+			return false
+		}
+	}
+	return time.Since(r.started) > kvmStall
 }
 
 func (r *run) hasExited() bool {
@@ -220,7 +244,7 @@ func (m *Machine) start() error {
 	cmd := exec.Command(a[0], a[1:]...)
 	// QEMU must not outlive the test binary.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	r := &run{cmd: cmd, console: con, stderr: &tailBuffer{max: 16 << 10}, exited: make(chan struct{})}
+	r := &run{cmd: cmd, console: con, stderr: &tailBuffer{max: 16 << 10}, exited: make(chan struct{}), started: time.Now()}
 	cmd.Stderr = r.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -295,7 +319,8 @@ func (m *Machine) wait(ctx context.Context, op string, poll time.Duration, check
 		if ctx.Err() != nil {
 			return m.fail(op, r, ctx.Err())
 		}
-		if strings.Contains(r.stderr.String(), "KVM internal error") {
+		stalled := m.lay.Accel == "kvm" && r.kvmStalled()
+		if strings.Contains(r.stderr.String(), "KVM internal error") || stalled {
 			// The VM is stopped and will never get further. When the
 			// probe chose KVM, it was wrong: boot again with TCG, and
 			// remember that for this process.
@@ -303,6 +328,9 @@ func (m *Machine) wait(ctx context.Context, op string, poll time.Duration, check
 				return m.fail(op, r, fmt.Errorf("KVM failed to run the guest: set %s=tcg", AccelEnv))
 			}
 			why := "KVM internal error while booting; the probe had said: " + m.accelWhy
+			if stalled {
+				why = fmt.Sprintf("under KVM nothing after the boot loader in %v; the probe had said: %s", kvmStall, m.accelWhy)
+			}
 			probes.Lock()
 			probes.m[string(m.opts.Arch)] = probeResult{"tcg", why}
 			probes.Unlock()
