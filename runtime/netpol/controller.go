@@ -34,6 +34,7 @@ type Controller struct {
 	mu      sync.Mutex
 	objects map[string]map[string]json.RawMessage // kind -> namespace/name -> object
 	changed chan struct{}
+	applied string // the last ruleset installed (Filter and sets), to skip a change that changes nothing
 }
 
 // kinds are the collections the controller follows.
@@ -76,8 +77,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
 	last := ""
+	force := true
 	for {
-		err := c.sync(ctx)
+		err := c.sync(ctx, force)
 		switch {
 		case err != nil && err.Error() != last:
 			c.logf("%v", err)
@@ -90,7 +92,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+			force = true // repair what something else removed
 		case <-c.changed:
+			force = err != nil
 			// Let a burst of changes (a Deployment's pods) settle.
 			select {
 			case <-ctx.Done():
@@ -186,8 +190,11 @@ func decodeAll[T any](objects map[string]json.RawMessage, kind string) ([]T, err
 	return out, nil
 }
 
-// sync computes this node's rules and installs them.
-func (c *Controller) sync(ctx context.Context) error {
+// sync computes this node's rules and installs them, unless they are the
+// ones installed last and force is false: most changes (a pod's status)
+// change no rule, and on a slow node a burst of iptables runs is what
+// hurts.
+func (c *Controller) sync(ctx context.Context, force bool) error {
 	st, err := c.state()
 	if err != nil {
 		return err
@@ -196,10 +203,19 @@ func (c *Controller) sync(ctx context.Context) error {
 		return err
 	}
 	rs := Compute(st)
+	key := fmt.Sprint(rs.Filter, rs.Sets)
+	if !force && key == c.applied {
+		return nil
+	}
 	for _, w := range rs.Warnings {
 		c.logf("%s", w)
 	}
-	return c.Tables.Apply(ctx, rs)
+	c.applied = ""
+	if err := c.Tables.Apply(ctx, rs); err != nil {
+		return err
+	}
+	c.applied = key
+	return nil
 }
 
 // node is this node's name and the addresses its own traffic to pods
