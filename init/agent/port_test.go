@@ -92,6 +92,11 @@ func TestServePortReconnects(t *testing.T) {
 		pcancel()
 		c.Close() // the host goes away; the guest reads EOF
 	}
+	// After the last connection ends, the port is polled again; wait for
+	// that before cancelling (on a loaded machine the cancel could win).
+	for deadline := time.Now().Add(5 * time.Second); opens.Load() < 4 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	cancel()
 	select {
 	case err := <-done:
