@@ -52,7 +52,7 @@ type run struct {
 // kvmStall is how long a guest under KVM may show nothing of its kernel
 // or init before it is taken for stopped: nested KVM here has also hung
 // silently right after GRUB, with no "KVM internal error" to see.
-const kvmStall = 90 * time.Second
+const kvmStall = 60 * time.Second
 
 // kvmStalled says whether the run has shown no line of the kernel or the
 // init (a printk timestamp, "Linux version", "ballast:") for kvmStall.
