@@ -291,10 +291,10 @@ func (b *builder) peerSet(pol *Policy, peer Peer, id string) (string, []podInfo,
 			}
 			return "", nil, false
 		}
-		entries := []string{netSetEntry(cidr)}
+		entries := netSetEntries(cidr, "")
 		for _, e := range peer.IPBlock.Except {
 			if ex, err := netip.ParsePrefix(e); err == nil && ex.Addr().Is4() {
-				entries = append(entries, netSetEntry(ex)+" nomatch")
+				entries = append(entries, netSetEntries(ex, " nomatch")...)
 			}
 		}
 		b.addSet(Set{Name: name, Type: "hash:net", Entries: entries})
@@ -326,30 +326,20 @@ func (b *builder) peerSet(pol *Policy, peer Peer, id string) (string, []podInfo,
 	return name, pods, true
 }
 
-// netSetEntry is a prefix as hash:net takes it (addSet splits a /0).
-func netSetEntry(p netip.Prefix) string {
-	return p.Masked().String()
+// netSetEntries are the hash:net entries of a prefix, each with suffix:
+// the prefix itself, or for a /0, which hash:net refuses, its two halves.
+func netSetEntries(p netip.Prefix, suffix string) []string {
+	if p.Bits() == 0 {
+		return []string{"0.0.0.0/1" + suffix, "128.0.0.0/1" + suffix}
+	}
+	return []string{p.Masked().String() + suffix}
 }
 
 func (b *builder) addSet(s Set) {
-	if b.sets[s.Name] {
-		return
+	if !b.sets[s.Name] {
+		b.sets[s.Name] = true
+		b.rs.Sets = append(b.rs.Sets, s)
 	}
-	b.sets[s.Name] = true
-	// hash:net refuses a /0: two halves cover it.
-	if s.Type == "hash:net" {
-		var entries []string
-		for _, e := range s.Entries {
-			if strings.HasPrefix(e, "0.0.0.0/0") {
-				rest := strings.TrimPrefix(e, "0.0.0.0/0")
-				entries = append(entries, "0.0.0.0/1"+rest, "128.0.0.0/1"+rest)
-				continue
-			}
-			entries = append(entries, e)
-		}
-		s.Entries = entries
-	}
-	b.rs.Sets = append(b.rs.Sets, s)
 }
 
 var limitRE = regexp.MustCompile(`^([0-9]+)/(second|minute|hour|day|sec|min|s|m|h|d)$`)
