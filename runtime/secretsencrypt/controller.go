@@ -145,39 +145,52 @@ type state struct {
 // finishes it.
 func (c *Controller) Start(ctx context.Context) {
 	c.runCtx = ctx
-	kubeapi.Follow(ctx, 5*time.Second, func(err error) { c.logf("%v", err) }, func(ctx context.Context) error {
-		data, err := os.ReadFile(c.ConfigPath)
-		if err != nil {
-			return err
+	last := ""
+	for {
+		err := c.recordStart(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
 		}
-		hash := Hash(data)
-		stage, recorded, err := c.stage(ctx)
-		if errors.Is(err, kubeapi.ErrNotFound) {
-			return fmt.Errorf("waiting for node %s to record the rotation stage", c.NodeName)
+		if err.Error() != last {
+			c.logf("%v", err)
+			last = err.Error()
 		}
-		if err != nil {
-			return err
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
 		}
-		switch {
-		case stage == StageReencryptActive:
-			c.logf("a re-encryption of Secrets was interrupted: run k3s secrets-encrypt reencrypt to finish it")
-			stage = StageRotate
-		case stage == "" || recorded != hash:
-			if st, err := c.readState(); err == nil && st.Hash == hash {
-				stage = st.Stage
-			} else {
-				stage = StageStart
-			}
-		default:
-			<-ctx.Done() // recorded and current
-			return nil
+	}
+}
+
+// recordStart is Start's one try.
+func (c *Controller) recordStart(ctx context.Context) error {
+	data, err := os.ReadFile(c.ConfigPath)
+	if err != nil {
+		return err
+	}
+	hash := Hash(data)
+	stage, recorded, err := c.stage(ctx)
+	if errors.Is(err, kubeapi.ErrNotFound) {
+		return fmt.Errorf("waiting for node %s to record the rotation stage", c.NodeName)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case stage == StageReencryptActive:
+		c.logf("a re-encryption of Secrets was interrupted: run k3s secrets-encrypt reencrypt to finish it")
+		stage = StageRotate
+	case stage == "" || recorded != hash:
+		if st, err := c.readState(); err == nil && st.Hash == hash {
+			stage = st.Stage
+		} else {
+			stage = StageStart
 		}
-		if err := c.record(ctx, stage, hash); err != nil {
-			return err
-		}
-		<-ctx.Done()
-		return nil
-	})
+	default:
+		return nil // recorded and current
+	}
+	return c.record(ctx, stage, hash)
 }
 
 func (c *Controller) readState() (state, error) {
@@ -239,8 +252,12 @@ func (c *Controller) record(ctx context.Context, stage, hash string) error {
 	return c.API.Do(ctx, http.MethodPatch, "/api/v1/nodes/"+url.PathEscape(c.NodeName), "application/merge-patch+json", patch, nil)
 }
 
-// servers are the control-plane nodes' annotations by node name.
+// servers are the control-plane nodes' annotations by node name; none
+// when this server runs no agent (it has no node).
 func (c *Controller) servers(ctx context.Context) (map[string]string, error) {
+	if c.NodeName == "" {
+		return nil, nil
+	}
 	var list struct{ Items []nodeMeta }
 	q := url.Values{"labelSelector": {"node-role.kubernetes.io/control-plane=true"}}
 	if err := c.API.Do(ctx, http.MethodGet, "/api/v1/nodes?"+q.Encode(), "", nil, &list); err != nil {
@@ -253,30 +270,28 @@ func (c *Controller) servers(ctx context.Context) (map[string]string, error) {
 	return out, nil
 }
 
-// hashError is why the servers' configs cannot be trusted to agree, or "".
-func (c *Controller) hashError(ctx context.Context, fileHash string) (string, error) {
+// hashError is why the servers' configs cannot be trusted to agree, or
+// "": servers are the control-plane nodes' annotations (none when this
+// server runs no agent).
+func (c *Controller) hashError(servers map[string]string, fileHash string) string {
 	if c.NodeName == "" {
-		return "", nil
-	}
-	servers, err := c.servers(ctx)
-	if err != nil {
-		return "", err
+		return ""
 	}
 	names := slices.Sorted(maps.Keys(servers))
 	for _, n := range names {
 		if servers[n] == "" {
-			return "missing annotation on node " + n, nil
+			return "missing annotation on node " + n
 		}
 	}
 	for _, n := range names[1:] {
 		if servers[n] != servers[names[0]] {
-			return fmt.Sprintf("hash does not match between %s and %s", names[0], n), nil
+			return fmt.Sprintf("hash does not match between %s and %s", names[0], n)
 		}
 	}
 	if _, h := splitAnnotation(servers[c.NodeName]); h != "" && h != fileHash {
-		return fmt.Sprintf("invalid hash: %s on node %s, the config file's is %s", h, c.NodeName, fileHash), nil
+		return fmt.Sprintf("invalid hash: %s on node %s, the config file's is %s", h, c.NodeName, fileHash)
 	}
-	return "", nil
+	return ""
 }
 
 // Status is this server's encryption status.
@@ -301,10 +316,11 @@ func (c *Controller) Status(ctx context.Context) (StatusInfo, error) {
 	if st.Stage == "" {
 		st.Stage = StageStart // not recorded yet
 	}
-	herr, err := c.hashError(ctx, Hash(data))
+	servers, err := c.servers(ctx)
 	if err != nil {
 		return st, err
 	}
+	herr := c.hashError(servers, Hash(data))
 	st.HashMatch, st.HashError = herr == "", herr
 	for _, k := range cfg.KeyList() {
 		if k.Type == "Identity" {
@@ -342,17 +358,15 @@ func (c *Controller) Apply(ctx context.Context, req Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if c.NodeName != "" {
-		servers, err := c.servers(ctx)
-		if err != nil {
-			return "", err
-		}
-		if len(servers) > 1 {
-			// Servers here take the config from the cluster only when
-			// they join: a key only one knows would leave the others
-			// unable to read the Secrets written with it.
-			return "", refuse("this cluster has %d servers, and ballast's servers take the encryption config only when they join: a key added on one would leave the others unable to read Secrets; change keys on a cluster with one server", len(servers))
-		}
+	servers, err := c.servers(ctx)
+	if err != nil {
+		return "", err
+	}
+	if len(servers) > 1 {
+		// Servers here take the config from the cluster only when they
+		// join: a key only one knows would leave the others unable to
+		// read the Secrets written with it.
+		return "", refuse("this cluster has %d servers, and ballast's servers take the encryption config only when they join: a key added on one would leave the others unable to read Secrets; change keys on a cluster with one server", len(servers))
 	}
 	check := func(force bool, stages ...string) error {
 		if force {
@@ -361,11 +375,10 @@ func (c *Controller) Apply(ctx context.Context, req Request) (string, error) {
 		if !slices.Contains(stages, stage) {
 			return refuse("incorrect stage: %s found on node %s (this command needs %s)", stage, c.nodeOrServer(), strings.Join(stages, " or "))
 		}
-		herr, err := c.hashError(ctx, hash)
-		if err == nil && herr != "" {
-			err = refuse("%s", herr)
+		if herr := c.hashError(servers, hash); herr != "" {
+			return refuse("%s", herr)
 		}
-		return err
+		return nil
 	}
 	switch {
 	case req.Enable != nil:
@@ -406,7 +419,7 @@ func (c *Controller) Apply(ctx context.Context, req Request) (string, error) {
 			bg = context.Background()
 		}
 		go func() {
-			err := c.finishReencrypt(bg, cfg, stage, req.Skip)
+			err := c.finishReencrypt(bg, cfg, stage, hash, req.Skip)
 			if err != nil {
 				c.logf("re-encryption: %v", err)
 			}
@@ -425,10 +438,10 @@ func (c *Controller) Apply(ctx context.Context, req Request) (string, error) {
 		if _, err := cfg.AddKey(c.Provider, true, c.now(), c.random()); err != nil {
 			return "", err
 		}
-		if err := c.write(ctx, cfg); err != nil {
+		if _, err := c.write(ctx, cfg); err != nil {
 			return "", err
 		}
-		if err := c.finishReencrypt(ctx, cfg, stage, false); err != nil {
+		if err := c.finishReencrypt(ctx, cfg, stage, "", false); err != nil {
 			return "", err
 		}
 		return "keys rotated, reencryption finished", nil
@@ -454,7 +467,8 @@ func (c *Controller) setEnabled(ctx context.Context, cfg *Config, stage string, 
 	if !changed {
 		return "secrets-encryption already " + word, nil
 	}
-	if err := c.write(ctx, cfg); err != nil {
+	hash, err := c.write(ctx, cfg)
+	if err != nil {
 		return "", err
 	}
 	if _, err := c.reencrypt(ctx); err != nil {
@@ -463,34 +477,28 @@ func (c *Controller) setEnabled(ctx context.Context, cfg *Config, stage string, 
 	if stage == "" {
 		stage = StageStart
 	}
-	return "secrets-encryption " + word, c.recordFile(ctx, stage)
+	return "secrets-encryption " + word, c.record(ctx, stage, hash)
 }
 
 // commit writes cfg, waits for the API server to load it, and records stage.
 func (c *Controller) commit(ctx context.Context, cfg *Config, stage string) error {
-	if err := c.write(ctx, cfg); err != nil {
-		return err
-	}
-	return c.recordFile(ctx, stage)
-}
-
-func (c *Controller) recordFile(ctx context.Context, stage string) error {
-	data, err := os.ReadFile(c.ConfigPath)
+	hash, err := c.write(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	return c.record(ctx, stage, Hash(data))
+	return c.record(ctx, stage, hash)
 }
 
 // finishReencrypt rewrites every Secret with the active key, then (unless
 // skip) drops the keys no Secret needs any more and records
-// reencrypt_finished; with skip the keys stay and prev is recorded again.
-func (c *Controller) finishReencrypt(ctx context.Context, cfg *Config, prev string, skip bool) error {
+// reencrypt_finished; with skip the keys stay and prev is recorded again
+// with the hash of the unchanged config, prevHash.
+func (c *Controller) finishReencrypt(ctx context.Context, cfg *Config, prev, prevHash string, skip bool) error {
 	if _, err := c.reencrypt(ctx); err != nil {
 		return err
 	}
 	if skip {
-		return c.recordFile(ctx, prev)
+		return c.record(ctx, prev, prevHash)
 	}
 	if err := cfg.DropOldKeys(c.Provider); err != nil {
 		return err
@@ -499,19 +507,21 @@ func (c *Controller) finishReencrypt(ctx context.Context, cfg *Config, prev stri
 }
 
 // write replaces the config file (atomically: a power cut leaves the old
-// one or the new one) and waits until kube-apiserver has loaded it.
-func (c *Controller) write(ctx context.Context, cfg *Config) error {
+// one or the new one), waits until kube-apiserver has loaded it, and
+// returns the hash of what it wrote.
+func (c *Controller) write(ctx context.Context, cfg *Config) (string, error) {
 	before, err := c.reloads(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	data, err := cfg.Marshal()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := atomicfile.Write(c.ConfigPath, data, 0o600); err != nil {
-		return err
+		return "", err
 	}
+	hash := Hash(data)
 	timeout := c.ReloadTimeout
 	if timeout == 0 {
 		timeout = 2 * time.Minute
@@ -520,18 +530,18 @@ func (c *Controller) write(ctx context.Context, cfg *Config) error {
 	for {
 		now, err := c.reloads(ctx)
 		if err == nil && now.failure > before.failure {
-			return fmt.Errorf("kube-apiserver could not load the new %s (its log says why); the file is written, fix it before the next restart", c.ConfigPath)
+			return "", fmt.Errorf("kube-apiserver could not load the new %s (its log says why); the file is written, fix it before the next restart", c.ConfigPath)
 		}
 		if err == nil && now.success > before.success {
 			c.logf("kube-apiserver loaded the new encryption config")
-			return nil
+			return hash, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("kube-apiserver did not load the new %s within %v", c.ConfigPath, timeout)
+			return "", fmt.Errorf("kube-apiserver did not load the new %s within %v", c.ConfigPath, timeout)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return "", ctx.Err()
 		case <-time.After(2 * time.Second):
 		}
 	}
