@@ -2,7 +2,6 @@ package secretsencrypt
 
 import (
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -103,20 +102,6 @@ func (c *Config) SetEnabled(on bool) (bool, error) {
 	return true, nil
 }
 
-// newKey is a random 32-byte key named <provider's key name>-<time>, as
-// k3s names the keys it adds.
-func newKey(provider string, now time.Time, random io.Reader) (Key, error) {
-	base, ok := Providers[provider]
-	if !ok {
-		return Key{}, fmt.Errorf("secrets-encryption-provider %q: want aescbc or secretbox", provider)
-	}
-	key := make([]byte, 32)
-	if _, err := io.ReadFull(random, key); err != nil {
-		return Key{}, err
-	}
-	return Key{Name: base + "-" + now.UTC().Format(time.RFC3339), Secret: base64.StdEncoding.EncodeToString(key)}, nil
-}
-
 // AddKey adds a new key of provider: last in its list (prepare: it
 // decrypts but does not encrypt yet) or first (rotate-keys: it encrypts
 // from the moment the API server reads the file). A provider of that type
@@ -126,16 +111,13 @@ func (c *Config) AddKey(provider string, first bool, now time.Time, random io.Re
 	if err != nil {
 		return Key{}, err
 	}
-	k, err := newKey(provider, now, random)
+	k, err := newKey(provider, "-"+now.UTC().Format(time.RFC3339), random)
 	if err != nil {
 		return Key{}, err
 	}
 	keys := keysOf(r, provider)
 	if keys == nil {
-		p := Provider{AESCBC: &Keys{}}
-		if provider == "secretbox" {
-			p = Provider{Secretbox: &Keys{}}
-		}
+		p := providerOf(provider, &Keys{})
 		// New Secrets use it only if encryption is on.
 		at := 0
 		if !c.Enabled() {
@@ -212,7 +194,7 @@ type KeyInfo struct {
 	Name   string `json:"name"`
 }
 
-// Keys lists the keys in the order the API server tries them; the first
+// KeyList lists the keys in the order the API server tries them; the first
 // of an encrypting provider in front is the active one.
 func (c *Config) KeyList() []KeyInfo {
 	var out []KeyInfo

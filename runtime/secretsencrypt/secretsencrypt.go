@@ -61,23 +61,38 @@ type Key struct {
 // provider, and still reads unencrypted ones (identity last: Secrets
 // written before encryption was turned on stay readable).
 func New(provider string, random io.Reader) (*Config, error) {
-	name, ok := Providers[provider]
-	if !ok {
-		return nil, fmt.Errorf("secrets-encryption-provider %q: want aescbc or secretbox", provider)
-	}
-	key := make([]byte, 32)
-	if _, err := io.ReadFull(random, key); err != nil {
+	k, err := newKey(provider, "", random)
+	if err != nil {
 		return nil, err
 	}
-	keys := &Keys{Keys: []Key{{Name: name, Secret: base64.StdEncoding.EncodeToString(key)}}}
-	p := Provider{AESCBC: keys}
-	if provider == "secretbox" {
-		p = Provider{Secretbox: keys}
-	}
+	p := providerOf(provider, &Keys{Keys: []Key{k}})
 	return &Config{
 		Kind: "EncryptionConfiguration", APIVersion: "apiserver.config.k8s.io/v1",
 		Resources: []Resource{{Resources: []string{"secrets"}, Providers: []Provider{p, {Identity: &struct{}{}}}}},
 	}, nil
+}
+
+// newKey is a random 32-byte key named after provider's key name and
+// suffix ("aescbckey", or "aescbckey-<time>" as k3s names the keys it
+// adds later).
+func newKey(provider, suffix string, random io.Reader) (Key, error) {
+	base, ok := Providers[provider]
+	if !ok {
+		return Key{}, fmt.Errorf("secrets-encryption-provider %q: want aescbc or secretbox", provider)
+	}
+	key := make([]byte, 32)
+	if _, err := io.ReadFull(random, key); err != nil {
+		return Key{}, err
+	}
+	return Key{Name: base + suffix, Secret: base64.StdEncoding.EncodeToString(key)}, nil
+}
+
+// providerOf is a provider entry of type provider (aescbc or secretbox).
+func providerOf(provider string, keys *Keys) Provider {
+	if provider == "secretbox" {
+		return Provider{Secretbox: keys}
+	}
+	return Provider{AESCBC: keys}
 }
 
 // Ensure writes a new config to path unless one is there (written before,
