@@ -71,10 +71,6 @@ func (p *proxiedRegistry) buildImage(t *testing.T) {
 	zw := gzip.NewWriter(&gz)
 	zw.Write(layer.Bytes())
 	zw.Close()
-	digest := func(b []byte) string {
-		s := sha256.Sum256(b)
-		return "sha256:" + hex.EncodeToString(s[:])
-	}
 	config, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
 		"config": map[string]any{"Cmd": []string{"/proxied.txt"}},
@@ -110,7 +106,7 @@ func (p *proxiedRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	case path == repo+"manifests/v1" || strings.HasPrefix(path, repo+"manifests/sha256:"):
 		w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-		w.Header().Set("Docker-Content-Digest", p.digestOf(p.manif))
+		w.Header().Set("Docker-Content-Digest", digest(p.manif))
 		w.Header().Set("Content-Length", fmt.Sprint(len(p.manif)))
 		if r.Method != http.MethodHead {
 			w.Write(p.manif)
@@ -130,7 +126,8 @@ func (p *proxiedRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (p *proxiedRegistry) digestOf(b []byte) string {
+// digest is an OCI content digest.
+func digest(b []byte) string {
 	s := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(s[:])
 }
