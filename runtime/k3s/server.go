@@ -156,17 +156,19 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	enc, err := a.secretsEncryptController(ctx, s, lay, nodeName)
+	// The supervisor's identity, for the controllers that run as it.
+	supAPI, err := localAPI(s, lay, "client-supervisor")
 	if err != nil {
 		return err
 	}
+	enc := a.secretsEncryptController(ctx, s, lay, nodeName, supAPI)
 	if err := a.startSupervisor(ctx, s, adv, enc); err != nil {
 		return err
 	}
 	if member != nil {
 		go a.promote(ctx, s, member)
 	}
-	if err := a.startControllers(ctx, s, lay, nodeName); err != nil {
+	if err := a.startControllers(ctx, s, lay, nodeName, supAPI); err != nil {
 		return err
 	}
 	if !s.DisableAgent {
@@ -209,14 +211,10 @@ func serverNodeMeta(name string, nodeIPs, external []netip.Addr, m *etcdMember) 
 // NodeHosts, deleted nodes' password secrets) and, unless disabled, the
 // cloud controller (node addresses, the uninitialized taint), each as the
 // identity k3s gives it, and ServiceLB (LoadBalancer Services, unless
-// disable: servicelb; as the supervisor: it manages DaemonSets), against
-// the local API server.
-func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, nodeName string) error {
+// disable: servicelb; as the supervisor, api: it manages DaemonSets),
+// against the local API server.
+func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, nodeName string, api *kubeapi.Client) error {
 	logf := func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) }
-	api, err := localAPI(s, lay, "client-supervisor")
-	if err != nil {
-		return err
-	}
 	nc := &nodecontroller.Controller{API: api, Logf: logf}
 	if embeddedEtcd(s) {
 		nc.Deleted = a.removeEtcdMember(s, nodeName)
@@ -242,11 +240,7 @@ func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay 
 // as the supervisor: it rewrites every Secret and patches this server's
 // node. With secrets-encryption it records the rotation stage once the
 // node exists; without, it answers status (disabled) and refuses changes.
-func (a *app) secretsEncryptController(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, nodeName string) (*secretsencrypt.Controller, error) {
-	api, err := localAPI(s, lay, "client-supervisor")
-	if err != nil {
-		return nil, err
-	}
+func (a *app) secretsEncryptController(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, nodeName string, api *kubeapi.Client) *secretsencrypt.Controller {
 	c := &secretsencrypt.Controller{
 		API:        api,
 		ConfigPath: filepath.Join(lay.Cred(), "encryption-config.json"),
@@ -261,7 +255,7 @@ func (a *app) secretsEncryptController(ctx context.Context, s *config.ServerConf
 	if s.SecretsEncryption {
 		go c.Start(ctx)
 	}
-	return c, nil
+	return c
 }
 
 // localAPI is a client of this server's kube-apiserver with the client
