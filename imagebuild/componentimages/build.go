@@ -51,11 +51,11 @@ type builder struct {
 
 func (b *builder) image(ctx context.Context, c component) (Image, error) {
 	start := time.Now()
-	bin, built, err := b.binary(ctx, c)
+	bins, built, err := b.binaries(ctx, c)
 	if err != nil {
 		return Image{}, err
 	}
-	img, err := b.layout(c, bin)
+	img, err := b.layout(c, bins)
 	if err != nil {
 		return Image{}, err
 	}
@@ -76,6 +76,22 @@ func (b *builder) image(ctx context.Context, c component) (Image, error) {
 		fmt.Fprintf(b.log, "image %s (%s): %s, %s\n", c.ref, b.opts.Arch, what, humanize.IBytes(uint64(st.Size())))
 	}
 	return Image{Name: c.name, Ref: c.ref, Path: p}, nil
+}
+
+// binaries returns the image's programs, its own first then its tools,
+// and whether any had to be compiled.
+func (b *builder) binaries(ctx context.Context, c component) ([][]byte, bool, error) {
+	var bins [][]byte
+	built := false
+	for _, p := range append([]component{c}, c.tools...) {
+		bin, compiled, err := b.binary(ctx, p)
+		if err != nil {
+			return nil, false, err
+		}
+		bins = append(bins, bin)
+		built = built || compiled
+	}
+	return bins, built, nil
 }
 
 // binary returns the program's bytes for the image and whether it had to
@@ -296,8 +312,9 @@ func CheckELF(data []byte, arch string) error {
 	return nil
 }
 
-// layout lists the image's files and config.
-func (b *builder) layout(c component, bin []byte) (ociimage.Image, error) {
+// layout lists the image's files and config; bins are the programs, as
+// binaries returns them.
+func (b *builder) layout(c component, bins [][]byte) (ociimage.Image, error) {
 	cfg := c.config
 	cfg.Env = append([]string{defaultPath}, cfg.Env...)
 	entries := []ociimage.Entry{
@@ -313,17 +330,26 @@ func (b *builder) layout(c component, bin []byte) (ociimage.Image, error) {
 		{Path: "etc/group", Type: ociimage.File, Mode: 0o644, Data: []byte(
 			"root:x:0:\nnogroup:x:65534:\nnonroot:x:65532:\n")},
 	}
-	bf := ociimage.Entry{Path: strings.TrimPrefix(c.binary, "/"), Type: ociimage.File, Mode: 0o755, Data: bin}
+	bf := ociimage.Entry{Path: strings.TrimPrefix(c.binary, "/"), Type: ociimage.File, Mode: 0o755, Data: bins[0]}
 	if len(c.caps) > 0 {
 		bf.Xattrs = map[string]string{ociimage.XattrCapability: ociimage.FileCapabilities(c.caps...)}
 	}
 	entries = append(entries, bf)
+	for i, t := range c.tools {
+		entries = append(entries, ociimage.Entry{Path: strings.TrimPrefix(t.binary, "/"), Type: ociimage.File, Mode: 0o755, Data: bins[i+1]})
+	}
 	switch c.name {
 	case "busybox":
 		for _, a := range busyboxApplets {
 			entries = append(entries, ociimage.Entry{Path: "bin/" + a, Type: ociimage.Symlink, Target: "busybox"})
 		}
 		entries = append(entries, ociimage.Entry{Path: "root", Type: ociimage.Dir, Mode: 0o700})
+	case "klipper-helm":
+		// helm's home; the job mounts emptyDirs over .helm, .cache
+		// and .config.
+		for _, d := range []string{"home/klipper-helm", "home/klipper-helm/.helm", "home/klipper-helm/.cache", "home/klipper-helm/.config"} {
+			entries = append(entries, ociimage.Entry{Path: d, Type: ociimage.Dir, Mode: 0o755, UID: 1000, GID: 1000})
+		}
 	case "testserver":
 		entries = append(entries, ociimage.Entry{Path: "data", Type: ociimage.Dir, Mode: 0o755, UID: 65532, GID: 65532})
 	}

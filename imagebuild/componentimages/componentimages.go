@@ -1,6 +1,7 @@
 // Package componentimages builds, from source, the container images a
 // fresh air-gapped ballast node needs (the pod sandbox, CoreDNS,
-// local-path-provisioner and its busybox helper, metrics-server) and the
+// local-path-provisioner and its busybox helper, metrics-server, ServiceLB's
+// forwarder, the Helm controller's job image) and the
 // project's own test server, as OCI image-layout archives that k3s imports
 // from agent/images.
 //
@@ -32,7 +33,7 @@ import (
 
 // Image is one built archive.
 type Image struct {
-	Name string // "pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "testserver"
+	Name string // "pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "klipper-helm", "testserver"
 	Ref  string // full reference, e.g. docker.io/rancher/mirrored-pause:3.6
 	Path string // the OCI archive (uncompressed tar) on disk, in the cache; callers copy it
 }
@@ -49,10 +50,10 @@ type Options struct {
 }
 
 // Default are the images every node with the runtime needs.
-var Default = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb"}
+var Default = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "klipper-helm"}
 
 // Known are all the images Build can make.
-var Known = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "testserver"}
+var Known = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "klipper-helm", "testserver"}
 
 // created is the creation time of every image and the mtime of every file
 // in it. It is fixed, not the build's SOURCE_DATE_EPOCH, so archives stay
@@ -75,6 +76,9 @@ type component struct {
 	source string
 	// binary is where the program goes in the image.
 	binary string
+	// tools are upstream programs the image carries beside its own
+	// (pkg, version and binary set), compiled and cached the same way.
+	tools []component
 	// caps are file capabilities of the binary (setcap ...=+ep).
 	caps   []uint
 	config ociimage.Config
@@ -144,6 +148,20 @@ var components = []component{
 		binary: "/svclb",
 		caps:   []uint{capNetBindService},
 		config: ociimage.Config{Entrypoint: []string{"/svclb"}, User: "65532:65532", WorkingDir: "/"},
+	},
+	{
+		// The Helm controller's job image, under the name and tag of the
+		// klipper-helm image k3s runs (klipper-helm is a bash script
+		// around helm; this is ballast's own entry, see images/klipperhelm,
+		// with upstream helm v3 as klipper-helm ships). USER klipper-helm
+		// (1000): the jobs run as non-root with a read-only root.
+		name:   "klipper-helm",
+		ref:    "docker.io/rancher/klipper-helm:v0.9.14-build20260309",
+		source: "klipperhelm",
+		binary: "/usr/bin/entry",
+		tools:  []component{{name: "helm", pkg: "helm.sh/helm/v3/cmd/helm", version: "v3.21.4", binary: "/usr/bin/helm"}},
+		config: ociimage.Config{Entrypoint: []string{"entry"}, User: "1000:1000", WorkingDir: "/home/klipper-helm",
+			Env: []string{"HOME=/home/klipper-helm"}},
 	},
 	{
 		name:   "testserver",
@@ -239,11 +257,11 @@ func Describe(ctx context.Context, o Options, name string) (ociimage.Image, erro
 	if err != nil {
 		return ociimage.Image{}, err
 	}
-	bin, _, err := b.binary(ctx, c)
+	bins, _, err := b.binaries(ctx, c)
 	if err != nil {
 		return ociimage.Image{}, fmt.Errorf("component image %s (%s): %w", name, o.Arch, err)
 	}
-	return b.layout(c, bin)
+	return b.layout(c, bins)
 }
 
 func newBuilder(o Options) (*builder, error) {

@@ -91,7 +91,6 @@ func SupportOf(key string) (Support, bool) {
 // Messages shared by several keys.
 const (
 	msgEtcdS3      = "used only by etcd snapshots to S3 (etcd-s3), which ballast's runtime does not build; snapshots stay in etcd-snapshot-dir (<data-dir>/server/db/snapshots): remove the key, and copy snapshots off the node yourself"
-	msgHelm        = "the Helm controller is not built into ballast's runtime yet (HelmChart resources are not installed), so this changes nothing; remove the key"
 	msgSplitRoles  = "is not built into ballast's runtime: a server always runs etcd or its datastore, kube-apiserver, kube-controller-manager and kube-scheduler, so a split-role cluster would get every component on this node; remove the key"
 	msgCredentials = "the kubelet is given no image credential provider from this key; remove it and pass the kubelet's own flags instead: kubelet-arg: [image-credential-provider-config=FILE, image-credential-provider-bin-dir=DIR]"
 	msgVPN         = "ballast's runtime has no VPN (Tailscale) integration, so the node would not join the VPN and nodes could not reach each other through it; remove the key, bring the VPN up outside k3s, and set node-ip and flannel-iface to its address and interface"
@@ -194,7 +193,7 @@ func supportTable() []Support {
 		acted("write-kubeconfig"),      // admin kubeconfig path
 		acted("write-kubeconfig-mode"), // admin kubeconfig mode
 		ignored("write-kubeconfig-group", "the admin kubeconfig keeps group root (its mode from write-kubeconfig-mode); remove the key, and give users a kubeconfig of their own"),
-		ignored("helm-job-image", msgHelm),
+		acted("helm-job-image"),              // the Helm controller's job image
 		acted("agent-token"),                 // token.EnsureServer
 		acted("agent-token-file"),            // valueOrFile
 		acted("cluster-init"),                // embedded etcd
@@ -242,8 +241,8 @@ func supportTable() []Support {
 		acted("disable-cloud-controller"), // no cloud controller, no --cloud-provider=external
 		acted("disable-kube-proxy"),       // no kube-proxy
 		acted("disable-network-policy"),   // no network-policy component on any node
-		ignored("disable-helm-controller", msgHelm),
-		acted("disable-agent"), // control plane only
+		acted("disable-helm-controller"),  // no Helm controller
+		acted("disable-agent"),            // control plane only
 		refused("disable-apiserver", "a server without kube-apiserver "+msgSplitRoles),
 		refused("disable-controller-manager", "a server without kube-controller-manager "+msgSplitRoles),
 		refused("disable-etcd", "a server without etcd (control plane only) "+msgSplitRoles),

@@ -81,6 +81,7 @@ type ServerConfig struct {
 	DisableKubeProxy          bool
 	DisableNetworkPolicy      bool
 	DisableHelmController     bool
+	HelmJobImage              string // the Helm controller's job image; "" is k3s's klipper-helm from system-default-registry
 	DisableAPIServer          bool
 	DisableControllerManager  bool
 	DisableETCD               bool
@@ -313,6 +314,7 @@ func (l *Loaded) ServerConfig() (*ServerConfig, error) {
 		DisableKubeProxy:          c.boolean("disable-kube-proxy"),
 		DisableNetworkPolicy:      c.boolean("disable-network-policy"),
 		DisableHelmController:     c.boolean("disable-helm-controller"),
+		HelmJobImage:              c.str("helm-job-image"),
 		DisableAPIServer:          c.boolean("disable-apiserver"),
 		DisableControllerManager:  c.boolean("disable-controller-manager"),
 		DisableETCD:               c.boolean("disable-etcd"),

@@ -18,6 +18,7 @@ import (
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/containerdcfg"
 	"github.com/ballast-os/ballast/runtime/datadir"
+	"github.com/ballast-os/ballast/runtime/helmcontroller"
 	"github.com/ballast-os/ballast/runtime/kubeapi"
 	"github.com/ballast-os/ballast/runtime/nodecontroller"
 	"github.com/ballast-os/ballast/runtime/packaged"
@@ -26,6 +27,7 @@ import (
 	"github.com/ballast-os/ballast/runtime/servicelb"
 	"github.com/ballast-os/ballast/runtime/supervisor"
 	"github.com/ballast-os/ballast/runtime/token"
+	"k8s.io/client-go/rest"
 )
 
 // server prepares everything k3s server prepares before it starts the
@@ -212,7 +214,8 @@ func serverNodeMeta(name string, nodeIPs, external []netip.Addr, m *etcdMember) 
 // cloud controller (node addresses, the uninitialized taint), each as the
 // identity k3s gives it, and ServiceLB (LoadBalancer Services, unless
 // disable: servicelb; as the supervisor, api: it manages DaemonSets),
-// against the local API server.
+// against the local API server, and unless disable-helm-controller the Helm
+// controller (as the supervisor too).
 func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, nodeName string, api *kubeapi.Client) error {
 	logf := func(f string, args ...any) { fmt.Fprintf(a.stderr, f+"\n", args...) }
 	nc := &nodecontroller.Controller{API: api, Logf: logf}
@@ -224,6 +227,17 @@ func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay 
 		go (&servicelb.Controller{API: api, Namespace: s.ServiceLBNamespace, Registry: s.SystemDefaultRegistry, Identity: nodeName, Logf: logf}).Run(ctx)
 	} else {
 		go servicelb.DeleteAll(ctx, api, s.ServiceLBNamespace, logf)
+	}
+	if !s.DisableHelmController {
+		cfg, err := localRESTConfig(s, lay, "client-supervisor")
+		if err != nil {
+			return err
+		}
+		image := s.HelmJobImage
+		if image == "" {
+			image = helmcontroller.DefaultImage(s.SystemDefaultRegistry)
+		}
+		go helmcontroller.Run(ctx, helmcontroller.Options{Config: cfg, JobImage: image, Identity: nodeName, Logf: logf})
 	}
 	if s.DisableCloudController {
 		return nil
@@ -256,6 +270,24 @@ func (a *app) secretsEncryptController(ctx context.Context, s *config.ServerConf
 		go c.Start(ctx)
 	}
 	return c
+}
+
+// localRESTConfig is localAPI for client-go: the certificate files are
+// read again at each handshake, so a rotation needs no restart.
+func localRESTConfig(s *config.ServerConfig, lay datadir.Layout, cert string) (*rest.Config, error) {
+	c := &rest.Config{
+		Host: fmt.Sprintf("https://127.0.0.1:%d", s.APIServerPortOrDefault()),
+		TLSClientConfig: rest.TLSClientConfig{
+			CAFile:   filepath.Join(lay.TLS(), "server-ca.crt"),
+			CertFile: filepath.Join(lay.TLS(), cert+".crt"),
+			KeyFile:  filepath.Join(lay.TLS(), cert+".key"),
+		},
+		UserAgent: "k3s-" + cert,
+	}
+	if _, err := os.Stat(c.CertFile); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // localAPI is a client of this server's kube-apiserver with the client

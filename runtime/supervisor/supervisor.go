@@ -17,11 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -202,6 +204,9 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "pong")
 	})
+	// Charts and other files for HelmCharts, unauthenticated as in k3s
+	// (https://%{KUBERNETES_API}%/static/charts/<chart>.tgz).
+	mux.Handle("GET /static/", http.StripPrefix("/static/", staticFiles(datadir.Layout{Root: s.DataDir}.Static())))
 	p := "/v1-" + Program
 	agent := func(h http.HandlerFunc) http.Handler { return s.agentAuth(h) }
 	mux.Handle("GET "+p+"/config", agent(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.Cluster) }))
@@ -239,6 +244,19 @@ func (s *Server) Handler() http.Handler {
 	}))
 	mux.Handle("/", s.proxy)
 	return mux
+}
+
+// staticFiles serves the files under dir, without directory listings.
+func staticFiles(dir string) http.Handler {
+	files := http.FileServerFS(os.DirFS(dir))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimSuffix(r.URL.Path, "/")
+		if st, err := fs.Stat(os.DirFS(dir), path.Clean(name)); err != nil || st.IsDir() {
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
