@@ -434,6 +434,7 @@ func TestCluster(t *testing.T) {
 
 	checkNetworkPolicy(ctx, t, server, agent2)
 	checkHelmChart(ctx, t, server)
+	checkTraefik(ctx, t, server, []*Node{server, agent1, agent2}, agent2)
 
 	// ServiceLB: the LoadBalancer Service gets the nodes' addresses (as in
 	// k3s, only ExternalIPs once a node has one: agent1's), and its port

@@ -145,3 +145,122 @@ spec:
 	}
 	server.Kubectl(ctx, "delete", "helmchartconfig", "-n", "kube-system", "hc-demo", "--ignore-not-found")
 }
+
+// checkTraefik: Traefik, as k3s packages it, is installed by the Helm
+// controller from the charts the image carries (helm-install-traefik-crd
+// and helm-install-traefik Completed, traefik Running, svclb-traefik on
+// every node), routes an Ingress from outside the nodes on port 80 of
+// each, and a HelmChartConfig changes its values: the controller
+// upgrades the release.
+func checkTraefik(ctx context.Context, t *testing.T, server *Node, nodes []*Node, client *Node) {
+	t.Helper()
+	state := func() string {
+		out, _ := server.Kubectl(ctx, "get", "helmcharts,jobs,pods,svc", "-n", "kube-system", "-o", "wide")
+		logs, _ := server.Kubectl(ctx, "logs", "-n", "kube-system", "-l", "helmcharts.helm.cattle.io/chart in (traefik,traefik-crd)", "--tail", "20")
+		tr, _ := server.Kubectl(ctx, "logs", "-n", "kube-system", "deploy/traefik", "--tail", "20")
+		return out + "\n" + logs + "\n" + tr
+	}
+	// k3s's `kubectl get pods -A` for Traefik.
+	if err := WaitFor(ctx, 5*time.Minute, 3*time.Second, func() error {
+		out, err := server.Kubectl(ctx, "get", "pods", "-n", "kube-system", "--no-headers", "-o", "custom-columns=NAME:.metadata.name,PHASE:.status.phase,READY:.status.containerStatuses[*].ready")
+		if err != nil {
+			return err
+		}
+		want := map[string]string{"helm-install-traefik-crd-": "Succeeded", "helm-install-traefik-": "Succeeded", "traefik-": "Running true"}
+		for prefix, w := range want {
+			found := false
+			for _, l := range strings.Split(out, "\n") {
+				f := strings.Fields(l)
+				if len(f) < 2 || !strings.HasPrefix(f[0], prefix) || (prefix == "helm-install-traefik-" && strings.HasPrefix(f[0], "helm-install-traefik-crd-")) {
+					continue
+				}
+				if strings.Join(f[1:len(strings.Fields(w))+1], " ") == w {
+					found = true
+				}
+			}
+			if !found {
+				return fmt.Errorf("no pod %s* %s:\n%s", prefix, w, out)
+			}
+		}
+		if n := strings.Count(out, "svclb-traefik-"); n != len(nodes) {
+			return fmt.Errorf("%d svclb-traefik pods, want one on each of %d nodes:\n%s", n, len(nodes), out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("Traefik: %v\n%s", err, state())
+	}
+
+	const ingress = `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: testserver, namespace: default}
+spec:
+  rules:
+  - host: testserver.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: testserver, port: {number: 80}}}}`
+	if out, err := server.Exec(ctx, "sh", "-c", "cat > /tmp/ing.yaml <<'EOF'\n"+ingress+"\nEOF\nk3s kubectl apply -f /tmp/ing.yaml"); err != nil {
+		t.Fatalf("apply Ingress: %v\n%s", err, out)
+	}
+	// The default IngressClass was given to it, and each node's port 80
+	// (its svclb-traefik pod) reaches the pods through Traefik.
+	if out, err := server.Kubectl(ctx, "get", "ingress", "testserver", "-o", "jsonpath={.spec.ingressClassName}"); err != nil || out != "traefik" {
+		t.Errorf("Ingress class %q %v, want traefik (the default class)", out, err)
+	}
+	for _, n := range nodes {
+		if err := WaitFor(ctx, 2*time.Minute, 2*time.Second, func() error {
+			out, err := client.Exec(ctx, "curl", "-sS", "--max-time", "5", "-H", "Host: testserver.example", "http://"+n.IP+"/")
+			if err == nil && !strings.Contains(out, "hello from ballast testserver") {
+				err = fmt.Errorf("%q", out)
+			}
+			return err
+		}); err != nil {
+			t.Errorf("Ingress through Traefik on %s:80: %v\n%s", n.Name, err, state())
+		}
+	}
+	// Published: the Ingress carries the traefik Service's addresses.
+	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+		out, err := server.Kubectl(ctx, "get", "ingress", "testserver", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}")
+		if err == nil && out == "" {
+			err = fmt.Errorf("Ingress status has no address")
+		}
+		return err
+	}); err != nil {
+		t.Error(err)
+	}
+
+	// A HelmChartConfig: the controller upgrades the release with it.
+	const config = `apiVersion: helm.cattle.io/v1
+kind: HelmChartConfig
+metadata: {name: traefik, namespace: kube-system}
+spec:
+  valuesContent: |-
+    deployment:
+      podAnnotations:
+        ballast.test/config: applied
+    logs:
+      access:
+        enabled: true`
+	if out, err := server.Exec(ctx, "sh", "-c", "cat > /tmp/hcc.yaml <<'EOF'\n"+config+"\nEOF\nk3s kubectl apply -f /tmp/hcc.yaml"); err != nil {
+		t.Fatalf("apply HelmChartConfig: %v\n%s", err, out)
+	}
+	if err := WaitFor(ctx, 4*time.Minute, 3*time.Second, func() error {
+		out, err := server.Kubectl(ctx, "get", "deploy", "-n", "kube-system", "traefik", "-o", `jsonpath={.spec.template.metadata.annotations.ballast\.test/config} {.spec.template.spec.containers[0].args}`)
+		if err == nil && (!strings.HasPrefix(out, "applied ") || !strings.Contains(out, "--accesslog=true")) {
+			err = fmt.Errorf("traefik Deployment after the HelmChartConfig: %q", out)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, state())
+	}
+	if err := WaitFor(ctx, 3*time.Minute, 3*time.Second, func() error {
+		out, err := client.Exec(ctx, "curl", "-sS", "--max-time", "5", "-H", "Host: testserver.example", "http://"+server.IP+"/")
+		if err == nil && !strings.Contains(out, "hello from ballast testserver") {
+			err = fmt.Errorf("%q", out)
+		}
+		return err
+	}); err != nil {
+		t.Errorf("Ingress after the upgrade: %v\n%s", err, state())
+	}
+	server.Kubectl(ctx, "delete", "ingress", "testserver")
+}

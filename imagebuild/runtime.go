@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ballast-os/ballast/imagebuild/charts"
 	"github.com/ballast-os/ballast/imagebuild/componentimages"
 	"github.com/ballast-os/ballast/imagebuild/filetree"
 	"github.com/ballast-os/ballast/imagebuild/runtimebin"
@@ -78,6 +79,7 @@ type runtimeFiles struct {
 	kind   string
 	rt     *runtimebin.Runtime
 	images []runtimeImage
+	charts []charts.Chart // for charts.Dir: the packaged HelmCharts' charts
 }
 
 // runtimeImage is one archive for /usr/lib/ballast/images.
@@ -174,6 +176,11 @@ func (b *builder) buildRuntimeImages(ctx context.Context, pk *packages, rf *runt
 		}
 		for _, img := range imgs {
 			rf.images = append(rf.images, runtimeImage{Name: img.Name, Ref: img.Ref, Path: img.Path})
+			if img.Name == "traefik" {
+				if rf.charts, err = b.traefikCharts(ctx, img.Ref); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	rf.images = append(rf.images, files...)
@@ -185,6 +192,28 @@ func (b *builder) buildRuntimeImages(ctx context.Context, pk *packages, rf *runt
 		}
 	}
 	return nil
+}
+
+// traefikCharts packages the traefik and traefik-crd charts for the
+// Traefik image ref, the CRDs from the Traefik module its binary is
+// built from.
+func (b *builder) traefikCharts(ctx context.Context, ref string) ([]charts.Chart, error) {
+	dir, err := componentimages.ModuleDir(ctx, componentimages.Options{Arch: b.board.Arch, CacheDir: b.cache}, "traefik")
+	if err != nil {
+		return nil, err
+	}
+	crds, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(charts.CRDFile)))
+	if err != nil {
+		return nil, fmt.Errorf("traefik-crd chart: %w", err)
+	}
+	cs, err := charts.Traefik(ref, crds)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		fmt.Fprintf(b.log, "chart %s: %d KiB\n", c.File(), len(c.Data)>>10)
+	}
+	return cs, nil
 }
 
 // busybox reads the static busybox out of Debian's busybox-static.
@@ -271,6 +300,16 @@ func (b *builder) addRuntimeFiles(t *filetree.Tree, rf *runtimeFiles) error {
 	}
 	if len(rf.images) > 0 {
 		if err := t.AddDir(ImagesDir, 0o755); err != nil {
+			return err
+		}
+	}
+	if len(rf.charts) > 0 {
+		if err := t.AddDir(charts.Dir, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, c := range rf.charts {
+		if err := t.AddFile(charts.Dir+"/"+c.File(), 0o644, c.Data); err != nil {
 			return err
 		}
 	}

@@ -21,12 +21,12 @@ func TestDataSpace(t *testing.T) {
 		imported   bool
 		err, warn  string
 	}{
-		{55 * mib, 50 * mib, false, "the data partition is 55 MiB; k3s needs at least 448 MiB", ""},
-		{55 * mib, 50 * mib, true, "k3s needs at least 448 MiB", ""},
+		{55 * mib, 50 * mib, false, "the data partition is 55 MiB; k3s needs at least 672 MiB", ""},
+		{55 * mib, 50 * mib, true, "k3s needs at least 672 MiB", ""},
 		{2900 * mib, 2800 * mib, false, "", ""},
-		{448 * mib, 425 * mib, false, "", ""}, // the smallest, fresh (5% reserved for root)
-		{500 * mib, 200 * mib, false, "importing k3s's images needs 320 MiB free", ""},
-		{500 * mib, 150 * mib, true, "", ""},
+		{672 * mib, 638 * mib, false, "", ""}, // the smallest, fresh (5% reserved for root)
+		{700 * mib, 500 * mib, false, "importing k3s's images needs 544 MiB free", ""},
+		{700 * mib, 150 * mib, true, "", ""},
 		{2900 * mib, 100 * mib, true, "", "100 MiB free of 2900 MiB"},
 		{2900 * mib, 250 * mib, true, "", "DiskPressure"},
 		{2900 * mib, 0, true, "", "0 MiB free"},

@@ -34,22 +34,21 @@ const (
 // The data partition's room for k3s, checked before it starts.
 const (
 	// k3sImagesSize is what importing the packaged images takes on the
-	// data partition: 44 MB of zstd layers copied into containerd's
-	// content store and 175 MB unpacked into its snapshotter (the default
-	// image's agent/images, measured 2026-12-07), plus the Helm
-	// controller's job image (15 MB of layers, 61 MB unpacked: helm and
-	// its entry), with the file system's rounding. TestE2ERuntime found
-	// 227 MiB used on the data partition once the images before
-	// klipper-helm were imported, about 250 MiB with the packaged pods
-	// and its test server running.
-	k3sImagesSize = 320 << 20
+	// data partition: their zstd layers copied into containerd's content
+	// store and unpacked into its snapshotter, with the file system's
+	// rounding. Measured 2026-12-07 on the default image: 44 MB of layers
+	// and 175 MB unpacked for pause, CoreDNS, local-path-provisioner,
+	// busybox, metrics-server and svclb (TestE2ERuntime found 227 MiB used
+	// once they were imported); the Helm controller's job image adds 15
+	// and 61 MB (helm), Traefik 43 and 178 MB.
+	k3sImagesSize = 544 << 20
 	// k3sDataMin is the smallest data file system (statfs's size) k3s is
 	// started on: the images, the datastore and the components' first
 	// logs, under the 85% use at which the kubelet starts collecting
 	// images. Smaller, the import fills it: the kubelet reports
 	// DiskPressure, the images are only partly there, and the packaged
 	// pods stay ContainerCreating, pulling from the internet.
-	k3sDataMin = 448 << 20
+	k3sDataMin = 672 << 20
 	// k3sFreeMin is the free space under which the boot warns: the
 	// kubelet evicts pods under 5% free (componentargs' evictionHard).
 	k3sFreeMin = 128 << 20

@@ -100,6 +100,8 @@ func BenchmarkRuntime(b *testing.B) {
 				"kube-system/coredns":                "k8s-app=kube-dns",
 				"kube-system/local-path-provisioner": "app=local-path-provisioner",
 				"kube-system/metrics-server":         "k8s-app=metrics-server",
+				"kube-system/traefik":                "app.kubernetes.io/name=traefik",
+				"kube-system/svclb-traefik":          "svccontroller.k3s.cattle.io/svcname=traefik",
 			}, func(string, ...any) {}); err != nil {
 				b.Fatal(err)
 			}

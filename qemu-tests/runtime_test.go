@@ -24,8 +24,9 @@ import (
 // image's size, and no network beyond QEMU's own, and checks the issue's
 // single-node promises: the node comes Ready on the image's own data
 // partition (k3s started without a word about space), CoreDNS,
-// local-path-provisioner and metrics-server run from the images shipped
-// in the image, a Deployment and NodePort Service given in
+// local-path-provisioner, metrics-server and Traefik (installed by the
+// Helm controller, exposed by ServiceLB) run from the images shipped in
+// the image, a Deployment and NodePort Service given in
 // the cloud-config answer HTTP from the host through a port forward, a pod
 // resolves kubernetes.default, a local-path PVC binds and keeps data,
 // `k3s kubectl top node` answers, a killed component is restarted and the
@@ -146,8 +147,11 @@ func TestE2ERuntime(t *testing.T) {
 		"kube-system/coredns":                "k8s-app=kube-dns",
 		"kube-system/local-path-provisioner": "app=local-path-provisioner",
 		"kube-system/metrics-server":         "k8s-app=metrics-server",
+		"kube-system/traefik":                "app.kubernetes.io/name=traefik",
+		"kube-system/svclb-traefik":          "svccontroller.k3s.cattle.io/svcname=traefik",
 		"default/testserver":                 "app=testserver",
 	})
+	checkHelmInstalls(t, api, "traefik-crd", "traefik")
 	checkDataPartition(t, m)
 	url := fmt.Sprintf("http://127.0.0.1:%d", m.HostPort(testServerNodePort))
 	body := httpGet(t, m, url+"/", 3*time.Minute)
@@ -454,4 +458,19 @@ func tryPut(url, body string) error {
 		return fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// checkHelmInstalls checks that the Helm controller installed each
+// packaged HelmChart in kube-system: its helm-install-<name> Job
+// succeeded (k3s's `kubectl get pods -A` shows the pod Completed).
+func checkHelmInstalls(t *testing.T, api *kubenode.Client, charts ...string) {
+	t.Helper()
+	for _, name := range charts {
+		var job struct {
+			Status struct{ Succeeded int }
+		}
+		if err := json.Unmarshal(apiGet(t, api, "/apis/batch/v1/namespaces/kube-system/jobs/helm-install-"+name), &job); err != nil || job.Status.Succeeded < 1 {
+			t.Errorf("job kube-system/helm-install-%s: succeeded %d (%v); want the chart installed", name, job.Status.Succeeded, err)
+		}
+	}
 }

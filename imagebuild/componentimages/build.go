@@ -124,6 +124,9 @@ func (b *builder) binary(ctx context.Context, c component) ([]byte, bool, error)
 	if len(c.plugins) > 0 {
 		fmt.Fprintf(h, "plugins %q\n", c.plugins)
 	}
+	if c.module != "" {
+		fmt.Fprintf(h, "in module %s\n", c.module)
+	}
 	name := fmt.Sprintf("%s-%s-%s", c.name, b.opts.Arch, hex.EncodeToString(h.Sum(nil))[:16])
 	p := filepath.Join(b.dir, "bin", name)
 	if data, err := os.ReadFile(p); err == nil {
@@ -139,8 +142,8 @@ func (b *builder) binary(ctx context.Context, c component) ([]byte, bool, error)
 	switch {
 	case c.source != "":
 		out, err = b.goBuild(ctx, tmp, c, src)
-	case len(c.plugins) > 0:
-		out, err = b.goBuildPlugins(ctx, tmp, c)
+	case len(c.plugins) > 0 || c.module != "":
+		out, err = b.goBuildInModule(ctx, tmp, c)
 	default:
 		out, err = b.goInstall(ctx, tmp, c)
 	}

@@ -1,7 +1,7 @@
 // Package componentimages builds, from source, the container images a
 // fresh air-gapped ballast node needs (the pod sandbox, CoreDNS,
 // local-path-provisioner and its busybox helper, metrics-server, ServiceLB's
-// forwarder, the Helm controller's job image) and the
+// forwarder, the Helm controller's job image, Traefik) and the
 // project's own test server, as OCI image-layout archives that k3s imports
 // from agent/images.
 //
@@ -50,10 +50,10 @@ type Options struct {
 }
 
 // Default are the images every node with the runtime needs.
-var Default = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "klipper-helm"}
+var Default = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "klipper-helm", "traefik"}
 
 // Known are all the images Build can make.
-var Known = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "klipper-helm", "testserver"}
+var Known = []string{"pause", "coredns", "local-path-provisioner", "busybox", "metrics-server", "svclb", "klipper-helm", "traefik", "testserver"}
 
 // created is the creation time of every image and the mtime of every file
 // in it. It is fixed, not the build's SOURCE_DATE_EPOCH, so archives stay
@@ -67,8 +67,10 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 type component struct {
 	name string
 	ref  string
-	// Upstream Go programs: `go install pkg@version`.
-	pkg, version string
+	// Upstream Go programs: `go install pkg@version`, or built inside
+	// module (at version) when its go.mod has replace directives, which
+	// go install refuses.
+	pkg, version, module string
 	// plugins, for CoreDNS, are the plugin packages linked in (see
 	// corednsPlugins); nil means upstream's main with every plugin.
 	plugins []string
@@ -162,6 +164,20 @@ var components = []component{
 		tools:  []component{{name: "helm", pkg: "helm.sh/helm/v3/cmd/helm", version: "v3.21.4", binary: "/usr/bin/helm"}},
 		config: ociimage.Config{Entrypoint: []string{"entry"}, User: "1000:1000", WorkingDir: "/home/klipper-helm",
 			Env: []string{"HOME=/home/klipper-helm"}},
+	},
+	{
+		// library/traefik (mirrored by k3s as rancher/mirrored-library-
+		// traefik): /usr/local/bin/traefik on alpine; here on an empty
+		// base, the binary as the entrypoint (the chart passes only
+		// flags, which the upstream entrypoint.sh hands to traefik). The
+		// chart runs it as 65532 with a read-only root.
+		name:    "traefik",
+		ref:     "docker.io/rancher/mirrored-library-traefik:3.6.12",
+		pkg:     "github.com/traefik/traefik/v3/cmd/traefik",
+		module:  "github.com/traefik/traefik/v3",
+		version: "v3.6.12",
+		binary:  "/usr/local/bin/traefik",
+		config:  ociimage.Config{Entrypoint: []string{"/usr/local/bin/traefik"}, WorkingDir: "/"},
 	},
 	{
 		name:   "testserver",

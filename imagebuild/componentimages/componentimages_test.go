@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"runtime"
 	"strings"
 	"syscall"
@@ -299,7 +300,7 @@ func TestDescribe(t *testing.T) {
 	if tars, _ := filepath.Glob(filepath.Join(cache, "componentimages", "*.tar")); len(tars) != 0 {
 		t.Errorf("Describe wrote %q", tars)
 	}
-	for _, name := range []string{"traefik", "busybox"} {
+	for _, name := range []string{"nginx", "busybox"} {
 		if _, err := Describe(context.Background(), Options{Arch: "amd64", CacheDir: cache}, name); err == nil {
 			t.Errorf("Describe(%q) did not fail", name)
 		}
@@ -316,7 +317,7 @@ func TestBuildErrors(t *testing.T) {
 		want string
 	}{
 		{Options{Arch: "riscv64"}, `architecture "riscv64"`},
-		{Options{Arch: "amd64", Names: []string{"traefik"}}, `unknown image "traefik"`},
+		{Options{Arch: "amd64", Names: []string{"nginx"}}, `unknown image "nginx"`},
 		{Options{Arch: "amd64", Names: []string{"pause", "pause"}}, "twice"},
 		{Options{Arch: "amd64"}, "Options.Busybox is empty"},
 		{Options{Arch: "arm64", Names: []string{"busybox"}, Busybox: []byte("#!/bin/sh\n")}, "not an ELF"},
@@ -386,6 +387,23 @@ func TestDefault(t *testing.T) {
 	}
 	if b, _ := busybox.File("bin/busybox"); !bytes.Equal(b.Data, bb) {
 		t.Error("busybox /bin/busybox is not the binary given")
+	}
+	// klipper-helm: ballast's entry beside upstream helm, as a non-root
+	// user with a home; Traefik where its image keeps it.
+	helm := read(imgs[6])
+	for _, p := range []string{"usr/bin/entry", "usr/bin/helm"} {
+		if f, ok := helm.File(p); !ok || CheckELF(f.Data, "amd64") != nil || f.Mode&0o111 == 0 {
+			t.Errorf("klipper-helm /%s: missing or not an amd64 executable", p)
+		}
+	}
+	if f, ok := helm.File("home/klipper-helm"); !ok || f.UID != 1000 {
+		t.Errorf("klipper-helm /home/klipper-helm: %+v", f)
+	}
+	if cfg := helm.Config.Config; cfg.User != "1000:1000" || !slices.Equal(cfg.Entrypoint, []string{"entry"}) {
+		t.Errorf("klipper-helm config: user %q entrypoint %q", cfg.User, cfg.Entrypoint)
+	}
+	if f, ok := read(imgs[7]).File("usr/local/bin/traefik"); !ok || CheckELF(f.Data, "amd64") != nil {
+		t.Error("traefik: no amd64 /usr/local/bin/traefik")
 	}
 
 	// Everything comes from the cache the second time.

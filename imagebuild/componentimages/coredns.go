@@ -53,29 +53,28 @@ type moduleInfo struct {
 	Path, Version, Dir, Sum, GoModSum, Error string
 }
 
-// goBuildPlugins compiles c.pkg@c.version with only c.plugins linked:
-// a throw-away main module that requires the upstream module and takes
-// its go.mod requirements and go.sum as they are, so every dependency
-// is at the version upstream's own build selects and is checked against
-// upstream's hashes; the upstream module itself is checked by the go
-// command against the checksum database when downloaded. The build runs
-// with -mod=readonly: nothing is resolved afresh.
-func (b *builder) goBuildPlugins(ctx context.Context, tmp string, c component) (string, error) {
-	modcache, err := b.goEnv(ctx, "GOMODCACHE")
+// goBuildInModule compiles c.pkg at c.version inside its upstream module
+// (c.module, or c.pkg for CoreDNS), with only c.plugins linked when they
+// are set: a throw-away main module that requires the upstream module
+// and takes its go.mod requirements, replacements and go.sum as they are,
+// so every dependency is at the version upstream's own build selects and
+// is checked against upstream's hashes (`go install pkg@version` refuses
+// a module whose go.mod replaces anything, as Traefik's does); the
+// upstream module itself is checked by the go command against the
+// checksum database when downloaded. The build runs with -mod=readonly:
+// nothing is resolved afresh.
+func (b *builder) goBuildInModule(ctx context.Context, tmp string, c component) (string, error) {
+	module := c.module
+	if module == "" {
+		module = c.pkg
+	}
+	env, err := b.moduleEnv(ctx, tmp)
 	if err != nil {
 		return "", err
 	}
-	env := []string{"GOMODCACHE=" + modcache, "GOPATH=" + filepath.Join(tmp, "gopath")}
-	out, err := b.goOutput(ctx, tmp, env, "mod", "download", "-json", c.pkg+"@"+c.version)
+	m, err := b.download(ctx, tmp, env, module, c.version)
 	if err != nil {
 		return "", err
-	}
-	var m moduleInfo
-	if err := json.Unmarshal(out, &m); err != nil {
-		return "", fmt.Errorf("go mod download -json %s@%s: %w", c.pkg, c.version, err)
-	}
-	if m.Error != "" || m.Dir == "" || m.Sum == "" || m.GoModSum == "" {
-		return "", fmt.Errorf("go mod download %s@%s: incomplete answer %+v", c.pkg, c.version, m)
 	}
 	upMod, err := os.ReadFile(filepath.Join(m.Dir, "go.mod"))
 	if err != nil {
@@ -85,29 +84,86 @@ func (b *builder) goBuildPlugins(ctx context.Context, tmp string, c component) (
 	if err != nil {
 		return "", err
 	}
-	gomod, err := mainModule(upMod, "ballast.invalid/"+c.name, c.pkg, c.version)
+	gomod, err := mainModule(upMod, "ballast.invalid/"+c.name, module, c.version)
 	if err != nil {
 		return "", fmt.Errorf("%s/go.mod: %w", m.Dir, err)
 	}
 	gosum := append(bytes.Clone(upSum), fmt.Sprintf("%s %s %s\n%s %s/go.mod %s\n",
-		c.pkg, c.version, m.Sum, c.pkg, c.version, m.GoModSum)...)
+		module, c.version, m.Sum, module, c.version, m.GoModSum)...)
 
 	src := filepath.Join(tmp, "src")
 	if err := os.Mkdir(src, 0o755); err != nil {
 		return "", err
 	}
-	for n, data := range map[string][]byte{
-		"go.mod":  gomod,
-		"go.sum":  gosum,
-		"main.go": corednsMain(c.pkg, c.plugins),
-	} {
+	files := map[string][]byte{"go.mod": gomod, "go.sum": gosum}
+	target := c.pkg
+	if len(c.plugins) > 0 {
+		files["main.go"] = corednsMain(module, c.plugins)
+		target = "."
+	}
+	for n, data := range files {
 		if err := os.WriteFile(filepath.Join(src, n), data, 0o644); err != nil {
 			return "", err
 		}
 	}
 	bin := filepath.Join(tmp, c.name)
-	err = b.goCmd(ctx, src, env, "build", "-mod=readonly", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", bin, ".")
+	err = b.goCmd(ctx, src, env, "build", "-mod=readonly", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", bin, target)
 	return bin, err
+}
+
+// moduleEnv shares the module cache with a private GOPATH under tmp.
+func (b *builder) moduleEnv(ctx context.Context, tmp string) ([]string, error) {
+	modcache, err := b.goEnv(ctx, "GOMODCACHE")
+	if err != nil {
+		return nil, err
+	}
+	return []string{"GOMODCACHE=" + modcache, "GOPATH=" + filepath.Join(tmp, "gopath")}, nil
+}
+
+// download fetches module@version into the module cache (checked
+// against the checksum database) and says where it is.
+func (b *builder) download(ctx context.Context, dir string, env []string, module, version string) (moduleInfo, error) {
+	out, err := b.goOutput(ctx, dir, env, "mod", "download", "-json", module+"@"+version)
+	if err != nil {
+		return moduleInfo{}, err
+	}
+	var m moduleInfo
+	if err := json.Unmarshal(out, &m); err != nil {
+		return moduleInfo{}, fmt.Errorf("go mod download -json %s@%s: %w", module, version, err)
+	}
+	if m.Error != "" || m.Dir == "" || m.Sum == "" || m.GoModSum == "" {
+		return moduleInfo{}, fmt.Errorf("go mod download %s@%s: incomplete answer %+v", module, version, m)
+	}
+	return m, nil
+}
+
+// ModuleDir returns the directory, in the module cache, of the upstream
+// module a known image is built from (downloading it if needed): files
+// that travel with the program, such as Traefik's CRD definitions.
+func ModuleDir(ctx context.Context, o Options, name string) (string, error) {
+	c, ok := lookup(name)
+	if !ok || c.pkg == "" {
+		return "", fmt.Errorf("component images: %q is not built from an upstream module", name)
+	}
+	module := c.module
+	if module == "" {
+		module = c.pkg
+	}
+	b, err := newBuilder(o)
+	if err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(b.dir, "module-"+name+"-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	env, err := b.moduleEnv(ctx, tmp)
+	if err != nil {
+		return "", err
+	}
+	m, err := b.download(ctx, tmp, env, module, c.version)
+	return m.Dir, err
 }
 
 // mainModule turns upstream's go.mod into the build's: the same go

@@ -9,7 +9,8 @@
 //	       [--version V] [--set k=v | --set-string k=v]...   or   delete
 //	env    NAME, CHART, REPO, VERSION, TARGET_NAMESPACE, HELM_VERSION, TIMEOUT,
 //	       FAILURE_POLICY (reinstall | abort), AUTH_PASS_CREDENTIALS,
-//	       INSECURE_SKIP_TLS_VERIFY, PLAIN_HTTP, KUBERNETES_SERVICE_HOST/PORT
+//	       INSECURE_SKIP_TLS_VERIFY, PLAIN_HTTP, KUBERNETES_SERVICE_HOST/PORT,
+//	       EXPECTED_RELEASE_REVISION, CONFIG_HASH
 //	files  /chart/<NAME>.tgz.base64 (spec.chartContent), /config/*.yaml
 //	       (values, applied in name order), /config/ca-file.pem and
 //	       /ca-files/* (repository CAs), /auth/{username,password}
@@ -17,6 +18,13 @@
 // A chart URL may name the API server as %{KUBERNETES_API}% (k3s serves its
 // packaged charts at https://%{KUBERNETES_API}%/static/charts/): it becomes
 // the service host and port, and the service account's CA is trusted.
+//
+// The controller names the release revision it saw (EXPECTED_RELEASE_REVISION)
+// and a hash of the chart's configuration (CONFIG_HASH): a job that finds
+// another revision does nothing (the controller runs it again with the
+// revision it now sees), and an install or upgrade labels the release
+// helmcharts.helm.cattle.io/configHash=<hash>, by which the controller
+// knows the release is current and stops running jobs.
 //
 // What it does with a release already there, by its status: deployed (or
 // superseded/unknown) is upgraded; failed is uninstalled and installed again
@@ -42,6 +50,9 @@ import (
 	"slices"
 	"strings"
 )
+
+// configHashLabel on a release says which configuration it was made from.
+const configHashLabel = "helmcharts.helm.cattle.io/configHash"
 
 // Paths of the job's volumes, as the controller mounts them.
 var (
@@ -136,6 +147,16 @@ func (j *job) run(args []string) error {
 	}
 	if args[0] == "delete" {
 		return j.delete(rel)
+	}
+	if want := j.env("EXPECTED_RELEASE_REVISION"); want != "" {
+		have := "0"
+		if rel != nil {
+			have = rel.Revision
+		}
+		if have != want {
+			fmt.Fprintf(j.out, "release revision %s, not the %s the controller expected: another change came first; nothing done (the controller runs this job again)\n", have, want)
+			return nil
+		}
 	}
 	chart, err := j.chart(ca)
 	if err != nil {
@@ -305,6 +326,9 @@ func (j *job) install(rel *release, chart string, flags []string) error {
 	}
 	if t := j.env("TIMEOUT"); t != "" {
 		common = append(common, "--timeout", t)
+	}
+	if h := j.env("CONFIG_HASH"); h != "" {
+		common = append(common, "--labels", configHashLabel+"="+h)
 	}
 	if j.env("INSECURE_SKIP_TLS_VERIFY") == "true" {
 		common = append(common, "--insecure-skip-tls-verify")

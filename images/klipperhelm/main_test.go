@@ -119,6 +119,30 @@ func TestPendingUpgradeRollsBack(t *testing.T) {
 	}
 }
 
+func TestRevisionAndHash(t *testing.T) {
+	env := baseEnv()
+	env["EXPECTED_RELEASE_REVISION"], env["CONFIG_HASH"] = "2", "SHA256=abc"
+	j, f, _ := setup(t, env, `[{"name":"demo","revision":"2","status":"deployed"}]`)
+	if err := j.run([]string{"install"}); err != nil {
+		t.Fatal(err)
+	}
+	if last := f.calls[len(f.calls)-1]; !strings.HasPrefix(last, "upgrade demo ") || !strings.Contains(last, " --labels helmcharts.helm.cattle.io/configHash=SHA256=abc") {
+		t.Fatalf("upgrade %q", last)
+	}
+	// Another revision than expected: nothing is done.
+	env["EXPECTED_RELEASE_REVISION"] = "1"
+	j, f, _ = setup(t, env, `[{"name":"demo","revision":"2","status":"deployed"}]`)
+	if err := j.run([]string{"install"}); err != nil || len(f.calls) != 1 {
+		t.Fatalf("stale job: %v %q", err, f.calls)
+	}
+	// No release yet is revision 0.
+	env["EXPECTED_RELEASE_REVISION"] = "0"
+	j, f, _ = setup(t, env, "")
+	if err := j.run([]string{"install"}); err != nil || len(f.calls) != 2 || !strings.HasPrefix(f.calls[1], "install demo ") {
+		t.Fatalf("first install: %v %q", err, f.calls)
+	}
+}
+
 func TestDelete(t *testing.T) {
 	j, f, _ := setup(t, baseEnv(), "")
 	if err := j.run([]string{"delete"}); err != nil || len(f.calls) != 1 {

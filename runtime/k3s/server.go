@@ -135,6 +135,9 @@ func (a *app) server(ctx context.Context, args []string) error {
 	for _, p := range staged.Written {
 		fmt.Fprintf(a.stderr, "staged %s\n", p)
 	}
+	for _, w := range staged.Warnings {
+		fmt.Fprintln(a.stderr, "warning:", w)
+	}
 	adv := advertiseAddress(s, nodeIPs)
 	var member *etcdMember
 	if embeddedEtcd(s) {

@@ -1,18 +1,19 @@
 // Package packaged writes the components k3s ships as manifests (CoreDNS,
 // local-path-provisioner, metrics-server, RuntimeClasses, the k3s role
-// bindings, the cloud-controller RBAC) into server/manifests at every
-// server start, from templates embedded in the binary, as k3s's
-// deploy.Stage does.
+// bindings, the cloud-controller RBAC, the traefik and traefik-crd
+// HelmCharts) into server/manifests at every server start, from templates
+// embedded in the binary, as k3s's deploy.Stage does, and copies the
+// charts the image carries into server/static/charts (StageCharts).
 //
 // `disable: [name, ...]` names a manifest by its file name without the
 // extension (coredns, local-storage, runtimes, rolebindings, ccm) or by its
-// directory (metrics-server), as manifests.Disabled matches them. A disabled component is not written; a copy
+// directory (metrics-server), as manifests.Disabled matches them; traefik
+// is written only when the image carries its charts. A disabled component is not written; a copy
 // an earlier start left behind stays until the deploy controller (given
 // the same names with --disable) has deleted the objects it names and
 // then the file, which is the order k3s's deploy controller keeps (the
 // file is the only record of what to delete: this runtime writes no Addon
-// objects). Traefik and servicelb are not packaged here; disabling them is
-// accepted and does nothing.
+// objects). ServiceLB is a controller, not a manifest (package servicelb).
 //
 // This package imports no k8s.io module.
 package packaged
@@ -38,7 +39,7 @@ var templates embed.FS
 
 // Components are the names `disable` acts on here: the manifests this
 // package writes, by file name without extension or by directory.
-var Components = []string{"ccm", "coredns", "local-storage", "metrics-server", "rolebindings", "runtimes"}
+var Components = []string{"ccm", "coredns", "local-storage", "metrics-server", "rolebindings", "runtimes", "traefik"}
 
 // Defaults k3s uses when a value is not set.
 const (
@@ -69,6 +70,10 @@ type Values struct {
 	// FlannelExternalIP makes metrics-server prefer nodes' ExternalIP
 	// (k3s does so with flannel-external-ip).
 	FlannelExternalIP bool
+	// TraefikChart and TraefikCRDChart are the chart files in
+	// server/static/charts the traefik HelmCharts install (StageCharts
+	// finds them). Either empty: traefik.yaml is not written.
+	TraefikChart, TraefikCRDChart string
 }
 
 // Result of Stage. Paths are absolute (dir joined with the file's path).
@@ -82,6 +87,8 @@ type Result struct {
 	// Pending are earlier copies of disabled components still on disk;
 	// the deploy controller deletes their objects, then removes them.
 	Pending []string
+	// Warnings say what is not deployed and why.
+	Warnings []string
 }
 
 // DeployControllerArgs are the arguments `k3s deploy-controller` needs
@@ -165,8 +172,14 @@ func (v Values) vars() (map[string]string, error) {
 		"%{SYSTEM_DEFAULT_REGISTRY}%":         reg + "/",
 		"%{SYSTEM_DEFAULT_REGISTRY_RAW}%":     raw,
 		"%{PREFERRED_ADDRESS_TYPES}%":         addrTypes,
+		"%{TRAEFIK_CHART}%":                   v.TraefikChart,
+		"%{TRAEFIK_CRD_CHART}%":               v.TraefikCRDChart,
 	}, nil
 }
+
+// kubernetesAPI is left in HelmCharts' chart URLs: the Helm controller's
+// job replaces it with the API server's service address.
+const kubernetesAPI = "%{KUBERNETES_API}%"
 
 // Render returns the manifests Stage writes, by slash-separated path
 // relative to the manifests directory, without the disabled ones.
@@ -182,7 +195,7 @@ func Render(v Values, disable []string) (map[string][]byte, error) {
 			return err
 		}
 		rel := strings.TrimPrefix(p, "manifests/")
-		if manifests.Disabled(rel, names) {
+		if manifests.Disabled(rel, names) || (rel == "traefik.yaml" && (v.TraefikChart == "" || v.TraefikCRDChart == "")) {
 			return nil
 		}
 		data, err := templates.ReadFile(p)
@@ -192,7 +205,8 @@ func Render(v Values, disable []string) (map[string][]byte, error) {
 		for k, val := range vars {
 			data = bytes.ReplaceAll(data, []byte(k), []byte(val))
 		}
-		if i := bytes.Index(data, []byte("%{")); i >= 0 {
+		// The job's entry fills %{KUBERNETES_API}% in chart URLs.
+		if i := bytes.Index(bytes.ReplaceAll(data, []byte(kubernetesAPI), []byte("_________________")), []byte("%{")); i >= 0 {
 			line := bytes.Count(data[:i], []byte("\n")) + 1
 			end := bytes.Index(data[i:], []byte("}%"))
 			if end < 0 {

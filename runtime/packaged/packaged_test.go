@@ -21,10 +21,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
 
-// goldenValues are the values of a default single-node server.
-var goldenValues = Values{}
+// goldenValues are the values of a default single-node server, whose
+// image carries the traefik charts.
+var goldenValues = Values{TraefikChart: "traefik-3.6.12+ballast.0123456789.tgz", TraefikCRDChart: "traefik-crd-3.6.12+ballast.9876543210.tgz"}
 
-// allFiles is what k3s stages (less traefik), by relative path.
+// allFiles is what k3s stages, by relative path.
 var allFiles = []string{
 	"ccm.yaml",
 	"coredns.yaml",
@@ -38,6 +39,7 @@ var allFiles = []string{
 	"metrics-server/resource-reader.yaml",
 	"rolebindings.yaml",
 	"runtimes.yaml",
+	"traefik.yaml",
 }
 
 // contractImages are the references of the integration contract; the
@@ -302,7 +304,7 @@ func TestStageDisable(t *testing.T) {
 			t.Errorf("%s: %v %v", rel, fi, err)
 		}
 	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 6 {
+	if ents, _ := os.ReadDir(dir); len(ents) != 7 {
 		t.Errorf("%d entries in %s (temporary files left?)", len(ents), dir)
 	}
 
@@ -323,7 +325,7 @@ func TestStageDisable(t *testing.T) {
 		rel, _ := filepath.Rel(dir, p)
 		pending = append(pending, filepath.ToSlash(rel))
 	}
-	if want := append([]string{"coredns.yaml"}, allFiles[3:10]...); !slices.Equal(pending, want) {
+	if want := append(append([]string{"coredns.yaml"}, allFiles[3:10]...), "traefik.yaml"); !slices.Equal(pending, want) {
 		t.Errorf("pending %v, want %v", pending, want)
 	}
 	if len(res.Written) != 0 || len(res.Unchanged) != 4 {
@@ -335,7 +337,7 @@ func TestStageDisable(t *testing.T) {
 	for _, p := range res.Pending {
 		os.Remove(p)
 	}
-	res, err = Stage(dir, goldenValues, []string{"coredns", "metrics-server"})
+	res, err = Stage(dir, goldenValues, []string{"coredns", "metrics-server", "traefik"})
 	if err != nil || len(res.Pending) != 0 || len(res.Written) != 0 {
 		t.Errorf("third stage %+v %v", res, err)
 	}
@@ -344,7 +346,7 @@ func TestStageDisable(t *testing.T) {
 	}
 	// Enabled again: written again.
 	res, err = Stage(dir, goldenValues, nil)
-	if err != nil || len(res.Written) != 8 {
+	if err != nil || len(res.Written) != 9 {
 		t.Errorf("re-enabled: written %v (%v)", res.Written, err)
 	}
 }
@@ -409,11 +411,59 @@ func TestValuesFor(t *testing.T) {
 	}
 
 	s.DataDir = t.TempDir()
+	ChartsDir = filepath.Join(t.TempDir(), "none")
 	res, err := StageServer(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(s.DataDir, "server", "manifests", "coredns.yaml")); err != nil || len(res.Written) != len(allFiles)-1 {
+	if _, err := os.Stat(filepath.Join(s.DataDir, "server", "manifests", "coredns.yaml")); err != nil || len(res.Written) != len(allFiles)-2 {
 		t.Errorf("StageServer wrote %v (%v)", res.Written, err)
+	}
+	if len(res.Warnings) != 0 {
+		t.Errorf("warnings with traefik disabled: %q", res.Warnings)
+	}
+}
+
+func TestStageCharts(t *testing.T) {
+	src, data := t.TempDir(), t.TempDir()
+	ChartsDir = src
+	charts := map[string]string{
+		"traefik-3.6.12+ballast.0123456789.tgz":     "chart",
+		"traefik-crd-3.6.12+ballast.9876543210.tgz": "crds",
+		"other-1.0.0.tgz":                           "other",
+	}
+	for n, c := range charts {
+		os.WriteFile(filepath.Join(src, n), []byte(c), 0o644)
+	}
+	os.WriteFile(filepath.Join(src, "README"), []byte("not a chart"), 0o644)
+	s := &config.ServerConfig{AgentConfig: config.AgentConfig{DataDir: data}}
+	res, err := StageServer(s)
+	if err != nil || len(res.Warnings) != 0 {
+		t.Fatalf("StageServer: %v %q", err, res.Warnings)
+	}
+	static := filepath.Join(data, "server", "static", "charts")
+	for n, c := range charts {
+		if got, err := os.ReadFile(filepath.Join(static, n)); err != nil || string(got) != c {
+			t.Errorf("static/charts/%s: %q %v", n, got, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(static, "README")); !os.IsNotExist(err) {
+		t.Errorf("README staged: %v", err)
+	}
+	manifest, err := os.ReadFile(filepath.Join(data, "server", "manifests", "traefik.yaml"))
+	if err != nil || !strings.Contains(string(manifest), "chart: https://%{KUBERNETES_API}%/static/charts/traefik-3.6.12+ballast.0123456789.tgz\n") ||
+		!strings.Contains(string(manifest), "chart: https://%{KUBERNETES_API}%/static/charts/traefik-crd-3.6.12+ballast.9876543210.tgz\n") {
+		t.Errorf("traefik.yaml: %v\n%s", err, manifest)
+	}
+
+	// An image without the charts: no traefik.yaml, and a warning.
+	ChartsDir = filepath.Join(t.TempDir(), "none")
+	data2 := t.TempDir()
+	res, err = StageServer(&config.ServerConfig{AgentConfig: config.AgentConfig{DataDir: data2}})
+	if err != nil || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "Traefik is not deployed") {
+		t.Errorf("no charts: %v %q", err, res.Warnings)
+	}
+	if _, err := os.Stat(filepath.Join(data2, "server", "manifests", "traefik.yaml")); !os.IsNotExist(err) {
+		t.Errorf("traefik.yaml written without charts: %v", err)
 	}
 }
