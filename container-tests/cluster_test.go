@@ -542,7 +542,7 @@ func TestCluster(t *testing.T) {
 // an agent, which takes the backend from the server's /v1-k3s/config.
 func TestClusterHostGW(t *testing.T) {
 	c, ctx := newCluster(t)
-	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw", "BALLAST_CERT_CHECK_INTERVAL": "10s"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage,servicelb", "--secrets-encryption", "--disable-network-policy")
+	server, err := c.Start(ctx, "server", map[string]string{"K3S_TOKEN": "hostgw", "BALLAST_CERT_CHECK_INTERVAL": "10s"}, "server", "--flannel-backend=host-gw", "--disable=metrics-server,local-storage,servicelb,traefik", "--secrets-encryption", "--disable-network-policy", "--disable-helm-controller")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -566,6 +566,14 @@ func TestClusterHostGW(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// disable: traefik and disable-helm-controller: no traefik manifest,
+	// and no Helm controller (it would have created its CRDs at start).
+	if out, err := server.Exec(ctx, "ls", "/var/lib/rancher/k3s/server/manifests"); err != nil || strings.Contains(out, "traefik") {
+		t.Errorf("server/manifests with disable: traefik: %v\n%s", err, out)
+	}
+	if out, err := server.Kubectl(ctx, "get", "crd", "helmcharts.helm.cattle.io", "--ignore-not-found", "-o", "name"); err != nil || out != "" {
+		t.Errorf("HelmChart CRD with disable-helm-controller: %v %q", err, out)
 	}
 	// secrets-encryption: a Secret reaches the datastore encrypted (the raw
 	// sqlite files hold k3s's aescbc envelope, not the value), and reads

@@ -131,6 +131,24 @@ func checkNetworkPolicy(ctx context.Context, t *testing.T, server, agent2 *Node)
 	}); err != nil {
 		t.Error(err)
 	}
+	// tcpdump on the node reads the drops from NFLOG group 100, as k3s
+	// documents (`tcpdump -ni nflog:100`).
+	captured := make(chan string, 1)
+	go func() {
+		out, err := agent2.Exec(ctx, "timeout", "60", "tcpdump", "-l", "-ni", "nflog:100", "-c", "1")
+		captured <- fmt.Sprintf("%s (%v)", out, err)
+	}()
+	var dump string
+	for dump == "" {
+		reach("np-denied", false)
+		select {
+		case dump = <-captured:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if !strings.Contains(dump, pods["np-denied"].IP+".") || !strings.Contains(dump, "> "+pods["np-target"].IP+".8080") {
+		t.Errorf("tcpdump -ni nflog:100 on agent2: want a packet %s -> %s:8080, got:\n%s", pods["np-denied"].IP, pods["np-target"].IP, dump)
+	}
 	if out, err := agent2.Exec(ctx, "sh", "-c", "iptables -S | grep NFLOG"); err != nil || !strings.Contains(out, "--limit 5/sec --limit-burst 20") || !strings.Contains(out, "--nflog-group 100") {
 		t.Errorf("NFLOG rules on agent2: %v\n%s", err, out)
 	}

@@ -92,10 +92,16 @@ func (b *builder) containerImage(t *filetree.Tree, rf *runtimeFiles) (ociimage.I
 		img.Entries = append(img.Entries, oe)
 	}
 	// A booted node's init writes the accounts at every boot; a container
-	// has no such init. root only, as in rancher/k3s.
+	// has no such init. root only, as in rancher/k3s, and tcpdump's
+	// system user, to which it drops its privileges (the init's uid).
+	passwd, group := "root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\n"
+	if t.Get("usr/bin/tcpdump") != nil {
+		passwd += "tcpdump:x:101:101::/nonexistent:/usr/sbin/nologin\n"
+		group += "tcpdump:x:101:\n"
+	}
 	for _, f := range []struct{ path, data string }{
-		{"etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"},
-		{"etc/group", "root:x:0:\n"},
+		{"etc/passwd", passwd},
+		{"etc/group", group},
 	} {
 		if t.Get(f.path) == nil {
 			img.Entries = append(img.Entries, ociimage.Entry{Path: f.path, Type: ociimage.File, Mode: 0o644, Data: []byte(f.data)})

@@ -51,8 +51,10 @@ func toolPath(name string) string {
 
 // RuntimePackages are the Debian packages an image with a runtime needs
 // beside the base userland: the OCI runtime and the netfilter tools
-// kube-proxy, flannel and the CNI plugins run.
-var RuntimePackages = []string{"runc", "iptables", "ipset", "conntrack"}
+// kube-proxy, flannel and the CNI plugins run, and tcpdump, with which
+// k3s's documentation reads the packets NetworkPolicies drop
+// (`tcpdump -ni nflog:100`).
+var RuntimePackages = []string{"runc", "iptables", "ipset", "conntrack", "tcpdump"}
 
 // busyboxPackage gives the busybox of the local-path-provisioner helper
 // image; only its binary is used, and not in the system image.

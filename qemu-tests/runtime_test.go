@@ -25,8 +25,8 @@ import (
 // single-node promises: the node comes Ready on the image's own data
 // partition (k3s started without a word about space), CoreDNS,
 // local-path-provisioner, metrics-server and Traefik (installed by the
-// Helm controller, exposed by ServiceLB) run from the images shipped in
-// the image, a Deployment and NodePort Service given in
+// Helm controller, exposed by ServiceLB, routing an Ingress on port 80)
+// run from the images shipped in the image, a Deployment and NodePort Service given in
 // the cloud-config answer HTTP from the host through a port forward, a pod
 // resolves kubernetes.default, a local-path PVC binds and keeps data,
 // `k3s kubectl top node` answers, a killed component is restarted and the
@@ -102,6 +102,22 @@ manifests:
         - port: 80
           targetPort: 8080
           nodePort: %d
+      ---
+      apiVersion: networking.k8s.io/v1
+      kind: Ingress
+      metadata:
+        name: testserver
+        namespace: default
+      spec:
+        rules:
+        - http:
+            paths:
+            - path: /
+              pathType: Prefix
+              backend:
+                service:
+                  name: testserver
+                  port: {number: 80}
 `, hostname, authorizedKey, testServerNodePort)
 }
 
@@ -115,7 +131,7 @@ func TestE2ERuntime(t *testing.T) {
 	m := startMachine(t, Options{
 		Disk: img, DiskSize: 0, Memory: 4096, CPUs: 2,
 		UserData:      append(runtimeUserData("node1", sc.pubkey), proxyUserData()...),
-		Forwards:      map[int]int{testServerNodePort: 0, 22: 0, 6443: 0},
+		Forwards:      map[int]int{testServerNodePort: 0, 22: 0, 6443: 0, 80: 0},
 		GuestForwards: map[string]string{guestProxyAddr: proxy.Addr},
 	})
 	if p := writeLoginKey(sc, m); p != "" {
@@ -147,11 +163,8 @@ func TestE2ERuntime(t *testing.T) {
 		"kube-system/coredns":                "k8s-app=kube-dns",
 		"kube-system/local-path-provisioner": "app=local-path-provisioner",
 		"kube-system/metrics-server":         "k8s-app=metrics-server",
-		"kube-system/traefik":                "app.kubernetes.io/name=traefik",
-		"kube-system/svclb-traefik":          "svccontroller.k3s.cattle.io/svcname=traefik",
 		"default/testserver":                 "app=testserver",
 	})
-	checkHelmInstalls(t, api, "traefik-crd", "traefik")
 	checkDataPartition(t, m)
 	url := fmt.Sprintf("http://127.0.0.1:%d", m.HostPort(testServerNodePort))
 	body := httpGet(t, m, url+"/", 3*time.Minute)
@@ -174,6 +187,19 @@ func TestE2ERuntime(t *testing.T) {
 	// k3s runs with HTTPS_PROXY set: NO_PROXY carries the service CIDR.
 	waitTopNode(t, m, "node1", 10*time.Minute)
 	checkProxyScenario(t, m, api, proxy)
+
+	// Traefik, last of the first boot's checks (under TCG its two helm
+	// jobs take most of the time the checks above take): installed by
+	// the Helm controller, exposed on port 80 by ServiceLB, it routes the
+	// cloud-config's Ingress from the host.
+	waitPodsRunning(t, m, api, runtimeDeadline, map[string]string{
+		"kube-system/traefik":       "app.kubernetes.io/name=traefik",
+		"kube-system/svclb-traefik": "svccontroller.k3s.cattle.io/svcname=traefik",
+	})
+	checkHelmInstalls(t, api, "traefik-crd", "traefik")
+	if got := httpGet(t, m, fmt.Sprintf("http://127.0.0.1:%d/", m.HostPort(80)), 5*time.Minute); !strings.Contains(got, "hello from ballast testserver") {
+		t.Errorf("GET / on port 80 through Traefik's Ingress: %q", got)
+	}
 
 	// A killed component comes back and the node returns to Ready.
 	nodeExec(t, m, "pkill", "-KILL", "-f", "^/usr/bin/k3s kubelet")

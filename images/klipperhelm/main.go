@@ -132,8 +132,10 @@ func (j *job) run(args []string) error {
 	if j.namespace == "" {
 		j.namespace = j.env("CHART_NAMESPACE")
 	}
+	// spec.serverSide is auto (the controller's default: helm decides,
+	// and helm v3 applies client-side), true or false.
 	for _, k := range []string{"SERVER_SIDE", "FORCE_CONFLICTS"} {
-		if v := j.env(k); v != "" && v != "false" {
+		if v := j.env(k); v == "true" {
 			fmt.Fprintf(j.out, "warning: %s=%s: helm v3 has no server-side apply; the release is applied client-side\n", k, v)
 		}
 	}

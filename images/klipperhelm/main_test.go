@@ -185,6 +185,20 @@ func TestRepoChart(t *testing.T) {
 	}
 }
 
+func TestServerSideWarning(t *testing.T) {
+	for v, warn := range map[string]bool{"auto": false, "false": false, "": false, "true": true} {
+		env := baseEnv()
+		env["SERVER_SIDE"] = v
+		j, _, _ := setup(t, env, "")
+		if err := j.run([]string{"install"}); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(j.out.(*bytes.Buffer).String(), "warning: SERVER_SIDE"); got != warn {
+			t.Errorf("SERVER_SIDE=%q: warned %v, want %v", v, got, warn)
+		}
+	}
+}
+
 func TestRefusals(t *testing.T) {
 	env := baseEnv()
 	env["HELM_VERSION"] = "v2"

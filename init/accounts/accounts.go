@@ -27,6 +27,10 @@ import (
 const (
 	ShadowGID = 42
 	SSHDUID   = 100 // Debian allocates sshd dynamically from 100; we pin it
+	// TcpdumpID is the uid and gid of tcpdump, to which tcpdump drops
+	// its privileges (Debian's postinst makes the system user and group;
+	// no postinst runs in a ballast image, so the init does).
+	TcpdumpID = 101
 	NobodyUID = 65534
 	NogroupID = 65534
 	// FirstUID is the first uid (and gid) given to cloud-config users.
@@ -99,6 +103,10 @@ func Build(root string, cfg *cloudconfig.Config) (*DB, error) {
 			{Name: "shadow", GID: ShadowGID}, {Name: "nogroup", GID: NogroupID},
 		},
 	}
+	if exists(root, "/usr/bin/tcpdump") {
+		db.Accounts = append(db.Accounts, Account{Name: "tcpdump", UID: TcpdumpID, GID: TcpdumpID, Home: "/nonexistent", Shell: nologin, Hash: "*"})
+		db.Groups = append(db.Groups, Group{Name: "tcpdump", GID: TcpdumpID})
+	}
 	db.addBasePasswd(root)
 	if cfg == nil {
 		return db, nil
@@ -142,7 +150,7 @@ func Build(root string, cfg *cloudconfig.Config) (*DB, error) {
 			}
 			continue
 		}
-		if seen[u.Name] || u.Name == "sshd" || u.Name == "nobody" {
+		if seen[u.Name] || u.Name == "sshd" || u.Name == "nobody" || u.Name == "tcpdump" {
 			errs = append(errs, fmt.Errorf("users[%d]: user %q defined twice or reserved", i, u.Name))
 			continue
 		}

@@ -246,3 +246,30 @@ func TestSSHDirSymlinkNotFollowed(t *testing.T) {
 		t.Errorf("root's .ssh: %v %v", fi, err)
 	}
 }
+
+// tcpdump drops its privileges to the tcpdump user: an image with
+// tcpdump gets the system user and group Debian's postinst would make.
+func TestTcpdumpUser(t *testing.T) {
+	root := newRoot(t, true)
+	if err := Apply(root, nil, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(read(t, filepath.Join(root, "etc/passwd")), "tcpdump") {
+		t.Error("a tcpdump user without tcpdump")
+	}
+	os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755)
+	os.WriteFile(filepath.Join(root, "usr/bin/tcpdump"), nil, 0o755)
+	if err := Apply(root, &cloudconfig.Config{Users: []cloudconfig.User{{Name: "alice"}}}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	passwd, group := read(t, filepath.Join(root, "etc/passwd")), read(t, filepath.Join(root, "etc/group"))
+	if !strings.Contains(passwd, "\ntcpdump:x:101:101::/nonexistent:/usr/sbin/nologin\n") || !strings.Contains(group, "\ntcpdump:x:101:") {
+		t.Errorf("passwd:\n%s\ngroup:\n%s", passwd, group)
+	}
+	if !strings.Contains(passwd, "\nalice:x:1000:1000:") {
+		t.Errorf("alice:\n%s", passwd)
+	}
+	if err := Apply(root, &cloudconfig.Config{Users: []cloudconfig.User{{Name: "tcpdump"}}}, Options{}); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Errorf("a cloud-config user named tcpdump: %v", err)
+	}
+}
