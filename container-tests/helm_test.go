@@ -207,14 +207,16 @@ spec:
 	if out, err := server.Kubectl(ctx, "get", "ingress", "testserver", "-o", "jsonpath={.spec.ingressClassName}"); err != nil || out != "traefik" {
 		t.Errorf("Ingress class %q %v, want traefik (the default class)", out, err)
 	}
+	// viaIngress asks ip:80 for the Ingress's host.
+	viaIngress := func(ip string) error {
+		out, err := client.Exec(ctx, "curl", "-sS", "--max-time", "5", "-H", "Host: testserver.example", "http://"+ip+"/")
+		if err == nil && !strings.Contains(out, "hello from ballast testserver") {
+			err = fmt.Errorf("%q", out)
+		}
+		return err
+	}
 	for _, n := range nodes {
-		if err := WaitFor(ctx, 2*time.Minute, 2*time.Second, func() error {
-			out, err := client.Exec(ctx, "curl", "-sS", "--max-time", "5", "-H", "Host: testserver.example", "http://"+n.IP+"/")
-			if err == nil && !strings.Contains(out, "hello from ballast testserver") {
-				err = fmt.Errorf("%q", out)
-			}
-			return err
-		}); err != nil {
+		if err := WaitFor(ctx, 2*time.Minute, 2*time.Second, func() error { return viaIngress(n.IP) }); err != nil {
 			t.Errorf("Ingress through Traefik on %s:80: %v\n%s", n.Name, err, state())
 		}
 	}
@@ -253,13 +255,7 @@ spec:
 	}); err != nil {
 		t.Fatalf("%v\n%s", err, state())
 	}
-	if err := WaitFor(ctx, 3*time.Minute, 3*time.Second, func() error {
-		out, err := client.Exec(ctx, "curl", "-sS", "--max-time", "5", "-H", "Host: testserver.example", "http://"+server.IP+"/")
-		if err == nil && !strings.Contains(out, "hello from ballast testserver") {
-			err = fmt.Errorf("%q", out)
-		}
-		return err
-	}); err != nil {
+	if err := WaitFor(ctx, 3*time.Minute, 3*time.Second, func() error { return viaIngress(server.IP) }); err != nil {
 		t.Errorf("Ingress after the upgrade: %v\n%s", err, state())
 	}
 	server.Kubectl(ctx, "delete", "ingress", "testserver")
