@@ -192,13 +192,14 @@ func TestDefaultImageCarriesRuntime(t *testing.T) {
 		}
 	}
 
-	t.Logf("squashfs %.1f MiB (target < 200 MiB): k3s %.1f MiB, CNI plugins %.1f MiB, images %.1f MiB (uncompressed sizes)",
+	t.Logf("squashfs %.1f MiB (target < 250 MiB): k3s %.1f MiB, CNI plugins %.1f MiB, images %.1f MiB (uncompressed sizes)",
 		mib(res.SquashfsSize), mib(k3s.size), mib(cniSize(b)), mib(imagesMB))
 	for _, st := range res.Steps {
 		t.Logf("  step %-40s %s", st.Name, st.Duration.Round(1e6))
 	}
-	if res.SquashfsSize >= 200<<20 {
-		t.Errorf("system squashfs is %d MiB, over the 200 MiB budget with the runtime", res.SquashfsSize>>20)
+	// 250 MiB, issue #12's figure with Traefik and the Helm job image in.
+	if res.SquashfsSize >= 250<<20 {
+		t.Errorf("system squashfs is %d MiB, over the 250 MiB budget with the runtime", res.SquashfsSize>>20)
 	}
 }
 

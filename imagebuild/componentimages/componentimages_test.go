@@ -39,6 +39,8 @@ var want = map[string]struct {
 	"busybox":                {"docker.io/rancher/mirrored-library-busybox:1.37.0", "bin/busybox", nil, []string{"sh"}, ""},
 	"metrics-server":         {"docker.io/rancher/mirrored-metrics-server:v0.9.0", "metrics-server", []string{"/metrics-server"}, nil, "65534"},
 	"svclb":                  {"docker.io/rancher/klipper-lb:v0.4.9", "svclb", []string{"/svclb"}, nil, "65532:65532"},
+	"klipper-helm":           {"docker.io/rancher/klipper-helm:v0.9.14-build20260309", "usr/bin/entry", []string{"entry"}, nil, "1000:1000"},
+	"traefik":                {"docker.io/rancher/mirrored-library-traefik:3.6.12", "usr/local/bin/traefik", []string{"/usr/local/bin/traefik"}, nil, ""},
 	"testserver":             {"docker.io/ballast/testserver:v1", "testserver", []string{"/testserver"}, nil, "65532:65532"},
 }
 
