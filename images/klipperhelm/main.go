@@ -47,6 +47,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -213,7 +214,7 @@ type release struct {
 }
 
 func (j *job) release() (*release, error) {
-	out, err := j.exec("ls", "--all", "--filter", "^"+regexpQuote(j.name)+"$", "--namespace", j.namespace, "--output", "json")
+	out, err := j.exec("ls", "--all", "--filter", "^"+regexp.QuoteMeta(j.name)+"$", "--namespace", j.namespace, "--output", "json")
 	if err != nil {
 		return nil, err
 	}
@@ -230,19 +231,6 @@ func (j *job) release() (*release, error) {
 	}
 	fmt.Fprintf(j.out, "release %s/%s: not installed\n", j.namespace, j.name)
 	return nil, nil
-}
-
-// regexpQuote escapes a release name for helm ls --filter (names are DNS
-// labels, but a dot is a regexp character).
-func regexpQuote(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`\.+*?()|[]{}^$`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 func (j *job) delete(rel *release) error {

@@ -181,6 +181,22 @@ func (v Values) vars() (map[string]string, error) {
 // job replaces it with the API server's service address.
 const kubernetesAPI = "%{KUBERNETES_API}%"
 
+// unknownVar is the offset of the first %{ left in data that is not
+// %{KUBERNETES_API}% (which the Helm controller's job fills in chart
+// URLs), or -1.
+func unknownVar(data []byte) int {
+	for off := 0; ; {
+		i := bytes.Index(data[off:], []byte("%{"))
+		if i < 0 {
+			return -1
+		}
+		if i += off; !bytes.HasPrefix(data[i:], []byte(kubernetesAPI)) {
+			return i
+		}
+		off = i + len(kubernetesAPI)
+	}
+}
+
 // Render returns the manifests Stage writes, by slash-separated path
 // relative to the manifests directory, without the disabled ones.
 func Render(v Values, disable []string) (map[string][]byte, error) {
@@ -205,8 +221,7 @@ func Render(v Values, disable []string) (map[string][]byte, error) {
 		for k, val := range vars {
 			data = bytes.ReplaceAll(data, []byte(k), []byte(val))
 		}
-		// The job's entry fills %{KUBERNETES_API}% in chart URLs.
-		if i := bytes.Index(bytes.ReplaceAll(data, []byte(kubernetesAPI), []byte("_________________")), []byte("%{")); i >= 0 {
+		if i := unknownVar(data); i >= 0 {
 			line := bytes.Count(data[:i], []byte("\n")) + 1
 			end := bytes.Index(data[i:], []byte("}%"))
 			if end < 0 {

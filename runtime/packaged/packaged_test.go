@@ -467,3 +467,16 @@ func TestStageCharts(t *testing.T) {
 		t.Errorf("traefik.yaml written without charts: %v", err)
 	}
 }
+
+func TestUnknownVar(t *testing.T) {
+	for data, want := range map[string]int{
+		"plain": -1,
+		"chart: https://%{KUBERNETES_API}%/x.tgz":     -1,
+		"%{KUBERNETES_API}% %{KUBERNETES_API}% %{X}%": 38,
+		"a: %{NOPE}%": 3,
+	} {
+		if got := unknownVar([]byte(data)); got != want {
+			t.Errorf("unknownVar(%q) = %d, want %d", data, got, want)
+		}
+	}
+}

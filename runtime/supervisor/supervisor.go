@@ -248,10 +248,11 @@ func (s *Server) Handler() http.Handler {
 
 // staticFiles serves the files under dir, without directory listings.
 func staticFiles(dir string) http.Handler {
-	files := http.FileServerFS(os.DirFS(dir))
+	fsys := os.DirFS(dir)
+	files := http.FileServerFS(fsys)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimSuffix(r.URL.Path, "/")
-		if st, err := fs.Stat(os.DirFS(dir), path.Clean(name)); err != nil || st.IsDir() {
+		if st, err := fs.Stat(fsys, path.Clean(name)); err != nil || st.IsDir() {
 			http.NotFound(w, r)
 			return
 		}
