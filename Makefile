@@ -56,9 +56,10 @@ test: deps-test image image-runtime-e2e images-arm64 image-oci
 
 # The scenarios too slow for every run (each skips itself in make test):
 # TestPowerCut cuts the runtime image's power 10 times (~35 minutes under
-# TCG), TestFullDataPartition fills a node's data partition (~16 minutes).
+# TCG), TestFullDataPartition fills a node's data partition (~16 minutes),
+# TestE2EPackaged waits for Traefik and its helm jobs (~20 minutes).
 test-long: deps-test image-runtime-e2e
-	BALLAST_TEST_LONG=1 $(GO) test $(TESTFLAGS) -run '^(TestPowerCut|TestFullDataPartition)$$' -v ./qemu-tests
+	BALLAST_TEST_LONG=1 $(GO) test $(TESTFLAGS) -run '^(TestPowerCut|TestFullDataPartition|TestE2EPackaged)$$' -v ./qemu-tests
 
 # The upstream Kubernetes [Conformance] suite, not part of make test: builds
 # e2e.test, kubectl, ginkgo and the test images here (no registry is

@@ -1,8 +1,11 @@
 package qemutest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -114,13 +117,35 @@ func BenchmarkRuntime(b *testing.B) {
 			}
 			b.ReportMetric(float64(st.Memory.Used)/(1<<20), "MiB-guest-used-idle")
 			b.ReportMetric(float64(st.Memory.UsedNoCache)/(1<<20), "MiB-guest-used-no-cache-idle")
-			res, err := m.Exec(ctx, "sh", "-c", `cat /proc/[0-9]*/smaps_rollup 2>/dev/null | awk '/^Pss:/ {s += $2} END {print s}'`)
+			pss, err := processPSS(ctx, m)
 			if err != nil {
 				b.Fatal(err)
 			}
-			var pssKiB float64
-			fmt.Sscan(res.Stdout, &pssKiB)
-			b.ReportMetric(pssKiB/1024, "MiB-pss-all-processes-idle")
+			var all float64
+			for _, p := range pss {
+				all += p.MiB
+			}
+			b.ReportMetric(all, "MiB-pss-all-processes-idle")
+			// What the packaged components add, each on its own: Traefik's
+			// pod, ServiceLB's svclb pods, and the `k3s server` process
+			// (the supervisor, which runs the ServiceLB and Helm controllers).
+			for _, g := range []struct{ metric, cmd string }{
+				{"MiB-pss-traefik-idle", "/usr/local/bin/traefik"},
+				{"MiB-pss-svclb-idle", "/svclb"},
+				{"MiB-pss-k3s-server-idle", "/usr/bin/k3s server"},
+			} {
+				var sum float64
+				for _, p := range pss {
+					if strings.HasPrefix(p.Cmd, g.cmd) {
+						sum += p.MiB
+					}
+				}
+				b.ReportMetric(sum, g.metric)
+			}
+			slices.SortFunc(pss, func(x, y procPSS) int { return cmp.Compare(y.MiB, x.MiB) })
+			for _, p := range pss[:min(len(pss), 15)] {
+				b.Logf("idle PSS %7.1f MiB  %.80s", p.MiB, p.Cmd)
+			}
 			sctx, scancel := context.WithTimeout(ctx, 2*time.Minute)
 			if err := m.Shutdown(sctx); err != nil {
 				b.Error(err)
@@ -128,4 +153,37 @@ func BenchmarkRuntime(b *testing.B) {
 			scancel()
 		}()
 	}
+}
+
+type procPSS struct {
+	MiB float64
+	Cmd string
+}
+
+// processPSS reads every process's proportional set size and command line
+// in the guest.
+func processPSS(ctx context.Context, m *Machine) ([]procPSS, error) {
+	res, err := m.Exec(ctx, "sh", "-c", `for d in /proc/[0-9]*; do p=$(awk '/^Pss:/ {print $2}' $d/smaps_rollup 2>/dev/null); [ -n "$p" ] && printf '%s %s\n' "$p" "$(tr '\0' ' ' < $d/cmdline)"; done`)
+	if err != nil {
+		return nil, err
+	}
+	if res.ExitCode != 0 {
+		return nil, fmt.Errorf("reading PSS: exit %d: %s", res.ExitCode, res.Stderr)
+	}
+	var out []procPSS
+	for line := range strings.Lines(res.Stdout) {
+		kib, cmd, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		var k float64
+		if _, err := fmt.Sscan(kib, &k); err != nil {
+			continue
+		}
+		out = append(out, procPSS{MiB: k / 1024, Cmd: cmd})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no process PSS read: %q", res.Stdout)
+	}
+	return out, nil
 }

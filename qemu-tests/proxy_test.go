@@ -143,8 +143,8 @@ func (p *proxiedRegistry) Seen() []string {
 // runtime's: k3s and its components behind the proxy (NO_PROXY: the
 // node's own network; k3s adds the cluster's), a registries.yaml that
 // sends registryHost over plain HTTP, a containerd template written for
-// k3s (the base plus a runtime of its own), secrets-encryption, and a node
-// label and taint.
+// k3s (the base plus a runtime of its own), secrets-encryption, a node
+// label and taint, and Traefik disabled.
 func proxyUserData() string {
 	return `proxy:
   http_proxy: http://` + guestProxyAddr + `
@@ -153,6 +153,7 @@ func proxyUserData() string {
   containerd_http_proxy: http://` + guestProxyAddr + `
   containerd_no_proxy: 127.0.0.0/8,localhost
 k3s:
+  disable: [traefik]
   secrets-encryption: true
   node-label:
     - ballast.test/from=k3s-block
