@@ -191,7 +191,9 @@ func TestE2ERuntime(t *testing.T) {
 	// The Helm controller runs (its CRDs are served) with nothing to
 	// install: the cloud-config disables Traefik (TestE2EPackaged, a long
 	// scenario, checks it), and `disable` leaves its HelmCharts out.
-	var charts struct{ Items []struct{ Metadata struct{ Name string } } }
+	var charts struct {
+		Items []struct{ Metadata struct{ Name string } }
+	}
 	if err := json.Unmarshal(apiGet(t, api, "/apis/helm.cattle.io/v1/helmcharts"), &charts); err != nil {
 		t.Errorf("HelmCharts: %v", err)
 	} else if len(charts.Items) != 0 {
