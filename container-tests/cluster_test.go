@@ -702,4 +702,5 @@ func TestClusterHostGW(t *testing.T) {
 	}); err != nil {
 		t.Error(err)
 	}
+	checkRotateCA(ctx, t, server, agent, pods)
 }

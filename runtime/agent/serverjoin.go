@@ -60,3 +60,19 @@ func (s *ServerClient) EncryptConfig(ctx context.Context, req any) (string, erro
 	out, err := c.do(ctx, http.MethodPut, "/encrypt/config", http.Header{"Content-Type": {"application/json"}}, body)
 	return strings.TrimSpace(string(out)), err
 }
+
+// RotateCA sends new CA files to the server's /v1-k3s/cert/cacerts
+// (`k3s certificate rotate-ca`); force stages them even when they do not
+// chain to the current CAs.
+func (s *ServerClient) RotateCA(ctx context.Context, req supervisor.RotateCARequest, force bool) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	path := "/cert/cacerts?force=false"
+	if force {
+		path = "/cert/cacerts?force=true"
+	}
+	_, err = s.c.do(ctx, http.MethodPut, path, http.Header{"Content-Type": {"application/json"}}, body)
+	return err
+}

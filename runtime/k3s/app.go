@@ -293,7 +293,8 @@ Commands:
   ctr            containerd CLI (also as "ctr")
   token          bootstrap tokens: generate, create, list, delete
   certificate    rotate [--service a,b]: renew certificates at the next start;
-                 check: every certificate with its expiry
+                 check: every certificate with its expiry;
+                 rotate-ca --path DIR [--force]: new CAs at the next start
   check-config   check the binaries, the system, cgroups and the kernel config
   etcd-snapshot  etcd snapshots
   --version      versions of this runtime and its upstream components
@@ -307,11 +308,11 @@ func (a *app) warn(l *config.Loaded) {
 }
 
 func (a *app) certificate(args []string) error {
+	if len(args) > 0 && args[0] == "rotate-ca" {
+		return a.rotateCA(args[1:])
+	}
 	if len(args) == 0 || (args[0] != "rotate" && args[0] != "check") {
-		if len(args) > 0 && args[0] == "rotate-ca" {
-			return notBuilt("k3s certificate " + args[0])
-		}
-		return fmt.Errorf("%w: usage: k3s certificate rotate [--service a,b] [--data-dir DIR] [--config FILE] | check [--data-dir DIR] [--config FILE]", config.ErrUsage)
+		return fmt.Errorf("%w: usage: k3s certificate rotate [--service a,b] [--data-dir DIR] [--config FILE] | check [--data-dir DIR] [--config FILE] | rotate-ca --path DIR [--force] [--server URL]", config.ErrUsage)
 	}
 	if args[0] == "check" {
 		dataDir, err := a.dataDirOnly(args[1:])

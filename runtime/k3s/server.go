@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/ballast-os/ballast/runtime/agent"
 	"github.com/ballast-os/ballast/runtime/certs"
@@ -73,6 +75,13 @@ func (a *app) server(ctx context.Context, args []string) error {
 		if wrote {
 			fmt.Fprintf(a.stderr, "secrets-encryption: wrote %s (%s): Secrets are stored encrypted from now on\n", p, s.SecretsEncryptionProvider)
 		}
+	}
+	// CA files `k3s certificate rotate-ca` staged take effect now; Ensure
+	// then issues again what the old CAs signed.
+	if backup, applied, err := certs.ApplyStagedCA(s.DataDir, time.Now()); err != nil {
+		return fmt.Errorf("rotate-ca: applying the staged CA files: %w", err)
+	} else if len(applied) > 0 {
+		fmt.Fprintf(a.stderr, "rotate-ca: new CA files in place (%s; the old ones are backed up in %s)\n", strings.Join(applied, ", "), backup)
 	}
 	certOpts := certs.Options{
 		DataDir: s.DataDir, NodeName: nodeName, NodeIPs: nodeIPs, SANs: s.TLSSANs,

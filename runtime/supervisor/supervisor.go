@@ -219,6 +219,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT "+p+"/token", s.serverAuth(http.HandlerFunc(s.rotateToken)))
 	mux.Handle("GET "+p+"/server-bootstrap", s.serverAuth(http.HandlerFunc(s.serverBootstrap)))
 	mux.Handle("GET /db/info", s.serverAuth(http.HandlerFunc(s.dbInfo)))
+	mux.Handle("PUT "+p+"/cert/cacerts", s.serverAuth(http.HandlerFunc(s.rotateCA)))
 	if s.EncryptStatus != nil && s.EncryptConfig != nil {
 		mux.Handle("GET "+p+"/encrypt/status", s.serverAuth(s.EncryptStatus))
 		mux.Handle("PUT "+p+"/encrypt/config", s.serverAuth(s.EncryptConfig))

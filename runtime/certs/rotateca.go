@@ -1,0 +1,306 @@
+package certs
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ballast-os/ballast/runtime/atomicfile"
+)
+
+// CAFile is one file `k3s certificate rotate-ca` may replace: the field
+// name k3s's request body gives it, and its path under server/.
+type CAFile struct{ Field, Path string }
+
+// RotateCAFiles are the files rotate-ca takes from --path (the same
+// relative paths: <path>/tls/server-ca.crt ...), each optional, as k3s
+// has them.
+var RotateCAFiles = []CAFile{
+	{"ServerCA", "tls/server-ca.crt"}, {"ServerCAKey", "tls/server-ca.key"},
+	{"ClientCA", "tls/client-ca.crt"}, {"ClientCAKey", "tls/client-ca.key"},
+	{"RequestHeaderCA", "tls/request-header-ca.crt"}, {"RequestHeaderCAKey", "tls/request-header-ca.key"},
+	{"ETCDServerCA", "tls/etcd/server-ca.crt"}, {"ETCDServerCAKey", "tls/etcd/server-ca.key"},
+	{"ETCDPeerCA", "tls/etcd/peer-ca.crt"}, {"ETCDPeerCAKey", "tls/etcd/peer-ca.key"},
+	{"ServiceKey", "tls/service.key"},
+}
+
+// CAFileData is one file of a rotate-ca request, as k3s sends it: the
+// file's modification time and its contents (base64 in JSON).
+type CAFileData struct {
+	Timestamp time.Time
+	Content   []byte
+}
+
+// stagedDir is where a validated rotate-ca request waits for the next
+// start (server/tls-staged/tls/...); it appears whole, by a rename.
+func stagedDir(dataDir string) string { return filepath.Join(dataDir, "server", "tls-staged") }
+
+func rotateFile(field string) (CAFile, bool) {
+	for _, f := range RotateCAFiles {
+		if f.Field == field {
+			return f, true
+		}
+	}
+	return CAFile{}, false
+}
+
+// ValidateCARotation checks new CA files against the server's current
+// ones under dataDir as k3s does: a new CA certificate must come as a
+// bundle (the CA, then the certificates it chains to) whose first
+// certificate verifies against the current CA (so that everything that
+// trusts the current root goes on trusting what the new CA signs), and
+// must match its key (the new one, or the current one when only the
+// certificate is given); a new service-account key file must still hold
+// the current signing key, so that issued tokens stay valid. Every
+// problem is reported, each prefixed with its field.
+func ValidateCARotation(dataDir string, files map[string]CAFileData, now time.Time) error {
+	var errs []error
+	for field := range files {
+		if _, ok := rotateFile(field); !ok {
+			errs = append(errs, fmt.Errorf("%s: not a file rotate-ca replaces", field))
+		}
+	}
+	current := func(f CAFile) ([]byte, error) { return os.ReadFile(filepath.Join(dataDir, "server", f.Path)) }
+	for _, f := range RotateCAFiles {
+		if f.Field == "ServiceKey" {
+			if d, ok := files[f.Field]; ok {
+				if err := checkServiceKey(current, f, d.Content); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", f.Field, err))
+				}
+			}
+			continue
+		}
+		if strings.HasSuffix(f.Field, "CAKey") {
+			continue // with its certificate
+		}
+		keyFile, _ := rotateFile(f.Field + "Key")
+		newCert, certGiven := files[f.Field]
+		newKey, keyGiven := files[keyFile.Field]
+		if !certGiven && !keyGiven {
+			continue
+		}
+		oldCert, err := current(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: the current CA: %w", f.Field, err))
+			continue
+		}
+		certPEM, keyPEM := oldCert, newKey.Content
+		if certGiven {
+			certPEM = newCert.Content
+			if err := checkCAChain(oldCert, certPEM, now); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", f.Field, err))
+				continue
+			}
+		}
+		if !keyGiven {
+			if keyPEM, err = current(keyFile); err != nil {
+				errs = append(errs, fmt.Errorf("%s: the current key: %w", keyFile.Field, err))
+				continue
+			}
+		}
+		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			errs = append(errs, fmt.Errorf("%s: the new CA certificate and key do not match: %w", f.Field, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkCAChain: newPEM holds more than one certificate, and its first
+// verifies against the current bundle oldPEM (its self-signed or
+// key-id-less certificates as roots, the others and newPEM's later
+// certificates as intermediates).
+func checkCAChain(oldPEM, newPEM []byte, now time.Time) error {
+	newCerts, err := parseBundle(newPEM)
+	if err != nil {
+		return fmt.Errorf("the new CA bundle: %w", err)
+	}
+	if len(newCerts) == 1 {
+		return errors.New("the new CA bundle holds a single certificate: it must also hold the root or intermediate CA certificates it chains to (a cross-signed CA, or the current CA)")
+	}
+	oldCerts, err := parseBundle(oldPEM)
+	if err != nil {
+		return fmt.Errorf("the current CA bundle: %w", err)
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, c := range oldCerts {
+		if len(c.AuthorityKeyId) == 0 || bytes.Equal(c.AuthorityKeyId, c.SubjectKeyId) {
+			roots.AddCert(c)
+		} else {
+			inter.AddCert(c)
+		}
+	}
+	for _, c := range newCerts[1:] {
+		if len(c.AuthorityKeyId) > 0 {
+			inter.AddCert(c)
+		}
+	}
+	if !newCerts[0].IsCA {
+		return errors.New("the new bundle's first certificate is not a CA")
+	}
+	if _, err := newCerts[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("the new CA certificate does not verify against the current CA chain (use --force to replace it anyway; every node must then be given the new CA): %w", err)
+	}
+	return nil
+}
+
+func parseBundle(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no PEM certificate")
+	}
+	return out, nil
+}
+
+// checkServiceKey: the current signing key (the first key of the
+// current service.key) is among the new file's keys.
+func checkServiceKey(current func(CAFile) ([]byte, error), f CAFile, newPEM []byte) error {
+	oldPEM, err := current(f)
+	if err != nil {
+		return fmt.Errorf("the current key: %w", err)
+	}
+	oldKeys, err := parseKeys(oldPEM)
+	if err != nil {
+		return fmt.Errorf("the current key file: %w", err)
+	}
+	newKeys, err := parseKeys(newPEM)
+	if err != nil {
+		return fmt.Errorf("the new key file: %w", err)
+	}
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	for _, k := range newKeys {
+		if k.Public().(equaler).Equal(oldKeys[0].Public()) {
+			return nil
+		}
+	}
+	return errors.New("the current service-account signing key is not in the new key file: append it (cat old >> new), or every service-account token issued so far stops working")
+}
+
+// parseKeys reads every private key in a PEM file, in order.
+func parseKeys(data []byte) ([]crypto.Signer, error) {
+	var out []crypto.Signer
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if !strings.HasSuffix(b.Type, "PRIVATE KEY") {
+			continue
+		}
+		k, err := decodeKey(pem.EncodeToMemory(b))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no PEM private key")
+	}
+	return out, nil
+}
+
+// StageCARotation writes validated rotate-ca files under
+// server/tls-staged, whole or not at all (written aside, then renamed
+// into place); the next start applies them (ApplyStagedCA). A second
+// request before that start replaces the first.
+func StageCARotation(dataDir string, files map[string]CAFileData) error {
+	dir := stagedDir(dataDir)
+	tmp := dir + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	for field, d := range files {
+		f, ok := rotateFile(field)
+		if !ok {
+			return fmt.Errorf("certs: %s is not a file rotate-ca replaces", field)
+		}
+		if err := writeAtomic(filepath.Join(tmp, f.Path), d.Content, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(dir))
+}
+
+// ApplyStagedCA moves files a rotate-ca request staged into server/tls,
+// after backing server/tls up to server/tls-<unix time>: the certificates
+// the new CAs do not sign are then issued again by Ensure. A new
+// service.key also makes its first key the signing key
+// (service.current.key). Nothing staged: nothing done. Safe to repeat
+// after a crash: the staged files go only once all are in place.
+func ApplyStagedCA(dataDir string, now time.Time) (backup string, applied []string, err error) {
+	dir := stagedDir(dataDir)
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		return "", nil, nil
+	} else if err != nil {
+		return "", nil, err
+	}
+	tlsDir := filepath.Join(dataDir, "server", "tls")
+	backup = filepath.Join(dataDir, "server", "tls-"+strconv.FormatInt(now.Unix(), 10))
+	if err := copyTree(tlsDir, backup); err != nil {
+		return "", nil, fmt.Errorf("certs: backing up %s: %w", tlsDir, err)
+	}
+	for _, f := range RotateCAFiles {
+		data, err := os.ReadFile(filepath.Join(dir, f.Path))
+		if os.IsNotExist(err) {
+			continue
+		} else if err != nil {
+			return backup, applied, err
+		}
+		mode := os.FileMode(0o600)
+		if strings.HasSuffix(f.Path, ".crt") {
+			mode = 0o644
+		}
+		target := filepath.Join(dataDir, "server", f.Path)
+		if err := writeAtomic(target, data, mode); err != nil {
+			return backup, applied, err
+		}
+		applied = append(applied, target)
+		if f.Field == "ServiceKey" {
+			keys, err := parseKeys(data)
+			if err != nil {
+				return backup, applied, fmt.Errorf("certs: %s: %w", target, err)
+			}
+			first, err := encodeKey(keys[0])
+			if err != nil {
+				return backup, applied, err
+			}
+			if err := writeAtomic(filepath.Join(tlsDir, "service.current.key"), first, 0o600); err != nil {
+				return backup, applied, err
+			}
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return backup, applied, err
+	}
+	return backup, applied, nil
+}

@@ -1,0 +1,111 @@
+package k3s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ballast-os/ballast/runtime/agent"
+	"github.com/ballast-os/ballast/runtime/certs"
+	"github.com/ballast-os/ballast/runtime/config"
+	"github.com/ballast-os/ballast/runtime/datadir"
+	"github.com/ballast-os/ballast/runtime/supervisor"
+	"github.com/ballast-os/ballast/runtime/token"
+)
+
+// rotateCA is `k3s certificate rotate-ca --path DIR [--force]`: the CA
+// files under DIR/tls (each optional, named as in server/tls) go to the
+// server's join API with the server token, which checks that they chain
+// to the current CAs (unless --force) and stages them for its next
+// start, as k3s saves them to its datastore. With a new server CA the
+// tokens' CA hash changes: the new tokens are printed.
+func (a *app) rotateCA(args []string) error {
+	var path, dataDir, configFile string
+	server := "https://127.0.0.1:6443"
+	if v, ok := a.lookupEnv("K3S_URL"); ok && v != "" {
+		server = v
+	}
+	force := false
+	for i := 0; i < len(args); i++ {
+		flag, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if flag == "force" {
+			force = !has || val == "true"
+			continue
+		}
+		if !has {
+			if i+1 >= len(args) {
+				return fmt.Errorf("%w: %s needs a value", config.ErrUsage, args[i])
+			}
+			i++
+			val = args[i]
+		}
+		switch flag {
+		case "path":
+			path = val
+		case "server", "s":
+			server = val
+		case "data-dir", "d":
+			dataDir = val
+		case "config", "c":
+			configFile = val
+		default:
+			return fmt.Errorf("%w: unknown flag %s (k3s certificate rotate-ca --path DIR [--force] [--server URL] [--data-dir DIR])", config.ErrUsage, args[i])
+		}
+	}
+	if path == "" {
+		return fmt.Errorf("%w: k3s certificate rotate-ca needs --path: the directory whose tls/ holds the new CA files (server-ca.crt, server-ca.key, client-ca.crt, ...)", config.ErrUsage)
+	}
+	dataDir, err := a.resolveDataDir(dataDir, configFile)
+	if err != nil {
+		return err
+	}
+	req := supervisor.RotateCARequest{}
+	for _, f := range certs.RotateCAFiles {
+		p := filepath.Join(path, f.Path)
+		st, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(a.stderr, "%s: not there, %s stays as it is\n", p, f.Field)
+			continue
+		} else if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		req[f.Field] = certs.CAFileData{Timestamp: st.ModTime(), Content: data}
+	}
+	if len(req) == 0 {
+		return fmt.Errorf("no CA files under %s", filepath.Join(path, "tls"))
+	}
+	tok, err := serverToken("", dataDir)
+	if err != nil {
+		return fmt.Errorf("k3s certificate rotate-ca: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sc, err := agent.NewServerClient(ctx, server, tok)
+	if err != nil {
+		return fmt.Errorf("k3s certificate rotate-ca: %w", err)
+	}
+	if err := sc.RotateCA(ctx, req, force); err != nil {
+		return fmt.Errorf("k3s certificate rotate-ca: %w", err)
+	}
+	fmt.Fprintln(a.stdout, "certificates staged on the server: restart k3s on it, then on each agent, to use them")
+	if ca, ok := req["ServerCA"]; ok {
+		hash := token.CAHash(ca.Content)
+		lay := datadir.Layout{Root: dataDir}
+		fmt.Fprintf(a.stdout, "the server CA changed, and with it the CA hash in tokens: nodes given a K10 token need the new one\n")
+		fmt.Fprintf(a.stdout, "server token: %s\n", token.Token{CAHash: hash, Username: "server", Password: tok.Password})
+		if data, err := os.ReadFile(lay.AgentTokenFile()); err == nil {
+			if at, err := token.Parse(string(data)); err == nil {
+				fmt.Fprintf(a.stdout, "agent token:  %s\n", token.Token{CAHash: hash, Username: "node", Password: at.Password})
+			}
+		}
+	}
+	return nil
+}

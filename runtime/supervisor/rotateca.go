@@ -1,0 +1,54 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/ballast-os/ballast/runtime/certs"
+)
+
+// RotateCARequest is the body of PUT /v1-k3s/cert/cacerts (`k3s
+// certificate rotate-ca`), as k3s sends it: field name (certs.
+// RotateCAFiles) -> the file's time and contents.
+type RotateCARequest map[string]certs.CAFileData
+
+// rotateCA validates new CA files (unless ?force=true) and stages them
+// for this server's next start, as k3s saves them to its datastore for
+// the next start. Refused on a cluster of several servers: ballast's
+// servers take the CAs only when they join, so the others would keep
+// the old ones.
+func (s *Server) rotateCA(w http.ResponseWriter, r *http.Request) {
+	if n := len(s.apiServers()); n > 1 {
+		http.Error(w, fmt.Sprintf("this cluster has %d servers, and ballast's servers take the cluster's CAs only when they join: new CAs on one would leave the others trusting the old ones; rotate CAs on a cluster with one server", n), http.StatusConflict)
+		return
+	}
+	var req RotateCARequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		http.Error(w, "want JSON {\"ServerCA\": {\"Timestamp\": ..., \"Content\": base64}, ...}: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if len(req) == 0 {
+		http.Error(w, "no CA files in the request", http.StatusBadRequest)
+		return
+	}
+	now := time.Now()
+	if s.Now != nil {
+		now = s.Now()
+	}
+	if err := certs.ValidateCARotation(s.DataDir, req, now); err != nil {
+		if r.URL.Query().Get("force") != "true" {
+			http.Error(w, "the new CA certificates and keys are not valid for this cluster:\n"+err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.logf("certificate: rotate-ca forced by %s, ignoring: %v", r.RemoteAddr, err)
+	}
+	if err := certs.StageCARotation(s.DataDir, req); err != nil {
+		http.Error(w, "staging the new CA files: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.logf("certificate: new CA files from %s staged; restart k3s to use them (the server first, then each agent)", r.RemoteAddr)
+	w.WriteHeader(http.StatusNoContent)
+}
