@@ -45,6 +45,8 @@ func (s *Server) rotateCA(w http.ResponseWriter, r *http.Request) {
 		}
 		s.logf("certificate: rotate-ca forced by %s, ignoring: %v", r.RemoteAddr, err)
 	}
+	s.rotateCAMu.Lock()
+	defer s.rotateCAMu.Unlock()
 	if err := certs.StageCARotation(s.DataDir, req); err != nil {
 		http.Error(w, "staging the new CA files: "+err.Error(), http.StatusInternalServerError)
 		return

@@ -77,7 +77,8 @@ type Server struct {
 	proxy                    *apiProxy
 	serving                  *certs.KeyPair
 	serversMu                sync.Mutex
-	servers                  []string // host:port of the servers with fresh leases
+	servers                  []string   // host:port of the servers with fresh leases
+	rotateCAMu               sync.Mutex // one rotate-ca request stages at a time
 }
 
 // Program is the name in k3s's join API paths (/v1-k3s/...) and headers.
