@@ -213,23 +213,19 @@ func (a *app) tool(name string, args []string) error {
 // --data-dir (-d) and --config (-c): see resolveDataDir.
 func (a *app) dataDirOnly(args []string) (string, error) {
 	var dataDir, configFile string
-	for i := 0; i < len(args); i++ {
-		flag, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-		if flag != "data-dir" && flag != "d" && flag != "config" && flag != "c" {
-			return "", fmt.Errorf("%w: unknown flag %s", config.ErrUsage, args[i])
-		}
-		if !has {
-			if i+1 >= len(args) {
-				return "", fmt.Errorf("%w: %s needs a value", config.ErrUsage, args[i])
-			}
-			i++
-			val = args[i]
-		}
-		if flag == "data-dir" || flag == "d" {
+	err := noPositional(eachFlag(args, nil, func(name, val, arg string) error {
+		switch name {
+		case "data-dir", "d":
 			dataDir = val
-		} else {
+		case "config", "c":
 			configFile = val
+		default:
+			return fmt.Errorf("%w: unknown flag %s", config.ErrUsage, arg)
 		}
+		return nil
+	}))
+	if err != nil {
+		return "", err
 	}
 	return a.resolveDataDir(dataDir, configFile)
 }
@@ -330,17 +326,8 @@ func (a *app) certificate(args []string) error {
 	}
 	var services []string
 	var dataDir, configFile string
-	rest := args[1:]
-	for i := 0; i < len(rest); i++ {
-		flag, val, has := strings.Cut(strings.TrimLeft(rest[i], "-"), "=")
-		if !has {
-			if i+1 >= len(rest) {
-				return fmt.Errorf("%w: %s needs a value", config.ErrUsage, rest[i])
-			}
-			i++
-			val = rest[i]
-		}
-		switch flag {
+	err := noPositional(eachFlag(args[1:], nil, func(name, val, arg string) error {
+		switch name {
 		case "service", "s":
 			services = append(services, strings.Split(val, ",")...)
 		case "data-dir", "d":
@@ -348,11 +335,14 @@ func (a *app) certificate(args []string) error {
 		case "config", "c":
 			configFile = val
 		default:
-			return fmt.Errorf("%w: unknown flag %s", config.ErrUsage, rest[i])
+			return fmt.Errorf("%w: unknown flag %s", config.ErrUsage, arg)
 		}
-	}
-	dataDir, err := a.resolveDataDir(dataDir, configFile)
+		return nil
+	}))
 	if err != nil {
+		return err
+	}
+	if dataDir, err = a.resolveDataDir(dataDir, configFile); err != nil {
 		return err
 	}
 	nodeName := ""

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -40,21 +42,9 @@ func (a *app) etcdSnapshot(ctx context.Context, args []string) error {
 		sub, args = args[0], args[1:]
 	}
 	name, output := "", "table"
-	var names, pass []string
-	for i := 0; i < len(args); i++ {
-		arg := args[i]
-		if !strings.HasPrefix(arg, "-") || arg == "-" {
-			names = append(names, arg)
-			continue
-		}
-		k, v, has := strings.Cut(strings.TrimLeft(arg, "-"), "=")
-		if !has && !snapshotBoolFlags[k] {
-			if i+1 >= len(args) {
-				return fmt.Errorf("%w: %s needs a value", config.ErrUsage, arg)
-			}
-			i++
-			v = args[i]
-		} else if !has {
+	var pass []string
+	names, err := eachFlag(args, slices.Collect(maps.Keys(snapshotBoolFlags)), func(k, v, arg string) error {
+		if v == "" && snapshotBoolFlags[k] {
 			v = "true"
 		}
 		switch {
@@ -71,6 +61,10 @@ func (a *app) etcdSnapshot(ctx context.Context, args []string) error {
 		default:
 			return fmt.Errorf("%w: k3s etcd-snapshot: unknown flag --%s", config.ErrUsage, k)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if name == "" {
 		name = "on-demand"

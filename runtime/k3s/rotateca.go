@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/ballast-os/ballast/runtime/agent"
@@ -30,20 +29,11 @@ func (a *app) rotateCA(args []string) error {
 		server = v
 	}
 	force := false
-	for i := 0; i < len(args); i++ {
-		flag, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-		if flag == "force" {
-			force = !has || val == "true"
-			continue
-		}
-		if !has {
-			if i+1 >= len(args) {
-				return fmt.Errorf("%w: %s needs a value", config.ErrUsage, args[i])
-			}
-			i++
-			val = args[i]
-		}
-		switch flag {
+	err := noPositional(eachFlag(args, []string{"force"}, func(name, val, arg string) error {
+		var err error
+		switch name {
+		case "force":
+			force, err = flagBool(val, arg)
 		case "path":
 			path = val
 		case "server", "s":
@@ -53,14 +43,17 @@ func (a *app) rotateCA(args []string) error {
 		case "config", "c":
 			configFile = val
 		default:
-			return fmt.Errorf("%w: unknown flag %s (k3s certificate rotate-ca --path DIR [--force] [--server URL] [--data-dir DIR])", config.ErrUsage, args[i])
+			return fmt.Errorf("%w: unknown flag %s (k3s certificate rotate-ca --path DIR [--force] [--server URL] [--data-dir DIR])", config.ErrUsage, arg)
 		}
+		return err
+	}))
+	if err != nil {
+		return err
 	}
 	if path == "" {
 		return fmt.Errorf("%w: k3s certificate rotate-ca needs --path: the directory whose tls/ holds the new CA files (server-ca.crt, server-ca.key, client-ca.crt, ...)", config.ErrUsage)
 	}
-	dataDir, err := a.resolveDataDir(dataDir, configFile)
-	if err != nil {
+	if dataDir, err = a.resolveDataDir(dataDir, configFile); err != nil {
 		return err
 	}
 	req := supervisor.RotateCARequest{}

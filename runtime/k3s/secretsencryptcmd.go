@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/ballast-os/ballast/runtime/agent"
 	"github.com/ballast-os/ballast/runtime/config"
@@ -38,57 +36,39 @@ func (a *app) secretsEncrypt(ctx context.Context, args []string) error {
 		tok = v
 	}
 	var force, skip bool
-	rest := args[1:]
-	for i := 0; i < len(rest); i++ {
-		name, val, has := strings.Cut(strings.TrimLeft(rest[i], "-"), "=")
-		boolean := func(allowed bool) (bool, error) {
-			if !allowed {
-				return false, fmt.Errorf("%w: k3s secrets-encrypt %s takes no %s", config.ErrUsage, cmd, rest[i])
-			}
-			if !has {
-				return true, nil
-			}
-			b, err := strconv.ParseBool(val)
-			if err != nil {
-				return false, fmt.Errorf("%w: %s: want true or false", config.ErrUsage, rest[i])
-			}
-			return b, nil
+	boolean := func(allowed bool, val, arg string) (bool, error) {
+		if !allowed {
+			return false, fmt.Errorf("%w: k3s secrets-encrypt %s takes no %s", config.ErrUsage, cmd, arg)
 		}
+		return flagBool(val, arg)
+	}
+	err := noPositional(eachFlag(args[1:], []string{"force", "f", "skip"}, func(name, val, arg string) error {
 		var err error
 		switch name {
 		case "force", "f":
-			force, err = boolean(cmd == "prepare" || cmd == "rotate" || cmd == "reencrypt")
+			force, err = boolean(cmd == "prepare" || cmd == "rotate" || cmd == "reencrypt", val, arg)
 		case "skip":
-			skip, err = boolean(cmd == "reencrypt")
-		case "data-dir", "d", "config", "c", "token", "t", "server", "s", "output", "o":
-			if !has {
-				if i+1 >= len(rest) {
-					return fmt.Errorf("%w: %s needs a value", config.ErrUsage, rest[i])
-				}
-				i++
-				val = rest[i]
+			skip, err = boolean(cmd == "reencrypt", val, arg)
+		case "data-dir", "d":
+			dataDir = val
+		case "config", "c":
+			configFile = val
+		case "token", "t":
+			tok = val
+		case "server", "s":
+			server = val
+		case "output", "o":
+			if cmd != "status" || (val != "text" && val != "json") {
+				return fmt.Errorf("%w: k3s secrets-encrypt %s --output %q: only status takes it, as text or json", config.ErrUsage, cmd, val)
 			}
-			switch name {
-			case "data-dir", "d":
-				dataDir = val
-			case "config", "c":
-				configFile = val
-			case "token", "t":
-				tok = val
-			case "server", "s":
-				server = val
-			default:
-				if cmd != "status" || (val != "text" && val != "json") {
-					return fmt.Errorf("%w: k3s secrets-encrypt %s --output %q: only status takes it, as text or json", config.ErrUsage, cmd, val)
-				}
-				output = val
-			}
+			output = val
 		default:
-			return fmt.Errorf("%w: unknown flag %s (%s)", config.ErrUsage, rest[i], secretsEncryptUsage)
+			return fmt.Errorf("%w: unknown flag %s (%s)", config.ErrUsage, arg, secretsEncryptUsage)
 		}
-		if err != nil {
-			return err
-		}
+		return err
+	}))
+	if err != nil {
+		return err
 	}
 	if tok == "" {
 		var err error

@@ -42,19 +42,7 @@ func (a *app) parseTokenFlags(args []string) (*tokenFlags, error) {
 	if v, ok := a.lookupEnv("K3S_URL"); ok && v != "" {
 		f.server = v
 	}
-	for i := 0; i < len(args); i++ {
-		if !strings.HasPrefix(args[i], "-") {
-			f.args = append(f.args, args[i])
-			continue
-		}
-		name, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-		if !has {
-			if i+1 >= len(args) {
-				return nil, fmt.Errorf("%w: %s needs a value", config.ErrUsage, args[i])
-			}
-			i++
-			val = args[i]
-		}
+	positional, err := eachFlag(args, nil, func(name, val, arg string) error {
 		switch name {
 		case "data-dir", "d":
 			f.dataDir = val
@@ -76,19 +64,24 @@ func (a *app) parseTokenFlags(args []string) (*tokenFlags, error) {
 			f.usages = strings.Split(val, ",")
 		case "output", "o":
 			if val != "text" && val != "json" {
-				return nil, fmt.Errorf("%w: --output %q: want text or json", config.ErrUsage, val)
+				return fmt.Errorf("%w: --output %q: want text or json", config.ErrUsage, val)
 			}
 			f.output = val
 		case "ttl":
 			d, err := time.ParseDuration(val)
 			if err != nil || d < 0 {
-				return nil, fmt.Errorf("%w: --ttl %q: want a duration such as 24h, or 0 for no expiry", config.ErrUsage, val)
+				return fmt.Errorf("%w: --ttl %q: want a duration such as 24h, or 0 for no expiry", config.ErrUsage, val)
 			}
 			f.ttl = d
 		default:
-			return nil, fmt.Errorf("%w: unknown flag %s", config.ErrUsage, args[i])
+			return fmt.Errorf("%w: unknown flag %s", config.ErrUsage, arg)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	f.args = positional
 	dataDir, err := a.resolveDataDir(f.dataDir, f.configFile)
 	if err != nil {
 		return nil, err
