@@ -163,7 +163,7 @@ type procPSS struct {
 // processPSS reads every process's proportional set size and command line
 // in the guest.
 func processPSS(ctx context.Context, m *Machine) ([]procPSS, error) {
-	res, err := m.Exec(ctx, "sh", "-c", `for d in /proc/[0-9]*; do p=$(awk '/^Pss:/ {print $2}' $d/smaps_rollup 2>/dev/null); [ -n "$p" ] && printf '%s %s\n' "$p" "$(tr '\0' ' ' < $d/cmdline)"; done`)
+	res, err := m.Exec(ctx, "sh", "-c", `for d in /proc/[0-9]*; do p=$(awk '/^Pss:/ {print $2}' $d/smaps_rollup 2>/dev/null); if [ -n "$p" ]; then printf '%s %s\n' "$p" "$(tr '\0' ' ' < $d/cmdline 2>/dev/null)"; fi; done`)
 	if err != nil {
 		return nil, err
 	}
