@@ -62,7 +62,7 @@ func checkRotateCA(ctx context.Context, t *testing.T, server, agent *Node, pods 
 	}
 	out, err := server.Exec(ctx, "k3s", "certificate", "rotate-ca", "--path", "/tmp/newca")
 	sum := sha256.Sum256(serverBundle)
-	if err != nil || !strings.Contains(out, "certificates staged") || !strings.Contains(out, "server token: K10"+hex.EncodeToString(sum[:])+"::server:") {
+	if err != nil || !strings.Contains(out, "certificates staged") || !strings.Contains(out, "to "+hex.EncodeToString(sum[:])) {
 		t.Fatalf("k3s certificate rotate-ca: %v\n%s", err, out)
 	}
 	if !bytes.Equal(read(server, tls+"server-ca.crt"), oldServerCA) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,7 +63,11 @@ func rotateFile(field string) (CAFile, bool) {
 // certificate is given); a new service-account key file must still hold
 // the current signing key, so that issued tokens stay valid. Every
 // problem is reported, each prefixed with its field.
-func ValidateCARotation(dataDir string, files map[string]CAFileData, now time.Time) error {
+//
+// force skips only the chain check (a CA that replaces the current one
+// outright, which every node must then be given); files that do not
+// parse or do not match are refused even then.
+func ValidateCARotation(dataDir string, files map[string]CAFileData, now time.Time, force bool) error {
 	var errs []error
 	for field := range files {
 		if _, ok := rotateFile(field); !ok {
@@ -96,7 +101,7 @@ func ValidateCARotation(dataDir string, files map[string]CAFileData, now time.Ti
 		certPEM, keyPEM := oldCert, newKey.Content
 		if certGiven {
 			certPEM = newCert.Content
-			if err := checkCAChain(oldCert, certPEM, now); err != nil {
+			if err := checkCAChain(oldCert, certPEM, now); err != nil && !(force && errors.Is(err, errNoChain)) {
 				errs = append(errs, fmt.Errorf("%s: %w", f.Field, err))
 				continue
 			}
@@ -108,11 +113,17 @@ func ValidateCARotation(dataDir string, files map[string]CAFileData, now time.Ti
 			}
 		}
 		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
-			errs = append(errs, fmt.Errorf("%s: the new CA certificate and key do not match: %w", f.Field, err))
+			if certGiven {
+				errs = append(errs, fmt.Errorf("%s: the new CA certificate and key do not match: %w", f.Field, err))
+			} else {
+				errs = append(errs, fmt.Errorf("%s: the new key does not match the current CA certificate (give the new certificate too): %w", keyFile.Field, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
 }
+
+var errNoChain = errors.New("the new CA certificate does not verify against the current CA chain")
 
 // checkCAChain: newPEM holds more than one certificate, and its first
 // verifies against the current bundle oldPEM (its self-signed or
@@ -147,7 +158,7 @@ func checkCAChain(oldPEM, newPEM []byte, now time.Time) error {
 		return errors.New("the new bundle's first certificate is not a CA")
 	}
 	if _, err := newCerts[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return fmt.Errorf("the new CA certificate does not verify against the current CA chain (use --force to replace it anyway; every node must then be given the new CA): %w", err)
+		return fmt.Errorf("%w (use --force to replace it anyway; every node must then be given the new CA): %w", errNoChain, err)
 	}
 	return nil
 }
@@ -175,50 +186,75 @@ func parseBundle(data []byte) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-// checkServiceKey: the current signing key (the first key of the
-// current service.key) is among the new file's keys.
+// checkServiceKey: the new file starts with a private RSA or ECDSA key
+// (the one that signs from now on), and every key of the current file is
+// among its keys (private, or public as "PUBLIC KEY" blocks), so that
+// every token issued so far stays valid.
 func checkServiceKey(current func(CAFile) ([]byte, error), f CAFile, newPEM []byte) error {
 	oldPEM, err := current(f)
 	if err != nil {
 		return fmt.Errorf("the current key: %w", err)
 	}
-	oldKeys, err := parseKeys(oldPEM)
+	oldKeys, err := publicKeys(oldPEM)
 	if err != nil {
 		return fmt.Errorf("the current key file: %w", err)
 	}
-	newKeys, err := parseKeys(newPEM)
+	if _, err := signingKey(newPEM); err != nil {
+		return fmt.Errorf("the new key file: %w", err)
+	}
+	newKeys, err := publicKeys(newPEM)
 	if err != nil {
 		return fmt.Errorf("the new key file: %w", err)
 	}
 	type equaler interface{ Equal(crypto.PublicKey) bool }
-	for _, k := range newKeys {
-		if k.Public().(equaler).Equal(oldKeys[0].Public()) {
-			return nil
+	for i, old := range oldKeys {
+		if !slices.ContainsFunc(newKeys, func(k crypto.PublicKey) bool { return old.(equaler).Equal(k) }) {
+			return fmt.Errorf("key %d of the current file is not in the new key file: append the current file to it (cat service.key >> new), or every service-account token it signed stops working", i+1)
 		}
 	}
-	return errors.New("the current service-account signing key is not in the new key file: append it (cat old >> new), or every service-account token issued so far stops working")
+	return nil
 }
 
-// parseKeys reads every private key in a PEM file, in order.
-func parseKeys(data []byte) ([]crypto.Signer, error) {
-	var out []crypto.Signer
+// signingKey is the first PEM block of a service key file, which must be
+// an RSA or ECDSA private key.
+func signingKey(data []byte) (crypto.Signer, error) {
+	k, err := decodeKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("its first block must be the private key that signs: %w", err)
+	}
+	if _, err := encodeKey(k); err != nil {
+		return nil, fmt.Errorf("its first key: %w (kube-apiserver signs with RSA or ECDSA)", err)
+	}
+	return k, nil
+}
+
+// publicKeys reads the public half of every key in a PEM file: private
+// keys and "PUBLIC KEY" blocks, in order.
+func publicKeys(data []byte) ([]crypto.PublicKey, error) {
+	var out []crypto.PublicKey
 	for rest := data; ; {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {
 			break
 		}
-		if !strings.HasSuffix(b.Type, "PRIVATE KEY") {
-			continue
+		switch {
+		case b.Type == "PUBLIC KEY":
+			k, err := x509.ParsePKIXPublicKey(b.Bytes)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, k)
+		case strings.HasSuffix(b.Type, "PRIVATE KEY"):
+			k, err := decodeKey(pem.EncodeToMemory(b))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, k.Public())
 		}
-		k, err := decodeKey(pem.EncodeToMemory(b))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("no PEM private key")
+		return nil, errors.New("no PEM key")
 	}
 	return out, nil
 }
@@ -265,9 +301,46 @@ func ApplyStagedCA(dataDir string, now time.Time) (backup string, applied []stri
 		return "", nil, err
 	}
 	tlsDir := filepath.Join(dataDir, "server", "tls")
-	backup = filepath.Join(dataDir, "server", "tls-"+strconv.FormatInt(now.Unix(), 10))
-	if err := copyTree(tlsDir, backup); err != nil {
-		return "", nil, fmt.Errorf("certs: backing up %s: %w", tlsDir, err)
+	// The signing key first: a file that cannot sign changes nothing.
+	var signer []byte
+	if data, err := os.ReadFile(filepath.Join(dir, "tls", "service.key")); err == nil {
+		k, err := signingKey(data)
+		if err != nil {
+			return "", nil, fmt.Errorf("certs: staged service.key: %w (remove %s to start with the current CAs)", err, dir)
+		}
+		if signer, err = encodeKey(k); err != nil {
+			return "", nil, err
+		}
+	} else if !os.IsNotExist(err) {
+		return "", nil, err
+	}
+	// The backup is made once, whole (written aside, synced, renamed),
+	// and named in the staged directory: a start that stopped halfway
+	// through reuses it rather than backing up a half-replaced tls.
+	record := filepath.Join(dir, "backup")
+	if data, err := os.ReadFile(record); err == nil {
+		backup = strings.TrimSpace(string(data))
+	} else {
+		backup = filepath.Join(dataDir, "server", "tls-"+strconv.FormatInt(now.Unix(), 10))
+		tmp := backup + ".tmp"
+		if err := os.RemoveAll(tmp); err != nil {
+			return "", nil, err
+		}
+		if err := copyTree(tlsDir, tmp); err != nil {
+			return "", nil, fmt.Errorf("certs: backing up %s: %w", tlsDir, err)
+		}
+		if err := syncTree(tmp); err != nil {
+			return "", nil, fmt.Errorf("certs: backing up %s: %w", tlsDir, err)
+		}
+		if err := os.Rename(tmp, backup); err != nil {
+			return "", nil, err
+		}
+		if err := atomicfile.SyncDir(filepath.Dir(backup)); err != nil {
+			return "", nil, err
+		}
+		if err := atomicfile.Write(record, []byte(backup+"\n"), 0o600); err != nil {
+			return "", nil, err
+		}
 	}
 	for _, f := range RotateCAFiles {
 		data, err := os.ReadFile(filepath.Join(dir, f.Path))
@@ -285,22 +358,29 @@ func ApplyStagedCA(dataDir string, now time.Time) (backup string, applied []stri
 			return backup, applied, err
 		}
 		applied = append(applied, target)
-		if f.Field == "ServiceKey" {
-			keys, err := parseKeys(data)
-			if err != nil {
-				return backup, applied, fmt.Errorf("certs: %s: %w", target, err)
-			}
-			first, err := encodeKey(keys[0])
-			if err != nil {
-				return backup, applied, err
-			}
-			if err := writeAtomic(filepath.Join(tlsDir, "service.current.key"), first, 0o600); err != nil {
-				return backup, applied, err
-			}
+	}
+	if signer != nil {
+		if err := writeAtomic(filepath.Join(tlsDir, "service.current.key"), signer, 0o600); err != nil {
+			return backup, applied, err
 		}
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return backup, applied, err
 	}
-	return backup, applied, nil
+	return backup, applied, atomicfile.SyncDir(filepath.Dir(dir))
+}
+
+// syncTree fsyncs every file and directory under dir.
+func syncTree(dir string) error {
+	return filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return f.Sync()
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,18 +74,23 @@ func TestRotateCA(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		files map[string]CAFileData
+		force bool
 		want  string // in the error; "" for valid
 	}{
-		{"cross-signed", map[string]CAFileData{"ServerCA": {Content: bundle}, "ServerCAKey": {Content: key}}, ""},
-		{"single certificate", map[string]CAFileData{"ServerCA": {Content: unrelated.pem}, "ServerCAKey": {Content: otherKey}}, "ServerCA: the new CA bundle holds a single certificate"},
-		{"another root", map[string]CAFileData{"ServerCA": {Content: otherBundle}, "ServerCAKey": {Content: otherKey}}, "ServerCA: the new CA certificate does not verify against the current CA chain"},
-		{"wrong key", map[string]CAFileData{"ServerCA": {Content: bundle}, "ServerCAKey": {Content: clientKey}}, "ServerCA: the new CA certificate and key do not match"},
-		{"key alone", map[string]CAFileData{"ClientCAKey": {Content: clientKey}}, "ClientCA: the new CA certificate and key do not match"},
-		{"unknown field", map[string]CAFileData{"PasswdFile": {Content: []byte("x")}}, "PasswdFile: not a file rotate-ca replaces"},
-		{"service key without the current one", map[string]CAFileData{"ServiceKey": {Content: newService}}, "ServiceKey: the current service-account signing key is not in the new key file"},
-		{"service key with the current one", map[string]CAFileData{"ServiceKey": {Content: append(append([]byte{}, newService...), oldService...)}}, ""},
+		{"cross-signed", map[string]CAFileData{"ServerCA": {Content: bundle}, "ServerCAKey": {Content: key}}, false, ""},
+		{"single certificate", map[string]CAFileData{"ServerCA": {Content: unrelated.pem}, "ServerCAKey": {Content: otherKey}}, false, "ServerCA: the new CA bundle holds a single certificate"},
+		{"another root", map[string]CAFileData{"ServerCA": {Content: otherBundle}, "ServerCAKey": {Content: otherKey}}, false, "ServerCA: the new CA certificate does not verify against the current CA chain"},
+		{"another root, forced", map[string]CAFileData{"ServerCA": {Content: otherBundle}, "ServerCAKey": {Content: otherKey}}, true, ""},
+		{"wrong key", map[string]CAFileData{"ServerCA": {Content: bundle}, "ServerCAKey": {Content: clientKey}}, false, "ServerCA: the new CA certificate and key do not match"},
+		{"wrong key, forced", map[string]CAFileData{"ServerCA": {Content: otherBundle}, "ServerCAKey": {Content: clientKey}}, true, "ServerCA: the new CA certificate and key do not match"},
+		{"key alone", map[string]CAFileData{"ClientCAKey": {Content: clientKey}}, false, "ClientCAKey: the new key does not match the current CA certificate"},
+		{"unknown field", map[string]CAFileData{"PasswdFile": {Content: []byte("x")}}, false, "PasswdFile: not a file rotate-ca replaces"},
+		{"service key without the current one", map[string]CAFileData{"ServiceKey": {Content: newService}}, true, "ServiceKey: key 1 of the current file is not in the new key file"},
+		{"service key with the current one", map[string]CAFileData{"ServiceKey": {Content: append(append([]byte{}, newService...), oldService...)}}, false, ""},
+		{"service key with the current one's public half", map[string]CAFileData{"ServiceKey": {Content: append(append([]byte{}, newService...), publicPEM(t, oldService)...)}}, false, ""},
+		{"service key starting with a public key", map[string]CAFileData{"ServiceKey": {Content: append(publicPEM(t, oldService), newService...)}}, false, "ServiceKey: the new key file: its first block must be the private key that signs"},
 	} {
-		err := ValidateCARotation(o.DataDir, tc.files, c.t)
+		err := ValidateCARotation(o.DataDir, tc.files, c.t, tc.force)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: %v", tc.name, err)
@@ -149,4 +155,18 @@ func TestRotateCA(t *testing.T) {
 	if c := rep.Issued[filepath.Join(o.DataDir, "server", "tls", "client-admin.crt")]; c != "" {
 		t.Errorf("client-admin.crt reissued (%s) though the client CA did not change", c)
 	}
+}
+
+// publicPEM is the public half of the first key in keyPEM, PEM-encoded.
+func publicPEM(t *testing.T, keyPEM []byte) []byte {
+	t.Helper()
+	k, err := decodeKey(keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }

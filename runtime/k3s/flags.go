@@ -23,6 +23,9 @@ func eachFlag(args []string, bools []string, f func(name, val, arg string) error
 			continue
 		}
 		name, val, has := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+		if has && val == "" && slices.Contains(bools, name) {
+			return nil, fmt.Errorf("%w: %s: want true or false", config.ErrUsage, arg)
+		}
 		if !has && !slices.Contains(bools, name) {
 			if i+1 >= len(args) {
 				return nil, fmt.Errorf("%w: %s needs a value", config.ErrUsage, arg)

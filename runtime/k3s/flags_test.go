@@ -31,6 +31,9 @@ func TestEachFlag(t *testing.T) {
 			t.Errorf("flagBool(%q) = %v, %v", val, b, err)
 		}
 	}
+	if _, err := eachFlag([]string{"--force="}, []string{"force"}, func(string, string, string) error { return nil }); !errors.Is(err, config.ErrUsage) {
+		t.Errorf("--force= with nothing after it: %v; want a usage error", err)
+	}
 	if _, err := flagBool("maybe", "--force=maybe"); err == nil {
 		t.Error("flagBool(maybe): no error")
 	}

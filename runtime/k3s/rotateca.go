@@ -23,10 +23,13 @@ import (
 // start, as k3s saves them to its datastore. With a new server CA the
 // tokens' CA hash changes: the new tokens are printed.
 func (a *app) rotateCA(args []string) error {
-	var path, dataDir, configFile string
+	var path, dataDir, configFile, tok string
 	server := "https://127.0.0.1:6443"
 	if v, ok := a.lookupEnv("K3S_URL"); ok && v != "" {
 		server = v
+	}
+	if v, ok := a.lookupEnv("K3S_TOKEN"); ok && v != "" {
+		tok = v
 	}
 	force := false
 	err := noPositional(eachFlag(args, []string{"force"}, func(name, val, arg string) error {
@@ -38,12 +41,14 @@ func (a *app) rotateCA(args []string) error {
 			path = val
 		case "server", "s":
 			server = val
+		case "token", "t":
+			tok = val
 		case "data-dir", "d":
 			dataDir = val
 		case "config", "c":
 			configFile = val
 		default:
-			return fmt.Errorf("%w: unknown flag %s (k3s certificate rotate-ca --path DIR [--force] [--server URL] [--data-dir DIR])", config.ErrUsage, arg)
+			return fmt.Errorf("%w: unknown flag %s (k3s certificate rotate-ca --path DIR [--force] [--server URL] [--token TOKEN] [--data-dir DIR])", config.ErrUsage, arg)
 		}
 		return err
 	}))
@@ -75,13 +80,13 @@ func (a *app) rotateCA(args []string) error {
 	if len(req) == 0 {
 		return fmt.Errorf("no CA files under %s", filepath.Join(path, "tls"))
 	}
-	tok, err := serverToken("", dataDir)
+	t, err := serverToken(tok, dataDir)
 	if err != nil {
 		return fmt.Errorf("k3s certificate rotate-ca: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sc, err := agent.NewServerClient(ctx, server, tok)
+	sc, err := agent.NewServerClient(ctx, server, t)
 	if err != nil {
 		return fmt.Errorf("k3s certificate rotate-ca: %w", err)
 	}
@@ -90,15 +95,8 @@ func (a *app) rotateCA(args []string) error {
 	}
 	fmt.Fprintln(a.stdout, "certificates staged on the server: restart k3s on it, then on each agent, to use them")
 	if ca, ok := req["ServerCA"]; ok {
-		hash := token.CAHash(ca.Content)
-		lay := datadir.Layout{Root: dataDir}
-		fmt.Fprintf(a.stdout, "the server CA changed, and with it the CA hash in tokens: nodes given a K10 token need the new one\n")
-		fmt.Fprintf(a.stdout, "server token: %s\n", token.Token{CAHash: hash, Username: "server", Password: tok.Password})
-		if data, err := os.ReadFile(lay.AgentTokenFile()); err == nil {
-			if at, err := token.Parse(string(data)); err == nil {
-				fmt.Fprintf(a.stdout, "agent token:  %s\n", token.Token{CAHash: hash, Username: "node", Password: at.Password})
-			}
-		}
+		fmt.Fprintf(a.stdout, "the server CA changes, and with it the CA hash in tokens (K10<hash>::...), to %s:\n", token.CAHash(ca.Content))
+		fmt.Fprintf(a.stdout, "after the restart %s holds the new server token; nodes (the server itself too) configured with a K10 token need the new one, or the bare password\n", datadir.Layout{Root: dataDir}.TokenFile())
 	}
 	return nil
 }

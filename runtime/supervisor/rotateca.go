@@ -38,12 +38,13 @@ func (s *Server) rotateCA(w http.ResponseWriter, r *http.Request) {
 	if s.Now != nil {
 		now = s.Now()
 	}
-	if err := certs.ValidateCARotation(s.DataDir, req, now); err != nil {
-		if r.URL.Query().Get("force") != "true" {
-			http.Error(w, "the new CA certificates and keys are not valid for this cluster:\n"+err.Error(), http.StatusBadRequest)
-			return
-		}
-		s.logf("certificate: rotate-ca forced by %s, ignoring: %v", r.RemoteAddr, err)
+	force := r.URL.Query().Get("force") == "true"
+	if err := certs.ValidateCARotation(s.DataDir, req, now, force); err != nil {
+		http.Error(w, "the new CA certificates and keys are not valid for this cluster:\n"+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if force {
+		s.logf("certificate: rotate-ca with --force from %s: new CAs need not chain to the current ones", r.RemoteAddr)
 	}
 	s.rotateCAMu.Lock()
 	defer s.rotateCAMu.Unlock()
