@@ -10,6 +10,21 @@ import (
 	"github.com/ballast-os/ballast/runtime/certs"
 )
 
+// serverCount is how many servers the cluster has: those with a fresh
+// lease, or the control-plane nodes when the API lists more (a server
+// that is down holds no fresh lease but still has the old CAs).
+func (s *Server) serverCount(r *http.Request) int {
+	n := len(s.apiServers())
+	if s.api == nil {
+		return n
+	}
+	var nodes struct{ Items []json.RawMessage }
+	if err := s.api.Do(r.Context(), http.MethodGet, "/api/v1/nodes?labelSelector=node-role.kubernetes.io%2Fcontrol-plane%3Dtrue", "", nil, &nodes); err == nil {
+		n = max(n, len(nodes.Items))
+	}
+	return n
+}
+
 // RotateCARequest is the body of PUT /v1-k3s/cert/cacerts (`k3s
 // certificate rotate-ca`), as k3s sends it: field name (certs.
 // RotateCAFiles) -> the file's time and contents.
@@ -21,7 +36,7 @@ type RotateCARequest map[string]certs.CAFileData
 // servers take the CAs only when they join, so the others would keep
 // the old ones.
 func (s *Server) rotateCA(w http.ResponseWriter, r *http.Request) {
-	if n := len(s.apiServers()); n > 1 {
+	if n := s.serverCount(r); n > 1 {
 		http.Error(w, fmt.Sprintf("this cluster has %d servers, and ballast's servers take the cluster's CAs only when they join: new CAs on one would leave the others trusting the old ones; rotate CAs on a cluster with one server", n), http.StatusConflict)
 		return
 	}
