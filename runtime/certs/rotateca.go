@@ -60,9 +60,10 @@ func rotateFile(field string) (CAFile, bool) {
 // certificate verifies against the current CA (so that everything that
 // trusts the current root goes on trusting what the new CA signs), and
 // must match its key (the new one, or the current one when only the
-// certificate is given); a new service-account key file must still hold
-// the current signing key, so that issued tokens stay valid. Every
-// problem is reported, each prefixed with its field.
+// certificate is given); a new service-account key file must start with
+// the key that signs from now on and keep every current key, so that
+// issued tokens stay valid (checkServiceKey). Every problem is reported,
+// each prefixed with its field.
 //
 // force skips only the chain check (a CA that replaces the current one
 // outright, which every node must then be given); files that do not
@@ -216,16 +217,17 @@ func checkServiceKey(current func(CAFile) ([]byte, error), f CAFile, newPEM []by
 }
 
 // signingKey is the first PEM block of a service key file, which must be
-// an RSA or ECDSA private key.
-func signingKey(data []byte) (crypto.Signer, error) {
+// an RSA or ECDSA private key, encoded alone (service.current.key).
+func signingKey(data []byte) ([]byte, error) {
 	k, err := decodeKey(data)
 	if err != nil {
 		return nil, fmt.Errorf("its first block must be the private key that signs: %w", err)
 	}
-	if _, err := encodeKey(k); err != nil {
+	encoded, err := encodeKey(k)
+	if err != nil {
 		return nil, fmt.Errorf("its first key: %w (kube-apiserver signs with RSA or ECDSA)", err)
 	}
-	return k, nil
+	return encoded, nil
 }
 
 // publicKeys reads the public half of every key in a PEM file: private
@@ -304,12 +306,8 @@ func ApplyStagedCA(dataDir string, now time.Time) (backup string, applied []stri
 	// The signing key first: a file that cannot sign changes nothing.
 	var signer []byte
 	if data, err := os.ReadFile(filepath.Join(dir, "tls", "service.key")); err == nil {
-		k, err := signingKey(data)
-		if err != nil {
+		if signer, err = signingKey(data); err != nil {
 			return "", nil, fmt.Errorf("certs: staged service.key: %w (remove %s to start with the current CAs)", err, dir)
-		}
-		if signer, err = encodeKey(k); err != nil {
-			return "", nil, err
 		}
 	} else if !os.IsNotExist(err) {
 		return "", nil, err

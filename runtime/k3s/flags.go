@@ -53,6 +53,21 @@ func flagBool(val, arg string) (bool, error) {
 	return b, nil
 }
 
+// serverDefaults are the server URL and token a command that asks a
+// server's join API starts from, as k3s's CLI does: $K3S_URL (else the
+// local server, https://127.0.0.1:6443) and $K3S_TOKEN; --server and
+// --token override them.
+func (a *app) serverDefaults() (server, tok string) {
+	server = "https://127.0.0.1:6443"
+	if v, ok := a.lookupEnv("K3S_URL"); ok && v != "" {
+		server = v
+	}
+	if v, ok := a.lookupEnv("K3S_TOKEN"); ok && v != "" {
+		tok = v
+	}
+	return server, tok
+}
+
 // noPositional refuses arguments that are not flags.
 func noPositional(positional []string, err error) error {
 	if err == nil && len(positional) > 0 {

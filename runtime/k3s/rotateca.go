@@ -21,16 +21,10 @@ import (
 // server's join API with the server token, which checks that they chain
 // to the current CAs (unless --force) and stages them for its next
 // start, as k3s saves them to its datastore. With a new server CA the
-// tokens' CA hash changes: the new tokens are printed.
+// tokens' CA hash changes: the new hash is printed.
 func (a *app) rotateCA(args []string) error {
-	var path, dataDir, configFile, tok string
-	server := "https://127.0.0.1:6443"
-	if v, ok := a.lookupEnv("K3S_URL"); ok && v != "" {
-		server = v
-	}
-	if v, ok := a.lookupEnv("K3S_TOKEN"); ok && v != "" {
-		tok = v
-	}
+	var path, dataDir, configFile string
+	server, tok := a.serverDefaults()
 	force := false
 	err := noPositional(eachFlag(args, []string{"force"}, func(name, val, arg string) error {
 		var err error

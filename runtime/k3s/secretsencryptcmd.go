@@ -28,13 +28,8 @@ func (a *app) secretsEncrypt(ctx context.Context, args []string) error {
 	}
 	cmd := args[0]
 	var dataDir, configFile string
-	server, tok, output := "https://127.0.0.1:6443", "", "text"
-	if v, ok := a.lookupEnv("K3S_URL"); ok && v != "" {
-		server = v
-	}
-	if v, ok := a.lookupEnv("K3S_TOKEN"); ok && v != "" {
-		tok = v
-	}
+	server, tok := a.serverDefaults()
+	output := "text"
 	var force, skip bool
 	boolean := func(allowed bool, val, arg string) (bool, error) {
 		if !allowed {

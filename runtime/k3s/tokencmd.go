@@ -35,13 +35,7 @@ func (a *app) parseTokenFlags(args []string) (*tokenFlags, error) {
 	if v, ok := a.lookupEnv("KUBECONFIG"); ok && v != "" {
 		f.kubeconfig = v
 	}
-	if v, ok := a.lookupEnv("K3S_TOKEN"); ok && v != "" {
-		f.token = v
-	}
-	f.server = "https://127.0.0.1:6443"
-	if v, ok := a.lookupEnv("K3S_URL"); ok && v != "" {
-		f.server = v
-	}
+	f.server, f.token = a.serverDefaults()
 	positional, err := eachFlag(args, nil, func(name, val, arg string) error {
 		switch name {
 		case "data-dir", "d":

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/ballast-os/ballast/runtime/certs"
 )
@@ -49,12 +48,8 @@ func (s *Server) rotateCA(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no CA files in the request", http.StatusBadRequest)
 		return
 	}
-	now := time.Now()
-	if s.Now != nil {
-		now = s.Now()
-	}
 	force := r.URL.Query().Get("force") == "true"
-	if err := certs.ValidateCARotation(s.DataDir, req, now, force); err != nil {
+	if err := certs.ValidateCARotation(s.DataDir, req, s.now(), force); err != nil {
 		http.Error(w, "the new CA certificates and keys are not valid for this cluster:\n"+err.Error(), http.StatusBadRequest)
 		return
 	}
