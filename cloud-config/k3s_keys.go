@@ -125,7 +125,7 @@ var k3sKeys = []k3sKey{
 	{Name: "snapshotter", Kind: 's', Level: k3sRefused, Msg: "not a snapshotter of ballast's containerd; use overlayfs (the default), or native where overlay mounts are not possible", Values: []k3sValue{
 		{Value: "overlayfs", Level: k3sActed},
 		{Value: "native", Level: k3sActed},
-		{Value: "stargz", Level: k3sRefused, Msg: "the stargz snapshotter (eStargz lazy pulling) is not linked into ballast's containerd, whose CRI plugin would then fail to start; use overlayfs (the default), or native where overlay mounts are not possible"},
+		{Value: "stargz", Level: k3sActed},
 		{Value: "fuse-overlayfs", Level: k3sRefused, Msg: "the fuse-overlayfs snapshotter is not linked into ballast's containerd, whose CRI plugin would then fail to start; use overlayfs (the default), or native where overlay mounts are not possible"},
 		{Value: "btrfs", Level: k3sRefused, Msg: "containerd's btrfs snapshotter needs cgo, and ballast's runtime is built without it; use overlayfs (the default), or native where overlay mounts are not possible"},
 		{Value: "zfs", Level: k3sRefused, Msg: "containerd's zfs snapshotter needs the ZFS kernel module, the zfs tools and the containerd root on a ZFS dataset, which ballast images do not have; use overlayfs (the default), or native where overlay mounts are not possible"},

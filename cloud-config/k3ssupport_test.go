@@ -50,7 +50,7 @@ func TestK3sIgnoredAndRefusedKeys(t *testing.T) {
 		"k3s:\n" +
 		"  docker: true\n" + // 3
 		"  rootless: false\n" +
-		"  snapshotter: stargz\n" + // 5
+		"  snapshotter: fuse-overlayfs\n" + // 5
 		"  debug: true\n" + // 6
 		"  config: /etc/other.yaml\n" + // 7
 		"  etcd-s3-bucket: backups\n" + // 8
@@ -68,7 +68,7 @@ func TestK3sIgnoredAndRefusedKeys(t *testing.T) {
 	}
 	wantErrs := []string{
 		`user-data:3:3: k3s.docker: cri-dockerd is not built into ballast's runtime`,
-		`user-data:5:16: k3s.snapshotter: snapshotter "stargz": the stargz snapshotter (eStargz lazy pulling) is not linked`,
+		`user-data:5:16: k3s.snapshotter: snapshotter "fuse-overlayfs": the fuse-overlayfs snapshotter is not linked`,
 		`user-data:11:22: k3os.k3s_args[1]: --prefer-bundled-bin: ballast images carry no bundled iptables`,
 		`user-data:11:`, // --flannel-backend wireguard-native, at its value
 	}

@@ -1,9 +1,12 @@
 package containertest
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -415,4 +418,151 @@ func TestClusterInitMovesSQLite(t *testing.T) {
 	}); err != nil {
 		t.Errorf("scheduled snapshots: %v", err)
 	}
+}
+
+// TestClusterHABootstrap: what one server of three changes reaches the
+// others through the cluster's bootstrap record in etcd, at their next
+// restart, as in k3s. secrets-encrypt rotate-keys on server2: server1
+// (no --server: it reads its own copy of the datastore through a
+// temporary etcd) and server3 (through server1's join API) take the new
+// encryption config when they restart, the hashes then match, and a
+// Secret written after the rotation reads through every server.
+// certificate rotate-ca on server1 (cross-signed CAs): each server,
+// restarted, has the new CAs and certificates they sign. k3s token
+// rotate on server1: a server restarted with the old token is refused with
+// k3s's message; restarted with the new one, it takes the new passwords,
+// and an agent joins it with the new token.
+func TestClusterHABootstrap(t *testing.T) {
+	c, ctx := newCluster(t)
+	args := []string{"--secrets-encryption", "--disable=metrics-server,local-storage,servicelb,traefik", "--disable-helm-controller", "--disable-network-policy"}
+	servers := startHA(ctx, t, c, args...)
+	s1, s2, s3 := servers[0], servers[1], servers[2]
+	for _, n := range servers {
+		waitVoting(ctx, t, n, 3)
+	}
+	// restart stops a server and starts it again, and waits until it is
+	// Ready and votes.
+	restart := func(n *Node) {
+		t.Helper()
+		if err := n.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(ctx, t, s2, "True", 5*time.Minute, n.Name)
+		waitVoting(ctx, t, n, 3)
+	}
+	// logHas waits for a line of n's log with every part.
+	logHas := func(n *Node, parts ...string) {
+		t.Helper()
+		if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+			for _, l := range strings.Split(n.Logs(ctx), "\n") {
+				if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(l, p) }) {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s's log has no line with %q", n.Name, parts)
+		}); err != nil {
+			t.Error(err)
+		}
+	}
+	// Every server makes sure the record has its files; give server1's
+	// first pass time to make it.
+	logHas(s1, "bootstrap data: the datastore's record now has this server's")
+
+	// secrets-encrypt on server2.
+	if out, err := s2.Exec(ctx, "k3s", "secrets-encrypt", "rotate-keys"); err != nil || out != "keys rotated, reencryption finished" {
+		t.Fatalf("k3s secrets-encrypt rotate-keys on server2: %v %q", err, out)
+	}
+	if out, err := s2.Exec(ctx, "k3s", "secrets-encrypt", "status"); err != nil || !strings.Contains(out, "hash does not match between") {
+		t.Errorf("status before the other servers restart: %v\n%s", err, out)
+	}
+	if out, err := s2.Kubectl(ctx, "create", "secret", "generic", "after-rotation", "--from-literal=k=rotated-value"); err != nil {
+		t.Fatalf("create secret: %v %s", err, out)
+	}
+	for _, n := range []*Node{s1, s3} {
+		restart(n)
+		logHas(n, "bootstrap data: ", "server/cred/encryption-config.json", "server/cred/encryption-state.json", " updated from ")
+	}
+	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+		out, err := s1.Exec(ctx, "k3s", "secrets-encrypt", "status")
+		if err == nil && !strings.Contains(out, "Current Rotation Stage: reencrypt_finished\nServer Encryption Hashes: All hashes match") {
+			err = fmt.Errorf("%s", out)
+		}
+		return err
+	}); err != nil {
+		t.Errorf("status after the restarts: %v", err)
+	}
+	for _, n := range servers {
+		out, err := n.Kubectl(ctx, "get", "secret", "after-rotation", "-o", "jsonpath={.data.k}")
+		if err != nil || out != base64.StdEncoding.EncodeToString([]byte("rotated-value")) {
+			t.Errorf("the Secret through %s: %v %q", n.Name, err, out)
+		}
+	}
+
+	// rotate-ca on server1 (new server and client CAs cross-signed by the
+	// current ones): every server takes them at its restart, server1 from
+	// what it staged, the others from the record, and issues its
+	// certificates again.
+	serverBundle, serverKey, serverInter := crossSigned(t, nodeRead(ctx, t, s1, tls+"server-ca.crt"), nodeRead(ctx, t, s1, tls+"server-ca.key"))
+	clientBundle, clientKey, clientInter := crossSigned(t, nodeRead(ctx, t, s1, tls+"client-ca.crt"), nodeRead(ctx, t, s1, tls+"client-ca.key"))
+	for name, data := range map[string][]byte{"server-ca.crt": serverBundle, "server-ca.key": serverKey, "client-ca.crt": clientBundle, "client-ca.key": clientKey} {
+		nodeWrite(ctx, t, s1, "/tmp/newca/tls/"+name, data)
+	}
+	if out, err := s1.Exec(ctx, "k3s", "certificate", "rotate-ca", "--path", "/tmp/newca"); err != nil || !strings.Contains(out, "certificates staged") {
+		t.Fatalf("k3s certificate rotate-ca on server1: %v\n%s", err, out)
+	}
+	for _, n := range servers {
+		restart(n)
+		if got := nodeRead(ctx, t, n, tls+"server-ca.crt"); !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(serverBundle)) {
+			t.Errorf("%s: server-ca.crt after its restart is not the new bundle", n.Name)
+		}
+		checkSigned(t, n.Name+": serving-kube-apiserver.crt", nodeRead(ctx, t, n, tls+"serving-kube-apiserver.crt"), serverInter)
+		checkSigned(t, n.Name+": client-admin.crt", nodeRead(ctx, t, n, tls+"client-admin.crt"), clientInter)
+		checkSigned(t, n.Name+": client-kubelet.crt", nodeRead(ctx, t, n, "/var/lib/rancher/k3s/agent/client-kubelet.crt"), clientInter)
+	}
+	logHas(s1, "rotate-ca: new CA files in place")
+	for _, n := range []*Node{s2, s3} {
+		logHas(n, "bootstrap data: new CA files from the cluster; the current ones are backed up in")
+	}
+	waitReady(ctx, t, s1, "True", 3*time.Minute, "server1", "server2", "server3")
+
+	// k3s token rotate on server1.
+	const rotated = "ha-rotated-secret"
+	if out, err := s1.Exec(ctx, "k3s", "token", "rotate", "--new-token", rotated); err != nil || !strings.Contains(out, "Token rotated") {
+		t.Fatalf("k3s token rotate: %v %q", err, out)
+	}
+	join := "https://" + s1.IP + ":6443"
+	for i, n := range []*Node{s2, s3} {
+		if err := n.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			// With the old token: refused, as k3s refuses it.
+			octx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+			out, err := n.RunOnce(octx, "", "server", "--token=ha-secret", "--server="+join)
+			cancel()
+			if err == nil || !strings.Contains(out, "bootstrap data already found and encrypted with different token") {
+				t.Errorf("%s restarted with the old token: %v\n%s", n.Name, err, tail(out, 15))
+			}
+		}
+		nn, err := c.StartFrom(ctx, n, n.Name+"-new-token", map[string]string{"K3S_TOKEN": rotated, "K3S_URL": join}, append([]string{"server"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitReady(ctx, t, s1, "True", 5*time.Minute, n.Name)
+		waitVoting(ctx, t, nn, 3)
+		logHas(nn, "bootstrap data: ", "server/cred/passwd", " updated from "+join)
+		if out, err := nn.Exec(ctx, "cat", "/var/lib/rancher/k3s/server/token"); err != nil || !strings.HasSuffix(out, "::server:"+rotated) {
+			t.Errorf("%s's server/token: %v %q", n.Name, err, out)
+		}
+		if i == 0 {
+			s2 = nn
+		}
+	}
+	if _, err := c.Start(ctx, "agent", map[string]string{"K3S_TOKEN": rotated, "K3S_URL": "https://" + s2.IP + ":6443"}, "agent"); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(ctx, t, s1, "True", 5*time.Minute, "agent")
 }

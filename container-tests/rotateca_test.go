@@ -28,21 +28,8 @@ import (
 // new serving certificate).
 func checkRotateCA(ctx context.Context, t *testing.T, server, agent *Node, pods []pod) {
 	t.Helper()
-	const tls = "/var/lib/rancher/k3s/server/tls/"
-	read := func(n *Node, path string) []byte {
-		t.Helper()
-		out, err := n.Exec(ctx, "cat", path)
-		if err != nil {
-			t.Fatalf("%s: cat %s: %v", n.Name, path, err)
-		}
-		return []byte(out + "\n")
-	}
-	write := func(n *Node, path string, data []byte) {
-		t.Helper()
-		if out, err := n.Exec(ctx, "sh", "-c", fmt.Sprintf("mkdir -p $(dirname %s) && cat > %s <<'EOF'\n%sEOF", path, path, data)); err != nil {
-			t.Fatalf("%s: writing %s: %v %s", n.Name, path, err, out)
-		}
-	}
+	read := func(n *Node, path string) []byte { t.Helper(); return nodeRead(ctx, t, n, path) }
+	write := func(n *Node, path string, data []byte) { t.Helper(); nodeWrite(ctx, t, n, path, data) }
 	oldServerCA := read(server, tls+"server-ca.crt")
 	serverBundle, serverKey, serverInter := crossSigned(t, oldServerCA, read(server, tls+"server-ca.key"))
 	clientBundle, clientKey, clientInter := crossSigned(t, read(server, tls+"client-ca.crt"), read(server, tls+"client-ca.key"))
@@ -131,6 +118,27 @@ func checkRotateCA(ctx context.Context, t *testing.T, server, agent *Node, pods 
 		}); err != nil {
 			t.Errorf("kubectl logs %s (on the agent) after the CA rotation: %v", p.Name, err)
 		}
+	}
+}
+
+// tls is a server's certificate directory.
+const tls = "/var/lib/rancher/k3s/server/tls/"
+
+// nodeRead is a file of n.
+func nodeRead(ctx context.Context, t *testing.T, n *Node, path string) []byte {
+	t.Helper()
+	out, err := n.Exec(ctx, "cat", path)
+	if err != nil {
+		t.Fatalf("%s: cat %s: %v", n.Name, path, err)
+	}
+	return []byte(out + "\n")
+}
+
+// nodeWrite writes data (PEM text) to path in n.
+func nodeWrite(ctx context.Context, t *testing.T, n *Node, path string, data []byte) {
+	t.Helper()
+	if out, err := n.Exec(ctx, "sh", "-c", fmt.Sprintf("mkdir -p $(dirname %s) && cat > %s <<'EOF'\n%sEOF", path, path, data)); err != nil {
+		t.Fatalf("%s: writing %s: %v %s", n.Name, path, err, out)
 	}
 }
 

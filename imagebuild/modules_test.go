@@ -51,7 +51,7 @@ var runtimeModulePaths = map[string]string{
 	"iptable_nat": "net/ipv4/netfilter", "iptable_filter": "net/ipv4/netfilter", "ipt_REJECT": "net/ipv4/netfilter",
 	"ip6_tables": "net/ipv6/netfilter", "ip6table_nat": "net/ipv6/netfilter", "ip6table_filter": "net/ipv6/netfilter",
 	"ip_set": "net/netfilter/ipset", "ip_set_hash_ip": "net/netfilter/ipset", "ip_set_hash_net": "net/netfilter/ipset",
-	"sch_tbf": "net/sched", "ifb": "drivers/net",
+	"sch_tbf": "net/sched", "ifb": "drivers/net", "fuse": "fs/fuse",
 }
 
 // Every board keeps the runtime's modules in its system image (the build

@@ -64,7 +64,7 @@ const busyboxPackage = "busybox-static"
 // overlay snapshotter, the bridge CNI and br_netfilter, flannel's vxlan,
 // kube-proxy's iptables rules through iptables-nft, ipset, the network
 // policy controller's NFLOG and its reader, the bandwidth plugin's tbf and
-// ifb). The build refuses a board whose module_excludes
+// ifb, FUSE for the stargz snapshotter). The build refuses a board whose module_excludes
 // drop one of them.
 var RuntimeModules = []string{
 	"overlay", "br_netfilter", "bridge", "veth", "vxlan", "udp_tunnel",
@@ -73,7 +73,7 @@ var RuntimeModules = []string{
 	"nf_tables", "nft_compat", "nft_chain_nat", "nft_ct", "nft_masq", "nft_nat", "nft_reject_inet", "nft_fib_inet",
 	"xt_conntrack", "xt_comment", "xt_mark", "xt_MASQUERADE", "xt_addrtype", "xt_statistic",
 	"xt_nat", "xt_multiport", "xt_tcpudp", "xt_physdev", "xt_limit", "xt_set", "ipt_REJECT",
-	"ip_set", "ip_set_hash_ip", "ip_set_hash_net", "nfnetlink_log", "xt_NFLOG", "sch_tbf", "ifb",
+	"ip_set", "ip_set_hash_ip", "ip_set_hash_net", "nfnetlink_log", "xt_NFLOG", "sch_tbf", "ifb", "fuse",
 }
 
 // runtimeFiles is the runtime a build puts into the image.

@@ -53,8 +53,10 @@ type Joined struct {
 // Errors a person must act on; each Join error wraps one, so that the
 // agent can say which in one line.
 var (
-	ErrUnreachable  = errors.New("cannot reach the server")
-	ErrWrongToken   = errors.New("the server refused the token")
+	ErrUnreachable = errors.New("cannot reach the server")
+	ErrWrongToken  = errors.New("the server refused the token")
+	// ErrConflict: the server's state does not allow the request (409).
+	ErrConflict     = errors.New("refused by the server")
 	ErrNodeRejected = errors.New("the server refused this node")
 )
 
@@ -292,6 +294,8 @@ func (c *client) doURL(ctx context.Context, method, u string, hdr http.Header, b
 		return nil, fmt.Errorf("%w (%s): check --token / K3S_TOKEN against the server's /var/lib/rancher/k3s/server/token", ErrWrongToken, resp.Status)
 	case resp.StatusCode == http.StatusForbidden:
 		return nil, fmt.Errorf("%w: %s", ErrNodeRejected, msg)
+	case resp.StatusCode == http.StatusConflict:
+		return nil, fmt.Errorf("%w: %s", ErrConflict, msg)
 	case resp.StatusCode/100 != 2:
 		return nil, fmt.Errorf("%s %s: %s: %s", method, u, resp.Status, msg)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ballast-os/ballast/runtime/atomicfile"
 )
 
 // Options describe the node whose PKI Ensure lays out.
@@ -281,7 +283,7 @@ func Rotate(o Options, services []string) (backup string, removed []string, err 
 	}
 	now := o.now()
 	backup = filepath.Join(o.DataDir, "server", "tls-"+strconv.FormatInt(now.Unix(), 10))
-	if err := copyTree(o.tls(), backup); err != nil {
+	if err := atomicfile.CopyTree(o.tls(), backup); err != nil {
 		return "", nil, fmt.Errorf("certs: backing up: %w", err)
 	}
 	// The leaves' paths do not depend on the CAs' contents or the SANs.
@@ -306,24 +308,6 @@ func Rotate(o Options, services []string) (backup string, removed []string, err 
 	}
 	sort.Strings(removed)
 	return backup, removed, nil
-}
-
-func copyTree(src, dst string) error {
-	return filepath.Walk(src, func(path string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		target := filepath.Join(dst, rel)
-		if fi.IsDir() {
-			return os.MkdirAll(target, 0o700)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, data, fi.Mode().Perm())
-	})
 }
 
 // kubeconfig is the subset of clientcmd's format we write.

@@ -289,6 +289,42 @@ func StageCARotation(dataDir string, files map[string]CAFileData) error {
 	return atomicfile.SyncDir(filepath.Dir(dir))
 }
 
+// UnstageCARotation drops what StageCARotation staged.
+func UnstageCARotation(dataDir string) error {
+	if err := os.RemoveAll(stagedDir(dataDir)); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(stagedDir(dataDir)))
+}
+
+// StagedCAFiles is what ApplyStagedCA will write, by path relative to
+// the data dir (server/tls/...): the staged files, and a staged
+// service.key's first key as service.current.key. Nothing staged: nil.
+func StagedCAFiles(dataDir string) (map[string][]byte, error) {
+	dir := stagedDir(dataDir)
+	out := map[string][]byte{}
+	for _, f := range RotateCAFiles {
+		data, err := os.ReadFile(filepath.Join(dir, f.Path))
+		if os.IsNotExist(err) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		out[filepath.Join("server", f.Path)] = data
+		if f.Field == "ServiceKey" {
+			signer, err := signingKey(data)
+			if err != nil {
+				return nil, fmt.Errorf("certs: staged service.key: %w", err)
+			}
+			out["server/tls/service.current.key"] = signer
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
 // ApplyStagedCA moves files a rotate-ca request staged into server/tls,
 // after backing server/tls up to server/tls-<unix time>: the certificates
 // the new CAs do not sign are then issued again by Ensure. A new
@@ -319,21 +355,7 @@ func ApplyStagedCA(dataDir string, now time.Time) (backup string, applied []stri
 	if data, err := os.ReadFile(record); err == nil {
 		backup = strings.TrimSpace(string(data))
 	} else {
-		backup = filepath.Join(dataDir, "server", "tls-"+strconv.FormatInt(now.Unix(), 10))
-		tmp := backup + ".tmp"
-		if err := os.RemoveAll(tmp); err != nil {
-			return "", nil, err
-		}
-		if err := copyTree(tlsDir, tmp); err != nil {
-			return "", nil, fmt.Errorf("certs: backing up %s: %w", tlsDir, err)
-		}
-		if err := syncTree(tmp); err != nil {
-			return "", nil, fmt.Errorf("certs: backing up %s: %w", tlsDir, err)
-		}
-		if err := os.Rename(tmp, backup); err != nil {
-			return "", nil, err
-		}
-		if err := atomicfile.SyncDir(filepath.Dir(backup)); err != nil {
+		if backup, err = BackupTLS(dataDir, now); err != nil {
 			return "", nil, err
 		}
 		if err := atomicfile.Write(record, []byte(backup+"\n"), 0o600); err != nil {
@@ -366,6 +388,34 @@ func ApplyStagedCA(dataDir string, now time.Time) (backup string, applied []stri
 		return backup, applied, err
 	}
 	return backup, applied, atomicfile.SyncDir(filepath.Dir(dir))
+}
+
+// BackupTLS copies server/tls whole to server/tls-<unix time> (written
+// aside, synced, renamed) and returns the copy's path; a second backup in
+// the same second gets a suffix.
+func BackupTLS(dataDir string, now time.Time) (string, error) {
+	tlsDir := filepath.Join(dataDir, "server", "tls")
+	backup := filepath.Join(dataDir, "server", "tls-"+strconv.FormatInt(now.Unix(), 10))
+	for i := 1; ; i++ {
+		if _, err := os.Stat(backup); os.IsNotExist(err) {
+			break
+		}
+		backup = filepath.Join(dataDir, "server", "tls-"+strconv.FormatInt(now.Unix(), 10)+"-"+strconv.Itoa(i))
+	}
+	tmp := backup + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", err
+	}
+	if err := atomicfile.CopyTree(tlsDir, tmp); err != nil {
+		return "", fmt.Errorf("certs: backing up %s: %w", tlsDir, err)
+	}
+	if err := syncTree(tmp); err != nil {
+		return "", fmt.Errorf("certs: backing up %s: %w", tlsDir, err)
+	}
+	if err := os.Rename(tmp, backup); err != nil {
+		return "", err
+	}
+	return backup, atomicfile.SyncDir(filepath.Dir(backup))
 }
 
 // syncTree fsyncs every file and directory under dir.

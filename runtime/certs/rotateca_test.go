@@ -109,6 +109,11 @@ func TestRotateCA(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(o.DataDir, "server", "tls", "server-ca.crt")); !bytes.Equal(got, serverCA.pem) {
 		t.Error("staging changed server-ca.crt")
 	}
+	// What the cluster's record gets: the staged files and the signing key.
+	staged, err := StagedCAFiles(o.DataDir)
+	if err != nil || len(staged) != 4 || !bytes.Equal(staged["server/tls/server-ca.crt"], bundle) || !bytes.Equal(staged["server/tls/service.current.key"], newService) {
+		t.Errorf("StagedCAFiles: %d files, %v", len(staged), err)
+	}
 	c.t = c.t.Add(time.Minute)
 	backup, applied, err := ApplyStagedCA(o.DataDir, c.t)
 	if err != nil {
@@ -131,6 +136,13 @@ func TestRotateCA(t *testing.T) {
 	}
 	if b, a, err := ApplyStagedCA(o.DataDir, c.t); b != "" || a != nil || err != nil {
 		t.Errorf("a second apply: %q %v %v; want nothing", b, a, err)
+	}
+	if staged, err := StagedCAFiles(o.DataDir); staged != nil || err != nil {
+		t.Errorf("StagedCAFiles with nothing staged: %v %v", staged, err)
+	}
+	// A second backup in the same second does not replace the first.
+	if again, err := BackupTLS(o.DataDir, c.t); err != nil || again == backup {
+		t.Errorf("BackupTLS in the same second: %q %v (first %q)", again, err, backup)
 	}
 	rep, err := Ensure(o)
 	if err != nil {

@@ -23,9 +23,13 @@ import (
 const Program = "k3s"
 
 // ContainerdSocket and ContainerdState are k3s's fixed containerd paths.
+// With the stargz snapshotter the kubelet pulls through
+// StargzImageSocket, the image service the snapshotter wraps around
+// containerd's CRI (to see the credentials of each pull), as in k3s.
 const (
-	ContainerdSocket = "/run/k3s/containerd/containerd.sock"
-	ContainerdState  = "/run/k3s/containerd"
+	ContainerdSocket  = "/run/k3s/containerd/containerd.sock"
+	ContainerdState   = "/run/k3s/containerd"
+	StargzImageSocket = "/run/containerd-stargz-grpc/containerd-stargz-grpc.sock"
 )
 
 // Node is the resolved node: the config plus what was found at start.
@@ -422,6 +426,9 @@ func (n *Node) KubeletConfig() ([]byte, error) {
 	}
 	if resolv != "" {
 		cfg["resolvConf"] = resolv
+	}
+	if s.Snapshotter == "stargz" && s.ContainerRuntimeEndpoint == "" {
+		cfg["imageServiceEndpoint"] = "unix://" + StargzImageSocket
 	}
 	if s.ProtectKernelDefaults {
 		cfg["protectKernelDefaults"] = true

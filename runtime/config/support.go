@@ -35,7 +35,7 @@ type Support struct {
 	// does instead and what the user can do. Empty for Acted.
 	Msg string
 	// Values classify particular values, before Level: snapshotter is
-	// acted on for overlayfs and refused for stargz. Value matches
+	// acted on for overlayfs and refused for zfs. Value matches
 	// exactly, or as a prefix when it ends in "*".
 	Values []ValueSupport
 	// FileOnly: Level and Msg are about the key written in a config file
@@ -135,7 +135,7 @@ func supportTable() []Support {
 			Values: []ValueSupport{
 				{Value: "overlayfs"},
 				{Value: "native"},
-				{Value: "stargz", Level: Refused, Msg: "the stargz snapshotter (eStargz lazy pulling) is not linked into ballast's containerd, whose CRI plugin would then fail to start; " + msgUseOverlay},
+				{Value: "stargz"}, // linked into containerd; the kubelet pulls through its image service
 				{Value: "fuse-overlayfs", Level: Refused, Msg: "the fuse-overlayfs snapshotter is not linked into ballast's containerd, whose CRI plugin would then fail to start; " + msgUseOverlay},
 				{Value: "btrfs", Level: Refused, Msg: "containerd's btrfs snapshotter needs cgo, and ballast's runtime is built without it; " + msgUseOverlay},
 				{Value: "zfs", Level: Refused, Msg: "containerd's zfs snapshotter needs the ZFS kernel module, the zfs tools and the containerd root on a ZFS dataset, which ballast images do not have; " + msgUseOverlay},

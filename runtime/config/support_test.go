@@ -58,7 +58,8 @@ func TestClassify(t *testing.T) {
 		{"docker", "TRUE", Refused},
 		{"snapshotter", "overlayfs", Acted},
 		{"snapshotter", "native", Acted},
-		{"snapshotter", "stargz", Refused},
+		{"snapshotter", "stargz", Acted},
+		{"snapshotter", "fuse-overlayfs", Refused},
 		{"snapshotter", "aufs", Refused},
 		{"flannel-backend", "host-gw", Acted},
 		{"flannel-backend", "wireguard-native", Refused},
@@ -93,7 +94,7 @@ config: /elsewhere.yaml
 node-label: [a=b]
 rootless: false
 `)
-	writeFile(t, filepath.Join(dir, "config.yaml.d", "10-x.yaml"), "snapshotter: stargz\netcd-s3-bucket: b\n")
+	writeFile(t, filepath.Join(dir, "config.yaml.d", "10-x.yaml"), "snapshotter: fuse-overlayfs\netcd-s3-bucket: b\n")
 	l, err := Load(Options{Command: "server", Args: []string{"--config", cfg, "--prefer-bundled-bin"}, LookupEnv: env(map[string]string{
 		"K3S_SELINUX":       "true",
 		"AWS_ACCESS_KEY_ID": "AKIA", // other programs' variable: not warned about
@@ -115,7 +116,7 @@ rootless: false
 	}
 	wantRefused := []string{
 		cfg + `:1: key "docker": cri-dockerd is not built into ballast's runtime`,
-		filepath.Join(dir, "config.yaml.d", "10-x.yaml") + `:1: key "snapshotter": the stargz snapshotter`,
+		filepath.Join(dir, "config.yaml.d", "10-x.yaml") + `:1: key "snapshotter": the fuse-overlayfs snapshotter`,
 		`environment variable K3S_SELINUX: key "selinux": ballast images carry no SELinux policy`,
 		`command line: key "prefer-bundled-bin": ballast images carry no bundled iptables`,
 	}

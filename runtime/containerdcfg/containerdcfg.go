@@ -26,16 +26,19 @@ import (
 // Config is what the generated config is made of. Templates see it
 // through TemplateData, under these names and k3s's.
 type Config struct {
-	Root          string // agent/containerd
-	State         string // /run/k3s/containerd
-	Address       string // containerd.sock
-	Snapshotter   string // overlayfs, native, stargz, ...
-	SandboxImage  string
-	CNIBinDir     string
-	CNIConfDir    string
-	CertsDir      string // agent/etc/containerd/certs.d
-	SELinux       bool
-	SystemdCgroup bool
+	Root        string // agent/containerd
+	State       string // /run/k3s/containerd
+	Address     string // containerd.sock
+	Snapshotter string // overlayfs, native, stargz, ...
+	// ImageServiceSocket is where the stargz snapshotter serves the
+	// kubelet's image service (its CRI keychain); stargz only.
+	ImageServiceSocket string
+	SandboxImage       string
+	CNIBinDir          string
+	CNIConfDir         string
+	CertsDir           string // agent/etc/containerd/certs.d
+	SELinux            bool
+	SystemdCgroup      bool
 	// RestrictOOMScoreAdj keeps containers' oom_score_adj at or above
 	// containerd's own: set where the node cannot lower it (no
 	// CAP_SYS_RESOURCE: rootless, or a node in a restricted container),
@@ -194,10 +197,14 @@ state = {{ q .State }}
   conf_dir = {{ q .CNIConfDir }}
 {{ if eq .Snapshotter "stargz" }}
 [plugins.'io.containerd.snapshotter.v1.stargz']
-  cri_keychain_image_service_path = {{ q .Address }}
+  cri_keychain_image_service_path = {{ q .ImageServiceSocket }}
 
 [plugins.'io.containerd.snapshotter.v1.stargz'.cri_keychain]
   enable_keychain = true
+
+# The snapshotter fetches layers itself, through the same mirrors.
+[plugins.'io.containerd.snapshotter.v1.stargz'.registry]
+  config_path = {{ q .CertsDir }}
 {{ end }}
 [plugins.'io.containerd.cri.v1.runtime'.containerd]
   default_runtime_name = {{ q (or .DefaultRuntime "runc") }}
@@ -272,10 +279,14 @@ state = {{ q .State }}
   conf_dir = {{ q .CNIConfDir }}
 {{ if eq .Snapshotter "stargz" }}
 [plugins."io.containerd.snapshotter.v1.stargz"]
-  cri_keychain_image_service_path = {{ q .Address }}
+  cri_keychain_image_service_path = {{ q .ImageServiceSocket }}
 
 [plugins."io.containerd.snapshotter.v1.stargz".cri_keychain]
   enable_keychain = true
+
+# The snapshotter fetches layers itself, through the same mirrors.
+[plugins."io.containerd.snapshotter.v1.stargz".registry]
+  config_path = {{ q .CertsDir }}
 {{ end }}
 [plugins."io.containerd.grpc.v1.cri".containerd]
   snapshotter = {{ q .Snapshotter }}

@@ -64,7 +64,7 @@ configs:
 
 func TestFullGolden(t *testing.T) {
 	c := base()
-	c.Snapshotter = "stargz"
+	c.Snapshotter, c.ImageServiceSocket = "stargz", "/run/containerd-stargz-grpc/containerd-stargz-grpc.sock"
 	c.SELinux = true
 	r, err := ParseRegistries("registries.yaml", []byte(registries))
 	if err != nil {

@@ -107,9 +107,9 @@ type Agent struct {
 	Snapshotter string
 	CNIBinDir   string
 	CNIConfDir  string
-	// RuntimeSocket is containerd's socket; ImageServiceSocket is too
-	// with the stargz snapshotter (its keychain serves images through
-	// containerd's CRI), else "".
+	// RuntimeSocket is containerd's socket; ImageServiceSocket is the
+	// stargz snapshotter's image service (its keychain wraps containerd's
+	// CRI) with that snapshotter, else "".
 	RuntimeSocket      string
 	ImageServiceSocket string
 	Systemd            bool
@@ -152,7 +152,7 @@ func newTemplateData(c *Config, templateDir string) *TemplateData {
 		agent.NodeIP = c.NodeIPs[0].String()
 	}
 	if c.Snapshotter == "stargz" {
-		agent.ImageServiceSocket = c.Address
+		agent.ImageServiceSocket = c.ImageServiceSocket
 	}
 	return &TemplateData{
 		Config: c,

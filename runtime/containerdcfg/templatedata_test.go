@@ -78,6 +78,7 @@ func TestK3sTemplatesGolden(t *testing.T) {
 func TestK3sNames(t *testing.T) {
 	c := k3sNode(t)
 	c.SELinux, c.DefaultRuntime, c.Snapshotter = true, "nvidia", "stargz"
+	c.ImageServiceSocket = "/run/containerd-stargz-grpc/containerd-stargz-grpc.sock"
 	dir := t.TempDir()
 	tmpl := strings.Join([]string{
 		"{{ .NodeConfig.AgentConfig.PauseImage }}",
@@ -108,7 +109,7 @@ func TestK3sNames(t *testing.T) {
 		filepath.Join(dir, "config.toml") + " " + dir,
 		"true nvidia false",
 		"node-1 192.168.1.10 fd00::10",
-		"/run/k3s/containerd/containerd.sock /run/k3s/containerd/containerd.sock",
+		"/run/containerd-stargz-grpc/containerd-stargz-grpc.sock /run/k3s/containerd/containerd.sock",
 		"/etc/rancher/k3s/registries.yaml 2",
 		"false true false false false false",
 		"nvidia=io.containerd.runc.v2,/usr/bin/nvidia-container-runtime",

@@ -188,6 +188,45 @@ func (o Options) WriteConfigWith(name, initialCluster string, state State, extra
 	return atomicfile.Write(ConfigPath(o.DataDir), data, 0o600)
 }
 
+// TempClientPort is where a temporary etcd serves a copy of this
+// member's data (WriteTempConfig), on loopback; its peer port is the
+// next one. k3s uses the same port for the same job.
+const TempClientPort = 2399
+
+// WriteTempConfig writes, at path, the config of a temporary one-member
+// etcd serving a copy of this member's data (copied into dataDir): the
+// member's own certificates, loopback only (TempClientPort), none of the
+// etcd-arg settings, and force-new-cluster, so it answers from the copy
+// without the other members.
+func (o Options) WriteTempConfig(path, name, dataDir string) error {
+	// Without etcd-arg: one naming the member's own paths (wal-dir)
+	// would have the temporary etcd rewrite the member's data.
+	o.Args = nil
+	c, err := o.Config(name, "", Existing)
+	if err != nil {
+		return err
+	}
+	client := "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(TempClientPort))
+	peer := "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(TempClientPort+1))
+	c["data-dir"] = dataDir
+	c["listen-client-urls"], c["advertise-client-urls"] = client, client
+	c["listen-peer-urls"], c["initial-advertise-peer-urls"] = peer, peer
+	c["initial-cluster"] = name + "=" + peer
+	c["force-new-cluster"] = true
+	delete(c, "listen-metrics-urls")
+	data, err := yaml.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, data, 0o600)
+}
+
+// CopyMember copies this member's data (server/db/etcd/member) into
+// dir/member, for a temporary etcd; the member must not be running.
+func CopyMember(dataDir, dir string) error {
+	return atomicfile.CopyTree(filepath.Join(Dir(dataDir), "member"), filepath.Join(dir, "member"))
+}
+
 // ClientTLS is the TLS configuration of an etcd client: the etcd server CA
 // and the client certificate (server/tls/etcd/client.crt).
 func ClientTLS(dataDir string) (*tls.Config, error) {

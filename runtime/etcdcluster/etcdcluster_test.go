@@ -122,3 +122,48 @@ func TestZipRoundTrip(t *testing.T) {
 		t.Errorf("part file left: %v", err)
 	}
 }
+
+// The temporary etcd's config: etcd reads it, and it serves the copy on
+// loopback only, as a one-member cluster.
+func TestTempConfig(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{DataDir: dir, NodeName: "s1", Address: netip.MustParseAddr("10.0.0.5"), ExposeMetrics: true}
+	tmp := filepath.Join(dir, "tmp")
+	path := filepath.Join(tmp, "config")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.WriteTempConfig(path, "s1-abc", tmp); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := embed.ConfigFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Dir != tmp || !cfg.ForceNewCluster || cfg.Name != "s1-abc" || cfg.InitialCluster != "s1-abc=https://127.0.0.1:2400" {
+		t.Errorf("dir %q force %v name %q initial %q", cfg.Dir, cfg.ForceNewCluster, cfg.Name, cfg.InitialCluster)
+	}
+	for _, u := range append(append(cfg.ListenClientUrls, cfg.ListenPeerUrls...), cfg.ListenMetricsUrls...) {
+		if u.Hostname() != "127.0.0.1" {
+			t.Errorf("the temporary etcd listens on %s", u.String())
+		}
+	}
+	if cfg.ClientTLSInfo.CertFile != filepath.Join(dir, "server/tls/etcd/server-client.crt") {
+		t.Errorf("client TLS %+v", cfg.ClientTLSInfo)
+	}
+
+	// CopyMember copies the member's tree.
+	src := filepath.Join(Dir(dir), "member", "snap")
+	if err := os.MkdirAll(src, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "db"), []byte("bolt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CopyMember(dir, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(tmp, "member", "snap", "db")); err != nil || string(b) != "bolt" {
+		t.Errorf("copied db: %q %v", b, err)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ballast-os/ballast/runtime/atomicfile"
+	"github.com/ballast-os/ballast/runtime/bootstrap"
 	"github.com/ballast-os/ballast/runtime/componentargs"
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/etcdcluster"
@@ -92,7 +93,10 @@ func (a *app) joinServer(ctx context.Context, s *config.ServerConfig) (*agent.Se
 		if err != nil {
 			return err
 		}
-		return supervisor.WriteBootstrap(s.DataDir, b)
+		if err := b.Write(s.DataDir); err != nil {
+			return err
+		}
+		return bootstrap.Agree(s.DataDir, b)
 	})
 	if err != nil {
 		return nil, err
@@ -101,11 +105,16 @@ func (a *app) joinServer(ctx context.Context, s *config.ServerConfig) (*agent.Se
 	return sc, nil
 }
 
+// etcdOptions are this server's etcd member's options.
+func etcdOptions(s *config.ServerConfig, nodeName string, adv netip.Addr) etcdcluster.Options {
+	return etcdcluster.Options{DataDir: s.DataDir, NodeName: nodeName, Address: adv, ExposeMetrics: s.EtcdExposeMetrics, Args: s.EtcdArgs}
+}
+
 // prepareEtcd names this server's member and writes etcd's config: a new
 // one-member cluster (--cluster-init), a learner added to the cluster of
 // --server, or a member restarting from its data.
 func (a *app) prepareEtcd(ctx context.Context, s *config.ServerConfig, sc *agent.ServerClient, nodeName string, adv netip.Addr) (*etcdMember, error) {
-	m := &etcdMember{opts: etcdcluster.Options{DataDir: s.DataDir, NodeName: nodeName, Address: adv, ExposeMetrics: s.EtcdExposeMetrics, Args: s.EtcdArgs}}
+	m := &etcdMember{opts: etcdOptions(s, nodeName, adv)}
 	var err error
 	if m.name, err = m.opts.MemberName(); err != nil {
 		return nil, fmt.Errorf("etcd: %w", err)

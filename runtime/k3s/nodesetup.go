@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/ballast-os/ballast/runtime/config"
 )
 
 // host is what node setup touches, injectable for tests.
@@ -122,4 +124,24 @@ func cgroupProblem(h host) string {
 		}
 	}
 	return "Failed to find memory cgroup, you may need to add cgroup_memory=1 cgroup_enable=memory to your linux cmdline (/boot/cmdline.txt on a Raspberry Pi)"
+}
+
+// stargzSupported is k3s's check before it configures the stargz
+// snapshotter, which mounts every lazily pulled layer with FUSE: the
+// kernel must have it (loaded here when it is a module).
+func stargzSupported(h host) error {
+	loadErr := h.modprobe("fuse")
+	data, err := h.readFile("/proc/filesystems")
+	if err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[len(f)-1] == "fuse" {
+				return nil
+			}
+		}
+	}
+	why := "fuse is not in /proc/filesystems"
+	if loadErr != nil {
+		why += " (" + loadErr.Error() + ")"
+	}
+	return &config.FieldError{Flag: "snapshotter", Value: "stargz", Err: fmt.Errorf("the stargz snapshotter mounts lazily pulled layers with FUSE, and this kernel has none: %s; use overlayfs (the default) or native", why)}
 }

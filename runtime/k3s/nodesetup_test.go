@@ -106,3 +106,14 @@ type fakeStatus string
 func (fakeStatus) modprobe(string) error             { return nil }
 func (fakeStatus) writeSysctl(string, string) error  { return nil }
 func (f fakeStatus) readFile(string) ([]byte, error) { return []byte(f), nil }
+
+func TestStargzSupported(t *testing.T) {
+	h := &fakeHost{files: map[string]string{"/proc/filesystems": "nodev\tsysfs\nnodev\tfuse\n\text4\n"}}
+	if err := stargzSupported(h); err != nil || !slices.Contains(h.loaded, "fuse") {
+		t.Errorf("with fuse: %v (loaded %v)", err, h.loaded)
+	}
+	h = &fakeHost{files: map[string]string{"/proc/filesystems": "nodev\tfuseblk\n\text4\n"}, missing: map[string]bool{"fuse": true}}
+	if err := stargzSupported(h); err == nil || !strings.Contains(err.Error(), "modprobe fuse") || !strings.Contains(err.Error(), "use overlayfs") {
+		t.Errorf("without fuse: %v", err)
+	}
+}

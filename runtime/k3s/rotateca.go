@@ -87,7 +87,7 @@ func (a *app) rotateCA(args []string) error {
 	if err := sc.RotateCA(ctx, req, force); err != nil {
 		return fmt.Errorf("k3s certificate rotate-ca: %w", err)
 	}
-	fmt.Fprintln(a.stdout, "certificates staged on the server: restart k3s on it, then on each agent, to use them")
+	fmt.Fprintln(a.stdout, "certificates staged on the server (and, with embedded etcd, in the datastore for the other servers): restart k3s on every server, then on each agent, to use them")
 	if ca, ok := req["ServerCA"]; ok {
 		fmt.Fprintf(a.stdout, "the server CA changes, and with it the CA hash in tokens (K10<hash>::...), to %s:\n", token.CAHash(ca.Content))
 		fmt.Fprintf(a.stdout, "after the restart %s holds the new server token; nodes (the server itself too) configured with a K10 token need the new one, or the bare password\n", datadir.Layout{Root: dataDir}.TokenFile())

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ballast-os/ballast/runtime/agent"
+	"github.com/ballast-os/ballast/runtime/bootstrap"
 	"github.com/ballast-os/ballast/runtime/certs"
 	"github.com/ballast-os/ballast/runtime/cloudprovider"
 	"github.com/ballast-os/ballast/runtime/cniconf"
@@ -20,6 +21,7 @@ import (
 	"github.com/ballast-os/ballast/runtime/config"
 	"github.com/ballast-os/ballast/runtime/containerdcfg"
 	"github.com/ballast-os/ballast/runtime/datadir"
+	"github.com/ballast-os/ballast/runtime/etcdcluster"
 	"github.com/ballast-os/ballast/runtime/helmcontroller"
 	"github.com/ballast-os/ballast/runtime/kubeapi"
 	"github.com/ballast-os/ballast/runtime/nodecontroller"
@@ -65,6 +67,20 @@ func (a *app) server(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	// CA files `k3s certificate rotate-ca` staged here take effect now
+	// (the cluster's record has them too); Ensure then issues again what
+	// the old CAs signed.
+	if backup, applied, err := certs.ApplyStagedCA(s.DataDir, time.Now()); err != nil {
+		return fmt.Errorf("rotate-ca: applying the staged CA files: %w", err)
+	} else if len(applied) > 0 {
+		fmt.Fprintf(a.stderr, "rotate-ca: new CA files in place (%s; the old ones are backed up in %s)\n", strings.Join(applied, ", "), backup)
+	}
+	if joinAPI == nil && embeddedEtcd(s) && etcdcluster.HasData(s.DataDir) && !s.ClusterReset {
+		// A member restarting: what another server changed comes first.
+		if err := a.reconcileBootstrap(ctx, s, lay, etcdOptions(s, nodeName, advertiseAddress(s, nodeIPs))); err != nil {
+			return err
+		}
+	}
 	if s.SecretsEncryption {
 		// After the join: a server joining a cluster got the cluster's.
 		p := filepath.Join(lay.Cred(), "encryption-config.json")
@@ -75,13 +91,6 @@ func (a *app) server(ctx context.Context, args []string) error {
 		if wrote {
 			fmt.Fprintf(a.stderr, "secrets-encryption: wrote %s (%s): Secrets are stored encrypted from now on\n", p, s.SecretsEncryptionProvider)
 		}
-	}
-	// CA files `k3s certificate rotate-ca` staged take effect now; Ensure
-	// then issues again what the old CAs signed.
-	if backup, applied, err := certs.ApplyStagedCA(s.DataDir, time.Now()); err != nil {
-		return fmt.Errorf("rotate-ca: applying the staged CA files: %w", err)
-	} else if len(applied) > 0 {
-		fmt.Fprintf(a.stderr, "rotate-ca: new CA files in place (%s; the old ones are backed up in %s)\n", strings.Join(applied, ", "), backup)
 	}
 	certOpts := certs.Options{
 		DataDir: s.DataDir, NodeName: nodeName, NodeIPs: nodeIPs, SANs: s.TLSSANs,
@@ -175,8 +184,17 @@ func (a *app) server(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	enc := a.secretsEncryptController(ctx, s, lay, nodeName, supAPI)
-	if err := a.startSupervisor(ctx, s, adv, enc); err != nil {
+	var record *recordSync
+	if member != nil {
+		cli, err := localEtcdClient(s.DataDir)
+		if err != nil {
+			return err
+		}
+		record = &recordSync{store: bootstrap.Store{KV: cli}, lay: lay, out: a.stderr}
+		go record.run(ctx, 5*time.Minute)
+	}
+	enc := a.secretsEncryptController(ctx, s, lay, nodeName, supAPI, record)
+	if err := a.startSupervisor(ctx, s, adv, enc, record); err != nil {
 		return err
 	}
 	if member != nil {
@@ -266,7 +284,7 @@ func (a *app) startControllers(ctx context.Context, s *config.ServerConfig, lay 
 // as the supervisor: it rewrites every Secret and patches this server's
 // node. With secrets-encryption it records the rotation stage once the
 // node exists; without, it answers status (disabled) and refuses changes.
-func (a *app) secretsEncryptController(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, nodeName string, api *kubeapi.Client) *secretsencrypt.Controller {
+func (a *app) secretsEncryptController(ctx context.Context, s *config.ServerConfig, lay datadir.Layout, nodeName string, api *kubeapi.Client, record *recordSync) *secretsencrypt.Controller {
 	c := &secretsencrypt.Controller{
 		API:        api,
 		ConfigPath: filepath.Join(lay.Cred(), "encryption-config.json"),
@@ -277,6 +295,15 @@ func (a *app) secretsEncryptController(ctx context.Context, s *config.ServerConf
 	}
 	if s.DisableAgent {
 		c.NodeName = ""
+	}
+	if record != nil {
+		// The other servers take each change from the cluster's record
+		// when they restart.
+		c.Recorded = func(ctx context.Context) {
+			if err := record.once(ctx); err != nil {
+				fmt.Fprintf(a.stderr, "bootstrap data: the new encryption config is not in the datastore yet (%v); this server tries again every 5 minutes\n", err)
+			}
+		}
 	}
 	if s.SecretsEncryption {
 		go c.Start(ctx)
@@ -322,7 +349,7 @@ func localAPI(s *config.ServerConfig, lay datadir.Layout, cert string) (*kubeapi
 // apiserver on 127.0.0.1:apiserver-port) and serves it until ctx ends.
 // Nothing when apiserver-port is https-listen-port: the apiserver serves
 // that port itself and agents cannot join.
-func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, adv netip.Addr, enc *secretsencrypt.Controller) error {
+func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, adv netip.Addr, enc *secretsencrypt.Controller, record *recordSync) error {
 	if s.APIServerPortOrDefault() == s.HTTPSListenPort {
 		fmt.Fprintf(a.stderr, "warning: apiserver-port is https-listen-port (%d): no supervisor listener, agents cannot join this server\n", s.HTTPSListenPort)
 		return nil
@@ -345,6 +372,9 @@ func (a *app) startSupervisor(ctx context.Context, s *config.ServerConfig, adv n
 	}
 	if embeddedEtcd(s) {
 		sup.DBInfo = etcdDBInfo(s.DataDir)
+	}
+	if record != nil {
+		sup.Record = &record.store
 	}
 	if err := sup.Load(); err != nil {
 		return err
@@ -394,6 +424,11 @@ egressSelections:
 }
 
 func (a *app) writeAgentConfigs(s *config.ServerConfig, lay datadir.Layout, n *componentargs.Node) error {
+	if s.Snapshotter == "stargz" && s.ContainerRuntimeEndpoint == "" {
+		if err := stargzSupported(realHost{}); err != nil {
+			return err
+		}
+	}
 	kc, err := n.KubeletConfig()
 	if err != nil {
 		return err
@@ -415,6 +450,9 @@ func (a *app) writeAgentConfigs(s *config.ServerConfig, lay datadir.Layout, n *c
 		// Not in the base config; templates written for k3s read them.
 		PrivateRegistry: s.PrivateRegistry, NodeName: n.NodeName, NodeIPs: n.NodeIPs,
 		NoFlannel: s.FlannelBackend == "none", InUserNS: inUserNS(realHost{}),
+	}
+	if s.Snapshotter == "stargz" {
+		cc.ImageServiceSocket = componentargs.StargzImageSocket
 	}
 	if data, err := os.ReadFile(s.PrivateRegistry); err == nil {
 		if cc.Registry, err = containerdcfg.ParseRegistries(s.PrivateRegistry, data); err != nil {

@@ -96,6 +96,12 @@ type Controller struct {
 	NodeName   string // this server's node; "" when it runs no agent
 	Provider   string // secrets-encryption-provider: the type of new keys
 	Logf       func(format string, args ...any)
+	// Recorded is called once a change is recorded on this server (the
+	// config and state files written): the cluster's bootstrap record
+	// takes it, and the other servers take it from there when they
+	// restart. nil: the files reach no other server, and a cluster of
+	// several servers is refused.
+	Recorded func(ctx context.Context)
 	// Now, Random and ReloadTimeout (2 minutes) are for tests.
 	Now           func() time.Time
 	Random        io.Reader
@@ -244,6 +250,9 @@ func (c *Controller) record(ctx context.Context, stage, hash string) error {
 		if err := atomicfile.Write(c.StatePath, data, 0o600); err != nil {
 			return err
 		}
+		if c.Recorded != nil {
+			c.Recorded(ctx)
+		}
 	}
 	if c.NodeName == "" {
 		return nil
@@ -362,11 +371,11 @@ func (c *Controller) Apply(ctx context.Context, req Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if len(servers) > 1 {
-		// Servers here take the config from the cluster only when they
-		// join: a key only one knows would leave the others unable to
-		// read the Secrets written with it.
-		return "", refuse("this cluster has %d servers, and ballast's servers take the encryption config only when they join: a key added on one would leave the others unable to read Secrets; change keys on a cluster with one server", len(servers))
+	if len(servers) > 1 && c.Recorded == nil {
+		// Without the cluster's bootstrap record a key only this server
+		// knows would leave the others unable to read the Secrets
+		// written with it.
+		return "", refuse("this cluster has %d servers, and this server has no bootstrap record in the datastore to hand the encryption config to the others; change keys on a cluster with one server", len(servers))
 	}
 	check := func(force bool, stages ...string) error {
 		if force {

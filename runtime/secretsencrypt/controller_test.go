@@ -330,9 +330,26 @@ func TestRefusals(t *testing.T) {
 	if after, _ := os.ReadFile(c.ConfigPath); !bytes.Equal(before, after) {
 		t.Error("the config changed on a refused request")
 	}
+	// With the cluster's bootstrap record to hand changes on: allowed
+	// while every server has the same config, and the record is given
+	// each change.
+	recorded := 0
+	c.Recorded = func(context.Context) { recorded++ }
+	if msg, err := apply(c, StageRotateKeys, false); err != nil {
+		t.Errorf("rotate-keys with two servers and a record: %q %v", msg, err)
+	} else if recorded == 0 {
+		t.Error("rotate-keys did not hand its change to the record")
+	}
 	f.nodes["server2"][HashAnnotation] = "start-0000"
 	if st, _ := c.Status(context.Background()); st.HashMatch || !strings.Contains(st.HashError, "hash does not match between server1 and server2") {
 		t.Errorf("status with differing hashes: %+v", st)
+	}
+	before, _ = os.ReadFile(c.ConfigPath)
+	if _, err := apply(c, StageRotateKeys, false); err == nil || !strings.Contains(err.Error(), "hash does not match between server1 and server2") {
+		t.Errorf("rotate-keys with server2 not restarted since: %v", err)
+	}
+	if after, _ := os.ReadFile(c.ConfigPath); !bytes.Equal(before, after) {
+		t.Error("the config changed on a refused request")
 	}
 
 	// No config file: secrets-encryption is off.

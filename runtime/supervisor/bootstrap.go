@@ -3,83 +3,45 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 
-	"github.com/ballast-os/ballast/runtime/atomicfile"
+	"github.com/ballast-os/ballast/runtime/bootstrap"
 )
 
-// What a server joining this one needs to be the same cluster: the CAs
-// with their keys, the service-account signing key, the passwords of
-// server/cred/passwd and the secrets-encryption config. Paths are
-// relative to the data dir. The joining server issues its own leaf
-// certificates from these CAs.
-var BootstrapFiles = []string{
-	"server/tls/client-ca.crt", "server/tls/client-ca.key",
-	"server/tls/server-ca.crt", "server/tls/server-ca.key",
-	"server/tls/request-header-ca.crt", "server/tls/request-header-ca.key",
-	"server/tls/etcd/server-ca.crt", "server/tls/etcd/server-ca.key",
-	"server/tls/etcd/peer-ca.crt", "server/tls/etcd/peer-ca.key",
-	"server/tls/service.key", "server/tls/service.current.key",
-	"server/cred/passwd", "server/cred/encryption-config.json",
-}
+// Bootstrap is GET /v1-k3s/server-bootstrap: relative path -> the file's
+// time and contents.
+type Bootstrap = bootstrap.Data
 
-// Bootstrap is GET /v1-k3s/server-bootstrap: relative path -> contents.
-type Bootstrap map[string][]byte
-
-// serverBootstrap answers a joining server (server token only) with the
-// bootstrap files this server has.
+// serverBootstrap answers a server (server token only) with the cluster's
+// bootstrap files: the datastore's record, opened with the token the
+// server gave, or with no record this server's own files. A server
+// joining takes them all; a member restarting takes what is newer.
 func (s *Server) serverBootstrap(w http.ResponseWriter, r *http.Request) {
-	out := Bootstrap{}
-	for _, rel := range BootstrapFiles {
-		data, err := os.ReadFile(filepath.Join(s.DataDir, rel))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
+	d, err := bootstrap.ReadDisk(s.DataDir)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	from := "this server's files"
+	if s.Record != nil {
+		_, password, _ := r.BasicAuth()
+		stored, err := s.Record.Load(r.Context(), password)
+		switch {
+		case err == nil:
+			for rel, f := range stored {
+				d[rel] = f
+			}
+			from = "the datastore's record"
+		case errors.Is(err, bootstrap.ErrOtherToken):
+			http.Error(w, err.Error(), http.StatusConflict)
 			return
-		}
-		out[rel] = data
-	}
-	s.logf("join API: server bootstrap data sent to %s", r.RemoteAddr)
-	writeJSON(w, out)
-}
-
-// WriteBootstrap writes what a server's /v1-k3s/server-bootstrap sent
-// under dataDir, each file atomically; it refuses a path it did not ask
-// for.
-func WriteBootstrap(dataDir string, b Bootstrap) error {
-	known := map[string]bool{}
-	for _, rel := range BootstrapFiles {
-		known[rel] = true
-	}
-	paths := make([]string, 0, len(b))
-	for rel := range b {
-		if !known[rel] {
-			return fmt.Errorf("server bootstrap: unexpected file %q", rel)
-		}
-		paths = append(paths, rel)
-	}
-	sort.Strings(paths)
-	for _, rel := range paths {
-		p := filepath.Join(dataDir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return err
-		}
-		perm := os.FileMode(0o600)
-		if strings.HasSuffix(rel, ".crt") {
-			perm = 0o644
-		}
-		if err := atomicfile.Write(p, b[rel], perm); err != nil {
-			return fmt.Errorf("server bootstrap: %w", err)
+		case !errors.Is(err, bootstrap.ErrNotFound):
+			s.logf("join API: reading the datastore's bootstrap data: %v (sending this server's files)", err)
 		}
 	}
-	return nil
+	s.logf("join API: server bootstrap data (%s) sent to %s", from, r.RemoteAddr)
+	writeJSON(w, d)
 }
 
 // DBInfo lists the datastore's members for GET /db/info (embedded etcd

@@ -9,6 +9,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
@@ -30,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ballast-os/ballast/runtime/bootstrap"
 	"github.com/ballast-os/ballast/runtime/certs"
 	"github.com/ballast-os/ballast/runtime/datadir"
 	"github.com/ballast-os/ballast/runtime/kubeapi"
@@ -66,6 +68,11 @@ type Server struct {
 	// (GET /v1-k3s/encrypt/status, PUT /v1-k3s/encrypt/config; server
 	// token only); nil: not served.
 	EncryptStatus, EncryptConfig http.HandlerFunc
+	// Record is the cluster's bootstrap record in the datastore (nil:
+	// none, this server's datastore is not embedded etcd). Servers
+	// restarting read it through /v1-k3s/server-bootstrap, and the
+	// changes made here (token rotate, rotate-ca) are written to it.
+	Record *bootstrap.Store
 
 	serverCAPEM, clientCAPEM []byte
 	serverCA, clientCA       *certs.CA
@@ -366,9 +373,40 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request) {
 	passwd := filepath.Join(lay.Cred(), "passwd")
 	s.usersMu.Lock()
 	defer s.usersMu.Unlock()
-	if _, err := token.Rotate(token.Files{Token: lay.TokenFile(), Passwd: passwd}, s.serverCAPEM, newPassword, s.AgentTokenSet); err != nil {
+	// The cluster's record moves to the new token before this server's
+	// files change: the other servers take the new passwd from it when
+	// they restart with the new token. Once it has moved, the new token
+	// must reach the caller whatever happens to this server's files.
+	moved := false
+	var newToken token.Token
+	record := func(oldPassword string, t token.Token, passwdText []byte) error {
+		newToken = t
+		if s.Record == nil {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+		defer cancel()
+		changes := bootstrap.Data{"server/cred/passwd": {Timestamp: s.now().UTC(), Content: passwdText}}
+		err := s.Record.Rekey(ctx, oldPassword, t.Password, changes)
+		if err != nil {
+			// The answer may have been lost after the commit: ask.
+			if d, lerr := s.Record.Load(ctx, t.Password); lerr == nil && bytes.Equal(d["server/cred/passwd"].Content, passwdText) {
+				err = nil
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("the datastore's bootstrap data: %w (nothing changed)", err)
+		}
+		moved = true
+		return nil
+	}
+	if _, err := token.RotateWith(token.Files{Token: lay.TokenFile(), Passwd: passwd}, s.serverCAPEM, newPassword, s.AgentTokenSet, record); err != nil {
 		s.logf("token rotate: %v", err)
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		msg := err.Error()
+		if moved {
+			msg = fmt.Sprintf("the cluster's token is now %s (the datastore has it), but this server's files could not be written: %v; start this server with the new token to take them", newToken, err)
+		}
+		http.Error(w, msg, http.StatusInternalServerError)
 		return
 	}
 	users, err := token.ReadPasswd(passwd)
@@ -377,7 +415,11 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.users = users
-	s.logf("token rotated by %s: new joins need the new token (%s)", r.RemoteAddr, lay.TokenFile())
+	if s.Record != nil {
+		s.logf("token rotated by %s: new joins need the new token (%s); restart the other servers with it, and they take the new passwords from the datastore", r.RemoteAddr, lay.TokenFile())
+	} else {
+		s.logf("token rotated by %s: new joins need the new token (%s)", r.RemoteAddr, lay.TokenFile())
+	}
 	w.WriteHeader(http.StatusOK)
 }
 

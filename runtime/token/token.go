@@ -227,6 +227,14 @@ func writeFile(path, data string) error {
 // that joined keep working with their certificates; new ones need the new
 // token. It returns the new server token.
 func Rotate(f Files, caBundle []byte, newPassword string, agentTokenSet bool) (Token, error) {
+	return RotateWith(f, caBundle, newPassword, agentTokenSet, nil)
+}
+
+// RotateWith is Rotate with before, called with the old server password
+// and the new passwd file's contents before anything is written (to put
+// them in the cluster's bootstrap record first); its error stops the
+// rotation.
+func RotateWith(f Files, caBundle []byte, newPassword string, agentTokenSet bool, before func(oldPassword string, t Token, passwd []byte) error) (Token, error) {
 	users, err := ReadPasswd(f.Passwd)
 	if err != nil {
 		return Token{}, err
@@ -248,15 +256,37 @@ func Rotate(f Files, caBundle []byte, newPassword string, agentTokenSet bool) (T
 		agent = newPassword
 	}
 	t := Token{CAHash: CAHash(caBundle), Username: "server", Password: newPassword}
+	passwd := passwdText(newPassword, agent)
+	if before != nil {
+		if err := before(old, t, []byte(passwd)); err != nil {
+			return Token{}, err
+		}
+	}
 	// passwd first: the supervisor answers from it; the token file is
 	// what people read the token from.
-	if err := writeFile(f.Passwd, passwdText(newPassword, agent)); err != nil {
+	if err := writeFile(f.Passwd, passwd); err != nil {
 		return Token{}, err
 	}
 	if err := writeFile(f.Token, t.String()+"\n"); err != nil {
 		return Token{}, err
 	}
 	return t, nil
+}
+
+// AdoptPasswd rewrites the token file to the server password passwd has
+// (the cluster's, taken from its bootstrap data after a token rotation on
+// another server), with caBundle's hash.
+func AdoptPasswd(f Files, caBundle []byte) error {
+	users, err := ReadPasswd(f.Passwd)
+	if err != nil {
+		return err
+	}
+	pw, ok := users["server"]
+	if !ok {
+		return fmt.Errorf("token: %s has no server user", f.Passwd)
+	}
+	t := Token{CAHash: CAHash(caBundle), Username: "server", Password: pw}
+	return writeFile(f.Token, t.String()+"\n")
 }
 
 // passwdText is server/cred/passwd for the server and agent passwords.

@@ -198,3 +198,41 @@ func TestRotate(t *testing.T) {
 		t.Error("a password with a comma was accepted")
 	}
 }
+
+// RotateWith hands the new passwd to its hook before writing anything,
+// and its error stops the rotation; AdoptPasswd makes the token file
+// follow a passwd taken from the cluster.
+func TestRotateWithAndAdopt(t *testing.T) {
+	ca := []byte("ca bundle")
+	dir := t.TempDir()
+	f := Files{Token: filepath.Join(dir, "token"), Passwd: filepath.Join(dir, "passwd")}
+	if _, err := EnsureServer(f, ca, "oldpw", ""); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(f.Passwd)
+	if _, err := RotateWith(f, ca, "newpw", false, func(old string, nt Token, passwd []byte) error {
+		if old != "oldpw" || nt.Password != "newpw" || !strings.HasPrefix(string(passwd), "newpw,server,") {
+			t.Errorf("hook got %q %+v %q", old, nt, passwd)
+		}
+		return errors.New("datastore down")
+	}); err == nil || !strings.Contains(err.Error(), "datastore down") {
+		t.Fatalf("RotateWith with a failing hook: %v", err)
+	}
+	if after, _ := os.ReadFile(f.Passwd); string(after) != string(before) {
+		t.Error("a stopped rotation wrote passwd")
+	}
+	// Another server rotated: this one takes its passwd, then its token.
+	other := filepath.Join(dir, "other-passwd")
+	if err := os.WriteFile(other, []byte(passwdText("rotated", "rotated")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := AdoptPasswd(Files{Token: f.Token, Passwd: other}, ca); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(f.Token); strings.TrimSpace(string(data)) != (Token{CAHash: CAHash(ca), Username: "server", Password: "rotated"}).String() {
+		t.Errorf("token after AdoptPasswd: %q", data)
+	}
+	if _, err := EnsureServer(Files{Token: f.Token, Passwd: other}, ca, "rotated", ""); err != nil {
+		t.Errorf("a start with the cluster's new token after AdoptPasswd: %v", err)
+	}
+}

@@ -1,5 +1,6 @@
 // Package containerd links containerd v2 into the runtime's multi-call
-// binary: the daemon (`k3s containerd -c ... -a ...`) and ctr. Its runc
+// binary: the daemon (`k3s containerd -c ... -a ...`), with the stargz
+// snapshotter built in as k3s's containerd has it, and ctr. Its runc
 // shim is a separate small executable (containerd-shim-runc-v2, built
 // from upstream's package main): containerd starts one per pod.
 package containerd
@@ -14,6 +15,7 @@ import (
 	_ "github.com/containerd/containerd/v2/cmd/containerd/builtins" // snapshotters, CRI, services
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
 	"github.com/containerd/containerd/v2/cmd/ctr/app"
+	_ "github.com/containerd/stargz-snapshotter/service/plugin" // the stargz snapshotter (eStargz lazy pulling), as k3s links it
 )
 
 // Socket and Namespace are where k3s's containerd listens and the
