@@ -422,14 +422,13 @@ func TestClusterInitMovesSQLite(t *testing.T) {
 
 // TestClusterHABootstrap: what one server of three changes reaches the
 // others through the cluster's bootstrap record in etcd, at their next
-// restart, as in k3s. secrets-encrypt rotate-keys on server2: server1
-// (no --server: it reads its own copy of the datastore through a
-// temporary etcd) and server3 (through server1's join API) take the new
-// encryption config when they restart, the hashes then match, and a
-// Secret written after the rotation reads through every server.
-// certificate rotate-ca on server1 (cross-signed CAs): each server,
-// restarted, has the new CAs and certificates they sign. k3s token
-// rotate on server1: a server restarted with the old token is refused with
+// restart, as in k3s. secrets-encrypt rotate-keys on server2 and
+// certificate rotate-ca (cross-signed CAs) on server1, then each server
+// restarted (each reads its own copy of the datastore through a temporary
+// etcd): all have the new encryption config, the hashes match, a Secret
+// written after the rotation reads through every server, and every server
+// has the new CAs and certificates they sign. k3s token rotate on
+// server1: a server restarted with the old token is refused with
 // k3s's message; restarted with the new one, it takes the new passwords,
 // and an agent joins it with the new token.
 func TestClusterHABootstrap(t *testing.T) {
@@ -471,40 +470,28 @@ func TestClusterHABootstrap(t *testing.T) {
 	// first pass time to make it.
 	logHas(s1, "bootstrap data: the datastore's record now has this server's")
 
-	// secrets-encrypt on server2.
-	if out, err := s2.Exec(ctx, "k3s", "secrets-encrypt", "rotate-keys"); err != nil || out != "keys rotated, reencryption finished" {
+	// secrets-encrypt on server2 (its own supervisor: K3S_URL names
+	// server1), once every server has recorded its stage.
+	if err := WaitFor(ctx, 2*time.Minute, 2*time.Second, func() error {
+		out, err := s2.Exec(ctx, "k3s", "secrets-encrypt", "status", "--server", "https://127.0.0.1:6443")
+		if err == nil && !strings.Contains(out, "All hashes match") {
+			err = fmt.Errorf("%s", out)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("secrets-encrypt status before the rotation: %v", err)
+	}
+	if out, err := s2.Exec(ctx, "k3s", "secrets-encrypt", "rotate-keys", "--server", "https://127.0.0.1:6443"); err != nil || out != "keys rotated, reencryption finished" {
 		t.Fatalf("k3s secrets-encrypt rotate-keys on server2: %v %q", err, out)
 	}
-	if out, err := s2.Exec(ctx, "k3s", "secrets-encrypt", "status"); err != nil || !strings.Contains(out, "hash does not match between") {
+	if out, err := s2.Exec(ctx, "k3s", "secrets-encrypt", "status", "--server", "https://127.0.0.1:6443"); err != nil || !strings.Contains(out, "hash does not match between") {
 		t.Errorf("status before the other servers restart: %v\n%s", err, out)
 	}
 	if out, err := s2.Kubectl(ctx, "create", "secret", "generic", "after-rotation", "--from-literal=k=rotated-value"); err != nil {
 		t.Fatalf("create secret: %v %s", err, out)
 	}
-	for _, n := range []*Node{s1, s3} {
-		restart(n)
-		logHas(n, "bootstrap data: ", "server/cred/encryption-config.json", "server/cred/encryption-state.json", " updated from ")
-	}
-	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
-		out, err := s1.Exec(ctx, "k3s", "secrets-encrypt", "status")
-		if err == nil && !strings.Contains(out, "Current Rotation Stage: reencrypt_finished\nServer Encryption Hashes: All hashes match") {
-			err = fmt.Errorf("%s", out)
-		}
-		return err
-	}); err != nil {
-		t.Errorf("status after the restarts: %v", err)
-	}
-	for _, n := range servers {
-		out, err := n.Kubectl(ctx, "get", "secret", "after-rotation", "-o", "jsonpath={.data.k}")
-		if err != nil || out != base64.StdEncoding.EncodeToString([]byte("rotated-value")) {
-			t.Errorf("the Secret through %s: %v %q", n.Name, err, out)
-		}
-	}
-
 	// rotate-ca on server1 (new server and client CAs cross-signed by the
-	// current ones): every server takes them at its restart, server1 from
-	// what it staged, the others from the record, and issues its
-	// certificates again.
+	// current ones), staged for the restarts that follow.
 	serverBundle, serverKey, serverInter := crossSigned(t, nodeRead(ctx, t, s1, tls+"server-ca.crt"), nodeRead(ctx, t, s1, tls+"server-ca.key"))
 	clientBundle, clientKey, clientInter := crossSigned(t, nodeRead(ctx, t, s1, tls+"client-ca.crt"), nodeRead(ctx, t, s1, tls+"client-ca.key"))
 	for name, data := range map[string][]byte{"server-ca.crt": serverBundle, "server-ca.key": serverKey, "client-ca.crt": clientBundle, "client-ca.key": clientKey} {
@@ -513,6 +500,13 @@ func TestClusterHABootstrap(t *testing.T) {
 	if out, err := s1.Exec(ctx, "k3s", "certificate", "rotate-ca", "--path", "/tmp/newca"); err != nil || !strings.Contains(out, "certificates staged") {
 		t.Fatalf("k3s certificate rotate-ca on server1: %v\n%s", err, out)
 	}
+
+	// Each server restarted, one at a time: server1 applies the CAs it
+	// staged and takes server2's encryption config from its own copy of
+	// the datastore (it has no --server); server2 and server3 (whose
+	// --server, restarted, now shows a CA they do not know yet) take what
+	// they lack the same way; every server's certificates are issued by
+	// the new CAs.
 	for _, n := range servers {
 		restart(n)
 		if got := nodeRead(ctx, t, n, tls+"server-ca.crt"); !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(serverBundle)) {
@@ -523,10 +517,28 @@ func TestClusterHABootstrap(t *testing.T) {
 		checkSigned(t, n.Name+": client-kubelet.crt", nodeRead(ctx, t, n, "/var/lib/rancher/k3s/agent/client-kubelet.crt"), clientInter)
 	}
 	logHas(s1, "rotate-ca: new CA files in place")
+	for _, n := range []*Node{s1, s3} {
+		logHas(n, "bootstrap data: ", "server/cred/encryption-config.json", "server/cred/encryption-state.json", " updated from this member's copy of the datastore")
+	}
 	for _, n := range []*Node{s2, s3} {
 		logHas(n, "bootstrap data: new CA files from the cluster; the current ones are backed up in")
 	}
 	waitReady(ctx, t, s1, "True", 3*time.Minute, "server1", "server2", "server3")
+	if err := WaitFor(ctx, time.Minute, 2*time.Second, func() error {
+		out, err := s1.Exec(ctx, "k3s", "secrets-encrypt", "status")
+		if err == nil && !strings.Contains(out, "Current Rotation Stage: reencrypt_finished\nServer Encryption Hashes: All hashes match") {
+			err = fmt.Errorf("%s", out)
+		}
+		return err
+	}); err != nil {
+		t.Errorf("secrets-encrypt status after the restarts: %v", err)
+	}
+	for _, n := range servers {
+		out, err := n.Kubectl(ctx, "get", "secret", "after-rotation", "-o", "jsonpath={.data.k}")
+		if err != nil || out != base64.StdEncoding.EncodeToString([]byte("rotated-value")) {
+			t.Errorf("the Secret through %s: %v %q", n.Name, err, out)
+		}
+	}
 
 	// k3s token rotate on server1.
 	const rotated = "ha-rotated-secret"
