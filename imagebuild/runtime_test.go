@@ -161,11 +161,17 @@ func TestDefaultImageCarriesRuntime(t *testing.T) {
 		t.Error("/usr/lib/x86_64-linux-gnu/libc.so.6 is missing")
 	}
 
-	// Every module the runtime loads, as a file under the image's module tree.
+	// Every module the runtime loads, as a file under the image's module
+	// tree or built into the kernel (fuse is, in Debian's amd64 kernel).
 	mods := map[string]string{}
 	for p := range ls {
 		if strings.HasPrefix(p, "usr/lib/modules/"+res.Kernel+"/kernel/") && strings.Contains(p, ".ko") {
 			mods[moduleName(p)] = p
+		}
+	}
+	if e := b.system.Get("usr/lib/modules/" + res.Kernel + "/modules.builtin"); e != nil {
+		for _, l := range strings.Fields(string(entryBytes(t, e))) {
+			mods[moduleName(l)] = "built in: " + l
 		}
 	}
 	for _, m := range RuntimeModules {
